@@ -1,0 +1,6 @@
+"""``python -m exwatch``."""
+
+from exwatch.cli.main import main
+
+if __name__ == "__main__":
+    main()

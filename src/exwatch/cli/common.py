@@ -1,0 +1,100 @@
+"""Shared pieces of the CLI: exit codes, the ``--format`` and ``--db`` options, the stderr console.
+
+Every command module under ``exwatch.cli`` builds on these so that the contracts of DESIGN.md hold
+everywhere: machine formats on stdout, messages on stderr, the same exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from exwatch.config import default_db_url
+
+# Exit codes (DESIGN.md): 0 nothing found; 1 something found; 2 bad input or command;
+# 3 nothing found but some targets or files could not be checked.
+EXIT_OK = 0
+EXIT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exit_code_for(found: bool, incomplete: bool) -> int:
+    """The exit code of a finished run: something found wins over something missed."""
+    if found:
+        return EXIT_FOUND
+    if incomplete:
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def stderr_console() -> Console:
+    """The console for progress and messages; it honours ``-q`` and ``-v`` from the root command."""
+    ctx = click.get_current_context(silent=True)
+    quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbosity", 0) < 0)
+    return Console(stderr=True, quiet=quiet)
+
+
+def verbosity() -> int:
+    """-1 with ``-q``, 0 by default, 1 or more with ``-v``."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return 0
+    obj = ctx.find_root().obj or {}
+    return int(obj.get("verbosity", 0))
+
+
+def format_option(*choices: str, default: str = "table") -> Callable[[F], F]:
+    """The ``--format`` option with the formats this command supports."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices) or ["table", "json"], case_sensitive=False),
+        default=default,
+        show_default=True,
+        help="Output format; machine formats go to stdout, messages to stderr.",
+    )
+
+
+def db_option(func: F) -> F:
+    """The ``--db`` option: a store URL; falls back to the root ``--db``, ``EXWATCH_DB``, then SQLite."""
+    return click.option(
+        "--db",
+        "db_url",
+        default=None,
+        metavar="URL",
+        help="Store URL (sqlite:///path or postgresql://...); default: EXWATCH_DB or a SQLite file in the data directory.",
+    )(func)
+
+
+def resolve_db(db_url: str | None) -> str:
+    """The store URL for this command: its own ``--db``, else the root one, else the default."""
+    if db_url:
+        return db_url
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        root = ctx.find_root().obj or {}
+        if root.get("db_url"):
+            return str(root["db_url"])
+    return default_db_url()
+
+
+def echo_json(obj: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+    sys.stdout.write("\n")
+
+
+def echo_jsonl(objs: Iterable[Any]) -> None:
+    """Write one JSON object per line to stdout, flushing each so that pipes see it at once."""
+    for obj in objs:
+        sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False))
+        sys.stdout.write("\n")
+        sys.stdout.flush()

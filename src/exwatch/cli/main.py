@@ -1,0 +1,93 @@
+"""The ``exwatch`` root command: global options, lazy sub-commands and the error boundary."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from exwatch._version import __version__
+from exwatch.errors import ExwatchError
+
+# Sub-commands are imported only when used, so that ``exwatch kb`` never pays for the scanner's or
+# the hunter's imports, and a broken optional extra only breaks the command that needs it.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "kb": ("exwatch.cli.kb", "kb"),
+    "scan": ("exwatch.cli.scan", "scan"),
+    "hunt": ("exwatch.cli.hunt", "hunt"),
+    "mitigate": ("exwatch.cli.mitigate", "mitigate"),
+    "report": ("exwatch.cli.report", "report"),
+    "hosts": ("exwatch.cli.hosts", "hosts"),
+    "lab": ("exwatch.cli.lab", "lab"),
+    "demo": ("exwatch.cli.demo", "demo"),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module_name, attr = COMMANDS[cmd_name]
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name == module_name:
+                    return None
+                raise
+            command = getattr(module, attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="exwatch")
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="Store URL (default: EXWATCH_DB or SQLite in the data directory).",
+)
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeat for more).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str | None, verbose: int, quiet: bool) -> None:
+    """exwatch: find exposed Exchange servers, hunt for compromise, mitigate and track progress.
+
+    Exit codes: 0 nothing found; 1 something found (a vulnerable host, a finding); 2 bad input;
+    3 nothing found but some targets or files could not be checked.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["db_url"] = db_url
+    ctx.obj["verbosity"] = -1 if quiet else verbose
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; known errors become one line on stderr and their exit code, never a traceback."""
+    try:
+        return cli.main(args=argv, prog_name="exwatch", standalone_mode=True)
+    except ExwatchError as exc:  # raised outside click's own handling (e.g. in result callbacks)
+        click.echo(f"exwatch: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+# click's standalone mode turns exceptions into tracebacks; map ours to one line first.
+_original_invoke = cli.invoke
+
+
+def _invoke(ctx: click.Context) -> Any:
+    try:
+        return _original_invoke(ctx)
+    except ExwatchError as exc:
+        click.echo(f"exwatch: error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+
+
+cli.invoke = _invoke  # type: ignore[method-assign]

@@ -1,0 +1,62 @@
+"""The root command: version, help, one-line errors, and every command documented in the README."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from exwatch import __version__
+from exwatch.cli.main import COMMANDS, cli
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _all_commands(group: click.Group, ctx: click.Context, prefix: str) -> list[str]:
+    names = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None:
+            continue
+        full = f"{prefix} {name}"
+        names.append(full)
+        if isinstance(command, click.Group):
+            names.extend(_all_commands(command, click.Context(command, parent=ctx), full))
+    return names
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_python_m_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "exwatch", "--version"], capture_output=True, text=True, check=True
+    )
+    assert __version__ in out.stdout
+
+
+def test_every_registered_command_imports() -> None:
+    ctx = click.Context(cli)
+    missing = [name for name in COMMANDS if cli.get_command(ctx, name) is None]
+    assert missing == [], f"registered but not implemented: {missing}"
+
+
+def test_every_command_has_help_and_is_in_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    ctx = click.Context(cli)
+    commands = _all_commands(cli, ctx, "exwatch")
+    assert len(commands) >= len(COMMANDS)
+    undocumented = [c for c in commands if not re.search(re.escape(c) + r"\b", text)]
+    assert undocumented == [], f"commands missing from README.md: {undocumented}"
+    for full in commands:
+        parts = full.split()[1:]
+        result = CliRunner().invoke(cli, [*parts, "--help"])
+        assert result.exit_code == 0, (full, result.output)
+        assert len(result.output.strip().splitlines()) > 2, full
