@@ -26,14 +26,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
-    """A group whose commands are imported on first use."""
+    """A group whose commands are imported on first use, from ``commands_map``."""
+
+    commands_map: dict[str, tuple[str, str]] = COMMANDS
+
+    @classmethod
+    def group_command(cls, **kwargs: Any) -> Any:
+        """Decorator: a click group of this class."""
+        return click.group(cls=cls, **kwargs)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+        return sorted(set(super().list_commands(ctx)) | set(self.commands_map))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in COMMANDS:
-            module_name, attr = COMMANDS[cmd_name]
+        if cmd_name in self.commands_map:
+            module_name, attr = self.commands_map[cmd_name]
             try:
                 module = importlib.import_module(module_name)
             except ModuleNotFoundError as exc:
