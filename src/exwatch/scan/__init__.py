@@ -1,0 +1,1 @@
+"""Remote exposure scanning: targets, fingerprints, behavioural probes, verdict fusion and the engine."""
