@@ -1,0 +1,7 @@
+"""The store and the fleet metrics: snapshots of scans and hunts over time (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from exwatch.fleet.store import Store, open_store
+
+__all__ = ["Store", "open_store"]

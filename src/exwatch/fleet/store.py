@@ -1,0 +1,451 @@
+"""The store: snapshots of scans, hunts and tags in SQLite or PostgreSQL, written in batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from exwatch.config import default_db_url, mask_url
+from exwatch.errors import InputError, StoreError
+from exwatch.fleet import schema as t
+from exwatch.fleet.database import engine_for, migrate
+from exwatch.fleet.identity import HostIndex, Identity, identity_of
+from exwatch.fleet.timeutil import now, to_db
+
+BATCH = 5000
+PROTECTED = ("patched", "mitigated")
+
+
+def cu_of(build: str | None) -> str | None:
+    """The cumulative update key "major.minor.build" of a build string (leading zeros dropped)."""
+    if not build:
+        return None
+    parts = str(build).split(".")
+    if len(parts) < 3:
+        return None
+    try:
+        return ".".join(str(int(p)) for p in parts[:3])
+    except ValueError:
+        return None
+
+
+def _chunks(rows: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+class Store:
+    """One open store; use as a context manager or call close()."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = engine_for(url)
+        self.dialect = self.engine.dialect.name
+        migrate(self.engine)
+        self._lock = threading.RLock()
+        self._index: HostIndex | None = None
+        self._index_max_id = 0
+        self._tags: dict[tuple[int, str], str] = {}
+        self._details: dict[str, int] = {}
+        self._scan_hosts: dict[int, set[int]] = {}
+        self._scan_times: dict[int, datetime] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({mask_url(self.url)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def connect(self) -> Connection:
+        """A connection for reading (callers use it as a context manager)."""
+        try:
+            return self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot connect to the store {mask_url(self.url)}: {exc}") from exc
+
+    def _begin(self) -> Any:
+        try:
+            return self.engine.begin()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to the store {mask_url(self.url)}: {exc}") from exc
+
+    def _insert(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _host_index(self, conn: Connection) -> HostIndex:
+        """The identity of every host, loaded once and topped up with hosts others added since."""
+        if self._index is None:
+            self._index = HostIndex()
+            self._index_max_id = 0
+            self._tags = {}
+        rows = conn.execute(
+            select(t.hosts.c.id, t.hosts.c.address, t.hosts.c.name, t.hosts.c.fe_server, t.hosts.c.cert)
+            .where(t.hosts.c.id > self._index_max_id)
+            .order_by(t.hosts.c.id)
+        ).all()
+        for row in rows:
+            self._index.put(row.id, Identity(row.address, row.name, row.fe_server, row.cert))
+            self._index_max_id = max(self._index_max_id, row.id)
+        if rows:
+            new_ids = {row.id for row in rows}
+            low = min(new_ids)
+            for tag in conn.execute(
+                select(t.tags.c.host_id, t.tags.c.key, t.tags.c.value).where(t.tags.c.host_id >= low)
+            ):
+                self._tags[(tag.host_id, tag.key)] = tag.value
+        return self._index
+
+    # -- scans ---------------------------------------------------------------------------------
+
+    def start_scan(
+        self, params: dict[str, Any], *, started_at: datetime | None = None, kind: str = "scan"
+    ) -> int:
+        """Open a snapshot and return its id; its time is ``started_at`` (default: now)."""
+        started = to_db(started_at) or now()
+        with self._begin() as conn:
+            scan_id = conn.execute(
+                insert(t.scans)
+                .values(kind=kind, params=json.dumps(params, default=str, sort_keys=True), started_at=started)
+                .returning(t.scans.c.id)
+            ).scalar_one()
+        self._scan_times[int(scan_id)] = started
+        return int(scan_id)
+
+    def _scan_time(self, conn: Connection, scan_id: int) -> datetime:
+        if scan_id not in self._scan_times:
+            started = conn.execute(select(t.scans.c.started_at).where(t.scans.c.id == scan_id)).scalar()
+            if started is None:
+                raise InputError(f"no scan {scan_id} in the store")
+            self._scan_times[scan_id] = to_db(started) or now()
+        return self._scan_times[scan_id]
+
+    def scan_params(self, scan_id: int) -> dict[str, Any]:
+        """The parameters a scan was started with."""
+        with self.connect() as conn:
+            text = conn.execute(select(t.scans.c.params).where(t.scans.c.id == scan_id)).scalar()
+        if text is None:
+            raise InputError(f"no scan {scan_id} in the store")
+        return dict(json.loads(text))
+
+    def scan_done_keys(self, scan_id: int) -> set[str]:
+        """The keys of the observations a scan has stored (what a resumed scan skips)."""
+        with self.connect() as conn:
+            return set(
+                conn.execute(
+                    select(t.observations.c.key).where(t.observations.c.scan_id == scan_id)
+                ).scalars()
+            )
+
+    def latest_scan_id(self) -> int | None:
+        """The newest scan (finished or not), or None for an empty store."""
+        with self.connect() as conn:
+            value = conn.execute(select(func.max(t.scans.c.id)).where(t.scans.c.kind == "scan")).scalar()
+        return None if value is None else int(value)
+
+    def add_observations(self, scan_id: int, records: list[dict[str, Any]]) -> None:
+        """Store what a scan saw, in batches; hosts are matched across scans (exwatch.fleet.identity).
+
+        A host observed twice in one scan keeps its first per-wave states (one vote per host).
+        """
+        if not records:
+            return
+        with self._lock, self._begin() as conn:
+            scan_time = self._scan_time(conn, scan_id)
+            index = self._host_index(conn)
+            seen = self._scan_hosts.get(scan_id)
+            if seen is None:
+                seen = set(
+                    conn.execute(
+                        select(t.observation_states.c.host_id)
+                        .where(t.observation_states.c.scan_id == scan_id)
+                        .distinct()
+                    ).scalars()
+                )
+                self._scan_hosts[scan_id] = seen
+            host_ids = self._resolve_hosts(conn, records, index, scan_time)
+            detail_ids = self._detail_ids(conn, records)
+            obs_rows: list[dict[str, Any]] = []
+            state_rows: list[dict[str, Any]] = []
+            tag_rows: dict[tuple[int, str], str] = {}
+            for rec, host_id, detail_id in zip(records, host_ids, detail_ids, strict=True):
+                build = rec.get("build")
+                cu = cu_of(build)
+                obs_rows.append(
+                    {
+                        "scan_id": scan_id,
+                        "host_id": host_id,
+                        "key": str(rec.get("key") or rec.get("target") or rec.get("address") or ""),
+                        "target": rec.get("target"),
+                        "address": rec.get("address"),
+                        "port": rec.get("port"),
+                        "status": rec.get("status") or "exchange",
+                        "error": rec.get("error"),
+                        "build": build,
+                        "cu": cu,
+                        "build_source": rec.get("build_source"),
+                        "cu_only": rec.get("cu_only"),
+                        "time": to_db(rec.get("time")) or scan_time,
+                        "detail_id": detail_id,
+                    }
+                )
+                if host_id is None:
+                    continue
+                for key, value in (rec.get("tags") or {}).items():
+                    if self._tags.get((host_id, str(key))) != str(value):
+                        tag_rows[(host_id, str(key))] = str(value)
+                if host_id in seen:
+                    continue
+                seen.add(host_id)
+                for wave, verdict in (rec.get("waves") or {}).items():
+                    state = verdict.get("state") if isinstance(verdict, dict) else verdict
+                    if state:
+                        state_rows.append(
+                            {
+                                "scan_id": scan_id,
+                                "wave": wave,
+                                "host_id": host_id,
+                                "state": str(state),
+                                "cu": cu,
+                            }
+                        )
+            try:
+                for chunk in _chunks(obs_rows):
+                    conn.execute(insert(t.observations), list(chunk))
+                for chunk in _chunks(state_rows):
+                    conn.execute(insert(t.observation_states), list(chunk))
+                if tag_rows:
+                    self._write_tags(conn, tag_rows)
+            except SQLAlchemyError as exc:
+                raise StoreError(f"cannot store observations: {exc}") from exc
+
+    def _resolve_hosts(
+        self, conn: Connection, records: list[dict[str, Any]], index: HostIndex, scan_time: datetime
+    ) -> list[int | None]:
+        """Host ids for the records: known hosts matched, new Exchange hosts inserted."""
+        result: list[int | None] = []
+        pending: dict[Identity, list[int]] = {}
+        changed: dict[int, Identity] = {}
+        for position, rec in enumerate(records):
+            ident = identity_of(rec)
+            host_id = index.match(ident)
+            if host_id is None:
+                # A new host only for an Exchange server: a dead address is not a server.
+                if (rec.get("status") or "exchange") != "exchange":
+                    result.append(None)
+                    continue
+                # Two records of one new server in the same batch become one host.
+                for known in pending:
+                    if _same_new_host(known, ident):
+                        pending[known].append(position)
+                        break
+                else:
+                    pending[ident] = [position]
+                result.append(None)
+                continue
+            result.append(host_id)
+            if (rec.get("status") or "exchange") == "exchange":
+                merged = index.hosts[host_id].merged(ident)
+                if merged != index.hosts[host_id]:
+                    changed[host_id] = merged
+                    index.put(host_id, merged)
+        if pending:
+            idents = list(pending)
+            rows = [
+                {
+                    "address": i.address,
+                    "name": i.name,
+                    "fe_server": i.fe_server,
+                    "cert": i.cert,
+                    "first_seen": to_db(records[pending[i][0]].get("time")) or scan_time,
+                }
+                for i in idents
+            ]
+            new_ids: list[int] = []
+            for chunk in _chunks(rows):
+                new_ids.extend(
+                    conn.execute(
+                        insert(t.hosts).returning(t.hosts.c.id, sort_by_parameter_order=True), list(chunk)
+                    ).scalars()
+                )
+            for ident, host_id in zip(idents, new_ids, strict=True):
+                index.put(host_id, ident)
+                self._index_max_id = max(self._index_max_id, host_id)
+                for position in pending[ident]:
+                    result[position] = host_id
+        for host_id, ident in changed.items():
+            conn.execute(
+                update(t.hosts)
+                .where(t.hosts.c.id == host_id)
+                .values(address=ident.address, name=ident.name, fe_server=ident.fe_server, cert=ident.cert)
+            )
+        return result
+
+    def _detail_ids(self, conn: Connection, records: list[dict[str, Any]]) -> list[int | None]:
+        """Ids of the deduplicated detail bodies (per-wave reasons and fixes, probes, certificate names)."""
+        bodies: list[str | None] = []
+        digests: list[str | None] = []
+        for rec in records:
+            detail = {k: rec[k] for k in ("waves", "probes", "cert_names", "fe_server", "name") if rec.get(k)}
+            if not detail:
+                bodies.append(None)
+                digests.append(None)
+                continue
+            body = json.dumps(detail, sort_keys=True, default=str, separators=(",", ":"))
+            bodies.append(body)
+            digests.append(hashlib.sha1(body.encode()).hexdigest())
+        missing = {
+            d: b for d, b in zip(digests, bodies, strict=True) if d is not None and d not in self._details
+        }
+        if missing:
+            known = conn.execute(
+                select(t.details.c.digest, t.details.c.id).where(t.details.c.digest.in_(list(missing)))
+            ).all()
+            for digest, detail_id in known:
+                self._details[digest] = detail_id
+                missing.pop(digest, None)
+        if missing:
+            items = list(missing.items())
+            ids = conn.execute(
+                insert(t.details).returning(t.details.c.id, sort_by_parameter_order=True),
+                [{"digest": d, "body": b} for d, b in items],
+            ).scalars()
+            for (digest, _), detail_id in zip(items, ids, strict=True):
+                self._details[digest] = detail_id
+        return [None if d is None else self._details[d] for d in digests]
+
+    def _write_tags(self, conn: Connection, rows: dict[tuple[int, str], str]) -> None:
+        stmt = self._insert(t.tags)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.tags.c.host_id, t.tags.c.key], set_={"value": stmt.excluded.value}
+        )
+        conn.execute(stmt, [{"host_id": h, "key": k, "value": v} for (h, k), v in rows.items()])
+        self._tags.update(rows)
+
+    def finish_scan(self, scan_id: int, *, finished_at: datetime | None = None) -> None:
+        """Close a snapshot: record its end and fill its summary counts (one GROUP BY each)."""
+        s, o = t.observation_states, t.observations
+        with self._begin() as conn:
+            self._scan_time(conn, scan_id)
+            conn.execute(
+                update(t.scans).where(t.scans.c.id == scan_id).values(finished_at=to_db(finished_at) or now())
+            )
+            conn.execute(t.scan_summary.delete().where(t.scan_summary.c.scan_id == scan_id))
+            conn.execute(
+                insert(t.scan_summary).from_select(
+                    ["scan_id", "wave", "state", "n"],
+                    select(s.c.scan_id, s.c.wave, s.c.state, func.count())
+                    .where(s.c.scan_id == scan_id)
+                    .group_by(s.c.scan_id, s.c.wave, s.c.state),
+                )
+            )
+            # Host-level counts under the wave "*": distinct hosts per status; targets that match
+            # no host count once per observation.
+            distinct = func.count(func.coalesce(o.c.host_id, -o.c.id).distinct())
+            conn.execute(
+                insert(t.scan_summary).from_select(
+                    ["scan_id", "wave", "state", "n"],
+                    select(o.c.scan_id, literal("*", t.scan_summary.c.wave.type), o.c.status, distinct)
+                    .where(o.c.scan_id == scan_id)
+                    .group_by(o.c.scan_id, o.c.status),
+                )
+            )
+        self._scan_hosts.pop(scan_id, None)
+
+    # -- hunts and tags ------------------------------------------------------------------------
+
+    def find_hosts(self, text: str) -> list[int]:
+        """Hosts a user's word names (id, address, DNS name or X-FEServer)."""
+        with self._lock, self.connect() as conn:
+            return self._host_index(conn).find(text)
+
+    def add_hunt(
+        self,
+        host: str,
+        *,
+        verdict: str,
+        coverage: dict[str, Any],
+        findings: list[dict[str, Any]],
+        started_at: datetime | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> int:
+        """Store one hunt of one host with its findings; the host is matched by name, address or X-FEServer."""
+        matches = self.find_hosts(host)
+        host_id = matches[0] if len(matches) == 1 else None
+        with self._begin() as conn:
+            hunt_id = conn.execute(
+                insert(t.hunts)
+                .values(
+                    host=host,
+                    host_id=host_id,
+                    verdict=verdict,
+                    coverage=json.dumps(coverage, default=str, sort_keys=True),
+                    errors=json.dumps(errors or [], default=str),
+                    started_at=to_db(started_at) or now(),
+                )
+                .returning(t.hunts.c.id)
+            ).scalar_one()
+            rows = [
+                {
+                    "hunt_id": hunt_id,
+                    "host_id": host_id,
+                    "host": f.get("host") or host,
+                    "rule": str(f.get("rule") or "unknown"),
+                    "wave": f.get("wave"),
+                    "cve": f.get("cve"),
+                    "confidence": f.get("confidence"),
+                    "time": to_db(f.get("time")),
+                    "title": f.get("title"),
+                    "description": f.get("description"),
+                    "evidence": json.dumps(f.get("evidence") or {}, default=str, sort_keys=True),
+                }
+                for f in findings
+            ]
+            for chunk in _chunks(rows):
+                conn.execute(insert(t.findings), list(chunk))
+        return int(hunt_id)
+
+    def tag_host(self, host: str, key: str, value: str) -> int:
+        """Set a tag (organisation, country, network, ...) on the one host ``host`` names; returns its id."""
+        if not key.strip():
+            raise InputError("a tag needs a key: KEY=VALUE")
+        matches = self.find_hosts(host)
+        if not matches:
+            raise InputError(f"no host in the store matches {host!r}")
+        if len(matches) > 1:
+            raise InputError(f"{host!r} matches {len(matches)} hosts; use the host id (#N)")
+        with self._lock, self._begin() as conn:
+            self._write_tags(conn, {(matches[0], key.strip()): value})
+        return matches[0]
+
+
+def _same_new_host(a: Identity, b: Identity) -> bool:
+    probe = HostIndex()
+    probe.put(0, a)
+    return probe.match(b) == 0
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open (and migrate) the store at ``url``; None means EXWATCH_DB or the SQLite file in the data dir."""
+    return Store(url or default_db_url())
