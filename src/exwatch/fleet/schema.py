@@ -132,3 +132,15 @@ tags = Table(
     Column("value", String(255), nullable=False),
     Index("ix_tags_key_value", "key", "value"),
 )
+
+# Per host and wave: the first snapshot that saw it vulnerable and the first after that which saw it
+# patched or mitigated (the exposure window).  finish_scan keeps it current.
+host_exposure = Table(
+    "host_exposure",
+    metadata,
+    Column("host_id", Integer, ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True),
+    Column("wave", String(32), primary_key=True),
+    Column("first_vulnerable", DateTime, nullable=False),
+    Column("first_protected", DateTime),
+    Index("ix_host_exposure_wave_open", "wave", "first_protected"),
+)

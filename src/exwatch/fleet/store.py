@@ -371,7 +371,43 @@ class Store:
                     .group_by(o.c.scan_id, o.c.status),
                 )
             )
+            self._update_exposure(conn, scan_id)
         self._scan_hosts.pop(scan_id, None)
+
+    def _update_exposure(self, conn: Connection, scan_id: int) -> None:
+        """Move the exposure windows on with this snapshot, or rebuild them if it is out of time order."""
+        sc, s, e = t.scans, t.observation_states, t.host_exposure
+        when = self._scan_time(conn, scan_id)
+        later = conn.execute(
+            select(func.count())
+            .select_from(sc)
+            .where(sc.c.finished_at.is_not(None), sc.c.started_at > when, sc.c.id != scan_id)
+        ).scalar()
+        if later:
+            rebuild_exposure(conn)
+            return
+        protected_here = (
+            select(s.c.host_id)
+            .where(
+                s.c.scan_id == scan_id,
+                s.c.wave == e.c.wave,
+                s.c.host_id == e.c.host_id,
+                s.c.state.in_(PROTECTED),
+            )
+            .exists()
+        )
+        conn.execute(
+            update(e).where(e.c.first_protected.is_(None), protected_here).values(first_protected=when)
+        )
+        known = select(e.c.host_id).where(e.c.host_id == s.c.host_id, e.c.wave == s.c.wave).exists()
+        conn.execute(
+            insert(e).from_select(
+                ["host_id", "wave", "first_vulnerable"],
+                select(s.c.host_id, s.c.wave, literal(when, t.scans.c.started_at.type)).where(
+                    s.c.scan_id == scan_id, s.c.state == "vulnerable", ~known
+                ),
+            )
+        )
 
     # -- hunts and tags ------------------------------------------------------------------------
 
@@ -438,6 +474,35 @@ class Store:
         with self._lock, self._begin() as conn:
             self._write_tags(conn, {(matches[0], key.strip()): value})
         return matches[0]
+
+
+def rebuild_exposure(conn: Connection) -> None:
+    """Recompute every exposure window from all finished snapshots (two GROUP BY passes)."""
+    sc, s, e = t.scans, t.observation_states, t.host_exposure
+    conn.execute(e.delete())
+    finished = sc.c.finished_at.is_not(None)
+    conn.execute(
+        insert(e).from_select(
+            ["host_id", "wave", "first_vulnerable"],
+            select(s.c.host_id, s.c.wave, func.min(sc.c.started_at))
+            .join(sc, sc.c.id == s.c.scan_id)
+            .where(finished, s.c.state == "vulnerable")
+            .group_by(s.c.host_id, s.c.wave),
+        )
+    )
+    first_protected = (
+        select(func.min(sc.c.started_at))
+        .select_from(s.join(sc, sc.c.id == s.c.scan_id))
+        .where(
+            finished,
+            s.c.host_id == e.c.host_id,
+            s.c.wave == e.c.wave,
+            s.c.state.in_(PROTECTED),
+            sc.c.started_at > e.c.first_vulnerable,
+        )
+        .scalar_subquery()
+    )
+    conn.execute(update(e).values(first_protected=first_protected))
 
 
 def _same_new_host(a: Identity, b: Identity) -> bool:
