@@ -1,0 +1,236 @@
+"""The mitigate library entry points on files: check, apply and rollback a web.config."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exwatch.errors import InputError
+from exwatch.mitigate.edit import plan_apply, plan_rollback
+from exwatch.mitigate.files import child_configs, read_config, write_atomic
+from exwatch.mitigate.rules import rules_for, waves_for
+from exwatch.mitigate.webconfig import (
+    RuleStatus,
+    child_override,
+    evaluate,
+    load,
+    other_location_blocks,
+    site_blocks,
+)
+from exwatch.mitigate.xmltext import decode_bytes, encode_text
+
+# mitigations.md: mitigations never replace the security update, and a CU install removes the rules.
+TEMPORARY_NOTE = (
+    "The URL Rewrite rules are a temporary mitigation, not a fix: install the security update. "
+    "Installing a CU rewrites the IIS configuration and removes the rules: check again after every CU."
+)
+
+
+def fix_for(build: str | None, wave: str) -> dict[str, Any] | None:
+    """The fixing update of ``wave`` for ``build`` from the knowledge base, or None without a build."""
+    if not build:
+        return None
+    try:
+        kb = importlib.import_module("exwatch.kb")  # the kb is only needed when a build is given
+        verdict = kb.verdict
+    except (ImportError, AttributeError):
+        return {
+            "build": build,
+            "state": None,
+            "security_update": [],
+            "cumulative_update": None,
+            "text": "the knowledge base (exwatch.kb) is not available",
+        }
+    result = verdict(build).to_dict()
+    info = result["waves"].get(wave, {})
+    fix = info.get("fix", {})
+    return {
+        "build": result["build"],
+        "state": info.get("state"),
+        "security_update": list(fix.get("security_update") or []),
+        "cumulative_update": fix.get("cumulative_update"),
+        "text": fix.get("text") or info.get("reason", ""),
+    }
+
+
+@dataclass
+class WaveCheck:
+    """One wave's mitigation in a web.config: ``mitigated``, ``not_mitigated`` or ``unknown``."""
+
+    wave: str
+    state: str
+    reason: str
+    rules: list[RuleStatus]
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    fix: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "rules": [r.to_dict() for r in self.rules],
+            "overrides": self.overrides,
+            "fix": self.fix,
+        }
+
+
+@dataclass
+class CheckResult:
+    """What ``check`` found in a web.config (and its child configs)."""
+
+    path: str
+    waves: dict[str, WaveCheck]
+    warnings: list[str] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    build: str | None = None
+
+    @property
+    def not_mitigated(self) -> bool:
+        return any(w.state == "not_mitigated" for w in self.waves.values())
+
+    @property
+    def incomplete(self) -> bool:
+        return any(w.state == "unknown" for w in self.waves.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "build": self.build,
+            "waves": {k: v.to_dict() for k, v in self.waves.items()},
+            "children": self.children,
+            "warnings": self.warnings,
+            "errors": self.errors,
+            "note": TEMPORARY_NOTE,
+        }
+
+
+def _text_of(path: Path) -> str:
+    text, _ = decode_bytes(read_config(path), str(path))
+    return text
+
+
+def check(
+    path: Path | str, wave: str = "all", *, exchange_path: Path | str | None = None, build: str | None = None
+) -> CheckResult:
+    """Validate the mitigation rules in ``path`` like HealthChecker, and child configs that undo them."""
+    path = Path(path)
+    root = load(_text_of(path), str(path))
+    result = CheckResult(path=str(path), waves={}, build=build)
+    blocks = site_blocks(root)
+    if len(blocks) > 1:
+        result.warnings.append(f"{len(blocks)} rewrite <rules> sections for the site in one file")
+    our_names = {r.name.lower() for r in rules_for("all")}
+    for block in other_location_blocks(root):
+        names = [n.attrs.get("name", "") for n in block.node.elements("rule")]
+        ours = [n for n in names if n.lower() in our_names]
+        if ours:
+            result.warnings.append(
+                f'rule(s) {", ".join(map(repr, ours))} sit in <location path="{block.location}"> and cover only that path'
+            )
+    children: list[tuple[Path, bool, set[str]]] = []
+    if exchange_path is not None:
+        for child in child_configs(Path(exchange_path)):
+            result.children.append(str(child))
+            try:
+                clears, removes = child_override(_text_of(child), str(child))
+            except InputError as exc:
+                result.errors.append({"file": str(child), "error": str(exc)})
+                continue
+            children.append((child, clears, removes))
+    for wave_id in waves_for(wave):
+        statuses = evaluate(root, rules_for(wave_id))
+        bad = [s for s in statuses if s.status != "ok"]
+        overrides: list[dict[str, Any]] = []
+        valid_names = {(s.found_as or s.rule.name).lower() for s in statuses if s.status == "ok"}
+        for child, clears, removes in children:
+            if clears:
+                overrides.append({"file": str(child), "kind": "clear", "names": sorted(valid_names)})
+            hit = sorted(valid_names & removes)
+            if hit:
+                overrides.append({"file": str(child), "kind": "remove", "names": hit})
+        # HealthChecker's verdict order: clearing child, no valid rule, parse failures, removing child.
+        if not bad and any(o["kind"] == "clear" for o in overrides):
+            state, reason = (
+                "not_mitigated",
+                "rules present, but a child configuration ignores them (<clear/>): Revert to Parent",
+            )
+        elif bad:
+            missing = [s.rule.name for s in bad if s.status == "missing"]
+            invalid = [s.rule.name for s in bad if s.status == "invalid"]
+            parts = []
+            if missing:
+                parts.append("missing: " + ", ".join(missing))
+            if invalid:
+                parts.append("not valid: " + ", ".join(invalid))
+            state, reason = "not_mitigated", "; ".join(parts)
+        elif result.errors:
+            state, reason = "unknown", "rules present, but a child configuration could not be read"
+        elif overrides:
+            state, reason = (
+                "not_mitigated",
+                "rules present, but a child configuration removes inherited rules",
+            )
+        else:
+            state, reason = "mitigated", "every rule present and valid"
+        result.waves[wave_id] = WaveCheck(
+            wave_id, state, reason, statuses, overrides, fix_for(build, wave_id)
+        )
+    return result
+
+
+@dataclass
+class ChangeResult:
+    """What ``apply`` or ``rollback`` did to a file."""
+
+    action: str
+    path: str
+    changed: bool
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    backup: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "path": self.path,
+            "changed": self.changed,
+            "added": self.added,
+            "replaced": self.replaced,
+            "removed": self.removed,
+            "present": self.present,
+            "backup": self.backup,
+            "note": TEMPORARY_NOTE,
+        }
+
+
+def _change(path: Path | str, action: str, wave: str, force: bool) -> ChangeResult:
+    path = Path(path)
+    label = str(path)
+    original = read_config(path)
+    text, encoded = decode_bytes(original, label)
+    rules = rules_for(wave)
+    if action == "apply":
+        edit = plan_apply(text, rules, force=force, label=label)
+    else:
+        edit = plan_rollback(text, rules, label=label)
+    result = ChangeResult(action, label, False, edit.added, edit.replaced, edit.removed, edit.present)
+    new = encode_text(edit.text, encoded, label)
+    if new != original:
+        result.backup = str(write_atomic(path, new, original))
+        result.changed = True
+    return result
+
+
+def apply(path: Path | str, wave: str = "all", *, force: bool = False) -> ChangeResult:
+    """Add the rules of ``wave`` to the web.config at ``path`` (idempotent; backup kept next to it)."""
+    return _change(path, "apply", wave, force)
+
+
+def rollback(path: Path | str, wave: str = "all") -> ChangeResult:
+    """Remove the rules of ``wave`` from the web.config at ``path``, and only them."""
+    return _change(path, "rollback", wave, False)
