@@ -11,11 +11,43 @@ this client owns the socket and uses :mod:`exwatch.scan.wire` (pure) for the par
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import hashlib
+import random
+import socket
 import ssl
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from exwatch.scan.probes import ProbeOutcome, ProbeRequest, ProbeResponse, judge_probe, probe_requests
+from exwatch.errors import InputError
+from exwatch.scan.fingerprint import Fingerprinter, cert_names
+from exwatch.scan.observation import builds_for_cu, host_record, known_build
+from exwatch.scan.probes import (
+    PROBE_WAVES,
+    PROXYSHELL_MAPI_REQUEST,
+    ProbeOutcome,
+    ProbeRequest,
+    ProbeResponse,
+    judge_probe,
+    probe_requests,
+)
+from exwatch.scan.sink import Sink, open_sink
+from exwatch.scan.targets import (
+    Exclusions,
+    Port,
+    Target,
+    TargetSet,
+    connect_allowed,
+    expand,
+    parse_ports,
+    window_shuffle,
+)
 from exwatch.scan.wire import (
     Headers,
     WireError,
@@ -28,6 +60,7 @@ from exwatch.scan.wire import (
 )
 
 LINE_LIMIT = 16 * 1024
+MAX_HEAD_BYTES = 1024 * 1024
 
 
 class FetchError(Exception):
@@ -99,7 +132,9 @@ class Connection:
         tls: ssl.SSLContext | None = None,
         timeout: float = 5.0,
         limits: Limits | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self.gate = gate
         self.address = address
         self.port = port
         self.scheme = scheme
@@ -112,6 +147,7 @@ class Connection:
         self.connects = 0
         self.requests = 0
         self.truncated = 0
+        self.dropped_headers = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -157,6 +193,8 @@ class Connection:
         A connection failure raises FetchError. Once the request is sent, a missing answer comes back as
         ``ProbeResponse(status=None, error=<class>)``: for a probe that is a result, not an error.
         """
+        if self.gate is not None:
+            await self.gate()
         if self._writer is None or not reuse or self._writer.is_closing():
             await self.connect()
         assert self._reader is not None and self._writer is not None
@@ -179,13 +217,18 @@ class Connection:
             status = parse_status_line(line)
             headers = Headers()
             count = 0
+            head_bytes = 0
             while True:
                 hline = await reader.readuntil(b"\n")
                 if hline in (b"\r\n", b"\n"):
                     break
                 count += 1
+                head_bytes += len(hline)
+                if head_bytes > MAX_HEAD_BYTES:
+                    raise WireError(f"response headers larger than {MAX_HEAD_BYTES} bytes")
                 if count > limits.max_headers:
-                    raise WireError(f"more than {limits.max_headers} header lines")
+                    self.dropped_headers += 1  # kept reading (bounded by bytes), not kept
+                    continue
                 name, value = parse_header_line(hline)
                 headers.add(name, value)
             if status != 100 and not (101 < status < 200):
@@ -277,3 +320,744 @@ async def probe_host(
         return judge_probe(wave, attack, control)
     finally:
         conn.close()
+
+
+# -- the scan ---------------------------------------------------------------------------------
+
+DEFAULT_PORTS: tuple[Port, ...] = (Port(443, "https"), Port(80, "http"))
+_STOP = object()
+
+
+@dataclass
+class ScanOptions:
+    """Everything that shapes a scan; stored with the scan so that ``--resume`` can replay it."""
+
+    ports: tuple[Port, ...] = DEFAULT_PORTS
+    probe: bool = False
+    concurrency: int = 256
+    rate: float = 0.0  # requests per second over the whole scan; 0 = no limit
+    per_host: float = 20.0  # requests per second to one address; 0 = no limit
+    timeout: float = 5.0  # per request (connect, send, read)
+    host_budget: float = 30.0  # wall clock per target, whatever happens
+    max_body: int = 128 * 1024
+    max_headers: int = 100
+    retries: int = 1
+    shuffle: bool = True
+    seed: int | None = None
+    yes_large: bool = False
+    exclude: tuple[str, ...] = ()  # addresses, networks, names, or files of them (re-read when changed)
+    targets_files: tuple[str, ...] = ()
+    batch_size: int = 500
+    flush_interval: float = 1.0
+
+    def to_params(self) -> dict[str, Any]:
+        """A JSON-ready form (paths made absolute so that a resume from elsewhere finds them)."""
+        out = asdict(self)
+        out["ports"] = [f"{p.number}/{p.scheme}" for p in self.ports]
+        out["exclude"] = [str(Path(e).resolve()) if Path(e).is_file() else e for e in self.exclude]
+        out["targets_files"] = [str(Path(f).resolve()) for f in self.targets_files]
+        return out
+
+    @classmethod
+    def from_params(cls, data: Mapping[str, Any]) -> ScanOptions:
+        """The options back from :meth:`to_params`."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "ports" in kwargs:
+            kwargs["ports"] = parse_ports(",".join(kwargs["ports"]))
+        for key in ("exclude", "targets_files"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    def validate(self) -> None:
+        """Reject values that cannot work, with a one-line message."""
+        if self.concurrency < 1:
+            raise InputError("--concurrency must be at least 1")
+        if self.rate < 0 or self.per_host < 0:
+            raise InputError("--rate and --per-host must be 0 (no limit) or more")
+        if self.timeout <= 0 or self.host_budget <= 0:
+            raise InputError("--timeout and --host-budget must be more than 0")
+        if self.max_body < 1024:
+            raise InputError("--max-body must be at least 1024 bytes")
+        if not 0 <= self.retries <= 5:
+            raise InputError("--retries must be between 0 and 5")
+
+
+@dataclass
+class Progress:
+    """What a progress display needs; passed to the ``progress`` callback about twice a second."""
+
+    done: int
+    total: int
+    errors: int
+    vulnerable: int
+    elapsed: float
+    requests: int
+
+    @property
+    def rate(self) -> float:
+        """Targets per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate."""
+        if self.rate <= 0 or self.total <= self.done:
+            return None
+        return (self.total - self.done) / self.rate
+
+
+@dataclass
+class ScanSummary:
+    """What a scan found: counts per status, per wave and state, errors, the exposed hosts."""
+
+    scan_id: int
+    total: int = 0
+    scanned: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    waves: dict[str, Counter[str]] = field(default_factory=dict)
+    conflicts: int = 0
+    exposed: list[dict[str, Any]] = field(default_factory=list)
+    exposed_dropped: int = 0
+    problems: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    peak_in_flight: int = 0
+
+    MAX_EXPOSED = 10_000
+
+    def add(self, rec: Mapping[str, Any]) -> None:
+        """Count one record; keep a short form of it if a wave is exposed."""
+        self.scanned += 1
+        self.statuses[str(rec.get("status"))] += 1
+        if rec.get("error"):
+            self.errors[str(rec["error"])] += 1
+        exposed = False
+        for wave, v in (rec.get("waves") or {}).items():
+            state = str(v.get("state"))
+            self.waves.setdefault(wave, Counter())[state] += 1
+            exposed = exposed or state in ("vulnerable", "unknown")
+            self.conflicts += bool(v.get("conflict"))
+        if exposed and rec.get("status") == "exchange":
+            if len(self.exposed) < self.MAX_EXPOSED:
+                self.exposed.append(
+                    {
+                        k: rec.get(k)
+                        for k in (
+                            "key",
+                            "target",
+                            "address",
+                            "port",
+                            "name",
+                            "build",
+                            "build_source",
+                            "cu_only",
+                            "product",
+                            "cu",
+                            "fe_server",
+                            "waves",
+                        )
+                    }
+                )
+            else:
+                self.exposed_dropped += 1
+
+    @property
+    def vulnerable(self) -> int:
+        """Hosts with at least one vulnerable wave (counted per wave: the largest wave count)."""
+        return sum(
+            1 for e in self.exposed if any(v.get("state") == "vulnerable" for v in e["waves"].values())
+        ) + (self.exposed_dropped)
+
+    @property
+    def incomplete(self) -> int:
+        """Targets unreachable, or with a wave whose state is unknown."""
+        unknown = sum(
+            1 for e in self.exposed if any(v.get("state") == "unknown" for v in e["waves"].values())
+        )
+        return self.statuses.get("unreachable", 0) + unknown
+
+    @property
+    def exit_code(self) -> int:
+        """1 if any host is vulnerable; 3 if none but some are unreachable or unknown; else 0."""
+        if self.vulnerable:
+            return 1
+        if self.incomplete or self.interrupted:
+            return 3
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "scan_id": self.scan_id,
+            "total": self.total,
+            "scanned": self.scanned,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+            "hosts_per_second": round(self.scanned / self.seconds, 1) if self.seconds else None,
+            "requests": self.requests,
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors),
+            "waves": {w: dict(c) for w, c in self.waves.items()},
+            "conflicts": self.conflicts,
+            "vulnerable_hosts": self.vulnerable,
+            "problems": self.problems,
+            "interrupted": self.interrupted,
+        }
+
+
+class RateLimiter:
+    """A token bucket as a schedule: each caller reserves the next free slot and sleeps until it.
+
+    Slots are ``1/rate`` apart; up to ``burst`` slots may be taken at once after an idle spell. Reserving
+    instead of polling keeps waiters in arrival order and wakes each exactly once.
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
+        self.interval = 1.0 / rate
+        self.span = max(burst - 1.0, 0.0) * self.interval
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        """Wait for this caller's slot."""
+        now = asyncio.get_running_loop().time()
+        slot = max(self.next, now - self.span)
+        self.next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class SeenTargets:
+    """Targets already done or queued, so that none is scanned twice (IPv4 in /16 bitmaps, the rest in a set)."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[tuple[int, str, int], bytearray] = {}
+        self._other: set[str] = set()
+
+    def add(self, target: Target) -> bool:
+        """Mark a target; False if it was already there."""
+        if target.name is None and ":" not in target.host:
+            try:
+                value = int.from_bytes(socket.inet_aton(target.host), "big")
+            except OSError:
+                value = -1
+            if value >= 0:
+                block = self._blocks.setdefault((target.port, target.scheme, value >> 16), bytearray(8192))
+                low = value & 0xFFFF
+                byte, bit = low >> 3, 1 << (low & 7)
+                if block[byte] & bit:
+                    return False
+                block[byte] |= bit
+                return True
+        key = target.key
+        if key in self._other:
+            return False
+        self._other.add(key)
+        return True
+
+    def add_key(self, key: str) -> None:
+        """Mark a key from a stored scan (``scheme://host:port``)."""
+        parts = urlsplit(key)
+        if parts.hostname is None or parts.port is None:
+            self._other.add(key)
+            return
+        host = parts.hostname
+        is_ip = _is_ipv4(host)
+        self.add(Target(host, parts.port, parts.scheme, key, (), None if is_ip else host))
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        socket.inet_aton(text)
+    except OSError:
+        return False
+    return text.count(".") == 3
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard limit; return the soft limit now in force."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        want = min(want, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
+    except ImportError:  # not on POSIX
+        return 1 << 12
+
+
+@dataclass
+class _HostState:
+    fp: Fingerprinter | None = None
+    address: str | None = None
+    probes: dict[str, ProbeOutcome] = field(default_factory=dict)
+    error: str | None = None
+    conn: Connection | None = None
+
+
+class Scanner:
+    """The asyncio engine of one scan: a producer, a bounded queue, workers and one writer."""
+
+    def __init__(
+        self,
+        options: ScanOptions,
+        sink: Sink,
+        scan_id: int,
+        *,
+        scan_time: datetime | None = None,
+        tags: Mapping[str, str] | None = None,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        total: int = 0,
+    ) -> None:
+        self.options = options
+        self.sink = sink
+        self.scan_id = scan_id
+        self.scan_time = scan_time
+        self.tags = dict(tags or {})
+        self.on_record = on_record
+        self.progress = progress
+        self.summary = ScanSummary(scan_id, total=total)
+        self.seen = SeenTargets()
+        self.exclusions = _exclusions(options.exclude)
+        self.tls = client_tls_context()
+        self.limits = Limits(options.max_body, options.max_headers)
+        self.global_rate = (
+            RateLimiter(options.rate, burst=max(1.0, options.rate / 10)) if options.rate else None
+        )
+        self._host_rates: dict[str, tuple[RateLimiter, int]] = {}
+        self._cert_cache: dict[bytes, tuple[list[str], str]] = {}
+        self._t0 = 0.0
+        self._in_flight = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _now(self) -> datetime:
+        if self.scan_time is not None:
+            loop = asyncio.get_running_loop()
+            return self.scan_time + timedelta(seconds=loop.time() - self._t0)
+        return datetime.now(UTC)
+
+    def _gate_for(self, address: str) -> Callable[[], Awaitable[None]]:
+        per_host = self.options.per_host
+        entry = self._host_rates.get(address)
+        if per_host and entry is None:
+            entry = (RateLimiter(per_host, burst=max(1.0, per_host / 4)), 0)
+        if entry is not None:
+            self._host_rates[address] = (entry[0], entry[1] + 1)
+        host_limiter = entry[0] if entry else None
+
+        async def gate() -> None:
+            if self.global_rate is not None:
+                await self.global_rate.wait()
+            if host_limiter is not None:
+                await host_limiter.wait()
+            self.summary.requests += 1
+
+        return gate
+
+    def _release(self, address: str) -> None:
+        entry = self._host_rates.get(address)
+        if entry is None:
+            return
+        if entry[1] <= 1:
+            del self._host_rates[address]
+        else:
+            self._host_rates[address] = (entry[0], entry[1] - 1)
+
+    def _cert(self, der: bytes | None) -> tuple[list[str], str | None]:
+        if not der:
+            return [], None
+        cached = self._cert_cache.get(der)
+        if cached is None:
+            cached = (cert_names(der), hashlib.sha256(der).hexdigest())
+            if len(self._cert_cache) > 4096:
+                self._cert_cache.clear()
+            self._cert_cache[der] = cached
+        return cached[0], cached[1]
+
+    async def _resolve(self, target: Target) -> list[str]:
+        if target.name is None:
+            return [target.host]
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.options.timeout):
+                infos = await loop.getaddrinfo(target.name, target.port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
+            raise FetchError("dns", str(exc) or "no answer") from exc
+        out: list[str] = []
+        for *_rest, sockaddr in infos:
+            addr = str(sockaddr[0])
+            if addr not in out:
+                out.append(addr)
+        out.sort(key=lambda a: ":" in a)  # IPv4 first
+        return out
+
+    async def _fetch(self, state: _HostState, req: ProbeRequest, *, retry: bool = True) -> ProbeResponse:
+        """One request with retries for transient failures; a dead host gives status None fast."""
+        conn = state.conn
+        assert conn is not None
+        if state.error is not None and state.fp is not None and state.fp.result.answered == 0:
+            return ProbeResponse(None, {}, b"", state.error)
+        attempts = 1 + (self.options.retries if retry else 0)
+        last: ProbeResponse = ProbeResponse(None, {}, b"", "eof")
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+            try:
+                last = await conn.fetch(req, reuse=attempt == 0)
+            except FetchError as exc:
+                last = ProbeResponse(None, {}, b"", exc.kind)
+                if exc.kind not in ("timeout", "reset", "eof"):
+                    break  # refused, tls, dns: not transient
+                continue
+            if last.status is not None or last.error not in ("reset", "eof"):
+                break
+        return last
+
+    # -- one target ---------------------------------------------------------------------------
+    async def scan_target(self, target: Target) -> dict[str, Any]:
+        """Scan one target within its budget; always returns a record."""
+        self.exclusions.refresh()
+        state = _HostState()
+        try:
+            async with asyncio.timeout(self.options.host_budget):
+                await self._scan(target, state)
+        except TimeoutError:
+            state.error = state.error or "budget"
+            if state.fp is not None and state.fp.result.answered:
+                state.fp.result.notes.append(f"host budget of {self.options.host_budget:g} s exhausted")
+                state.fp._finish()
+            else:
+                state.error = "budget"
+        except FetchError as exc:
+            state.error = exc.kind
+        finally:
+            if state.conn is not None:
+                state.conn.close()
+                self._release(state.conn.address)
+        return self._record(target, state)
+
+    async def _scan(self, target: Target, state: _HostState) -> None:
+        addresses = await self._resolve(target)
+        allowed = [a for a in addresses if connect_allowed(target, a, self.exclusions)]
+        if not allowed:
+            state.address = addresses[0] if addresses else None
+            state.error = "excluded"
+            return
+        address = state.address = allowed[0]
+        state.conn = Connection(
+            address,
+            target.port,
+            target.scheme,
+            host_header=target.name or address,
+            server_name=target.name,
+            tls=self.tls,
+            timeout=self.options.timeout,
+            limits=self.limits,
+            gate=self._gate_for(address),
+        )
+        fp = state.fp = Fingerprinter(builds_for_cu, known_build)
+        gen = fp.steps()
+        try:
+            req = next(gen)
+            while True:
+                resp = await self._fetch(state, req)
+                if resp.status is None and fp.result.answered == 0:
+                    # No HTTP from this host at all: stop here, it is unreachable for this run.
+                    state.error = "reset" if resp.error in ("eof", None) else resp.error
+                    fp.result.requests += 1
+                    return
+                req = gen.send(resp)
+        except StopIteration:
+            pass
+        if self.options.probe and fp.result.is_exchange:
+            for wave in PROBE_WAVES:
+                state.probes[wave] = await self._probe(state, wave)
+
+    async def _probe(self, state: _HostState, wave: str) -> ProbeOutcome:
+        attack_req, control_req = probe_requests(wave)
+        control = await self._fetch(state, control_req)
+        attack = await self._fetch(state, attack_req, retry=False)  # an abort is a result: never retried
+        outcome = judge_probe(wave, attack, control)
+        if wave == "proxyshell" and outcome.outcome == "mitigated":
+            # The rule may cover only the OWA variant: try the MAPI one before calling it mitigated.
+            mapi = await self._fetch(state, PROXYSHELL_MAPI_REQUEST, retry=False)
+            second = judge_probe(wave, mapi, control)
+            if second.outcome == "vulnerable":
+                return second
+        return outcome
+
+    def _record(self, target: Target, state: _HostState) -> dict[str, Any]:
+        names, sha = self._cert(state.conn.peer_cert if state.conn else None)
+        fp = state.fp.result if state.fp is not None else None
+        if fp is not None and fp.answered == 0:
+            fp = None
+        if fp is not None and not fp.is_exchange and not fp.signs and state.fp is not None:
+            state.fp._finish()
+        rec = host_record(
+            target,
+            state.address,
+            fp=fp,
+            probes=state.probes,
+            error=state.error or ("reset" if fp is None else None),
+            cert_names=names,
+            cert_sha256=sha,
+            when=self._now(),
+            extra_tags=self.tags,
+        )
+        if state.conn is not None:
+            rec["requests"] = state.conn.requests
+            if state.conn.truncated:
+                rec["notes"].append(
+                    f"{state.conn.truncated} response(s) cut at {self.options.max_body} bytes"
+                )
+            if state.conn.dropped_headers:
+                rec["notes"].append(f"{state.conn.dropped_headers} header line(s) over the cap ignored")
+        return rec
+
+    # -- the pipeline -------------------------------------------------------------------------
+    async def run(self, targets: Iterable[Target], done_keys: Iterable[str] = ()) -> ScanSummary:
+        """Scan every target once; records go to ``on_record`` and, in batches, to the sink."""
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        for key in done_keys:
+            self.seen.add_key(key)
+            self.summary.skipped += 1
+        limit = raise_open_files_limit()
+        workers_n = max(1, min(self.options.concurrency, limit - 64))
+        queue: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=workers_n * 2)
+        out: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.options.batch_size * 4)
+
+        async def producer() -> None:
+            skipped = 0
+            for target in targets:
+                if not self.seen.add(target):
+                    skipped += 1
+                    if skipped % 1000 == 0:
+                        await asyncio.sleep(0)
+                    continue
+                await queue.put(target)
+            for _ in range(workers_n):
+                await queue.put(None)
+
+        async def worker() -> None:
+            while True:
+                target = await queue.get()
+                if target is None:
+                    return
+                self._in_flight += 1
+                self.summary.peak_in_flight = max(self.summary.peak_in_flight, self._in_flight)
+                try:
+                    rec = await self.scan_target(target)
+                finally:
+                    self._in_flight -= 1
+                self.summary.add(rec)
+                if self.on_record is not None:
+                    self.on_record(rec)
+                await out.put(rec)
+
+        async def writer() -> None:
+            batch: list[dict[str, Any]] = []
+            deadline = loop.time() + self.options.flush_interval
+            while True:
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                        item = await out.get()
+                except TimeoutError:
+                    item = None
+                if item is not None and item is not _STOP:
+                    batch.append(item)
+                if batch and (
+                    item is _STOP or len(batch) >= self.options.batch_size or loop.time() >= deadline
+                ):
+                    await asyncio.to_thread(self.sink.add, self.scan_id, batch)
+                    batch = []
+                if loop.time() >= deadline:
+                    deadline = loop.time() + self.options.flush_interval
+                if item is _STOP:
+                    return
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                self._report(loop)
+
+        writer_task = asyncio.create_task(writer())
+        ticker_task = asyncio.create_task(ticker()) if self.progress else None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(producer())
+                for _ in range(workers_n):
+                    tg.create_task(worker())
+        except asyncio.CancelledError:
+            self.summary.interrupted = True
+            raise
+        finally:
+            if ticker_task is not None:
+                ticker_task.cancel()
+            # Flush what finished, even when interrupted: nothing done is lost.
+            await asyncio.shield(self._drain(out, writer_task))
+            self.summary.seconds = loop.time() - self._t0
+            if self.progress:
+                self._report(loop)
+        return self.summary
+
+    async def _drain(self, out: asyncio.Queue[Any], writer_task: asyncio.Task[None]) -> None:
+        if not writer_task.done():
+            await out.put(_STOP)
+        await writer_task
+
+    def _report(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.progress is None:
+            return
+        s = self.summary
+        self.progress(
+            Progress(
+                done=s.scanned,
+                total=max(s.total - s.skipped, s.scanned),
+                errors=s.statuses.get("unreachable", 0),
+                vulnerable=s.vulnerable,
+                elapsed=loop.time() - self._t0,
+                requests=s.requests,
+            )
+        )
+
+
+def _exclusions(items: Iterable[str]) -> Exclusions:
+    plain: list[str] = []
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if (
+            ("/" in item or "\\" in item or path.suffix)
+            and path.is_file()
+            or path.is_file()
+            and not _is_ipv4(item)
+        ):
+            files.append(path)
+        else:
+            plain.append(item)
+    return Exclusions(plain, files)
+
+
+def build_target_set(targets: Iterable[str] | TargetSet, options: ScanOptions) -> TargetSet:
+    """The user's targets and the option's target files as one lazy, re-iterable set."""
+    if isinstance(targets, TargetSet):
+        return targets
+    return TargetSet(tuple(targets), tuple(Path(f) for f in options.targets_files), options.ports)
+
+
+def target_stream(tset: TargetSet, options: ScanOptions) -> Iterator[Target]:
+    """The targets in scan order: ranges permuted and a window shuffle across networks (if asked)."""
+    if not options.shuffle:
+        return expand(tset.specs(), tset.ports)
+    rng = random.Random(options.seed)
+    return window_shuffle(expand(tset.specs(), tset.ports, rng), rng)
+
+
+async def scan_async(
+    targets: Iterable[str] | TargetSet,
+    options: ScanOptions | None = None,
+    store_url: str | None = None,
+    *,
+    scan_time: datetime | None = None,
+    tags: Mapping[str, str] | None = None,
+    resume: int | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    on_start: Callable[[int, int, list[str]], None] | None = None,
+) -> ScanSummary:
+    """The asyncio form of :func:`run_scan`."""
+    sink = open_sink(store_url)
+    try:
+        done: set[str] = set()
+        if resume is not None:
+            params = await asyncio.to_thread(sink.params, resume)
+            options = ScanOptions.from_params(params.get("options") or {})
+            targets = list(params.get("targets") or [])
+            tags = params.get("tags") or {}
+            if params.get("scan_time"):
+                scan_time = datetime.fromisoformat(params["scan_time"])
+            done = await asyncio.to_thread(sink.done_keys, resume)
+        options = options or ScanOptions()
+        options.validate()
+        tset = build_target_set(targets, options)
+        # One pass before anything is sent: the /16 guard, bad lines, the total for the progress bar.
+        total, problems = await asyncio.to_thread(tset.check, options.yes_large)
+        messages = [p.message for p in problems]
+        if resume is None:
+            params = {
+                "targets": list(tset.items),
+                "options": options.to_params(),
+                "tags": dict(tags or {}),
+                "scan_time": scan_time.isoformat() if scan_time else None,
+            }
+            scan_id = await asyncio.to_thread(sink.start, params, scan_time)
+        else:
+            scan_id = resume
+        if on_start is not None:
+            on_start(scan_id, total, messages)
+        scanner = Scanner(
+            options,
+            sink,
+            scan_id,
+            scan_time=scan_time,
+            tags=tags,
+            on_record=on_record,
+            progress=progress,
+            total=total,
+        )
+        scanner.summary.problems = messages
+        summary = await scanner.run(target_stream(tset, options), done)
+        finished = scan_time + timedelta(seconds=summary.seconds) if scan_time else None
+        await asyncio.to_thread(sink.finish, scan_id, finished)
+        return summary
+    finally:
+        sink.close()
+
+
+def run_scan(
+    targets: Iterable[str] | TargetSet,
+    options: ScanOptions | None = None,
+    store_url: str | None = None,
+    *,
+    scan_time: datetime | None = None,
+    tags: Mapping[str, str] | None = None,
+    resume: int | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    on_start: Callable[[int, int, list[str]], None] | None = None,
+) -> ScanSummary:
+    """Scan ``targets`` and store one observation per target; a plain synchronous call.
+
+    ``store_url``: a store URL (None: the default store; ``memory:`` keeps records in memory).
+    ``scan_time`` dates the snapshot (the demo simulates scans in the past). ``resume``: a scan id
+    whose parameters are reloaded from the store; hosts already stored are skipped.
+    Works from sync code; from inside a running event loop it runs on a helper thread.
+    """
+    coro = scan_async(
+        targets,
+        options,
+        store_url,
+        scan_time=scan_time,
+        tags=tags,
+        resume=resume,
+        on_record=on_record,
+        progress=progress,
+        on_start=on_start,
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -129,6 +129,14 @@ def probe_requests(wave: str) -> tuple[ProbeRequest, ProbeRequest]:
     raise ValueError(f"no behavioural probe for wave {wave!r}; known: {', '.join(PROBE_WAVES)}")
 
 
+# The MAPI variant of the ProxyShell request (nuclei CVE-2021-34473.yaml), tried when the OWA variant is aborted.
+PROXYSHELL_MAPI_REQUEST = ProbeRequest(
+    "GET",
+    "/autodiscover/autodiscover.json?@test.com/mapi/nspi/?&Email=autodiscover/autodiscover.json%3F@test.com",
+    _base_headers(),
+)
+
+
 def _control_problem(control: ProbeResponse) -> ProbeOutcome | None:
     if not control.answered:
         return ProbeOutcome(
