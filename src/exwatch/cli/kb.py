@@ -1,0 +1,202 @@
+"""``exwatch kb``: verdicts for builds, the build catalogue, and importing Microsoft's newer build list."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from exwatch import kb as kbmod
+from exwatch.cli.common import EXIT_FOUND, EXIT_INCOMPLETE, EXIT_OK, echo_json, format_option, stderr_console
+from exwatch.errors import InputError
+
+_STYLE = {
+    "vulnerable": "bold red",
+    "patched": "green",
+    "not_affected": "dim",
+    "unknown": "yellow",
+    "mitigated": "cyan",
+}
+
+
+def _stdout() -> Console:
+    return Console(soft_wrap=False)
+
+
+@click.group()
+def kb() -> None:
+    """The knowledge base: Exchange builds, the three waves, and which update fixes what."""
+
+
+@kb.command()
+@click.argument("builds", nargs=-1, required=True, metavar="BUILD...")
+@format_option("table", "json")
+def verdict(builds: tuple[str, ...], fmt: str) -> None:
+    """Say per wave whether each BUILD is vulnerable, patched, not affected or unknown, why, and the fix.
+
+    BUILD may be spelled 15.1.2176.9, 15.01.2176.009, 15.1.2176 (CU only), "Version 15.1 (Build 2176.9)"
+    or Exchange/15.02.0858.002. JSON: one object for one build, a list for several.
+
+    Exit codes: 1 if any build is vulnerable to a wave; 3 if none is but some wave is unknown; 0 otherwise;
+    2 for a string that is not a build.
+    """
+    parsed = [kbmod.parse_build(b) for b in builds]  # a bad string fails before any output (exit 2)
+    verdicts = [kbmod.verdict(b) for b in parsed]
+    if fmt == "json":
+        docs = [v.to_dict() for v in verdicts]
+        echo_json(docs[0] if len(docs) == 1 else docs)
+    else:
+        _verdict_table(verdicts)
+    states = {w.state for v in verdicts for w in v.waves.values()}
+    if kbmod.State.VULNERABLE in states:
+        code = EXIT_FOUND
+    elif kbmod.State.UNKNOWN in states:
+        code = EXIT_INCOMPLETE
+    else:
+        code = EXIT_OK
+    click.get_current_context().exit(code)
+
+
+def _verdict_table(verdicts: list[kbmod.Verdict]) -> None:
+    console = _stdout()
+    for v in verdicts:
+        title = f"{v.build}: {v.note}"
+        if v.support == "out_of_support":
+            title += " (out of support)"
+        table = Table(title=title, title_justify="left", show_lines=True, expand=False)
+        table.add_column("wave", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("why", overflow="fold", max_width=70)
+        table.add_column("fix", overflow="fold", max_width=50)
+        for wid, w in v.waves.items():
+            state = w.state.value
+            table.add_row(kbmod.wave(wid).name, f"[{_STYLE.get(state, '')}]{state}[/]", w.reason, w.fix.text)
+        console.print(table)
+
+
+def _product_filter(product: str | None) -> str | None:
+    if product is None:
+        return None
+    wanted = product.strip().lower().removeprefix("exchange").strip()
+    for p in kbmod.PRODUCTS:
+        if p.lower().removeprefix("exchange").strip() == wanted:
+            return p
+    raise InputError(
+        f"unknown product {product!r}; known: {', '.join(p.split()[-1] for p in kbmod.PRODUCTS)}"
+    )
+
+
+@kb.command()
+@click.option("--product", "product", default=None, help="Only this product: 2010, 2013, 2016, 2019 or SE.")
+@click.option(
+    "--wave",
+    "wave_id",
+    default=None,
+    type=click.Choice([w.id for w in kbmod.WAVES], case_sensitive=False),
+    help="Only the builds that fix this wave (for an affected product), with its CVEs.",
+)
+@format_option("table", "json", "csv")
+def builds(product: str | None, wave_id: str | None, fmt: str) -> None:
+    """List the build catalogue: product, CU, build, date, kind, update, KB and what each build fixes."""
+    wanted = _product_filter(product)
+    entries = [e for e in kbmod.catalogue() if wanted is None or e.product == wanted]
+    waves = [kbmod.wave(wave_id)] if wave_id else list(kbmod.WAVES)
+    if wave_id:
+        cves = set(waves[0].cves)
+        entries = [e for e in entries if cves & set(e.fixes)]
+    states = {e.build: kbmod.verdict(e.build) for e in entries}
+    if fmt == "json":
+        echo_json(
+            [
+                {**e.to_dict(), "waves": {w.id: states[e.build].waves[w.id].state.value for w in waves}}
+                for e in entries
+            ]
+        )
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(
+            ["product", "cu", "build", "release_date", "kind", "su_name", "kb", "fixes"]
+            + [w.id for w in waves]
+        )
+        for e in entries:
+            writer.writerow(
+                [
+                    e.product,
+                    e.cu,
+                    str(e.build),
+                    e.release_date.isoformat(),
+                    e.kind,
+                    e.su_name,
+                    e.kb,
+                    ";".join(e.fixes),
+                ]
+                + [states[e.build].waves[w.id].state.value for w in waves]
+            )
+        return
+    table = Table(title=f"{len(entries)} builds", title_justify="left")
+    for col in ("product", "cu", "build", "date", "kind", "update", "KB"):
+        table.add_column(col, no_wrap=True)
+    for w in waves:
+        table.add_column(w.name, no_wrap=True)
+    for e in entries:
+        cells = [e.product, e.cu, str(e.build), e.release_date.isoformat(), e.kind, e.su_name, e.kb]
+        for w in waves:
+            state = states[e.build].waves[w.id].state.value
+            cells.append(f"[{_STYLE.get(state, '')}]{state}[/]")
+        table.add_row(*cells)
+    _stdout().print(table)
+
+
+@kb.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--skip-bad", is_flag=True, help="Import the valid rows even if some rows are bad (they are listed)."
+)
+@format_option("table", "json")
+def update(file: Path, skip_bad: bool, fmt: str) -> None:
+    """Import a newer copy of Microsoft's build list (ExchangeBuildNumbers.csv) into your data directory.
+
+    The file must have the columns Product Name,Build Number,Date,KB,Blog. It is validated first: a file
+    that is not that CSV, or that has bad rows (named by line number), is refused with exit 2 and nothing
+    is written. The shipped catalogue is left alone; the imported copy wins for lookups.
+    """
+    result = kbmod.import_ms_list(file, skip_bad=skip_bad)
+    err = stderr_console()
+    for problem in result.skipped:
+        err.print(f"skipped {problem}")
+    if result.older_than_shipped:
+        err.print(
+            "note: the newest build in this list is older than the shipped catalogue's; "
+            "shipped builds it lacks stay known"
+        )
+    if fmt == "json":
+        echo_json(result.to_dict())
+        return
+    console = _stdout()
+    console.print(
+        f"Imported {result.imported} of {result.rows} rows into {result.path}; "
+        f"{len(result.added)} build(s) new to the catalogue, {len(result.changed)} with changed details."
+    )
+    if result.added:
+        table = Table(title="New builds", title_justify="left")
+        for col in ("product", "cu", "build", "date", "kind", "update", "KB"):
+            table.add_column(col, no_wrap=True)
+        for e in result.added:
+            table.add_row(e.product, e.cu, str(e.build), e.release_date.isoformat(), e.kind, e.su_name, e.kb)
+        console.print(table)
+    if result.changed:
+        table = Table(title="Changed builds (imported value wins)", title_justify="left")
+        for col in ("build", "before", "after"):
+            table.add_column(col)
+        for before, after in result.changed:
+            table.add_row(str(before.build), _describe(before), _describe(after))
+        console.print(table)
+
+
+def _describe(e: kbmod.CatalogueEntry) -> str:
+    return f"{e.product} {e.cu} {e.su_name} {e.release_date} {e.kb}".replace("  ", " ")
