@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from exwatch.mitigate.operations import TEMPORARY_NOTE, ChangeResult, CheckResult, apply, check, rollback
 from exwatch.mitigate.powershell import powershell
+from exwatch.mitigate.remote import VerifyResult, verify
 from exwatch.mitigate.rules import MITIGATED_WAVES, RewriteRule, all_rules, rules_for
-
-
-def verify(*args: Any, **kwargs: Any) -> Any:
-    """Probe targets for the mitigation (see ``exwatch.mitigate.verify.verify``)."""
-    from exwatch.mitigate.verify import verify as _verify
-
-    return _verify(*args, **kwargs)
-
 
 __all__ = [
     "MITIGATED_WAVES",
@@ -22,6 +13,7 @@ __all__ = [
     "ChangeResult",
     "CheckResult",
     "RewriteRule",
+    "VerifyResult",
     "all_rules",
     "apply",
     "check",
