@@ -61,6 +61,7 @@ from exwatch.scan.wire import (
 
 LINE_LIMIT = 16 * 1024
 MAX_HEAD_BYTES = 1024 * 1024
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})
 
 
 class FetchError(Exception):
@@ -226,10 +227,10 @@ class Connection:
                 head_bytes += len(hline)
                 if head_bytes > MAX_HEAD_BYTES:
                     raise WireError(f"response headers larger than {MAX_HEAD_BYTES} bytes")
-                if count > limits.max_headers:
-                    self.dropped_headers += 1  # kept reading (bounded by bytes), not kept
-                    continue
                 name, value = parse_header_line(hline)
+                if count > limits.max_headers and name.lower() not in FRAMING_HEADERS:
+                    self.dropped_headers += 1  # read (bounded by bytes) but not kept
+                    continue
                 headers.add(name, value)
             if status != 100 and not (101 < status < 200):
                 break  # interim responses (100 Continue, 103 Early Hints) are skipped
@@ -734,8 +735,8 @@ class Scanner:
         except TimeoutError:
             state.error = state.error or "budget"
             if state.fp is not None and state.fp.result.answered:
-                state.fp.result.notes.append(f"host budget of {self.options.host_budget:g} s exhausted")
-                state.fp._finish()
+                state.fp.notes.append(f"host budget of {self.options.host_budget:g} s exhausted")
+                state.fp.finish()
             else:
                 state.error = "budget"
         except FetchError as exc:
@@ -788,6 +789,15 @@ class Scanner:
         control = await self._fetch(state, control_req)
         attack = await self._fetch(state, attack_req, retry=False)  # an abort is a result: never retried
         outcome = judge_probe(wave, attack, control)
+        fp = state.fp
+        if wave == "proxyshell" and outcome.outcome == "vulnerable" and fp is not None:
+            fr = fp.result
+            if fr.build is None or fr.cu_only:
+                # The MAPI back end names its full build (X-ServerApplication): worth one more request
+                # when the passive sources gave only the CU.
+                mapi = await self._fetch(state, PROXYSHELL_MAPI_REQUEST, retry=False)
+                fp.absorb(mapi)
+                fp.finish()
         if wave == "proxyshell" and outcome.outcome == "mitigated":
             # The rule may cover only the OWA variant: try the MAPI one before calling it mitigated.
             mapi = await self._fetch(state, PROXYSHELL_MAPI_REQUEST, retry=False)
@@ -802,7 +812,7 @@ class Scanner:
         if fp is not None and fp.answered == 0:
             fp = None
         if fp is not None and not fp.is_exchange and not fp.signs and state.fp is not None:
-            state.fp._finish()
+            state.fp.finish()
         rec = host_record(
             target,
             state.address,

@@ -179,9 +179,11 @@ def owa_signs(resp: ProbeResponse) -> list[str]:
     for name in ("X-FEServer", "X-OWA-Version", "X-CalculatedBETarget", "X-OWA-Error", "X-BEServer"):
         if resp.header(name):
             signs.append(name.lower())
-    loc = resp.header("Location") or ""
-    if "/owa/auth/logon.aspx" in loc.lower() or "/owa/auth/errorfe.aspx" in loc.lower():
+    loc = (resp.header("Location") or "").lower()
+    if "/owa/auth/logon.aspx" in loc or "/owa/auth/errorfe.aspx" in loc:
         signs.append("owa-redirect")
+    elif resp.status in (301, 302, 303, 307) and ("wtrealm=" in loc or "/adfs/" in loc) and "%2fowa" in loc:
+        signs.append("owa-federated")  # OWA behind claims authentication (fingerprinting.md 3)
     body = resp.body
     if any(m in body for m in LOGON_MARKERS):
         signs.append("logon-page")
@@ -252,9 +254,12 @@ class Fingerprinter:
         self.known_build = known_build
         self.max_folder_probes = max_folder_probes
         self.result = FingerprintResult()
+        self.notes: list[str] = []  # what the responses said; finish() adds its own conclusions
+        self.conflicts: list[str] = []
 
     # -- reading one response -------------------------------------------------------------------
-    def _absorb(self, resp: ProbeResponse) -> None:
+    def absorb(self, resp: ProbeResponse) -> None:
+        """Take what one response says (headers, signs, builds) into the result."""
         r = self.result
         r.requests += 1
         if resp.status is None:
@@ -275,7 +280,9 @@ class Fingerprinter:
             r.record("x-serverapplication", app)
         lag = parse_owaver_location(resp)
         if lag:
-            r.notes.append(f"OWA error redirect reports owaVer={lag} (OWA's own version, can lag the build)")
+            self.notes.append(
+                f"OWA error redirect reports owaVer={lag} (OWA's own version, can lag the build)"
+            )
 
     def _full(self) -> str | None:
         for source in ("x-owa-version", "exporttool", "ecp-folder", "x-serverapplication"):
@@ -294,16 +301,16 @@ class Fingerprinter:
         """Yield requests, receive responses; the return value (StopIteration.value) is the result."""
         r = self.result
         owa = yield _get("/owa/")
-        self._absorb(owa)
+        self.absorb(owa)
         loc = owa.header("Location") or ""
         if owa.status in (301, 302, 303, 307) and loc:
             parts = urlsplit(loc)
             if parts.netloc and not parts.path.lower().startswith("/owa"):
                 r.federated = loc[:200]
-                r.notes.append("/owa/ redirects to another server (claims/ADFS authentication?)")
+                self.notes.append("/owa/ redirects to another server (claims/ADFS authentication?)")
         if self._full() is None or not self._is_known(self._full() or ""):
             logon = yield _get("/owa/auth/logon.aspx")
-            self._absorb(logon)
+            self.absorb(logon)
             if logon.status == 200:
                 r.title = page_title(logon.body)
                 found = parse_owa_path(logon.body)
@@ -312,17 +319,17 @@ class Fingerprinter:
         if not r.signs:
             # Nothing Exchange-like yet: characterise the site's root before giving up (step 1).
             root = yield _get("/")
-            self._absorb(root)
+            self.absorb(root)
             if root.status == 200 and r.title is None:
                 r.title = page_title(root.body)
         if not r.signs and r.answered == 0:
-            return self._finish()
+            return self.finish()
         if self._full() is None and r.signs:
             ews = yield _get("/EWS/Exchange.asmx")
-            self._absorb(ews)
+            self.absorb(ews)
         if r.signs and (self._full() is None or not self._is_known(self._full() or "")):
             manifest = yield _get(EXPORTTOOL_PATH)
-            self._absorb(manifest)
+            self.absorb(manifest)
             if manifest.status == 200:
                 parsed = parse_exporttool(manifest.body)
                 if parsed.build:
@@ -330,11 +337,11 @@ class Fingerprinter:
                     if "exporttool" not in r.signs:
                         r.signs.append("exporttool")
                 if parsed.conflict:
-                    r.conflicts.append(parsed.conflict)
+                    self.conflicts.append(parsed.conflict)
         cu = r.sources.get("owa-path")
         if self._full() is None and cu and cu.count(".") == 2 and self.builds_for_cu is not None:
             yield from self._folders(cu)
-        return self._finish()
+        return self.finish()
 
     def _folders(self, cu: str) -> Generator[ProbeRequest, ProbeResponse, None]:
         """Bounded ``ecp-folder`` probing (fingerprinting.md 2.4): a decoy first, then newest to oldest."""
@@ -346,9 +353,9 @@ class Fingerprinter:
         # A folder no build has: a server (or proxy) that answers 200 to any folder would make the
         # first candidate look installed.
         decoy = yield _get(f"/ecp/{cu}.65535/exporttool/")
-        self._absorb(decoy)
+        self.absorb(decoy)
         if decoy.status == 200:
-            r.notes.append(
+            self.notes.append(
                 "every /ecp/<build>/exporttool/ folder answers 200: folder probing is meaningless here"
             )
             return
@@ -356,7 +363,7 @@ class Fingerprinter:
             return
         for build in candidates:
             resp = yield _get(f"/ecp/{build}/exporttool/")
-            self._absorb(resp)
+            self.absorb(resp)
             if resp.status is None:
                 return
             if resp.status == 200:
@@ -364,8 +371,11 @@ class Fingerprinter:
                 r.record("ecp-folder", build)
                 return
 
-    def _finish(self) -> FingerprintResult:
+    def finish(self) -> FingerprintResult:
+        """Decide the build from the sources seen (may be called again after more responses)."""
         r = self.result
+        r.notes = list(self.notes)
+        r.conflicts = list(self.conflicts)
         r.is_exchange = bool(r.signs) or bool(r.sources)
         values = dict(r.sources)
         full_sources = [

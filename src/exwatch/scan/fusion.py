@@ -10,6 +10,7 @@ Decision table (fingerprinting.md 4.2, generalised to the three waves):
 | patched, n/a        | mitigated   | build's state | the rule is present as well; said in the reason     |
 | vulnerable          | patched     | unknown       | conflict: a WAF may alter the request               |
 | unknown (CU only)   | patched     | patched       | by behaviour; the SU level stays unknown            |
+| unknown (no build)  | patched     | unknown       | patched or never affected: cannot tell              |
 | patched, n/a        | patched     | build's state |                                                     |
 
 A probe flagged unvalidated (ProxyNotShell's SSRF heuristic) never overrides a definite build verdict:
@@ -39,10 +40,25 @@ class WaveState:
         return {"state": self.state, "reason": self.reason, "conflict": self.conflict, "fix": fix}
 
 
-def fuse(build_state: str, build_reason: str, probe: ProbeOutcome | None) -> WaveState:
-    """Combine one wave's build verdict with its probe outcome (see the module's table)."""
+def fuse(
+    build_state: str,
+    build_reason: str,
+    probe: ProbeOutcome | None,
+    probe_cve_state: str | None = None,
+    *,
+    has_build: bool = True,
+) -> WaveState:
+    """Combine one wave's build verdict with its probe outcome (see the module's table).
+
+    ``probe_cve_state`` is the build's state for the one CVE the probe tests (CVE-2021-26855 for
+    ProxyLogon): a normal answer to the probe says nothing about the wave's other CVEs (Exchange 2010
+    is open to CVE-2021-26857 but was never affected by the SSRF). Without any build (``has_build``
+    False) a normal answer cannot tell patched from never affected: the state stays unknown.
+    """
     if probe is None:
         return WaveState(build_state, build_reason)
+    if probe.outcome == "patched" and probe_cve_state in ("patched", "not_affected"):
+        return WaveState(build_state, f"{build_reason}; probe: {probe.reason} (as the build predicts)")
     by_probe = f"probe: {probe.reason}"
     outcome = probe.outcome
     if outcome == "inconclusive":
@@ -76,6 +92,10 @@ def fuse(build_state: str, build_reason: str, probe: ProbeOutcome | None) -> Wav
             f"CONFLICT: the build says vulnerable, an unvalidated probe found no sign ({probe.reason}); "
             f"build: {build_reason}",
             True,
+        )
+    if build_state == "unknown" and not has_build:
+        return WaveState(
+            "unknown", f"{build_reason}; {by_probe} (patched or never affected: no build to tell)"
         )
     if build_state == "unknown":
         word = "unvalidated probe" if not probe.validated else "probe"

@@ -19,6 +19,12 @@ from exwatch.scan.probes import ProbeOutcome
 from exwatch.scan.targets import Target
 
 WAVE_IDS: tuple[str, ...] = ("proxylogon", "proxyshell", "proxynotshell")
+# The CVE whose unauthenticated request shape each wave's probe sends (fingerprinting.md 4).
+PROBE_CVE = {
+    "proxylogon": "CVE-2021-26855",
+    "proxyshell": "CVE-2021-34473",
+    "proxynotshell": "CVE-2022-41040",
+}
 SEVERITY = {"vulnerable": 0, "unknown": 1, "mitigated": 2, "patched": 3, "not_affected": 4}
 
 
@@ -62,24 +68,27 @@ def known_build(build: str) -> bool:
     return build in _known_builds()
 
 
-def build_verdict(build: str | None) -> tuple[dict[str, tuple[str, str, Any]], dict[str, Any]]:
-    """Per wave (state, reason, fix) from the kb for a build, and product facts; unknown when no build."""
+def build_verdict(
+    build: str | None,
+) -> tuple[dict[str, tuple[str, str, Any, str | None]], dict[str, Any]]:
+    """Per wave (state, reason, fix, state of the probed CVE) from the kb, and product facts."""
     waves = wave_ids()
     if not build:
-        return {w: ("unknown", "no build could be learnt from outside", None) for w in waves}, {}
+        return {w: ("unknown", "no build could be learnt from outside", None, None) for w in waves}, {}
     try:
         v = _verdict(build)
     except BuildError as exc:
-        return {w: ("unknown", f"build {build!r} is not understood: {exc}", None) for w in waves}, {}
+        return {w: ("unknown", f"build {build!r} is not understood: {exc}", None, None) for w in waves}, {}
     as_dict = v.to_dict()
-    out: dict[str, tuple[str, str, Any]] = {}
+    out: dict[str, tuple[str, str, Any, str | None]] = {}
     for w in waves:
         wv = v.waves.get(w)
         if wv is None:
-            out[w] = ("unknown", f"no verdict for {w}", None)
+            out[w] = ("unknown", f"no verdict for {w}", None, None)
             continue
-        fix = (as_dict.get("waves") or {}).get(w, {}).get("fix")
-        out[w] = (str(wv.state), wv.reason, fix)
+        wd = (as_dict.get("waves") or {}).get(w, {})
+        cve_state = (wd.get("cves") or {}).get(PROBE_CVE.get(w, ""))
+        out[w] = (str(wv.state), wv.reason, wd.get("fix"), None if cve_state is None else str(cve_state))
     facts = {"product": v.product, "cu": v.cu, "support": as_dict.get("support")}
     return out, facts
 
@@ -150,11 +159,11 @@ def host_record(
     rec["product"] = facts.get("product")
     rec["cu"] = facts.get("cu")
     for w in waves:
-        state, reason, fix = verdicts[w]
+        state, reason, fix, cve_state = verdicts[w]
         if fp.build:
             source = f"{fp.build_source}{', CU only' if fp.cu_only else ''}"
             reason = f"{fp.build} ({source}): {reason}"
-        fused: WaveState = fuse(state, reason, (probes or {}).get(w))
+        fused: WaveState = fuse(state, reason, (probes or {}).get(w), cve_state, has_build=bool(fp.build))
         rec["waves"][w] = fused.to_dict(fix)
         if fused.conflict:
             rec["conflicts"].append(f"{w}: {fused.reason}")

@@ -51,10 +51,9 @@ PROXYNOTSHELL_PATH = (
     "/autodiscover/autodiscover.json?a@foo.var/owa/?&Email=autodiscover/autodiscover.json?a@foo.var"
     "&Protocol=XYZ&FooProtocol=Powershell"
 )
-PROXYNOTSHELL_CONTROL_PATH = (
-    "/autodiscover/autodiscover.json?a@foo.var/owa/?&Email=autodiscover/autodiscover.json?a@foo.var"
-    "&Protocol=XYZ&FooProtocol=XYZ"
-)
+# The control names autodiscover but neither powershell nor the '@' path confusion, so that no
+# mitigation rule (EOMTv2's, or a ProxyShell one) aborts it on a reachable server.
+PROXYNOTSHELL_CONTROL_PATH = "/autodiscover/autodiscover.json?exwatch=control"
 
 
 @dataclass(frozen=True)
