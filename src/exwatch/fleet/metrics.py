@@ -192,6 +192,7 @@ class DoublingFit:
             "doubling_hours": self.doubling_hours,
             "doubling_ci95": list(self.doubling_ci),
             "r_squared": self.r_squared,
+            "intercept": self.intercept,
             "start": self.start.isoformat() if self.start else None,
         }
 

@@ -1,0 +1,139 @@
+"""``exwatch report``: the fleet's progress from the store (table, JSON, Markdown, HTML) and STIX export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from exwatch.cli.common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    db_option,
+    echo_json,
+    format_option,
+    resolve_db,
+    stderr_console,
+)
+from exwatch.errors import InputError
+from exwatch.fleet import open_store
+from exwatch.fleet.queries import parse_tag
+
+
+class _When(click.ParamType):
+    """An ISO 8601 date or time (UTC when no zone is given)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"not an ISO 8601 date or time: {value!r}", param, ctx)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+WHEN = _When()
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror}") from exc
+    stderr_console().print(f"report written to {out}")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--since", type=WHEN, default=None, help="Only snapshots from this date or time on (ISO 8601).")
+@click.option("--wave", default=None, help="Only this wave (proxylogon, proxyshell, proxynotshell).")
+@click.option("--tag", "tag_text", default=None, metavar="KEY=VALUE", help="Only hosts with this tag.")
+@click.option("--fit-since", type=WHEN, default=None, help="Start of the window of the attempts fit.")
+@click.option("--fit-until", type=WHEN, default=None, help="End of the window of the attempts fit.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many hosts at risk.")
+@format_option("table", "json", "md", "html", "stix")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to FILE.")
+@db_option
+@click.pass_context
+def report(
+    ctx: click.Context,
+    since: datetime | None,
+    wave: str | None,
+    tag_text: str | None,
+    fit_since: datetime | None,
+    fit_until: datetime | None,
+    limit: int | None,
+    fmt: str,
+    out: Path | None,
+    db_url: str | None,
+) -> None:
+    """Report the fleet's progress: the headline, the trend, exposed servers and compromise.
+
+    The headline gives the patched-or-mitigated share of classified servers, its change in percentage
+    points and the relative fall of the vulnerable count against the snapshot nearest to 7 days
+    earlier. --format html writes one self-contained file with charts; --format stix exports the hunt
+    findings as STIX 2.1 (as `exwatch report stix` does).
+
+    Exit codes: 1 if servers are exposed in the latest snapshot or were compromised before they were
+    protected; 0 otherwise.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from exwatch.report import ReportOptions, build_report
+
+    with open_store(resolve_db(db_url)) as store:
+        if fmt == "stix":
+            from exwatch.report.stix import findings_bundle
+
+            _write(findings_bundle(store, since=since).serialize(pretty=True) + "\n", out)
+            ctx.exit(EXIT_OK)
+        options = ReportOptions(
+            since=since,
+            wave=wave,
+            tag=parse_tag(tag_text),
+            limit=limit,
+            fit_since=fit_since,
+            fit_until=fit_until,
+        )
+        doc = build_report(store, options)
+    if fmt == "json":
+        if out is None:
+            echo_json(doc)
+        else:
+            _write(json.dumps(doc, indent=2, default=str) + "\n", out)
+    elif fmt == "md":
+        from exwatch.report.text import render_markdown
+
+        _write(render_markdown(doc), out)
+    elif fmt == "html":
+        from exwatch.report.html import render_html
+
+        _write(render_html(doc), out)
+    else:
+        from exwatch.report.text import render_table
+
+        _write(render_table(doc), out)
+    ctx.exit(EXIT_FOUND if doc["hosts_at_risk"] or doc["compromised_before_protected"] else EXIT_OK)
+
+
+@report.command("stix")
+@click.option("--since", type=WHEN, default=None, help="Only findings from this time on.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to FILE.")
+@db_option
+def stix(since: datetime | None, out: Path | None, db_url: str | None) -> None:
+    """Export the hunt findings as a STIX 2.1 bundle (indicators, observed data, sightings, host identities)."""
+    from exwatch.report.stix import findings_bundle
+
+    with open_store(resolve_db(db_url)) as store:
+        bundle = findings_bundle(store, since=since)
+    _write(bundle.serialize(pretty=True) + "\n", out)

@@ -1,0 +1,228 @@
+"""The report as one self-contained HTML file: inline SVG charts (matplotlib, Agg), no network needed."""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from exwatch.report.model import wave_name  # noqa: E402
+from exwatch.report.text import STATE_COLUMNS, render_markdown  # noqa: E402
+
+COLOURS = {
+    "vulnerable": "#c0392b",
+    "unknown": "#95a5a6",
+    "mitigated": "#f39c12",
+    "patched": "#27ae60",
+    "not_affected": "#d5dbdb",
+}
+
+_METADATA = re.compile(r"<metadata>.*?</metadata>", re.S)
+
+
+def _svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "exwatch"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg") :]
+    return _METADATA.sub("", text)
+
+
+def _times(report: dict[str, Any]) -> list[datetime]:
+    return [datetime.fromisoformat(s["time"]) for s in report["snapshots"]]
+
+
+def _num(times: list[datetime]) -> list[float]:
+    """Matplotlib date numbers (the axes are told they are dates with xaxis_date)."""
+    return [float(mdates.date2num(t)) for t in times]
+
+
+def chart_share(report: dict[str, Any]) -> str:
+    """The protected share over time with its bounds, per wave."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    times = _times(report)
+    for wave in sorted({w for s in report["snapshots"] for w in s["waves"]}):
+        pts = [(t, s["waves"].get(wave)) for t, s in zip(times, report["snapshots"], strict=True)]
+        pts = [(t, c) for t, c in pts if c and c["protected_share"] is not None]
+        if not pts:
+            continue
+        xs = [t for t, _ in pts]
+        share = [c["protected_share"] * 100 for _, c in pts]
+        low = [c["protected_bounds"][0] * 100 for _, c in pts]
+        high = [c["protected_bounds"][1] * 100 for _, c in pts]
+        (line,) = ax.plot(_num(xs), share, marker="o", label=f"{wave_name(wave)} protected share")
+        ax.fill_between(
+            _num(xs),
+            low,
+            high,
+            color=line.get_color(),
+            alpha=0.2,
+            label=f"{wave_name(wave)} bounds (unknown)",
+        )
+    ax.set_ylabel("patched or mitigated, % of classified")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.xaxis_date()
+    fig.autofmt_xdate()
+    ax.set_title("Protected share over time")
+    return _svg(fig)
+
+
+def chart_states(report: dict[str, Any]) -> str:
+    """The states of the headline wave as a stacked area over snapshots."""
+    wave = report.get("wave")
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    times = _times(report)
+    if wave and times:
+        series = []
+        for state in STATE_COLUMNS:
+            series.append([(s["waves"].get(wave) or {}).get(state, 0) for s in report["snapshots"]])
+        ax.stackplot(
+            _num(times),
+            *series,
+            labels=list(STATE_COLUMNS),
+            colors=[COLOURS[s] for s in STATE_COLUMNS],
+            alpha=0.9,
+        )
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_ylabel("hosts")
+    ax.set_title(f"{wave_name(wave or '')} states per snapshot")
+    ax.grid(alpha=0.3)
+    ax.xaxis_date()
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+def chart_attempts(report: dict[str, Any]) -> str:
+    """Attempts per hour (log scale) with the log-linear fit."""
+    att = report["attempts"]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    if att["per_hour"]:
+        xs = [datetime.fromisoformat(h) for h, _ in att["per_hour"]]
+        ys = [n for _, n in att["per_hour"]]
+        ax.bar(_num(xs), ys, width=1 / 24 * 0.8, color="#34495e", label="findings per hour")
+        fit = att["fit"]
+        if fit and fit["start"]:
+            start = datetime.fromisoformat(fit["start"])
+            inside = [x for x in xs if x >= start]
+            hours = [(x - start).total_seconds() / 3600 for x in inside]
+            a = fit["intercept"]  # the fit: counts = exp(a + b * hours since start)
+            ax.plot(
+                _num(inside),
+                [math.exp(a + fit["rate_per_hour"] * h) for h in hours],
+                color="#c0392b",
+                label=(
+                    f"fit: doubling {fit['doubling_hours']:.2f} h"
+                    if fit["doubling_hours"]
+                    else f"fit: rate {fit['rate_per_hour']:+.3f}/h"
+                ),
+            )
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no hunt findings", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylabel("attempts per hour")
+    ax.set_title("Exploitation attempts across hunted hosts")
+    ax.grid(alpha=0.3)
+    ax.xaxis_date()
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em} .headline{font-size:1.2em;font-weight:600;background:#eef6ee;padding:.6em;border-radius:6px}
+.note{background:#fff4e0;padding:.5em;border-radius:6px} table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#f3f3f3} td.l,th.l{text-align:left}
+.charts svg{max-width:100%;height:auto}
+"""
+
+
+def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
+    head = "".join(
+        f"<th class='l'>{html.escape(h)}</th>" if i < left else f"<th>{html.escape(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='l'>{html.escape(str(c))}</td>" if i < left else f"<td>{html.escape(str(c))}</td>"
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(report: dict[str, Any], *, note: str | None = None, limit: int = 200) -> str:
+    """One HTML document with the headline, three inline SVG charts and the tables."""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>exwatch report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>exwatch fleet report</h1>",
+    ]
+    if note:
+        parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    parts.append(f"<p class='headline'>{html.escape(report['headline'])}</p>")
+    parts.append("<div class='charts'>")
+    parts.append(f"<figure id='chart-share'>{chart_share(report)}</figure>")
+    parts.append(f"<figure id='chart-states'>{chart_states(report)}</figure>")
+    parts.append(f"<figure id='chart-attempts'>{chart_attempts(report)}</figure>")
+    parts.append("</div>")
+    parts.append("<h2>Exposed servers, longest exposed first</h2>")
+    parts.append(
+        _table(
+            ["host", "address", "name", "wave", "build", "exposed since", "days", "fix"],
+            [
+                [
+                    f"#{r['host_id']}",
+                    r["address"] or "",
+                    r["name"] or r["fe_server"] or "",
+                    r["wave"],
+                    r["build"] or "",
+                    (r["exposed_since"] or "")[:10],
+                    r["exposed_days"] if r["exposed_days"] is not None else "",
+                    r["fix"] or "",
+                ]
+                for r in report["hosts_at_risk"][:limit]
+            ],
+            left=8,
+        )
+    )
+    parts.append("<h2>Compromised before protected</h2>")
+    parts.append(
+        _table(
+            ["host", "address", "wave", "first evidence", "protected at", "findings"],
+            [
+                [
+                    f"#{r['host_id']}",
+                    r["address"] or "",
+                    r["wave"],
+                    r["first_evidence"],
+                    r["protected_at"] or "never",
+                    r["findings"],
+                ]
+                for r in report["compromised_before_protected"][:limit]
+            ],
+            left=5,
+        )
+    )
+    parts.append("<h2>Details</h2><pre>")
+    parts.append(html.escape(render_markdown(report, limit=0)))
+    parts.append("</pre></body></html>")
+    return "\n".join(parts)
