@@ -1,0 +1,199 @@
+"""The hunt: find the evidence files under each PATH, hunt them on a process pool, assemble the result."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from exwatch.errors import InputError
+from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult
+from exwatch.hunt.sources.files import EvidenceFile, cleanup, walk
+from exwatch.hunt.timeline import coverage_warnings, merge_coverage, order, verdict
+from exwatch.hunt.worker import hunt_file, load_bundle
+
+
+def live_install_paths(options: HuntOptions) -> list[Path]:
+    """The Exchange logging folder, web folders and IIS logs of the local server (Windows only)."""
+    paths: list[Path] = []
+    if options.exchange_path:
+        paths.append(options.exchange_path)
+    if options.iis_logs:
+        paths.append(options.iis_logs)
+    if paths:
+        return paths
+    if sys.platform != "win32":
+        raise InputError(
+            "hunting a live Exchange install needs Windows (the install is found through the registry); "
+            "on this system give a triage folder or archive, or --exchange-path and --iis-logs"
+        )
+    import winreg  # type: ignore[import-not-found,unused-ignore]
+
+    try:
+        key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\ExchangeServer\v15\Setup")  # type: ignore[attr-defined,unused-ignore]
+        install, _ = winreg.QueryValueEx(key, "MsiInstallPath")  # type: ignore[attr-defined,unused-ignore]
+    except OSError as exc:
+        raise InputError(
+            "no Exchange 2013 or later install found in the registry (HKLM\\SOFTWARE\\Microsoft\\ExchangeServer\\v15\\Setup)"
+        ) from exc
+    from pathlib import PureWindowsPath
+
+    drive = PureWindowsPath(install).drive or "C:"
+    return [Path(install), Path(f"{drive}\\inetpub")]
+
+
+def _rules_spec(options: HuntOptions, strategy: str = "regex") -> dict[str, Any]:
+    return {
+        "builtin": options.builtin_rules,
+        "rule_dirs": [str(p) for p in options.rule_dirs],
+        "yara_files": [str(p) for p in options.yara_files],
+        "ioc_files": [str(p) for p in options.ioc_files],
+        "strategy": strategy,
+    }
+
+
+def _task(ev: EvidenceFile, options: HuntOptions, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "path": ev.path,
+        "rel": ev.rel,
+        "family": ev.family,
+        "size": ev.size,
+        "mtime": ev.mtime,
+        "rules": spec,
+        "since": options.since.astimezone(UTC).isoformat() if options.since else None,
+        "until": options.until.astimezone(UTC).isoformat() if options.until else None,
+        "max_line": options.max_line,
+        "chunk_size": options.chunk_size,
+    }
+
+
+def _protocol(rel: str) -> str | None:
+    parts = rel.replace("\\", "/").split("/")
+    low = [p.lower() for p in parts]
+    if "httpproxy" in low:
+        i = low.index("httpproxy")
+        if i + 2 < len(parts) + 1 and i + 1 < len(parts) - 1:
+            return parts[i + 1]
+    return None
+
+
+def _host_name(path: Path, options: HuntOptions) -> str:
+    if options.host:
+        return options.host
+    name = path.name
+    for suffix in (".tar.gz", ".tgz", ".zip", ".7z", ".tar"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name or "localhost"
+
+
+def hunt_paths(
+    paths: Sequence[Path],
+    options: HuntOptions | None = None,
+    *,
+    executor: Executor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> HuntResult:
+    """Hunt every PATH (triage folder, archive, or live install); one host per PATH."""
+    options = options or HuntOptions()
+    spec = _rules_spec(options)
+    load_bundle(spec)  # compile once here: a bad user rule is an InputError before any work starts
+    if not paths:
+        paths = live_install_paths(options)
+    for p in paths:
+        if not p.exists() and not p.is_symlink():
+            raise InputError(f"{p}: no such file or folder")
+    tmp_root = tempfile.mkdtemp(prefix="exwatch-hunt-")
+    hosts: list[HostResult] = []
+    findings: list[Finding] = []
+    errors: list[FileError] = []
+    stats: dict[str, Any] = {"files": 0, "bytes": 0, "candidates": 0}
+    own_pool = None
+    try:
+        jobs = options.jobs or os.cpu_count() or 1
+        if executor is None and jobs > 1:
+            own_pool = ProcessPoolExecutor(max_workers=jobs)
+            executor = own_pool
+        for root in paths:
+            host = _host_name(root, options)
+            host_errors: list[FileError] = []
+            files = list(walk(root, tmp_root, options.limits, host_errors))
+            tasks = [_task(ev, options, spec) for ev in files]
+            # Big files first, so the pool is not left waiting on one large log at the end.
+            tasks.sort(key=lambda t: -int(t["size"]))
+            results: list[dict[str, Any]]
+            if executor is not None:
+                results = list(executor.map(hunt_file, tasks, chunksize=1 if len(tasks) < 64 else 4))
+            else:
+                results = [hunt_file(t) for t in tasks]
+            host_findings: list[Finding] = []
+            per_file_cov = []
+            for res in results:
+                for e in res["errors"]:
+                    host_errors.append(FileError(e["file"], e["error"], e["kind"]))
+                if res["coverage"]:
+                    per_file_cov.append({**res["coverage"], "file": res["file"]})
+                stats["candidates"] += int(res["stats"].get("candidates", 0))
+                for f in res["findings"]:
+                    ev = f["evidence"]
+                    host_findings.append(
+                        Finding(
+                            rule=f["rule"],
+                            wave=f["wave"],
+                            cve=f["cve"],
+                            confidence=f["confidence"],
+                            time=datetime.fromisoformat(f["time"].replace("Z", "+00:00"))
+                            if f["time"]
+                            else None,
+                            title=f["title"],
+                            description=f["description"],
+                            host=host,
+                            evidence=Evidence(
+                                file=ev["file"],
+                                line=ev.get("line"),
+                                record=ev.get("record"),
+                                offset=ev.get("offset"),
+                                excerpt=ev.get("excerpt", ""),
+                                sha256=ev.get("sha256"),
+                            ),
+                        )
+                    )
+            stats["files"] += len(tasks)
+            stats["bytes"] += sum(int(t["size"]) for t in tasks)
+            coverage = merge_coverage(
+                [c for c in per_file_cov if c["family"] != "files"],
+                {t["rel"]: _protocol(t["rel"]) or "" for t in tasks},
+            )
+            files_cov = [c for c in per_file_cov if c["family"] == "files"]
+            if files_cov:
+                coverage["files"] = {
+                    "files": len(files_cov),
+                    "bytes": sum(int(c.get("bytes", 0)) for c in files_cov),
+                }
+            counts = {
+                c: sum(1 for f in host_findings if f.confidence == c)
+                for c in ("confirmed", "likely", "review")
+            }
+            hosts.append(
+                HostResult(
+                    host=host,
+                    verdict=verdict(host_findings, host_errors, len(tasks)),
+                    coverage=coverage,
+                    warnings=coverage_warnings(coverage),
+                    counts=counts,
+                )
+            )
+            findings.extend(host_findings)
+            errors.extend(host_errors)
+            if progress:
+                progress(len(hosts), len(paths))
+    finally:
+        if own_pool is not None:
+            own_pool.shutdown()
+        cleanup(tmp_root)
+    return HuntResult(hosts=hosts, findings=order(findings), errors=errors, stats=stats)

@@ -1,0 +1,158 @@
+"""Value objects of a hunt: options, findings, file errors, coverage and the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+CONFIDENCES = ("confirmed", "likely", "review")
+CONFIDENCE_RANK = {"confirmed": 3, "likely": 2, "review": 1}
+VERDICTS = ("compromised", "attempted", "clean", "incomplete")
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Limits that stop an archive bomb: what one archive may expand to."""
+
+    max_total_bytes: int = 8 * 1024**3
+    max_member_bytes: int = 4 * 1024**3
+    max_ratio: float = 200.0
+    max_members: int = 200_000
+    max_depth: int = 2
+    # Ratios are only judged above this size: small, very regular files compress well legitimately.
+    ratio_floor_bytes: int = 16 * 1024**2
+
+
+@dataclass(frozen=True)
+class HuntOptions:
+    """What to hunt and how; every field is plain data so that workers can receive it."""
+
+    host: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    rule_dirs: tuple[Path, ...] = ()
+    yara_files: tuple[Path, ...] = ()
+    ioc_files: tuple[Path, ...] = ()
+    exchange_path: Path | None = None
+    iis_logs: Path | None = None
+    jobs: int = 0
+    builtin_rules: bool = True
+    max_line: int = 1024 * 1024
+    chunk_size: int = 16 * 1024 * 1024
+    limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+
+
+@dataclass
+class Evidence:
+    """Where a finding comes from: a file, a line or record, a byte offset, an excerpt."""
+
+    file: str
+    line: int | None = None
+    record: int | None = None
+    offset: int | None = None
+    excerpt: str = ""
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": self.file}
+        if self.line is not None:
+            out["line"] = self.line
+        if self.record is not None:
+            out["record"] = self.record
+        out["offset"] = self.offset
+        out["excerpt"] = self.excerpt
+        out["sha256"] = self.sha256
+        return out
+
+
+@dataclass
+class Finding:
+    """One piece of compromise evidence, as CONTRACTS.md describes it."""
+
+    rule: str
+    wave: str
+    cve: str
+    confidence: str
+    time: datetime | None
+    title: str
+    description: str
+    host: str
+    evidence: Evidence
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "wave": self.wave,
+            "cve": self.cve,
+            "confidence": self.confidence,
+            "time": self.time.isoformat().replace("+00:00", "Z") if self.time else None,
+            "title": self.title,
+            "description": self.description,
+            "host": self.host,
+            "evidence": self.evidence.to_dict(),
+        }
+
+
+@dataclass
+class FileError:
+    """A file (or part of one) that could not be read: reported, never dropped in silence."""
+
+    file: str
+    error: str
+    kind: str = "unreadable"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "kind": self.kind, "error": self.error}
+
+
+@dataclass
+class HostResult:
+    """Verdict and coverage of one host."""
+
+    host: str
+    verdict: str
+    coverage: dict[str, dict[str, Any]]
+    warnings: list[str]
+    counts: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "verdict": self.verdict,
+            "counts": self.counts,
+            "coverage": self.coverage,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class HuntResult:
+    """Everything one hunt found: per-host verdicts, findings in time order, coverage, errors."""
+
+    hosts: list[HostResult]
+    findings: list[Finding]
+    errors: list[FileError]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        """The worst verdict over all hosts."""
+        order = {"compromised": 0, "attempted": 1, "incomplete": 2, "clean": 3}
+        if not self.hosts:
+            return "incomplete"
+        return min((h.verdict for h in self.hosts), key=lambda v: order[v])
+
+    @property
+    def above_review(self) -> bool:
+        return any(CONFIDENCE_RANK[f.confidence] > 1 for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hosts": [h.to_dict() for h in self.hosts],
+            "findings": [f.to_dict() for f in self.findings],
+            "coverage": {h.host: h.coverage for h in self.hosts},
+            "errors": [e.to_dict() for e in self.errors],
+        }

@@ -1,0 +1,280 @@
+"""Sigma rules loaded with pySigma and evaluated over parsed records by a small matcher of our own.
+
+pySigma turns rules into queries for other systems (Splunk, Elasticsearch, ...) and has no backend that
+evaluates a rule in Python, so exwatch walks pySigma's parsed condition tree itself: a rule becomes a
+predicate over a record (a ``dict`` from field name to string) plus the *keyword text* that Sigma
+keywords (values without a field) are searched in. Matching follows the Sigma specification: strings
+are case-insensitive, ``*`` and ``?`` are wildcards, ``|re`` is a Python regular expression, ``|cidr`` a
+network, ``null`` an empty or missing field, numbers compare as their decimal text.
+
+Each rule also yields the *literals* every matching record must contain (at least one of them), used to
+pick candidate lines from raw bytes before any parsing: see :func:`required_literals`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exwatch.errors import InputError
+
+Record = Mapping[str, str]
+Predicate = Callable[[Record, str], bool]
+
+# The log sources exwatch reads, as (category, product, service) triples a rule's logsource may name.
+# Our own logsources for Exchange's text logs sit next to the standard Sigma ones.
+SOURCE_LOGSOURCES: dict[str, tuple[tuple[str | None, str | None, str | None], ...]] = {
+    "httpproxy": (("webserver", None, None), (None, "exchange", "httpproxy")),
+    "ecp": ((None, "exchange", "ecp"),),
+    "oabgenerator": ((None, "exchange", "oabgenerator"),),
+    "iis": (("webserver", None, None), (None, "iis", None), ("webserver", "windows", None)),
+    "msexchange-management": ((None, "windows", "msexchange-management"),),
+    "application": ((None, "windows", "application"),),
+    "process_creation": (("process_creation", "windows", None),),
+    "file_event": (("file_event", "windows", None),),
+    "windows": ((None, "windows", None),),
+}
+
+# Characters that logs may write differently from the rule (IIS '+' for space, CSV doubled quotes,
+# commas written as spaces, JSON-escaped backslashes): a literal for the byte pre-filter never spans them.
+_SPLIT = re.compile(r"[\s\"',+\\]+")
+MIN_LITERAL = 3
+
+
+@dataclass
+class SigmaRuleSpec:
+    """A loaded rule: its identity, its log sources and a compiled predicate."""
+
+    rule_id: str
+    title: str
+    description: str
+    level: str
+    tags: tuple[str, ...]
+    logsource: tuple[str | None, str | None, str | None]
+    predicate: Predicate
+    literals: frozenset[str] | None
+    path: str
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def applies_to(self, source: str) -> bool:
+        """Whether this rule's logsource names the source family ``source``."""
+        cat, prod, svc = self.logsource
+        if cat is None and prod is None and svc is None:
+            return False
+        for s_cat, s_prod, s_svc in SOURCE_LOGSOURCES.get(source, ()):
+            if (
+                (cat is None or cat == s_cat)
+                and (prod is None or prod == s_prod)
+                and (svc is None or svc == s_svc)
+            ):
+                return True
+        return False
+
+
+def _sigma_string_regex(value: Any) -> re.Pattern[str]:
+    from sigma.types import SpecialChars
+
+    parts: list[str] = []
+    for part in value.s:
+        if part == SpecialChars.WILDCARD_MULTI:
+            parts.append(".*")
+        elif part == SpecialChars.WILDCARD_SINGLE:
+            parts.append(".")
+        elif isinstance(part, str):
+            parts.append(re.escape(part))
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def _plain_parts(value: Any) -> list[str]:
+    return [p for p in value.s if isinstance(p, str)]
+
+
+def _literal_cover(value: Any) -> frozenset[str] | None:
+    """The one literal a string value needs: its longest piece free of wildcards and separators."""
+    from sigma.types import SigmaNumber, SigmaString
+
+    pieces: list[str] = []
+    if isinstance(value, SigmaString):
+        for part in _plain_parts(value):
+            pieces.extend(_SPLIT.split(part))
+    elif isinstance(value, SigmaNumber):
+        pieces.append(str(value.number))
+    pieces = [p.lower() for p in pieces if len(p) >= MIN_LITERAL]
+    if not pieces:
+        return None
+    return frozenset([max(pieces, key=len)])
+
+
+def _cover_score(cover: frozenset[str]) -> tuple[int, int]:
+    return (min(len(x) for x in cover), -len(cover))
+
+
+def _compile(node: Any) -> tuple[Predicate, frozenset[str] | None]:
+    """Compile one node of pySigma's condition tree into a predicate and its literal cover."""
+    from sigma.conditions import (
+        ConditionAND,
+        ConditionFieldEqualsValueExpression,
+        ConditionNOT,
+        ConditionOR,
+        ConditionValueExpression,
+    )
+    from sigma.types import (
+        SigmaBool,
+        SigmaCIDRExpression,
+        SigmaExists,
+        SigmaNull,
+        SigmaNumber,
+        SigmaRegularExpression,
+        SigmaString,
+    )
+
+    if isinstance(node, ConditionAND):
+        compiled = [_compile(a) for a in node.args]
+        preds = [p for p, _ in compiled]
+        covers = [c for _, c in compiled if c]
+        cover = max(covers, key=_cover_score) if covers else None
+        return (lambda r, k: all(p(r, k) for p in preds)), cover
+    if isinstance(node, ConditionOR):
+        compiled = [_compile(a) for a in node.args]
+        preds = [p for p, _ in compiled]
+        or_cover: frozenset[str] | None = frozenset()
+        for _, c in compiled:
+            if c is None:
+                or_cover = None
+                break
+            or_cover = or_cover | c  # type: ignore[operator]
+        return (lambda r, k: any(p(r, k) for p in preds)), or_cover
+    if isinstance(node, ConditionNOT):
+        inner, _ = _compile(node.args[0])
+        return (lambda r, k: not inner(r, k)), None
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        name = node.field
+        value = node.value
+        if isinstance(value, SigmaNull):
+            return (lambda r, k: not r.get(name)), None
+        if isinstance(value, SigmaExists):
+            want = bool(value.exists)
+            return (lambda r, k: (name in r) == want), None
+        if isinstance(value, SigmaString):
+            rx = _sigma_string_regex(value)
+            return (lambda r, k: name in r and rx.fullmatch(r[name]) is not None), _literal_cover(value)
+        if isinstance(value, SigmaNumber):
+            text = str(value.number)
+            return (lambda r, k: r.get(name, "").strip() == text), _literal_cover(value)
+        if isinstance(value, SigmaBool):
+            text = "true" if value.boolean else "false"
+            return (lambda r, k: r.get(name, "").strip().lower() == text), None
+        if isinstance(value, SigmaRegularExpression):
+            flags = 0
+            for flag in value.flags:
+                flags |= {"IGNORECASE": re.I, "MULTILINE": re.M, "DOTALL": re.S}.get(flag.name, 0)
+            rx = re.compile(str(value.regexp), flags)
+            return (lambda r, k: name in r and rx.search(r[name]) is not None), None
+        if isinstance(value, SigmaCIDRExpression):
+            net = value.network
+
+            def in_net(r: Record, k: str) -> bool:
+                try:
+                    return ipaddress.ip_address(r.get(name, "").strip()) in net
+                except ValueError:
+                    return False
+
+            return in_net, None
+        raise InputError(f"Sigma value type {type(value).__name__} for field {name!r} is not supported")
+    if isinstance(node, ConditionValueExpression):
+        value = node.value
+        if isinstance(value, SigmaString):
+            rx = _sigma_string_regex(value)
+            # Keywords match anywhere in the record's text (pySigma leaves them unanchored).
+            return (lambda r, k: rx.search(k) is not None), _literal_cover(value)
+        if isinstance(value, SigmaNumber):
+            text = str(value.number)
+            return (lambda r, k: text in k), _literal_cover(value)
+        raise InputError(f"Sigma keyword type {type(value).__name__} is not supported")
+    raise InputError(f"Sigma condition element {type(node).__name__} is not supported")
+
+
+def required_literals(specs: Iterable[SigmaRuleSpec]) -> frozenset[str] | None:
+    """The union of the rules' literal covers; None when one rule has none (then every line is read)."""
+    out: set[str] = set()
+    for spec in specs:
+        if spec.literals is None:
+            return None
+        out |= spec.literals
+    return frozenset(out)
+
+
+def _level_confidence(level: str) -> str:
+    return {"critical": "confirmed", "high": "likely"}.get(level, "review")
+
+
+def load_rules(paths: Iterable[Path]) -> list[SigmaRuleSpec]:
+    """Load every Sigma rule (``.yml``/``.yaml``) under ``paths``; a bad rule is an InputError naming it."""
+    import yaml
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+    from sigma.rule import SigmaRule
+
+    specs: list[SigmaRuleSpec] = []
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(x for x in p.rglob("*") if x.suffix.lower() in (".yml", ".yaml")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such Sigma rule file or folder")
+    for f in files:
+        try:
+            collection = SigmaCollection.from_yaml(f.read_text(encoding="utf-8"))
+        except (SigmaError, ValueError, OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{f}: not a valid Sigma rule: {exc}") from exc
+        for rule in collection.rules:
+            if not isinstance(rule, SigmaRule):
+                continue  # correlation rules need several events; not evaluated here
+            try:
+                conditions = rule.detection.parsed_condition
+                compiled = [_compile(c.parse()) for c in conditions]
+            except SigmaError as exc:
+                raise InputError(f"{f}: Sigma rule {rule.title!r} cannot be parsed: {exc}") from exc
+            if len(compiled) == 1:
+                pred, cover = compiled[0]
+            else:
+                pred = _any_of([p for p, _ in compiled])
+                cover = required_literals_from([c for _, c in compiled])
+            custom = dict(getattr(rule, "custom_attributes", {}) or {})
+            meta = {str(k): str(v) for k, v in (custom.get("exwatch") or {}).items()}
+            level = str(rule.level.name).lower() if rule.level else "medium"
+            rid = meta.get("id") or f"sigma.{rule.id or rule.title}"
+            specs.append(
+                SigmaRuleSpec(
+                    rule_id=rid,
+                    title=rule.title,
+                    description=rule.description or "",
+                    level=level,
+                    tags=tuple(f"{t.namespace}.{t.name}" for t in rule.tags),
+                    logsource=(rule.logsource.category, rule.logsource.product, rule.logsource.service),
+                    predicate=pred,
+                    literals=cover,
+                    path=str(f),
+                    meta=meta or {"confidence": _level_confidence(level)},
+                )
+            )
+    return specs
+
+
+def _any_of(preds: list[Predicate]) -> Predicate:
+    return lambda r, k: any(p(r, k) for p in preds)
+
+
+def required_literals_from(covers: list[frozenset[str] | None]) -> frozenset[str] | None:
+    out: set[str] = set()
+    for c in covers:
+        if c is None:
+            return None
+        out |= c
+    return frozenset(out)

@@ -1,0 +1,579 @@
+"""Hunting one file: plain top-level functions over plain data, so a process pool or Dask can run them.
+
+``hunt_file(task)`` takes a dict (the file, its family, the rule sources) and returns a dict of findings,
+coverage and errors. Each worker process loads and compiles the rules once (``load_bundle`` is cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from exwatch.errors import InputError
+from exwatch.hunt.rules.catalog import info_for
+from exwatch.hunt.rules.filerules import path_findings, vdir_config_findings
+from exwatch.hunt.rules.iocs import IocSet, builtin_iocs, load_ioc_file, ua_key
+from exwatch.hunt.rules.sigma_engine import SigmaRuleSpec, load_rules, required_literals
+from exwatch.hunt.sources.evtx import EvtxReport, read_event_xml, read_evtx, source_families
+from exwatch.hunt.sources.lines import (
+    build_record,
+    keyword_text,
+    parse_fields_header,
+    parse_time,
+    record_time,
+)
+from exwatch.hunt.sources.textlog import (
+    LiteralFinder,
+    decode_line,
+    first_and_last_lines,
+    iter_candidates,
+    sniff_encoding,
+    transcode_to_temp,
+)
+
+TEXT_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", "exchange_log")
+EVENT_FAMILIES = ("windows", "msexchange-management", "application", "process_creation", "file_event")
+DEFAULT_FIELDS = {
+    "iis": [
+        "date",
+        "time",
+        "s-ip",
+        "cs-method",
+        "cs-uri-stem",
+        "cs-uri-query",
+        "s-port",
+        "cs-username",
+        "c-ip",
+        "cs(User-Agent)",
+        "cs(Referer)",
+        "sc-status",
+        "sc-substatus",
+        "sc-win32-status",
+        "time-taken",
+    ],
+    "ecp": ["TimeStamp", "ServerName", "EventId", "EventData"],
+    "ecp_activity": ["TimeStamp", "ServerName", "EventId", "EventData"],
+}
+EXCERPT = 600
+CONTENT_SCAN_MAX = 10 * 1024 * 1024
+HASH_MAX = 200 * 1024 * 1024
+
+
+@dataclass
+class Bundle:
+    """Compiled rules for one worker: Sigma rules per family, their finders, YARA rules, indicators."""
+
+    sigma: list[SigmaRuleSpec]
+    iocs: IocSet
+    yara: Any
+    by_family: dict[str, list[SigmaRuleSpec]] = field(default_factory=dict)
+    finders: dict[str, LiteralFinder] = field(default_factory=dict)
+    event_literals: frozenset[str] | None = None
+    strategy: str = "regex"
+
+    def rules_for(self, family: str) -> list[SigmaRuleSpec]:
+        if family not in self.by_family:
+            self.by_family[family] = [r for r in self.sigma if r.applies_to(family)]
+        return self.by_family[family]
+
+    def finder_for(self, family: str) -> LiteralFinder:
+        if family not in self.finders:
+            rules = self.rules_for(family)
+            lits = required_literals(rules)
+            if lits is not None and family in ("httpproxy", "iis"):
+                lits = lits | self.iocs.literals()
+            self.finders[family] = LiteralFinder(lits, self.strategy)
+        return self.finders[family]
+
+
+def builtin_sigma_dir() -> Path:
+    return Path(str(resources.files("exwatch.hunt.rules").joinpath("sigma")))
+
+
+def builtin_yara_files() -> list[Path]:
+    base = Path(str(resources.files("exwatch.hunt.rules").joinpath("yara")))
+    return sorted(base.glob("*.yar"))
+
+
+def compile_yara(files: list[Path]) -> Any:
+    """Compile YARA files with YARA-X; an unsupported construct is an InputError naming the file."""
+    import yara_x
+
+    compiler = yara_x.Compiler()
+    for i, f in enumerate(files):
+        try:
+            compiler.new_namespace(f"ns{i}")
+            compiler.add_source(f.read_text(encoding="utf-8", errors="replace"), origin=str(f))
+        except yara_x.CompileError as exc:
+            raise InputError(
+                f"{f}: YARA-X cannot compile this rule file: {str(exc).splitlines()[0]}"
+            ) from exc
+        except OSError as exc:
+            raise InputError(f"{f}: cannot read YARA file: {exc.strerror}") from exc
+    return compiler.build()
+
+
+@cache
+def _bundle_cached(
+    builtin: bool,
+    rule_dirs: tuple[str, ...],
+    yara_files: tuple[str, ...],
+    ioc_files: tuple[str, ...],
+    strategy: str,
+) -> Bundle:
+    dirs = ([builtin_sigma_dir()] if builtin else []) + [Path(d) for d in rule_dirs]
+    sigma = load_rules(dirs)
+    iocs = builtin_iocs() if builtin else IocSet()
+    for f in ioc_files:
+        load_ioc_file(Path(f), iocs)
+    yfiles = (builtin_yara_files() if builtin else []) + [Path(f) for f in yara_files]
+    yara = compile_yara(yfiles) if yfiles else None
+    bundle = Bundle(sigma=sigma, iocs=iocs, yara=yara, strategy=strategy)
+    ev_rules = [r for r in sigma if any(r.applies_to(f) for f in EVENT_FAMILIES)]
+    bundle.event_literals = required_literals(ev_rules)
+    return bundle
+
+
+def load_bundle(spec: dict[str, Any]) -> Bundle:
+    """The compiled rules described by ``spec`` (cached per process)."""
+    return _bundle_cached(
+        bool(spec.get("builtin", True)),
+        tuple(spec.get("rule_dirs", ())),
+        tuple(spec.get("yara_files", ())),
+        tuple(spec.get("ioc_files", ())),
+        str(spec.get("strategy", "regex")),
+    )
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
+
+
+def _finding(
+    rule_id: str,
+    *,
+    title: str,
+    text: str,
+    confidence: str | None,
+    time: datetime | None,
+    rel: str,
+    line: int | None = None,
+    record: int | None = None,
+    offset: int | None,
+    excerpt: str,
+    why: str = "",
+) -> dict[str, Any]:
+    info = info_for(rule_id, title=title, text=text, level_confidence=confidence or "review")
+    return {
+        "rule": rule_id,
+        "wave": info.wave,
+        "cve": info.cve,
+        "confidence": info.confidence,
+        "time": _iso(time),
+        "title": title or info.meaning,
+        "description": (why + " " if why else "") + info.description,
+        "evidence": {
+            "file": rel,
+            **({"line": line} if line is not None else {}),
+            **({"record": record} if record is not None else {}),
+            "offset": offset,
+            "excerpt": excerpt[:EXCERPT],
+            "sha256": None,
+        },
+    }
+
+
+def _in_window(t: datetime | None, since: str | None, until: str | None) -> bool:
+    if t is None:
+        return True
+    if since and t < datetime.fromisoformat(since):
+        return False
+    return not (until and t > datetime.fromisoformat(until))
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(4 * 1024 * 1024)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def hunt_file(task: dict[str, Any]) -> dict[str, Any]:
+    """Hunt one evidence file; never raises for a bad file (the problem comes back in ``errors``)."""
+    family = task["family"]
+    out: dict[str, Any] = {
+        "file": task["rel"],
+        "family": family,
+        "findings": [],
+        "errors": [],
+        "coverage": None,
+        "stats": {},
+    }
+    try:
+        bundle = load_bundle(task["rules"])
+        if family in TEXT_FAMILIES:
+            _hunt_text(task, bundle, out)
+        elif family in ("evtx", "evtx_xml"):
+            _hunt_events(task, bundle, out)
+        else:
+            _hunt_plain(task, bundle, out)
+    except OSError as exc:
+        out["errors"].append(
+            {
+                "file": task["rel"],
+                "kind": "unreadable",
+                "error": f"cannot read {task['rel']}: {exc.strerror or exc}",
+            }
+        )
+    except (ValueError, RuntimeError, UnicodeError, MemoryError) as exc:
+        out["errors"].append(
+            {
+                "file": task["rel"],
+                "kind": "parse",
+                "error": f"{task['rel']}: {type(exc).__name__}: {str(exc)[:200]}",
+            }
+        )
+    if out["findings"]:
+        try:
+            digest = _sha256(task["path"])
+            for f in out["findings"]:
+                f["evidence"]["sha256"] = digest
+        except OSError:
+            pass
+    return out
+
+
+def _coverage_from_lines(family: str, lines: list[bytes], reverse: bool) -> datetime | None:
+    seq = reversed(lines) if reverse else lines
+    for raw in seq:
+        text = decode_line(raw)
+        if not text or text.startswith("#"):
+            continue
+        t = parse_time(text[:120])
+        if t:
+            return t
+    return None
+
+
+def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
+    family = task["family"]
+    rel = task["rel"]
+    path = task["path"]
+    rule_family = "httpproxy" if family == "exchange_log" else family
+    rules = bundle.rules_for(rule_family)
+    finder = bundle.finder_for(rule_family)
+    since, until = task.get("since"), task.get("until")
+    tmpdir = None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+            fh.seek(0)
+            encoding = sniff_encoding(head)
+            if encoding != "utf-8":
+                tmpdir = tempfile.mkdtemp(prefix="exwatch-enc-")
+                path = str(transcode_to_temp(fh, encoding, tmpdir))
+                out["stats"]["encoding"] = encoding
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head_lines, tail_lines = first_and_last_lines(fh, size)
+            first = _coverage_from_lines(family, head_lines, False)
+            last = _coverage_from_lines(family, tail_lines, True)
+            out["coverage"] = {"family": family, "first": _iso(first), "last": _iso(last), "bytes": size}
+            if not rules and not bundle.iocs.ips:
+                return
+            fields: list[str] | None = DEFAULT_FIELDS.get(family)
+            header_changes = 0
+            candidates = 0
+            truncated_lines = 0
+            for cand in iter_candidates(
+                fh,
+                finder,
+                chunk_size=task.get("chunk_size", 16 << 20),
+                max_line=task.get("max_line", 1 << 20),
+            ):
+                text = decode_line(cand.data)
+                if text.startswith("#"):
+                    if text[:8].lower() == "#fields:":
+                        fields = parse_fields_header(text)
+                        header_changes += 1
+                    continue
+                if not text.strip():
+                    continue
+                candidates += 1
+                if cand.truncated:
+                    truncated_lines += 1
+                    out["errors"].append(
+                        {
+                            "file": rel,
+                            "kind": "long_line",
+                            "error": f"{rel}: line {cand.line_no} longer than {task.get('max_line', 1 << 20)} bytes; only its start was parsed",
+                        }
+                    )
+                if fields is None and family != "oabgenerator":
+                    fields = []
+                rec = build_record(family, fields or [], text)
+                kw = keyword_text(rec)
+                t = record_time(family, rec, text)
+                if not _in_window(t, since, until):
+                    continue
+                for rule in rules:
+                    try:
+                        matched = rule.predicate(rec, kw)
+                    except (KeyError, TypeError, ValueError):
+                        matched = False
+                    if matched:
+                        out["findings"].append(
+                            _finding(
+                                rule.rule_id,
+                                title=rule.title,
+                                text=f"{rule.title} {' '.join(rule.tags)}",
+                                confidence=rule.meta.get("confidence"),
+                                time=t,
+                                rel=rel,
+                                line=cand.line_no,
+                                offset=cand.offset,
+                                excerpt=text,
+                            )
+                        )
+                _context(bundle, rec, family, t, rel, cand.line_no, cand.offset, text, out)
+            out["stats"].update(
+                {"candidates": candidates, "headers": header_changes, "truncated": truncated_lines}
+            )
+    finally:
+        if tmpdir:
+            import shutil
+
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _context(
+    bundle: Bundle,
+    rec: dict[str, str],
+    family: str,
+    t: datetime | None,
+    rel: str,
+    line: int,
+    offset: int,
+    text: str,
+    out: dict[str, Any],
+) -> None:
+    if family not in ("httpproxy", "iis"):
+        return
+    ip = rec.get("c-ip") or rec.get("ClientIpAddress") or ""
+    if ip and ip.strip() in bundle.iocs.ips:
+        out["findings"].append(
+            _finding(
+                "context.attacker_ip",
+                title="Published attacker IP address",
+                text="",
+                confidence=None,
+                time=t,
+                rel=rel,
+                line=line,
+                offset=offset,
+                excerpt=text,
+                why=f"Client {ip}: {bundle.iocs.ips[ip.strip()]}.",
+            )
+        )
+    ua = rec.get("c-useragent") or rec.get("UserAgent") or ""
+    if ua and ua_key(ua) in bundle.iocs.user_agents:
+        out["findings"].append(
+            _finding(
+                "context.user_agent",
+                title="User-Agent reported in March 2021 exploitation",
+                text="",
+                confidence=None,
+                time=t,
+                rel=rel,
+                line=line,
+                offset=offset,
+                excerpt=text,
+                why=f"User-Agent {ua!r}.",
+            )
+        )
+
+
+def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
+    rel = task["rel"]
+    report = EvtxReport()
+    records = (
+        read_evtx(Path(task["path"]), report)
+        if task["family"] == "evtx"
+        else read_event_xml(Path(task["path"]))
+    )
+    lits = bundle.event_literals
+    since, until = task.get("since"), task.get("until")
+    n = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    channels: set[str] = set()
+    for rec in records:
+        n += 1
+        if rec.time:
+            first = rec.time if first is None or rec.time < first else first
+            last = rec.time if last is None or rec.time > last else last
+        if rec.source:
+            channels.add(rec.source)
+        if lits is not None:
+            low = (rec.text + " " + " ".join(rec.fields.values())).lower()
+            if not any(x in low for x in lits):
+                continue
+        if not _in_window(rec.time, since, until):
+            continue
+        for fam in source_families(rec.fields):
+            for rule in bundle.rules_for(fam):
+                try:
+                    matched = rule.predicate(rec.fields, rec.text)
+                except (KeyError, TypeError, ValueError):
+                    matched = False
+                if matched:
+                    out["findings"].append(
+                        _finding(
+                            rule.rule_id,
+                            title=rule.title,
+                            text=f"{rule.title} {' '.join(rule.tags)}",
+                            confidence=rule.meta.get("confidence"),
+                            time=rec.time,
+                            rel=rel,
+                            record=rec.record_id,
+                            offset=rec.offset,
+                            excerpt=f"{rec.fields.get('Provider_Name', '')} {rec.fields.get('EventID', '')}: {rec.text}",
+                        )
+                    )
+    # A rule may match in two families (e.g. product windows and process_creation): keep one per record.
+    seen: set[tuple[str, Any]] = set()
+    unique = []
+    for f in out["findings"]:
+        key = (f["rule"], f["evidence"].get("record"))
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    out["findings"] = unique
+    for bad in report.bad_chunks:
+        out["errors"].append(
+            {
+                "file": rel,
+                "kind": "evtx_chunk",
+                "error": f"{rel}: {bad}; records of the other chunks were read",
+            }
+        )
+    out["coverage"] = {
+        "family": "evtx",
+        "first": _iso(first),
+        "last": _iso(last),
+        "records": n,
+        "channels": sorted(channels),
+    }
+    out["stats"]["records"] = n
+
+
+def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
+    rel = task["rel"]
+    path = task["path"]
+    size = int(task.get("size", 0))
+    mtime = datetime.fromtimestamp(float(task.get("mtime", 0)), UTC)
+    for rule_id, why in path_findings(rel, bundle.iocs):
+        out["findings"].append(
+            _finding(
+                rule_id,
+                title="",
+                text="",
+                confidence=None,
+                time=mtime,
+                rel=rel,
+                offset=None,
+                excerpt=rel,
+                why=why.capitalize() + ".",
+            )
+        )
+    name = rel.lower().rsplit("/", 1)[-1]
+    low_name = name
+    if size <= HASH_MAX and (
+        size <= CONTENT_SCAN_MAX or low_name.endswith((".aspx", ".ashx", ".asmx", ".asp", ".dll"))
+    ):
+        digest = hashlib.sha256()
+        data = b""
+        with open(path, "rb") as fh:
+            if size <= CONTENT_SCAN_MAX:
+                data = fh.read(CONTENT_SCAN_MAX + 1)
+                digest.update(data)
+            else:
+                while True:
+                    b = fh.read(4 << 20)
+                    if not b:
+                        break
+                    digest.update(b)
+        hexd = digest.hexdigest()
+        if hexd in bundle.iocs.sha256:
+            out["findings"].append(
+                _finding(
+                    "webshell.known_hash",
+                    title="",
+                    text="",
+                    confidence=None,
+                    time=mtime,
+                    rel=rel,
+                    offset=0,
+                    excerpt=f"sha256 {hexd}",
+                    why=f"SHA256 listed as {bundle.iocs.sha256[hexd]}.",
+                )
+            )
+        if data and bundle.yara is not None:
+            import yara_x
+
+            scanner = yara_x.Scanner(bundle.yara)
+            try:
+                results = scanner.scan(data)
+            except yara_x.ScanError as exc:
+                out["errors"].append(
+                    {"file": rel, "kind": "yara", "error": f"{rel}: YARA scan failed: {exc}"}
+                )
+            else:
+                for m in results.matching_rules:
+                    meta = dict(m.metadata)
+                    rid = str(meta.get("exwatch_id") or f"yara.{m.identifier}")
+                    offs = [match.offset for p in m.patterns for match in p.matches]
+                    off = min(offs) if offs else 0
+                    excerpt = data[off : off + 300].decode("utf-8", "replace")
+                    out["findings"].append(
+                        _finding(
+                            rid,
+                            title=str(meta.get("description") or m.identifier),
+                            text=f"{m.identifier} {meta.get('description', '')} webshell",
+                            confidence=str(meta.get("exwatch_confidence", "likely")),
+                            time=mtime,
+                            rel=rel,
+                            line=data.count(b"\n", 0, off) + 1,
+                            offset=off,
+                            excerpt=excerpt,
+                            why=f"YARA rule {m.identifier} matched.",
+                        )
+                    )
+        if low_name == "applicationhost.config" and data:
+            text = data.decode("utf-8", "replace")
+            for line, off, excerpt in vdir_config_findings(text):
+                out["findings"].append(
+                    _finding(
+                        "proxyshell.iis_vdir_config",
+                        title="",
+                        text="",
+                        confidence=None,
+                        time=mtime,
+                        rel=rel,
+                        line=line,
+                        offset=off,
+                        excerpt=excerpt,
+                    )
+                )
+    out["coverage"] = {"family": "files", "first": _iso(mtime), "last": _iso(mtime), "bytes": size}

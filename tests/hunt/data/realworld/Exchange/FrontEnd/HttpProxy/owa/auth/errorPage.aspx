@@ -1,0 +1,1 @@
+<%@ Page Language="C#" %><html>x</html>
