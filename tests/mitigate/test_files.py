@@ -335,3 +335,37 @@ def test_rules_in_sub_path_location_are_warned(tmp_path: Path) -> None:
     result = check(path, "proxynotshell")
     assert result.waves["proxynotshell"].state == "not_mitigated"
     assert any('location path="owa"' in w for w in result.warnings)
+
+
+def test_check_names_the_fixing_update(copy_config) -> None:  # type: ignore[no-untyped-def]
+    from exwatch.kb import verdict
+
+    path = copy_config("iis_default_bom_crlf.config")
+    code, out, _ = run(
+        "mitigate", "check", "--web-config", str(path), "--build", "15.1.2176.2", "--format", "json"
+    )
+    assert code == 1
+    doc = json.loads(out)
+    expected = verdict("15.1.2176.2").to_dict()["waves"]
+    for wave in ("proxylogon", "proxynotshell"):
+        fix = doc["waves"][wave]["fix"]
+        assert fix["state"] == "vulnerable" and fix["build"] == "15.1.2176.2"
+        assert fix["security_update"] == expected[wave]["fix"]["security_update"]
+        assert fix["text"] == expected[wave]["fix"]["text"]
+    assert "15.1.2176.9" in doc["waves"]["proxylogon"]["fix"]["security_update"]
+    assert "temporary mitigation" in doc["note"]
+
+    code, out, _ = run("mitigate", "check", "--web-config", str(path), "--build", "15.1.2176.2")
+    assert (
+        code == 1
+        and "proxylogon: build 15.1.2176.2 is vulnerable: " + expected["proxylogon"]["fix"]["text"] in out
+    )
+
+    # a patched build: the missing rules expose nothing, and the output says the rules can go
+    code, out, _ = run(
+        "mitigate", "check", "--web-config", str(path), "--build", "15.2.1118.20", "--wave", "proxynotshell"
+    )
+    assert code == 0 and "is patched; the rules are no longer needed" in out
+
+    code, _, err = run("mitigate", "check", "--web-config", str(path), "--build", "16.9")
+    assert code == 2 and err.startswith("exwatch: error: ")

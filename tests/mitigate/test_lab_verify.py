@@ -74,6 +74,13 @@ def test_verify_reads_apply_and_rollback(tmp_path: Path, scheme: str) -> None:
             "proxynotshell": ("mitigated", "mitigated"),
         }
         assert "aborted" in doc["targets"][0]["waves"]["proxylogon"]["reason"]
+        # with the build known, the output names the update that fixes it (from the kb)
+        with_build = CliRunner().invoke(
+            cli, ["mitigate", "verify", target, "--no-store", "--build", VULNERABLE_BUILD]
+        )
+        assert with_build.exit_code == 0
+        assert "proxylogon: build 15.1.2176.2 is vulnerable: " in with_build.stdout
+        assert "15.1.2176.9" in with_build.stdout
 
         # one wave rolled back: only that wave reads vulnerable again
         CliRunner().invoke(

@@ -103,3 +103,37 @@ def test_rules_data_is_the_reference() -> None:
     assert waves_for("ALL") == ("proxylogon", "proxynotshell")
     with pytest.raises(InputError, match="proxyshell"):
         waves_for("proxyshell")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kb_state", "state"),
+    [
+        ("mitigated", None, "mitigated"),
+        ("mitigated", "vulnerable", "mitigated"),
+        ("mitigated", "patched", "patched"),
+        ("patched", "vulnerable", "unknown"),
+        ("patched", "patched", "patched"),
+        ("vulnerable", "patched", "vulnerable"),
+        ("inconclusive", "vulnerable", "unknown"),
+    ],
+)
+def test_probe_and_build_combined(outcome: str, kb_state: str | None, state: str) -> None:
+    from exwatch.mitigate.remote import judge_with_build
+
+    assert judge_with_build(outcome, "r", kb_state)[0] == state
+
+
+@pytest.mark.parametrize(
+    ("text", "address", "port", "scheme"),
+    [
+        ("mail.example.org", "mail.example.org", 443, "https"),
+        ("127.30.0.1:8443", "127.30.0.1", 8443, "https"),
+        ("http://127.30.0.1", "127.30.0.1", 80, "http"),
+        ("https://[::1]:444/owa/", "::1", 444, "https"),
+    ],
+)
+def test_parse_target(text: str, address: str, port: int, scheme: str) -> None:
+    from exwatch.mitigate.remote import parse_target
+
+    t = parse_target(text)
+    assert (t.address, t.port, t.scheme) == (address, port, scheme)

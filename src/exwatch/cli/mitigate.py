@@ -45,10 +45,14 @@ def mitigate() -> None:
 
 
 def _fix_line(wave: str, fix: dict[str, Any] | None) -> str | None:
+    """One line naming the update that fixes ``wave`` for the known build."""
     if not fix:
         return None
-    updates = ", ".join(fix.get("security_update") or []) or fix.get("cumulative_update") or "?"
-    return f"{wave}: build {fix.get('build')} is {fix.get('state')}; fix: {updates} ({fix.get('text')})"
+    if fix.get("state") == "patched":
+        return (
+            f"{wave}: build {fix.get('build')} is patched; the rules are no longer needed (mitigate rollback)"
+        )
+    return f"{wave}: build {fix.get('build')} is {fix.get('state')}: {fix.get('text')}"
 
 
 @mitigate.command("check")
@@ -75,8 +79,9 @@ def check_cmd(web_config: Path, wave: str, exchange_path: Path | None, build: st
     else:
         out = Console(highlight=False, soft_wrap=True)
         table = Table(title=f"mitigation rules in {web_config}")
-        for col in ("wave", "rule", "status", "detail"):
-            table.add_column(col)
+        for col in ("wave", "rule", "status"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("detail", overflow="fold")
         for wave_id, wc in result.waves.items():
             for rs in wc.rules:
                 detail = "; ".join(rs.problems) or (f"present as {rs.found_as!r}" if rs.found_as else "")
@@ -93,7 +98,7 @@ def check_cmd(web_config: Path, wave: str, exchange_path: Path | None, build: st
             out.print(f"warning: {w}")
         for e in result.errors:
             out.print(f"unreadable: {e['file']}: {e['error']}")
-        stderr_console().print(result.to_dict()["note"], highlight=False)
+        stderr_console().print(result.to_dict()["note"], highlight=False, soft_wrap=True)
     raise SystemExit(exit_code_for(result.not_mitigated, result.incomplete))
 
 
@@ -131,7 +136,7 @@ def apply_cmd(web_config: Path, wave: str, force: bool, fmt: str) -> None:
 
     result = apply(web_config, wave, force=force)
     _print_change(result, fmt)
-    stderr_console().print(result.to_dict()["note"], highlight=False)
+    stderr_console().print(result.to_dict()["note"], highlight=False, soft_wrap=True)
 
 
 @mitigate.command("rollback")
@@ -209,8 +214,9 @@ def verify_cmd(
     else:
         out = Console(highlight=False, soft_wrap=True)
         table = Table(title="mitigation verification")
-        for col in ("target", "wave", "result", "state", "reason"):
-            table.add_column(col)
+        for col in ("target", "wave", "result", "state"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("reason", overflow="fold")
         for tr in result.results:
             for wave_id, w in tr.waves.items():
                 table.add_row(tr.target.text, wave_id, w["result"], w["state"], w["reason"])
@@ -224,7 +230,7 @@ def verify_cmd(
         err.print(f"stored as run {result.scan_id} (kind verify)", highlight=False)
     elif store_url is None and not no_store:
         err.print("no store yet: results not recorded (give --db to record them)", highlight=False)
-    err.print(result.to_dict()["note"], highlight=False)
+    err.print(result.to_dict()["note"], highlight=False, soft_wrap=True)
     code = exit_code_for(result.vulnerable, result.incomplete)
     if code != EXIT_OK:
         raise SystemExit(code)

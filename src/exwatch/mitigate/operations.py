@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exwatch.errors import InputError
+from exwatch.kb import verdict
 from exwatch.mitigate.edit import plan_apply, plan_rollback
 from exwatch.mitigate.files import child_configs, read_config, write_atomic
 from exwatch.mitigate.rules import rules_for, waves_for
@@ -32,20 +32,9 @@ def fix_for(build: str | None, wave: str) -> dict[str, Any] | None:
     """The fixing update of ``wave`` for ``build`` from the knowledge base, or None without a build."""
     if not build:
         return None
-    try:
-        kb = importlib.import_module("exwatch.kb")  # the kb is only needed when a build is given
-        verdict = kb.verdict
-    except (ImportError, AttributeError):
-        return {
-            "build": build,
-            "state": None,
-            "security_update": [],
-            "cumulative_update": None,
-            "text": "the knowledge base (exwatch.kb) is not available",
-        }
-    result = verdict(build).to_dict()
-    info = result["waves"].get(wave, {})
-    fix = info.get("fix", {})
+    result: dict[str, Any] = verdict(build).to_dict()
+    info: dict[str, Any] = result["waves"].get(wave, {})
+    fix: dict[str, Any] = info.get("fix", {})
     return {
         "build": result["build"],
         "state": info.get("state"),
@@ -89,7 +78,11 @@ class CheckResult:
 
     @property
     def not_mitigated(self) -> bool:
-        return any(w.state == "not_mitigated" for w in self.waves.values())
+        """A wave without a working mitigation, on a server whose build is not known to be patched."""
+        return any(
+            w.state == "not_mitigated" and not (w.fix and w.fix.get("state") == "patched")
+            for w in self.waves.values()
+        )
 
     @property
     def incomplete(self) -> bool:
