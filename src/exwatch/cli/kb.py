@@ -24,7 +24,9 @@ _STYLE = {
 
 
 def _stdout() -> Console:
-    return Console(soft_wrap=False)
+    console = Console()
+    # Piped or captured output gets a wide page instead of rich's 80 columns, so tables stay readable.
+    return console if console.is_terminal else Console(width=140)
 
 
 @click.group()
@@ -182,13 +184,10 @@ def update(file: Path, skip_bad: bool, fmt: str) -> None:
         f"Imported {result.imported} of {result.rows} rows into {result.path}; "
         f"{len(result.added)} build(s) new to the catalogue, {len(result.changed)} with changed details."
     )
-    if result.added:
-        table = Table(title="New builds", title_justify="left")
-        for col in ("product", "cu", "build", "date", "kind", "update", "KB"):
-            table.add_column(col, no_wrap=True)
-        for e in result.added:
-            table.add_row(e.product, e.cu, str(e.build), e.release_date.isoformat(), e.kind, e.su_name, e.kb)
-        console.print(table)
+    if result.new_since_previous is not None:
+        console.print(f"{len(result.new_since_previous)} build(s) were not in the previously imported list.")
+        _entries_table(console, "New since the previous import", result.new_since_previous)
+    _entries_table(console, "New to the catalogue", result.added)
     if result.changed:
         table = Table(title="Changed builds (imported value wins)", title_justify="left")
         for col in ("build", "before", "after"):
@@ -196,6 +195,17 @@ def update(file: Path, skip_bad: bool, fmt: str) -> None:
         for before, after in result.changed:
             table.add_row(str(before.build), _describe(before), _describe(after))
         console.print(table)
+
+
+def _entries_table(console: Console, title: str, entries: tuple[kbmod.CatalogueEntry, ...]) -> None:
+    if not entries:
+        return
+    table = Table(title=title, title_justify="left")
+    for col in ("product", "cu", "build", "date", "kind", "update", "KB"):
+        table.add_column(col, no_wrap=True)
+    for e in entries:
+        table.add_row(e.product, e.cu, str(e.build), e.release_date.isoformat(), e.kind, e.su_name, e.kb)
+    console.print(table)
 
 
 def _describe(e: kbmod.CatalogueEntry) -> str:

@@ -135,6 +135,9 @@ class UpdateResult:
     rows: int
     imported: int
     added: tuple[CatalogueEntry, ...]  # builds the catalogue did not know before
+    new_since_previous: (
+        tuple[CatalogueEntry, ...] | None
+    )  # builds the previous import lacked (None: first import)
     changed: tuple[tuple[CatalogueEntry, CatalogueEntry], ...]  # (before, after) with different data
     skipped: tuple[str, ...]  # "line N: why"
     newest: CatalogueEntry | None
@@ -147,6 +150,9 @@ class UpdateResult:
             "rows": self.rows,
             "imported": self.imported,
             "added": [e.to_dict() for e in self.added],
+            "new_since_previous_import": (
+                None if self.new_since_previous is None else [e.to_dict() for e in self.new_since_previous]
+            ),
             "changed": [
                 {"build": str(a.build), "before": a.to_dict(), "after": b.to_dict()} for a, b in self.changed
             ],
@@ -205,6 +211,12 @@ def import_ms_list(path: Path, *, skip_bad: bool = False) -> UpdateResult:
     if not parsed.entries:
         raise InputError(f"{path}: no valid rows, nothing imported")
     before = current().catalogue
+    try:
+        previous: set[Build] | None = (
+            {e.build for e in load_imported()} if imported_path().is_file() else None
+        )
+    except ConfigError:
+        previous = None  # a damaged earlier import is simply replaced
     added = tuple(e for e in parsed.entries if e.build not in before.by_build)
     changed = tuple(
         (before.by_build[e.build], e)
@@ -252,6 +264,13 @@ def import_ms_list(path: Path, *, skip_bad: bool = False) -> UpdateResult:
         rows=parsed.rows,
         imported=len(parsed.entries),
         added=tuple(sorted(added, key=lambda e: e.build.sort_key)),
+        new_since_previous=(
+            None
+            if previous is None
+            else tuple(
+                sorted((e for e in parsed.entries if e.build not in previous), key=lambda e: e.build.sort_key)
+            )
+        ),
         changed=changed,
         skipped=tuple(parsed.errors),
         newest=newest,
