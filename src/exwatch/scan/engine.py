@@ -17,6 +17,7 @@ import hashlib
 import random
 import socket
 import ssl
+import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -78,7 +79,9 @@ def client_tls_context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():  # old Exchange (2010 on Windows 2008 R2) may speak TLS 1.0 only
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
     with contextlib.suppress(ssl.SSLError):
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     return ctx
