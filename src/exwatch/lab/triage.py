@@ -1,0 +1,620 @@
+"""Triage packages: the folder an admin collects from one Exchange server, with planted evidence and its truth.
+
+``write_triage(out, ...)`` writes, under ``out``:
+
+- ``Program Files/Microsoft/Exchange Server/V15/Logging/``: HttpProxy logs per protocol (hourly
+  ``HttpProxy_YYYYMMDDHH-1.LOG``), the ECP Server log and the OAB generator log (daily);
+- ``inetpub/logs/LogFiles/W3SVC1`` and ``W3SVC2``: IIS W3C logs of the front end (443) and back end (444);
+- ``EventLogs/``: Application, MSExchange Management and Sysmon as Event Viewer XML exports;
+- the web folders (``inetpub/wwwroot/aspnet_client``, ``.../FrontEnd/HttpProxy/owa/auth``, ``ecp/auth``,
+  ``OAB``), ``ProgramData``, ``Windows/Temp`` and ``root``;
+- ``truth.json``: every planted trace with its file, line (or event record), time and rule id.
+
+Benign traffic fills the logs up to ``size`` bytes. Log files are independent jobs, run in a process
+pool when the package is large; every job draws from its own seeded generator, so a seed gives the
+same bytes whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exwatch.errors import InputError
+from exwatch.lab import triage_traffic as traffic
+from exwatch.lab.triage_formats import (
+    ECP_FIELDS,
+    ECP_SERVER,
+    HTTPPROXY,
+    HTTPPROXY_FIELDS,
+    HTTPPROXY_FIELDS_AFTER_RESTART,
+    HTTPPROXY_PROTOCOLS,
+    OABGEN,
+    OABGEN_FIELDS,
+    W3SVC1,
+    W3SVC2,
+    EventSpec,
+    ServerInfo,
+    ecp_file_name,
+    event_xml,
+    events_document_head,
+    events_document_tail,
+    exchange_header,
+    httpproxy_file_name,
+    iis_file_name,
+    iis_header,
+    oabgen_file_name,
+)
+from exwatch.lab.triage_scenarios import (
+    EVENT_FILES,
+    EVT_APPLICATION,
+    EVT_MANAGEMENT,
+    EVT_SYSMON,
+    SCENARIOS,
+    LinePlant,
+    Plan,
+    ensure_utc,
+    lookalikes,
+    mgmt_event,
+    proxylogon,
+    proxynotshell,
+    proxyshell,
+    standard_lookalike_files,
+    standard_web_files,
+    sysmon_process,
+)
+
+__all__ = ["DEFAULT_START", "SCENARIOS", "write_triage"]
+
+DEFAULT_START = datetime(2021, 3, 1, tzinfo=UTC)
+# The real chain started at 06:49:42 UTC (log_formats.md 2.6 item 2); by default we plant it at that
+# time of day on the last day of the window.
+DEFAULT_ATTACK_TOD = timedelta(hours=6, minutes=49, seconds=42)
+PROXYSHELL_AFTER = timedelta(hours=3)
+PROXYNOTSHELL_AFTER = timedelta(hours=5)
+MIN_SIZE = 200_000
+
+# Share of the package size per family (our estimate: front-end logs dominate a real collection).
+SHARES = {"httpproxy": 0.56, "iis1": 0.28, "iis2": 0.12, "ecp": 0.004, "oabgen": 0.001, "events": 0.035}
+# Relative traffic per hour of day, UTC (a European working day).
+HOUR_WEIGHTS = (
+    0.15, 0.12, 0.1, 0.1, 0.12, 0.25, 0.5, 0.9, 1.0, 1.0, 0.95, 0.9,
+    0.85, 0.95, 1.0, 0.95, 0.85, 0.6, 0.4, 0.3, 0.25, 0.2, 0.18, 0.16,
+)  # fmt: skip
+
+CRLF = "\r\n"
+
+
+@dataclass
+class LogJob:
+    """One log file: its family, period, benign line counts per hour segment and planted lines."""
+
+    path: str
+    family: str  # httpproxy | iis1 | iis2 | ecp | oabgen
+    protocol: str
+    day: datetime  # midnight UTC of the file's day
+    period_start: datetime
+    segments: list[tuple[int, int, int]]  # (start ms after midnight, span ms, benign lines)
+    plants: list[LinePlant] = field(default_factory=list)
+    restart: bool = False
+    mtime: float = 0.0
+
+    @property
+    def weight(self) -> int:
+        return sum(n for _, _, n in self.segments)
+
+
+def _job_seed(seed: int, path: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(path.encode())) & 0xFFFFFFFF
+
+
+def _header(
+    job: LogJob, server: ServerInfo, fields: Sequence[str] | None = None, date: datetime | None = None
+) -> str:
+    date = date or job.period_start
+    if job.family == "httpproxy":
+        return exchange_header(server.version_long, "HttpProxy Logs", date, fields or HTTPPROXY_FIELDS)
+    if job.family == "ecp":
+        # log_formats.md 3: the ECP logs carry a constant #Version: 15.0.0.0.
+        return exchange_header("15.0.0.0", "ECP Server Log", date, ECP_FIELDS)
+    if job.family == "oabgen":
+        return exchange_header(server.version_long, "OABGen Log", date, OABGEN_FIELDS)
+    return iis_header(date)
+
+
+def _small_lines(
+    job: LogJob, rng: np.random.Generator, server: ServerInfo, seed: int
+) -> tuple[list[int], list[str]]:
+    """Benign lines of the low-volume families (ECP Server, OAB generator)."""
+    from exwatch.lab import triage_scenarios as sc
+
+    offs_all: list[int] = []
+    lines: list[str] = []
+    us = traffic.users(seed, server.domain)
+    admin = us[0]
+    rnd = sc.random.Random(_job_seed(seed, job.path))
+    for start_ms, span_ms, n in job.segments:
+        offs = sorted(int(x) for x in rng.integers(0, span_ms, n)) if n else []
+        for off in offs:
+            ms = start_ms + off
+            t = job.day + timedelta(milliseconds=ms)
+            if job.family == "ecp":
+                u = rnd.choice(us)
+                cmd, url = rnd.choice(
+                    (
+                        (
+                            f"Get-Mailbox.Identity={sc.ps_quote(u.upn)}",
+                            "/ecp/DDI/DDIService.svc/GetObject?schema=MailboxService",
+                        ),
+                        (
+                            "Get-Mailbox.ResultSize='500'",
+                            "/ecp/DDI/DDIService.svc/GetList?schema=MailboxService",
+                        ),
+                        (
+                            "Pipeline.1|Get-MailboxRegionalConfiguration",
+                            "/ecp/RulesEditor/InboxRules.svc/GetList",
+                        ),
+                        (
+                            f"Get-InboxRule.Mailbox={sc.ps_quote(u.upn)}",
+                            "/ecp/RulesEditor/InboxRules.svc/GetList",
+                        ),
+                        ("Get-ExchangeServer", "/ecp/DDI/DDIService.svc/GetList?schema=ServersService"),
+                        (
+                            "Get-OwaVirtualDirectory.ADPropertiesOnly=$true",
+                            "/ecp/DDI/DDIService.svc/GetList?schema=VirtualDirectoryService",
+                        ),
+                    )
+                )
+                canary = f"{rnd.getrandbits(160):040x}"
+                url = url + ("&" if "?" in url else "?") + "msExchEcpCanary=" + canary
+                plan = sc.Plan(server, job.day, job.day, seed)
+                lines.append(sc.ecp_text(plan, t, rnd, cmd, url, admin.sid))
+            else:
+                msg = rnd.choice(
+                    (
+                        "OABGen started processing offline address book '\\Default Offline Address Book'.",
+                        "OABGen finished processing offline address book '\\Default Offline Address Book'. Full download files were not changed.",
+                        f"OABGen is generating the address list 'Default Global Address List' with {len(us)} entries.",
+                        "OABGen is uploading files to the arbitration mailbox SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}.",
+                    )
+                )
+                lines.append(sc.oabgen_text(t, rnd, msg))
+            offs_all.append(ms)
+    return offs_all, lines
+
+
+def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[dict[str, Any]]:
+    """Write one log file (benign lines merged with the plants by time); return its truth items."""
+    rng = np.random.default_rng(_job_seed(seed, job.path))
+    if job.family in ("ecp", "oabgen"):
+        offs, lines = _small_lines(job, rng, server, seed)
+    else:
+        vs = traffic.variant_set(job.family, job.protocol, seed, server)
+        iso = job.family == "httpproxy"
+        day = job.day.strftime("%Y-%m-%d")
+        offs, lines = [], []
+        for start_ms, span_ms, n in job.segments:
+            o, ls = traffic.bulk_lines(vs, rng, n, day, start_ms, span_ms, iso)
+            offs.extend(o)
+            lines.extend(ls)
+
+    header = _header(job, server)
+    n_header = header.count("\n")
+    # Merge plants by time: a plant goes after every benign line with the same or an earlier time.
+    plants = sorted(job.plants, key=lambda p: p.time)
+    positions: list[int] = []
+    for p in plants:
+        ms = int((p.time - job.day).total_seconds() * 1000)
+        positions.append(bisect.bisect_right(offs, ms))
+    restart_at = len(lines) // 2 if job.restart else -1
+
+    items: list[dict[str, Any]] = []
+    full = os.path.join(out, job.path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w", encoding="utf-8", newline="") as f:
+        f.write(header)
+        line_no = n_header
+        prev = 0
+        chunk: list[str] = []
+
+        def emit(upto: int) -> None:
+            nonlocal prev, line_no
+            if upto > prev:
+                part = lines[prev:upto]
+                if restart_at >= 0 and prev <= restart_at < upto:
+                    before = part[: restart_at - prev]
+                    after = [ln.rsplit(",", 2)[0] for ln in part[restart_at - prev :]]
+                    if before:
+                        f.write(CRLF.join(before) + CRLF)
+                    t_restart = job.day + timedelta(milliseconds=offs[restart_at])
+                    rh = _header(job, server, HTTPPROXY_FIELDS_AFTER_RESTART, t_restart)
+                    f.write(rh)
+                    f.write(CRLF.join(after) + CRLF)
+                    line_no += len(part) + rh.count("\n")
+                elif restart_at >= 0 and prev > restart_at:
+                    part = [ln.rsplit(",", 2)[0] for ln in part]
+                    f.write(CRLF.join(part) + CRLF)
+                    line_no += len(part)
+                else:
+                    f.write(CRLF.join(part) + CRLF)
+                    line_no += len(part)
+                prev = upto
+
+        del chunk
+        for p, pos in zip(plants, positions, strict=True):
+            emit(pos)
+            f.write(p.text + CRLF)
+            line_no += 1
+            for it in p.items:
+                items.append({**it, "file": job.path, "line": line_no})
+        emit(len(lines))
+    if job.mtime:
+        os.utime(full, (job.mtime, job.mtime))
+    return items
+
+
+# --- the plan --------------------------------------------------------------------------------------
+
+
+def _expand(scenarios: Sequence[str]) -> list[str]:
+    chosen: list[str] = []
+    for s in scenarios:
+        name = s.strip().lower()
+        if name not in SCENARIOS:
+            raise InputError(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+        if name == "all":
+            chosen.extend(["proxylogon", "proxyshell", "proxynotshell", "lookalikes"])
+        elif name != "clean":
+            chosen.append(name)
+    if "clean" in [s.strip().lower() for s in scenarios] and chosen:
+        raise InputError("scenario 'clean' cannot be combined with others")
+    return sorted(set(chosen), key=["proxylogon", "proxyshell", "proxynotshell", "lookalikes"].index)
+
+
+def _hours(start: datetime, end: datetime) -> list[datetime]:
+    out = []
+    t = start
+    while t < end:
+        out.append(t)
+        t += timedelta(hours=1)
+    return out
+
+
+def _plan_jobs(plan: Plan, size: int) -> list[LogJob]:
+    start, end, server, seed = plan.start, plan.end, plan.server, plan.seed
+    hours = _hours(start, end)
+    weights = [HOUR_WEIGHTS[h.hour] for h in hours]
+    total_w = sum(weights)
+    jobs: dict[str, LogJob] = {}
+
+    def hour_share(i: int) -> float:
+        return weights[i] / total_w
+
+    # HttpProxy: one file per protocol and hour.
+    for proto in HTTPPROXY_PROTOCOLS:
+        vs = traffic.variant_set("httpproxy", proto, seed, server)
+        budget = size * SHARES["httpproxy"] * traffic.PROXY_SHARE[proto]
+        for i, h in enumerate(hours):
+            n = max(2, int(budget * hour_share(i) / vs.avg_len))
+            path = f"{HTTPPROXY}/{proto}/{httpproxy_file_name(h)}"
+            day = h.replace(hour=0)
+            jobs[path] = LogJob(
+                path,
+                "httpproxy",
+                proto,
+                day,
+                h,
+                [(h.hour * 3_600_000, 3_600_000, n)],
+                mtime=(h + timedelta(hours=1)).timestamp(),
+            )
+    # IIS: one file per site and day, filled hour by hour; ECP and OAB generator: daily.
+    for fam, folder in (("iis1", W3SVC1), ("iis2", W3SVC2), ("ecp", ECP_SERVER), ("oabgen", OABGEN)):
+        avg = (
+            traffic.variant_set(fam, "", seed, server).avg_len
+            if fam.startswith("iis")
+            else (420.0 if fam == "ecp" else 140.0)
+        )
+        budget = size * SHARES[fam]
+        for i, h in enumerate(hours):
+            day = h.replace(hour=0)
+            name = (
+                iis_file_name(day)
+                if fam.startswith("iis")
+                else (ecp_file_name(day) if fam == "ecp" else oabgen_file_name(day))
+            )
+            path = f"{folder}/{name}"
+            job = jobs.get(path)
+            if job is None:
+                job = jobs[path] = LogJob(path, fam, "", day, h, [])
+            n = max(1 if fam.startswith("iis") else 0, int(budget * hour_share(i) / avg))
+            if fam == "oabgen":
+                n = max(n, 1 if h.hour % 8 == 0 else 0)
+            job.segments.append((h.hour * 3_600_000, 3_600_000, n))
+            job.mtime = (h + timedelta(hours=1)).timestamp()
+
+    for p in plan.lines:
+        job = jobs.get(p.file)
+        if job is None:
+            raise InputError(
+                f"planted line at {p.time.isoformat()} falls outside the package window ({p.file})"
+            )
+        job.plants.append(p)
+    # One restart in a quiet HttpProxy file: the header again, with a changed #Fields list.
+    candidates = [
+        j for j in jobs.values() if j.family == "httpproxy" and j.protocol == "Mapi" and not j.plants
+    ]
+    if candidates:
+        candidates[len(candidates) // 3].restart = True
+    return sorted(jobs.values(), key=lambda j: -j.weight)
+
+
+# --- event logs ------------------------------------------------------------------------------------
+
+
+def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
+    """Routine events for each exported log, spread over the window (roughly ``budget`` bytes)."""
+    rnd = plan.rnd("events")
+    s = plan.server
+    us = traffic.users(plan.seed, s.domain)
+    span = (plan.end - plan.start).total_seconds()
+    n_total = max(30, budget // 1100)
+    out: dict[str, list[EventSpec]] = {f: [] for f in EVENT_FILES}
+    hm_sid = us[0].sid.rsplit("-", 1)[0] + "-1149"
+    # Benign sources and ids here are illustrative routine noise, not checked against real records.
+    app_kinds = (
+        (
+            "MSExchange ADAccess",
+            2080,
+            4,
+            (
+                "w3wp.exe",
+                "Process w3wp.exe (MSExchangeOWAAppPool) (PID=7820). Exchange Active Directory Provider has discovered the following servers: DC01."
+                + s.domain,
+            ),
+        ),
+        ("MSExchangeHM", 1, 4, ("Health Manager Worker process started.",)),
+        ("ESE", 326, 4, ("Microsoft.Exchange.Store.Worker", "The database engine attached a database.")),
+        (
+            "MSExchangeFastSearch",
+            1009,
+            3,
+            ("The indexing of mailbox database DB01 encountered an unexpected exception.",),
+        ),
+    )
+    for _ in range(n_total):
+        t = plan.start + timedelta(seconds=rnd.random() * span)
+        t = t.replace(microsecond=(t.microsecond // 1000) * 1000)
+        r = rnd.random()
+        if r < 0.35:
+            prov, eid, lvl, data = rnd.choice(app_kinds)
+            out[EVT_APPLICATION].append(
+                EventSpec(
+                    provider=prov,
+                    event_id=eid,
+                    qualifiers=16388 if lvl == 4 else 32772,
+                    level=lvl,
+                    task=1,
+                    channel="Application",
+                    time=t,
+                    data=data,
+                )
+            )
+        elif r < 0.6:
+            u = rnd.choice(us)
+            cmdlet, params, who, sid = rnd.choice(
+                (
+                    ("Get-Mailbox", f'-Identity "{u.upn}"', "exadmin", us[0].sid),
+                    ("Get-MailboxDatabase", '-Status "True"', "HealthMailbox", hm_sid),
+                    (
+                        "Set-Mailbox",
+                        f'-Identity "{u.upn}" -ProhibitSendQuota "9.5 GB (10,200,547,328 bytes)"',
+                        "exadmin",
+                        us[0].sid,
+                    ),
+                    ("Get-ExchangeServer", f'-Identity "{s.host}"', "HealthMailbox", hm_sid),
+                    ("Test-ServiceHealth", f'-Server "{s.host}"', "HealthMailbox", hm_sid),
+                    (
+                        "Add-MailboxPermission",
+                        f'-Identity "{u.upn}" -User "{us[1].upn}" -AccessRights "FullAccess"',
+                        "exadmin",
+                        us[0].sid,
+                    ),
+                )
+            )
+            out[EVT_MANAGEMENT].append(mgmt_event(plan, t, cmdlet, params, who, sid))
+        else:
+            image, cmd, parent, pcmd = rnd.choice(
+                (
+                    (
+                        "C:\\Windows\\System32\\svchost.exe",
+                        "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule",
+                        "C:\\Windows\\System32\\services.exe",
+                        "C:\\Windows\\system32\\services.exe",
+                    ),
+                    (
+                        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMWorker.exe",
+                        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMWorker.exe" -pipe 1234 -workerType 1',
+                        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMHost.exe",
+                        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMHost.exe"',
+                    ),
+                    (
+                        "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe",
+                        "C:\\Windows\\system32\\wbem\\wmiprvse.exe -secured -Embedding",
+                        "C:\\Windows\\System32\\svchost.exe",
+                        "C:\\Windows\\system32\\svchost.exe -k DcomLaunch -p",
+                    ),
+                    (
+                        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\Microsoft.Exchange.Search.Service.exe",
+                        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\Microsoft.Exchange.Search.Service.exe"',
+                        "C:\\Windows\\System32\\services.exe",
+                        "C:\\Windows\\system32\\services.exe",
+                    ),
+                    (
+                        "C:\\Windows\\System32\\conhost.exe",
+                        "\\??\\C:\\Windows\\system32\\conhost.exe 0xffffffff -ForceV1",
+                        "C:\\Windows\\System32\\svchost.exe",
+                        "C:\\Windows\\system32\\svchost.exe -k netsvcs -p",
+                    ),
+                )
+            )
+            out[EVT_SYSMON].append(sysmon_process(plan, t, image, cmd, parent, pcmd))
+    return out
+
+
+def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
+    benign = _benign_events(plan, budget)
+    items: list[dict[str, Any]] = []
+    first_record = {EVT_APPLICATION: 184_220, EVT_MANAGEMENT: 3_229, EVT_SYSMON: 1_048_311}
+    for fname in EVENT_FILES:
+        entries: list[tuple[datetime, int, EventSpec, list[dict[str, Any]]]] = [
+            (e.time, 0, e, []) for e in benign[fname]
+        ]
+        entries += [(p.spec.time, 1, p.spec, p.items) for p in plan.events if p.file == fname]
+        entries.sort(key=lambda e: (e[0], e[1]))
+        path = out / fname
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(events_document_head())
+            for k, (_, _, spec, its) in enumerate(entries):
+                record = first_record[fname] + k
+                f.write(event_xml(spec, record, plan.server.fqdn) + CRLF)
+                for it in its:
+                    items.append({**it, "file": fname, "record": record})
+            f.write(events_document_tail())
+        os.utime(path, (plan.end.timestamp(), plan.end.timestamp()))
+    return items
+
+
+def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for fp in plan.files:
+        path = out / fp.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(fp.content)
+        ts = fp.time.timestamp()
+        os.utime(path, (ts, ts))
+        for it in fp.items:
+            entry = {**it, "file": fp.path}
+            match = it.get("match")
+            if match is not None:
+                pos = fp.content.find(match.encode("utf-8"))
+                entry["line"] = fp.content.count(b"\n", 0, pos) + 1
+            else:
+                entry["offset"] = 0
+            items.append(entry)
+    return items
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+
+def _check_out(out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{out} exists and is not a folder")
+        if any(out.iterdir()):
+            raise InputError(f"{out} is not empty; give a new or empty folder (nothing is overwritten)")
+
+
+def write_triage(
+    out: Path,
+    *,
+    seed: int = 0,
+    size: int = 20_000_000,
+    scenarios: Sequence[str] = ("all",),
+    host: str = "EXCH01",
+    start: datetime | None = None,
+    days: int = 3,
+    attack_time: datetime | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Write a triage package to ``out`` and its ``truth.json``; return the truth dict.
+
+    ``size`` is the target total size in bytes (the logs are filled with benign traffic up to it);
+    ``start`` (UTC, default 2021-03-01) and ``days`` set the window the logs cover; ``attack_time``
+    (default 06:49:42 UTC on the last day) is when the ProxyLogon chain starts; ProxyShell follows three
+    hours later and ProxyNotShell five. ``workers`` caps the process pool (default: one per CPU for
+    large packages, none for small ones).
+    """
+    out = Path(out)
+    if size < MIN_SIZE:
+        raise InputError(f"size {size} is too small; a package needs at least {MIN_SIZE} bytes")
+    if not 1 <= days <= 90:
+        raise InputError(f"days must be between 1 and 90, not {days}")
+    if not host or not host.replace("-", "").isalnum() or len(host) > 15:
+        raise InputError(f"host {host!r} is not a valid server name (letters, digits, '-', at most 15)")
+    chosen = _expand(scenarios)
+    t_start = ensure_utc(start or DEFAULT_START).replace(minute=0, second=0, microsecond=0)
+    t_end = t_start + timedelta(days=days)
+    if attack_time is None:
+        attack = t_start.replace(hour=0) + timedelta(days=days - 1) + DEFAULT_ATTACK_TOD
+        if attack < t_start + timedelta(hours=1):
+            attack += timedelta(hours=1)
+    else:
+        attack = ensure_utc(attack_time)
+    if chosen and not (t_start + timedelta(hours=1) <= attack <= t_end - timedelta(hours=6)):
+        raise InputError(
+            f"attack time {attack.isoformat()} must be at least 1 hour after the start and 6 hours before the end "
+            f"of the window ({t_start.isoformat()} to {t_end.isoformat()})"
+        )
+    _check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    server = ServerInfo(host=host.upper())
+    plan = Plan(server=server, start=t_start, end=t_end, seed=seed)
+    standard_web_files(plan)
+    if "proxylogon" in chosen:
+        proxylogon(plan, attack)
+    if "proxyshell" in chosen:
+        proxyshell(plan, attack + PROXYSHELL_AFTER)
+    if "proxynotshell" in chosen:
+        proxynotshell(plan, attack + PROXYNOTSHELL_AFTER)
+    if "lookalikes" in chosen:
+        lookalikes(plan)
+        standard_lookalike_files(plan)
+
+    jobs = _plan_jobs(plan, size)
+    items: list[dict[str, Any]] = []
+    n_workers = workers if workers is not None else (min(os.cpu_count() or 1, 4) if size >= 64_000_000 else 1)
+    if n_workers > 1:
+        ctx = get_context("fork") if "fork" in __import__("multiprocessing").get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            futures = [pool.submit(run_log_job, job, seed, str(out), server) for job in jobs]
+            items += _write_events(plan, out, int(size * SHARES["events"]))
+            items += _write_files(plan, out)
+            for fut in as_completed(futures):
+                items += fut.result()
+    else:
+        for job in jobs:
+            items += run_log_job(job, seed, str(out), server)
+        items += _write_events(plan, out, int(size * SHARES["events"]))
+        items += _write_files(plan, out)
+
+    items.sort(
+        key=lambda it: (it["time"], it["file"], it.get("line", 0), it.get("record", 0), it["detection"])
+    )
+    restart = next((j.path for j in jobs if j.restart), None)
+    truth: dict[str, Any] = {
+        "host": server.host,
+        "start": t_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "end": t_end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "seed": seed,
+        "scenarios": chosen or ["clean"],
+        "attack_time": attack.strftime("%Y-%m-%dT%H:%M:%SZ") if chosen else None,
+        "build": server.version_short,
+        "items": items,
+        "notes": {"httpproxy_restart": restart},
+    }
+    (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    return truth

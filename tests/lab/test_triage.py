@@ -1,0 +1,462 @@
+"""Triage packages parse back as the real formats, and every truth item points at what it claims."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from lxml import etree
+
+from exwatch.cli.main import cli
+from exwatch.errors import InputError
+from exwatch.lab.triage import write_triage
+from exwatch.lab.triage_formats import HTTPPROXY_FIELDS, IIS_FIELDS
+
+HTTPPROXY = "Program Files/Microsoft/Exchange Server/V15/Logging/HttpProxy"
+ECP = "Program Files/Microsoft/Exchange Server/V15/Logging/ECP/Server"
+OABGEN = "Program Files/Microsoft/Exchange Server/V15/Logging/OABGeneratorLog"
+NS = {"e": "http://schemas.microsoft.com/win/2004/08/events/event"}
+SIZE = 3_000_000
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("triage") / "pkg"
+    truth = write_triage(out, seed=11, size=SIZE, days=2)
+    return out, truth
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _window(truth: dict[str, Any]) -> tuple[datetime, datetime]:
+    return _utc(truth["start"]), _utc(truth["end"])
+
+
+def _blocks(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(header lines, data lines) per header block of an Exchange or IIS log."""
+    blocks: list[tuple[list[str], list[str]]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            if not blocks or blocks[-1][1]:
+                blocks.append(([], []))
+            blocks[-1][0].append(line)
+        else:
+            blocks[-1][1].append(line)
+    return blocks
+
+
+def test_truth_file_matches_the_returned_dict(package: tuple[Path, dict[str, Any]]) -> None:
+    out, truth = package
+    assert json.loads((out / "truth.json").read_text()) == truth
+    assert truth["host"] == "EXCH01"
+    assert truth["start"] == "2021-03-01T00:00:00Z" and truth["end"] == "2021-03-03T00:00:00Z"
+    kinds = {it["kind"] for it in truth["items"]}
+    assert kinds == {"attack", "lookalike"}
+    for it in truth["items"]:
+        assert "\\" not in it["file"] and not it["file"].startswith("/")
+        assert ("line" in it) + ("record" in it) + ("offset" in it) == 1
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", it["time"])
+        assert re.fullmatch(r"[a-z]+\.[a-z0-9_]+", it["detection"])
+
+
+def test_httpproxy_headers_fields_and_times(package: tuple[Path, dict[str, Any]]) -> None:
+    out, truth = package
+    start, end = _window(truth)
+    files = sorted((out / HTTPPROXY).rglob("*"))
+    files = [f for f in files if f.is_file()]
+    protocols = {f.parent.name for f in files}
+    assert {"Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "PowerShell", "RpcHttp"} <= protocols
+    assert len(files) == len(protocols) * 48  # hourly over two days
+    restarts = 0
+    for f in files:
+        m = re.fullmatch(r"HttpProxy_(\d{10})-(\d+)\.LOG", f.name)
+        assert m, f.name
+        hour = datetime.strptime(m.group(1), "%Y%m%d%H").replace(tzinfo=UTC)
+        blocks = _blocks(f)
+        restarts += len(blocks) - 1
+        for header, data in blocks:
+            assert [h.split(":")[0] for h in header] == [
+                "#Software",
+                "#Version",
+                "#Log-type",
+                "#Date",
+                "#Fields",
+            ]
+            assert header[0] == "#Software: Microsoft Exchange Server"
+            assert header[1] == "#Version: 15.01.2176.002"
+            assert header[2] == "#Log-type: HttpProxy Logs"
+            fields = header[4][len("#Fields: ") :].split(",")
+            assert fields[:72] == list(HTTPPROXY_FIELDS[:72])
+            previous = ""
+            for row in csv.reader(data):
+                assert len(row) == len(fields), (f.name, row[:3])
+                assert row[0] >= previous, "lines are in time order"
+                previous = row[0]
+                t = _utc(row[0])
+                assert row[0].endswith("Z") and start <= t < end
+                assert hour <= t < hour + timedelta(hours=1)
+                assert row[fields.index("Protocol")] == f.parent.name
+        assert len(blocks[0][0]) == 5 and len(blocks[0][0][4].split(",")) == 74
+    assert restarts == 1
+
+
+def test_the_restart_changes_the_field_list(package: tuple[Path, dict[str, Any]]) -> None:
+    out, truth = package
+    f = out / truth["notes"]["httpproxy_restart"]
+    blocks = _blocks(f)
+    assert len(blocks) == 2
+    assert len(blocks[0][0][4].split(",")) == 74
+    assert len(blocks[1][0][4].split(",")) == 72
+    assert blocks[1][0][3] > blocks[0][0][3]  # a later #Date
+    assert all(len(r) == 72 for r in csv.reader(blocks[1][1]))
+
+
+def test_iis_logs(package: tuple[Path, dict[str, Any]]) -> None:
+    out, truth = package
+    start, end = _window(truth)
+    for site, port in (("W3SVC1", "443"), ("W3SVC2", "444")):
+        files = sorted((out / "inetpub/logs/LogFiles" / site).iterdir())
+        assert [f.name for f in files] == ["u_ex210301.log", "u_ex210302.log"]
+        for f in files:
+            day = datetime.strptime(f.name[4:10], "%y%m%d").replace(tzinfo=UTC)
+            (header, data), *rest = _blocks(f)
+            assert not rest
+            assert header[0] == "#Software: Microsoft Internet Information Services 10.0"
+            assert header[1] == "#Version: 1.0"
+            assert header[3] == "#Fields: " + " ".join(IIS_FIELDS)
+            assert len(data) > 100
+            previous = ""
+            for line in data:
+                parts = line.split(" ")
+                assert len(parts) == 15, line
+                t = datetime.strptime(parts[0] + " " + parts[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+                assert day <= t < day + timedelta(days=1) and start <= t < end
+                assert parts[6] == port
+                assert parts[0] + " " + parts[1] >= previous, "lines are in time order"
+                previous = parts[0] + " " + parts[1]
+                assert parts[11].isdigit() and parts[14].isdigit()
+
+
+def test_ecp_and_oab_generator_logs(package: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = package
+    ecp = sorted((out / ECP).iterdir())
+    assert [f.name for f in ecp] == ["ECPServer20210301-1.LOG", "ECPServer20210302-1.LOG"]
+    for f in ecp:
+        (header, data), *_ = _blocks(f)
+        assert header[1] == "#Version: 15.0.0.0" and header[2] == "#Log-type: ECP Server Log"
+        assert header[4] == "#Fields: TimeStamp,ServerName,EventId,EventData"
+        for row in csv.reader(data):
+            assert len(row) == 4 and row[1] == "EXCH01" and row[2] == "ECP.Request"
+            assert "S:BLD=15.1.2176.2" in row[3]
+    oab = sorted((out / OABGEN).iterdir())
+    assert len(oab) == 2
+    for f in oab:
+        for row in csv.reader(_blocks(f)[0][1]):
+            assert len(row) == 4
+
+
+def _line(path: Path, n: int) -> str:
+    with open(path, encoding="utf-8", newline="") as fh:
+        for i, line in enumerate(fh, 1):
+            if i == n:
+                return line.rstrip("\r\n")
+    raise AssertionError(f"{path} has no line {n}")
+
+
+def _events(path: Path) -> dict[int, etree._Element]:
+    root = etree.parse(str(path)).getroot()
+    assert root.tag == "Events"
+    out = {}
+    for ev in root.findall("e:Event", NS):
+        out[int(ev.findtext("e:System/e:EventRecordID", namespaces=NS))] = ev
+    return out
+
+
+def test_every_truth_item_points_at_what_it_claims(package: tuple[Path, dict[str, Any]]) -> None:
+    out, truth = package
+    events: dict[str, dict[int, etree._Element]] = {}
+    for it in truth["items"]:
+        path = out / it["file"]
+        assert path.is_file(), it
+        if "line" in it and path.suffix.upper() in (".LOG",):
+            text = _line(path, it["line"])
+            assert not text.startswith("#")
+            assert it["match"] in text, (it, text[:200])
+            if "/HttpProxy/" in it["file"] or "/ECP/" in it["file"] or "/OABGeneratorLog/" in it["file"]:
+                assert text.startswith(it["time"]), (it, text[:40])
+            else:
+                assert text.startswith(it["time"][:10] + " " + it["time"][11:19]), (it, text[:40])
+        elif "line" in it:
+            data = path.read_bytes()
+            assert it["match"].encode() in data.splitlines()[it["line"] - 1]
+        elif "record" in it:
+            evs = events.setdefault(it["file"], _events(path))
+            ev = evs[it["record"]]
+            t = ev.find("e:System/e:TimeCreated", NS).get("SystemTime")
+            assert t[:23] == it["time"][:23]
+            assert it["match"] in "".join(ev.itertext())
+    det = {(it["kind"], it["detection"]) for it in truth["items"]}
+    for rule in (
+        "proxylogon.ssrf_progressed",
+        "proxylogon.ecp_reset_vdir",
+        "proxylogon.ecp_set_vdir_script",
+        "proxylogon.iis_backend_reset",
+        "proxylogon.oabvdir_cmdlet",
+        "proxylogon.oab_config_dump",
+        "webshell.chopper",
+        "postexploit.lsass_procdump_cmd",
+        "postexploit.lsass_dump",
+        "postexploit.programdata_archive",
+        "proxyshell.autodiscover_success",
+        "proxyshell.rps_cat",
+        "proxyshell.mailbox_export",
+        "proxyshell.pst_shell",
+        "proxynotshell.autodiscover_powershell",
+        "proxynotshell.owassrf",
+    ):
+        assert ("attack", rule) in det, rule
+    for rule in (
+        "proxylogon.ssrf_probe",
+        "proxylogon.oab_file_write",
+        "proxylogon.oabvdir_cmdlet",
+        "postexploit.programdata_archive",
+    ):
+        assert ("lookalike", rule) in det, rule
+
+
+def test_the_proxylogon_chain_is_in_order_within_seconds(package: tuple[Path, dict[str, Any]]) -> None:
+    out, truth = package
+    chain = [
+        it
+        for it in truth["items"]
+        if it["file"].startswith(HTTPPROXY + "/Ecp/") and "ServerInfo~a]@" in it.get("match", "")
+    ]
+    paths = [
+        it["match"].split(":444", 1)[1].split("?")[0]
+        for it in chain
+        if it["detection"] != "proxylogon.ssrf_progressed" or True
+    ]
+    assert paths[:4] == [
+        "/autodiscover/autodiscover.xml",
+        "/mapi/emsmdb/",
+        "/ecp/proxyLogon.ecp",
+        "/ecp/DDI/DDIService.svc/GetObject",
+    ]
+    reset = [it for it in chain if it["detection"] == "proxylogon.ecp_reset_vdir"]
+    assert len(reset) == 1
+    row = next(csv.reader([_line(out / reset[0]["file"], reset[0]["line"])]))
+    header = _blocks(out / reset[0]["file"])[0][0][4][len("#Fields: ") :].split(",")
+    values = dict(zip(header, row, strict=True))
+    assert values["UrlStem"] == "/ecp/y.js" and values["HttpStatus"] == "200"
+    assert values["RoutingHint"] == "X-BEResource-Cookie"
+    assert values["AnchorMailbox"].endswith("schema=ResetOABVirtualDirectory#")
+    assert values["AuthenticatedUser"] == ""
+    full_run = [
+        _utc(it["time"]) for it in chain if _utc(it["time"]) >= _utc(reset[0]["time"]) - timedelta(seconds=10)
+    ]
+    assert max(full_run) - min(full_run) < timedelta(seconds=15)
+
+
+def test_event_logs_are_windows_xml(package: tuple[Path, dict[str, Any]]) -> None:
+    out, truth = package
+    start, end = _window(truth)
+    files = sorted((out / "EventLogs").iterdir())
+    assert {f.name for f in files} == {
+        "Application.xml",
+        "MSExchange Management.xml",
+        "Microsoft-Windows-Sysmon-Operational.xml",
+    }
+    for f in files:
+        evs = _events(f)
+        assert len(evs) > 5
+        ids = sorted(evs)
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+        times = [evs[i].find("e:System/e:TimeCreated", NS).get("SystemTime") for i in ids]
+        assert times == sorted(times)
+        for t in times:
+            assert start <= _utc(t[:26] + "Z") < end
+    mgmt = _events(out / "EventLogs/MSExchange Management.xml")
+    attack = [
+        it
+        for it in truth["items"]
+        if it["detection"] == "proxylogon.oabvdir_cmdlet" and it["kind"] == "attack"
+    ]
+    ev = mgmt[attack[0]["record"]]
+    data = [d.text or "" for d in ev.findall("e:EventData/e:Data", NS)]
+    assert ev.find("e:System/e:Provider", NS).get("Name") == "MSExchange CmdletLogs"
+    assert ev.findtext("e:System/e:Channel", namespaces=NS) == "MSExchange Management"
+    assert data[0] == "Set-OabVirtualDirectory"
+    # The Sigma rule win_exchange_proxylogon_oabvirtualdir.yml: all of the cmdlet keywords, one of the params.
+    text = " ".join(data)
+    assert "OabVirtualDirectory" in text and " -ExternalUrl " in text
+    assert "http://f/<script" in text and "function Page_Load()" in text
+    export = [
+        it
+        for it in truth["items"]
+        if it["detection"] == "proxyshell.mailbox_export" and it["kind"] == "attack"
+    ]
+    data = [d.text or "" for d in mgmt[export[0]["record"]].findall("e:EventData/e:Data", NS)]
+    assert data[0] == "New-MailboxExportRequest" and " -Mailbox " in data[1] and data[1].count(".aspx") == 1
+
+
+def test_shells_carry_the_traits_but_are_inert(
+    package: tuple[Path, dict[str, Any]], shared_reference: Path
+) -> None:
+    import yara_x
+
+    out, truth = package
+    shells = {
+        it["detection"]: out / it["file"]
+        for it in truth["items"]
+        if it["kind"] == "attack" and "offset" in it or "line" in it and it["file"].endswith(".aspx")
+    }
+    chopper = shells["webshell.chopper"]
+    oab = shells["proxylogon.oab_config_dump"]
+    pst = shells["proxyshell.pst_shell"]
+    rules = yara_x.compile((shared_reference / "public-rules/yara/apt_webshell_chinachopper.yar").read_text())
+    assert [r.identifier for r in rules.scan(chopper.read_bytes()).matching_rules] == ["ChinaChopper_Generic"]
+    assert pst.read_bytes()[:4] == b"!BDN" and b"Page Language=" in pst.read_bytes()
+    low = oab.read_bytes().lower()
+    for trait in (
+        b"script language",
+        b"externalurl",
+        b"internalauthenticationmethods",
+        b"extendedprotectiontokenchecking",
+    ):
+        assert trait in low
+    assert b'<script language="JScript" runat="server">function Page_Load(){eval(Request' in oab.read_bytes()
+    for shell in (chopper, oab, pst):
+        data = shell.read_bytes()
+        # Broken on purpose: an extra closing brace right after the eval call (a syntax error) ...
+        assert data.count(b'"unsafe");}}') == 1
+        assert data.count(b"{") < data.count(b"}")
+    for shell in (chopper, pst):
+        # ... and two @Page directives, which the ASP.NET parser refuses.
+        assert shell.read_bytes().count(b'<%@ Page Language="Jscript"%>') == 2
+
+
+def test_clean_package_has_no_planted_traces(tmp_path: Path) -> None:
+    truth = write_triage(tmp_path / "clean", seed=3, size=1_000_000, scenarios=["clean"], days=1)
+    assert truth["items"] == [] and truth["scenarios"] == ["clean"]
+    for f in (tmp_path / "clean").rglob("*"):
+        if f.is_file() and f.suffix.upper() in (".LOG", ".XML"):
+            text = f.read_text(encoding="utf-8")
+            for marker in (
+                "ServerInfo~",
+                "autodiscover.json?@",
+                "%3F@",
+                "Page_Load",
+                "lsass",
+                "/powershell?X-Rps",
+            ):
+                assert marker not in text, (f, marker)
+    assert not list((tmp_path / "clean" / "inetpub/wwwroot/aspnet_client").rglob("*.aspx"))
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_deterministic_for_a_seed_whatever_the_workers(tmp_path: Path) -> None:
+    a = write_triage(tmp_path / "a", seed=5, size=800_000, days=1, workers=1)
+    b = write_triage(tmp_path / "b", seed=5, size=800_000, days=1, workers=2)
+    c = write_triage(tmp_path / "c", seed=6, size=800_000, days=1, workers=1)
+    assert a == b
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+    assert a["items"] != c["items"] or _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_size_is_close_to_the_target(tmp_path: Path) -> None:
+    write_triage(tmp_path / "s", seed=1, size=12_000_000, days=2)
+    total = sum(p.stat().st_size for p in (tmp_path / "s").rglob("*") if p.is_file())
+    assert 0.85 * 12_000_000 <= total <= 1.2 * 12_000_000
+
+
+def test_attack_time_and_window_options(tmp_path: Path) -> None:
+    start = datetime(2022, 9, 28, tzinfo=UTC)
+    attack = datetime(2022, 9, 29, 13, 5, 0, tzinfo=UTC)
+    truth = write_triage(
+        tmp_path / "w",
+        seed=2,
+        size=600_000,
+        days=2,
+        start=start,
+        attack_time=attack,
+        scenarios=["proxylogon"],
+        host="mbx-07",
+    )
+    assert truth["host"] == "MBX-07" and truth["start"] == "2022-09-28T00:00:00Z"
+    first = min(_utc(it["time"]) for it in truth["items"] if it["detection"] == "proxylogon.ssrf_attempt")
+    assert first == attack
+    assert {it["wave"] for it in truth["items"]} == {"proxylogon"}
+    assert any("ServerInfo~" in it.get("match", "") for it in truth["items"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scenarios": ["nope"]}, "unknown scenario"),
+        ({"scenarios": ["clean", "proxylogon"]}, "cannot be combined"),
+        ({"size": 10}, "too small"),
+        ({"days": 0}, "days must be"),
+        ({"attack_time": datetime(2020, 1, 1, tzinfo=UTC)}, "attack time"),
+        ({"host": "bad host!"}, "not a valid server name"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        write_triage(tmp_path / "x", **{"size": 500_000, "days": 1, **kwargs})
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_files_are_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "keep.txt").write_text("original")
+    with pytest.raises(InputError, match="not empty"):
+        write_triage(tmp_path / "evidence", size=500_000, days=1)
+    assert (tmp_path / "evidence" / "keep.txt").read_text() == "original"
+    assert len(list((tmp_path / "evidence").iterdir())) == 1
+
+
+def test_cli_writes_a_package_and_prints_json(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(
+        cli,
+        [
+            "lab",
+            "triage",
+            "--out",
+            str(tmp_path / "p"),
+            "--size",
+            "700KB",
+            "--days",
+            "1",
+            "--seed",
+            "4",
+            "--scenario",
+            "proxyshell",
+            "--format",
+            "json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["files"] > 100 and doc["bytes"] > 500_000
+    assert doc["truth"]["scenarios"] == ["proxyshell"]
+    assert doc["truth"] == json.loads((tmp_path / "p" / "truth.json").read_text())
+    bad = runner.invoke(cli, ["lab", "triage", "--out", str(tmp_path / "q"), "--size", "lots"])
+    assert bad.exit_code == 2 and "is not a size" in bad.output
