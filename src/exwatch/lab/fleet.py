@@ -62,23 +62,26 @@ class _Server:
         self.state.set_build(spec.build)
         self.server: asyncio.base_events.Server | None = None
         self.requests = 0
-        self._mtime: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._loaded = False
         if spec.web_config is None:
             self.state.rules = _rules_for(tuple(spec.mitigations))
 
     def refresh_rules(self) -> None:
-        """Re-read the web.config when its mtime (or existence) changed."""
+        """Re-read the web.config when it changed (mtime, size or inode: mtimes are coarse) or vanished."""
         path = self.spec.web_config
         if path is None:
             return
         try:
-            mtime: int | None = os.stat(path).st_mtime_ns
+            st = os.stat(path)
+            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
-            mtime = None
+            stamp = None
         except OSError:
             return
-        if mtime != self._mtime or mtime is None and self.state.rules.rules:
-            self._mtime = mtime
+        if stamp != self._stamp or self._stamp is None and not self._loaded:
+            self._stamp = stamp
+            self._loaded = True
             try:
                 self.state.rules = load_rules(str(path))
             except ConfigError as exc:

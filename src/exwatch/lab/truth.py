@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from exwatch.lab import _catalogue
 from exwatch.lab.exchange import cu_path
 from exwatch.lab.rewrite import RewriteRequest, RuleSet, evaluate, load_rules, mitigation_rules
