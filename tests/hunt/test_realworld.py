@@ -1,0 +1,128 @@
+"""Hand-written real-world cases (shapes from detections.md / log_formats.md, defanged) are found."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from exwatch.cli.main import cli
+from exwatch.hunt import HuntOptions, hunt_paths
+
+DATA = Path(__file__).parent / "data" / "realworld"
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def result():  # type: ignore[no-untyped-def]
+    before = _hashes(DATA)
+    res = hunt_paths([DATA], HuntOptions(jobs=1))
+    assert _hashes(DATA) == before, "evidence files changed"
+    return res
+
+
+def _hits(result, rule: str) -> list:  # type: ignore[no-untyped-def]
+    return [f for f in result.findings if f.rule == rule]
+
+
+@pytest.mark.parametrize(
+    ("rule", "file", "line"),
+    [
+        ("proxylogon.ssrf_attempt", "Logging/HttpProxy/Ecp/HttpProxy_2021030306-1.LOG", 6),
+        ("proxylogon.ssrf_progressed", "Logging/HttpProxy/Ecp/HttpProxy_2021030306-1.LOG", 7),
+        ("proxylogon.ssrf_progressed", "Logging/HttpProxy/Ecp/HttpProxy_2021030306-1.LOG", 8),
+        ("proxylogon.ecp_reset_vdir", "Logging/HttpProxy/Ecp/HttpProxy_2021030306-1.LOG", 9),
+        ("proxylogon.ssrf_probe", "Logging/HttpProxy/Owa/HttpProxy_2021030710-1.LOG", 6),
+        ("proxylogon.ecp_set_vdir_script", "Logging/ECP/Server/ECPServer20210303-1.LOG", 7),
+        ("proxylogon.ecp_externalurl_change", "Logging/ECP/Server/ECPServer20210303-1.LOG", 9),
+        ("proxylogon.oab_file_write", "Logging/OABGeneratorLog/OABGenerator_20210303.log", 2),
+        ("webshell.access", "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 5),
+        ("proxylogon.iis_static_post", "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 6),
+        ("proxyshell.autodiscover_attempt", "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 7),
+        ("proxyshell.autodiscover_success", "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 8),
+        ("proxyshell.rps_cat", "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 8),
+        ("proxynotshell.owassrf", "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 10),
+        ("webshell.chopper", "inetpub/wwwroot/aspnet_client/system_web/Kr3Qx9aZ.aspx", 1),
+    ],
+)
+def test_real_world_case_found(result, rule: str, file: str, line: int) -> None:  # type: ignore[no-untyped-def]
+    hits = [f for f in _hits(result, rule) if f.evidence.file == file and f.evidence.line == line]
+    assert hits, (
+        f"{rule} not found at {file}:{line}; got {[(f.rule, f.evidence.file, f.evidence.line) for f in result.findings]}"
+    )
+    f = hits[0]
+    assert f.evidence.sha256 and len(f.evidence.sha256) == 64
+    assert f.evidence.offset is not None and f.evidence.excerpt
+
+
+def test_ecp_hit_has_line_and_time(result) -> None:  # type: ignore[no-untyped-def]
+    f = _hits(result, "proxylogon.ecp_set_vdir_script")[0]
+    assert f.time is not None and f.time.isoformat().startswith("2021-03-03T06:59:18.2")
+    raw = (DATA / f.evidence.file).read_bytes()
+    assert raw[f.evidence.offset :].startswith(b"2021-03-03T06:59:18.200Z")
+
+
+def test_lookalikes_stay_low(result) -> None:  # type: ignore[no-untyped-def]
+    """The nmap probe, zgrab, Nessus, legit OAB temp path, legit remote PowerShell, logon.aspx: nothing above review."""
+    quiet = {
+        ("Logging/HttpProxy/Owa/HttpProxy_2021030710-1.LOG", 6),
+        ("Logging/HttpProxy/Owa/HttpProxy_2021030710-1.LOG", 7),
+        ("Logging/HttpProxy/Owa/HttpProxy_2021030710-1.LOG", 8),
+        ("Logging/OABGeneratorLog/OABGenerator_20210303.log", 1),
+        ("inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 9),
+        ("inetpub/logs/LogFiles/W3SVC1/u_ex210305.log", 11),
+        ("Logging/ECP/Server/ECPServer20210303-1.LOG", 10),
+    }
+    for f in result.findings:
+        if (f.evidence.file, f.evidence.line) in quiet:
+            assert f.confidence == "review", f
+    assert not [f for f in result.findings if f.evidence.file.endswith("logon.aspx")]
+
+
+def test_verdict_and_coverage(result) -> None:  # type: ignore[no-untyped-def]
+    host = result.hosts[0]
+    assert host.verdict == "compromised"
+    assert host.coverage["ecp"]["first"].startswith("2021-03-03T06:59:18")
+    assert host.coverage["httpproxy/Ecp"]["files"] == 1
+    assert any("proxylogon was first exploited" in w for w in host.warnings)
+
+
+def test_cli_json_and_exit_code(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["hunt", str(DATA), "--format", "json", "--no-store", "--jobs", "1"])
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"hosts", "findings", "coverage", "errors"}
+    f = doc["findings"][0]
+    assert set(f) >= {"rule", "wave", "cve", "confidence", "time", "title", "description", "host", "evidence"}
+    assert not Path(f["evidence"]["file"]).is_absolute()
+
+
+def test_cli_clean_is_zero(tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    (clean / "Logging/HttpProxy/Owa").mkdir(parents=True)
+    src = DATA / "Logging/HttpProxy/Owa/HttpProxy_2021030710-1.LOG"
+    lines = src.read_text().splitlines()
+    (clean / "Logging/HttpProxy/Owa/HttpProxy_2021030710-1.LOG").write_text(
+        "\n".join(lines[:5] + [lines[6]]) + "\n"
+    )
+    res = CliRunner().invoke(cli, ["hunt", str(clean), "--format", "json", "--no-store"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["hosts"][0]["verdict"] == "clean"
+
+
+def test_archive_gives_same_findings(tmp_path: Path, result) -> None:  # type: ignore[no-untyped-def]
+    archive = shutil.make_archive(str(tmp_path / "EXCH01"), "zip", DATA)
+    res = hunt_paths([Path(archive)], HuntOptions(jobs=1))
+    got = {(f.rule, f.evidence.file, f.evidence.line) for f in res.findings}
+    want = {(f.rule, f.evidence.file, f.evidence.line) for f in result.findings}
+    assert got == want
+    assert res.hosts[0].host == "EXCH01"
