@@ -48,13 +48,14 @@ def rules_of(spec: ServerSpec) -> RuleSet:
     return mitigation_rules(spec.mitigations)
 
 
-def mitigated_waves(rules: RuleSet) -> set[str]:
+@functools.lru_cache(maxsize=1024)
+def mitigated_waves(rules: RuleSet) -> frozenset[str]:
     """The waves whose attack requests these rules abort (a broken web.config aborts nothing)."""
     if rules.error:
-        return set()
-    return {
+        return frozenset()
+    return frozenset(
         w for w, reqs in ATTACK_REQUESTS.items() if all(evaluate(rules, r).action == "abort" for r in reqs)
-    }
+    )
 
 
 def _host_state(spec: ServerSpec) -> str | None:
