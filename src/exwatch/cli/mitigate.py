@@ -219,7 +219,8 @@ def verify_cmd(
         table.add_column("reason", overflow="fold")
         for tr in result.results:
             for wave_id, w in tr.waves.items():
-                table.add_row(tr.target.text, wave_id, w["result"], w["state"], w["reason"])
+                result_text = w["result"] if w["validated"] else f"{w['result']} (unvalidated probe)"
+                table.add_row(tr.target.text, wave_id, result_text, w["state"], w["reason"])
         out.print(table)
         for tr in result.results:
             for wave_id, w in tr.waves.items():

@@ -227,7 +227,7 @@ def _is_bare(text: str, node: Node) -> bool:
 
 def _undo_created(text: str, label: str) -> str:
     """Remove sections apply created (and close elements it opened) once nothing else is in them."""
-    while True:
+    while any(marker in text for marker in _MARKER_TEXTS):
         root = load(text, label)
         markers: list[Node] = []
         stack = [root]
@@ -250,6 +250,7 @@ def _undo_created(text: str, label: str) -> str:
             break
         else:
             return text
+    return text
 
 
 def plan_apply(

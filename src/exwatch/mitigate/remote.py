@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from exwatch.errors import InputError
 from exwatch.mitigate.operations import TEMPORARY_NOTE, fix_for
 from exwatch.mitigate.rules import waves_for
+from exwatch.scan.engine import probe_host
 
 _STATE_OF = {
     "vulnerable": "vulnerable",
@@ -110,7 +111,8 @@ class TargetResult:
             "build_source": "user" if self.build else None,
             "cu_only": False,
             "probes": {
-                w: {"outcome": v["result"], "reason": v["probe_reason"]} for w, v in self.waves.items()
+                w: {"outcome": v["result"], "reason": v["probe_reason"], "validated": v["validated"]}
+                for w, v in self.waves.items()
             },
             "waves": {
                 w: {"state": v["state"], "reason": v["reason"], "fix": v["fix"]}
@@ -148,26 +150,24 @@ class VerifyResult:
         }
 
 
-async def _probe(target: Target, wave: str, timeout: float) -> tuple[str, str]:
-    from exwatch.scan.engine import probe_host
-
+async def _probe(target: Target, wave: str, timeout: float) -> tuple[str, str, bool]:
     try:
         outcome = await probe_host(target.address, target.port, target.scheme, wave, timeout=timeout)
     except OSError as exc:  # the engine reports network errors as outcomes; this is a safety net
-        return "inconclusive", f"network error: {exc}"
-    return str(outcome.outcome), str(outcome.reason)
+        return "inconclusive", f"network error: {exc}", True
+    return str(outcome.outcome), str(outcome.reason), bool(outcome.validated)
 
 
 async def _verify_all(
     targets: list[Target], waves: tuple[str, ...], timeout: float, concurrency: int
-) -> list[list[tuple[str, str]]]:
+) -> list[list[tuple[str, str, bool]]]:
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(target: Target, wave: str) -> tuple[str, str]:
+    async def one(target: Target, wave: str) -> tuple[str, str, bool]:
         async with gate:
             return await _probe(target, wave, timeout)
 
-    async def per_target(target: Target) -> list[tuple[str, str]]:
+    async def per_target(target: Target) -> list[tuple[str, str, bool]]:
         return list(await asyncio.gather(*(one(target, w) for w in waves)))
 
     return list(await asyncio.gather(*(per_target(t) for t in targets)))
@@ -193,7 +193,7 @@ def verify(
     for target, per_wave in zip(parsed, outcomes, strict=True):
         first_fix = fixes[wave_ids[0]]
         res = TargetResult(target=target, build=str(first_fix["build"]) if first_fix else build)
-        for wave_id, (outcome, reason) in zip(wave_ids, per_wave, strict=True):
+        for wave_id, (outcome, reason, validated) in zip(wave_ids, per_wave, strict=True):
             fix = fixes[wave_id]
             state, why = judge_with_build(outcome, reason, fix["state"] if fix else None)
             res.waves[wave_id] = {
@@ -201,6 +201,7 @@ def verify(
                 "state": state,
                 "reason": why,
                 "probe_reason": reason,
+                "validated": validated,
                 "fix": fix,
             }
         results.append(res)

@@ -226,25 +226,37 @@ def rule_problems(ref: RewriteRule, found: FoundRule, before: list[FoundRule]) -
     if ref.stop_processing and not found.stop_processing and not found.alone:
         problems.append("stopProcessing is false and it is not the only rule")
     for earlier in before:
-        if (
-            earlier.enabled
-            and earlier.stop_processing
-            and (earlier.action or "").lower() not in _ENDING_ACTIONS
-        ):
+        if _stops_others(earlier):
             problems.append(f"rule {earlier.name!r} comes first and stops processing (order)")
     return problems
+
+
+def _stops_others(rule: FoundRule) -> bool:
+    """Whether a matching ``rule`` would keep later rules from running (without ending the request)."""
+    return rule.enabled and rule.stop_processing and (rule.action or "").lower() not in _ENDING_ACTIONS
 
 
 def evaluate(root: Node, refs: tuple[RewriteRule, ...]) -> list[RuleStatus]:
     """The status of each mitigation rule in the parsed file."""
     effective, dropped = site_rules(root)
     statuses: list[RuleStatus] = []
+    # Only rules that stop processing matter for the order; collect them once (files may hold many rules).
+    stoppers_before: list[list[FoundRule]] = []
+    seen: list[FoundRule] = []
+    for found in effective:
+        stoppers_before.append(list(seen))
+        if _stops_others(found):
+            seen.append(found)
     for ref in refs:
         by_name: list[tuple[FoundRule, list[str]]] = []
         equivalent: list[FoundRule] = []
+        wanted_input = ref.input.lower()
         for i, found in enumerate(effective):
-            problems = rule_problems(ref, found, effective[:i])
-            if found.name.lower() == ref.name.lower():
+            named = found.name.lower() == ref.name.lower()
+            if not named and all((_get(c, "input") or "").lower() != wanted_input for c in found.conditions):
+                continue  # cannot be an equivalent rule: no condition on the right input
+            problems = rule_problems(ref, found, stoppers_before[i])
+            if named:
                 by_name.append((found, problems))
             elif not problems:
                 equivalent.append(found)

@@ -101,22 +101,16 @@ def encode_text(text: str, encoded: Encoded, label: str = "file") -> bytes:
         raise InputError(f"{label}: the new text cannot be written as {encoded.codec}") from exc
 
 
+# A start or end tag: "<", then anything but quotes and ">", with quoted attribute values (which may hold ">").
+_TAG = re.compile(r"""<[^"'>]*(?:(?:"[^"]*"|'[^']*')[^"'>]*)*>""")
+
+
 def _tag_close(text: str, start: int) -> int:
     """The offset just after the ``>`` that closes the tag starting at ``start`` (quotes respected)."""
-    quote = ""
-    i = start
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == ">":
-            return i + 1
-        i += 1
-    raise InputError("unterminated tag")  # expat would have refused the document first
+    match = _TAG.match(text, start)
+    if match is None:
+        raise InputError("unterminated tag")  # expat would have refused the document first
+    return match.end()
 
 
 def parse_text(text: str, label: str = "file") -> Node:
@@ -124,10 +118,17 @@ def parse_text(text: str, label: str = "file") -> Node:
     utf8 = text.encode("utf-8")
     ascii_only = len(utf8) == len(text)
 
+    # expat reports byte offsets in document order, so the character offset is kept up incrementally.
+    cursor = [0, 0]  # byte offset, character offset
+
     def char_at(byte_offset: int) -> int:
         if ascii_only:
             return byte_offset
-        return len(utf8[:byte_offset].decode("utf-8"))
+        last_byte, last_char = cursor
+        if byte_offset < last_byte:
+            return len(utf8[:byte_offset].decode("utf-8"))
+        cursor[0], cursor[1] = byte_offset, last_char + len(utf8[last_byte:byte_offset].decode("utf-8"))
+        return cursor[1]
 
     parser = xml.parsers.expat.ParserCreate(encoding="UTF-8")
     stack: list[Node] = []
