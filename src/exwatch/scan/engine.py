@@ -165,16 +165,18 @@ class Connection:
         ssl_arg: ssl.SSLContext | None = self.tls if self.scheme == "https" else None
         try:
             async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(
-                    self.address,
-                    self.port,
-                    ssl=ssl_arg,
-                    server_hostname=(self.server_name or "") if ssl_arg else None,
-                    limit=LINE_LIMIT,
-                    ssl_handshake_timeout=self.timeout if ssl_arg else None,
-                )
+                reader, writer = await asyncio.open_connection(self.address, self.port, limit=LINE_LIMIT)
         except Exception as exc:  # every failure becomes an error class
             raise FetchError(classify(exc), str(exc) or type(exc).__name__) from exc
+        if ssl_arg is not None:
+            # The TCP connection stands: whatever fails now is the TLS handshake's fault.
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await writer.start_tls(ssl_arg, server_hostname=self.server_name or "")
+            except Exception as exc:
+                writer.transport.abort()
+                kind = "timeout" if isinstance(exc, TimeoutError) else "tls"
+                raise FetchError(kind, str(exc) or type(exc).__name__) from exc
         self.connects += 1
         self._reader, self._writer = reader, writer
         if ssl_arg is not None and self.peer_cert is None:
@@ -732,6 +734,7 @@ class Scanner:
         """Scan one target within its budget; always returns a record."""
         self.exclusions.refresh()
         state = _HostState()
+        started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.options.host_budget):
                 await self._scan(target, state)
@@ -748,7 +751,9 @@ class Scanner:
             if state.conn is not None:
                 state.conn.close()
                 self._release(state.conn.address)
-        return self._record(target, state)
+        rec = self._record(target, state)
+        rec["elapsed"] = round(asyncio.get_running_loop().time() - started, 3)
+        return rec
 
     async def _scan(self, target: Target, state: _HostState) -> None:
         addresses = await self._resolve(target)
