@@ -126,3 +126,35 @@ def test_archive_gives_same_findings(tmp_path: Path, result) -> None:  # type: i
     want = {(f.rule, f.evidence.file, f.evidence.line) for f in result.findings}
     assert got == want
     assert res.hosts[0].host == "EXCH01"
+
+
+def test_findings_land_in_the_store(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "store.db"
+    res = CliRunner().invoke(
+        cli, ["hunt", str(DATA), "--format", "json", "--db", f"sqlite:///{db}", "--jobs", "1"]
+    )
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    with sqlite3.connect(db) as conn:
+        hunts = conn.execute("select host, verdict from hunts").fetchall()
+        n_findings = conn.execute("select count(*) from findings").fetchone()[0]
+    assert hunts == [("realworld", "compromised")]
+    assert n_findings == len(doc["findings"])
+
+
+@pytest.mark.parametrize("strategy", ["re2", "ahocorasick", "regex"])
+def test_prefilter_strategies_agree(strategy: str) -> None:
+    from exwatch.hunt.sources.textlog import LiteralFinder
+
+    body = (DATA / "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log").read_bytes()
+    lits = ["/ECP/Y.JS", "autodiscover.json", "#fields:"]
+    want = [
+        i
+        for i, line in enumerate(body.splitlines(keepends=True))
+        if any(x.lower() in line.lower().decode() for x in lits)
+    ]
+    starts = list(LiteralFinder(lits, strategy).positions(body))
+    line_starts = [0] + [i + 1 for i, c in enumerate(body) if c == 10]
+    assert [line_starts.index(s) for s in starts] == want

@@ -47,7 +47,7 @@ def live_install_paths(options: HuntOptions) -> list[Path]:
     return [Path(install), Path(f"{drive}\\inetpub")]
 
 
-def _rules_spec(options: HuntOptions, strategy: str = "ahocorasick") -> dict[str, Any]:
+def _rules_spec(options: HuntOptions, strategy: str = "re2") -> dict[str, Any]:
     return {
         "builtin": options.builtin_rules,
         "rule_dirs": [str(p) for p in options.rule_dirs],

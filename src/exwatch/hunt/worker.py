@@ -76,7 +76,7 @@ class Bundle:
     by_family: dict[str, list[SigmaRuleSpec]] = field(default_factory=dict)
     finders: dict[str, LiteralFinder] = field(default_factory=dict)
     event_literals: frozenset[str] | None = None
-    strategy: str = "ahocorasick"
+    strategy: str = "re2"
 
     def rules_for(self, family: str) -> list[SigmaRuleSpec]:
         if family not in self.by_family:
@@ -148,7 +148,7 @@ def load_bundle(spec: dict[str, Any]) -> Bundle:
         tuple(spec.get("rule_dirs", ())),
         tuple(spec.get("yara_files", ())),
         tuple(spec.get("ioc_files", ())),
-        str(spec.get("strategy", "ahocorasick")),
+        str(spec.get("strategy", "re2")),
     )
 
 

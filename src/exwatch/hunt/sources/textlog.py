@@ -16,28 +16,39 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 HEADER_LITERAL = "#fields:"
 
 
 class LiteralFinder:
-    """Finds the next position of any of a set of lower-case literals in lower-cased bytes.
+    """Finds the lines of a buffer that hold any of a set of literals, case-insensitively.
 
-    Two strategies: a pyahocorasick automaton (default) and a compiled bytes regex alternation. Measured
-    on 64 MB of IIS lines with the 87 built-in IIS literals: Aho-Corasick about 70 MB/s, the regex about
-    11 MB/s (Python's ``re`` has no multi-literal search), a loop of ``bytes.find`` about 36 MB/s.
-    ``None`` literals means "every line is a candidate".
+    Strategies, measured on 64 MB of IIS lines with the 87 built-in IIS literals (shared 2-core machine,
+    see ``benchmarks/hunt``): RE2 (``google-re2``, a DFA over the raw bytes with ``(?i)``; the default)
+    about 230 MB/s; a pyahocorasick automaton over the lower-cased text about 20 to 70 MB/s; Python's
+    ``re`` alternation about 8 to 11 MB/s (it has no multi-literal search). ``None`` literals means
+    "every line is a candidate".
     """
 
-    def __init__(self, literals: Iterable[str] | None, strategy: str = "ahocorasick") -> None:
+    def __init__(self, literals: Iterable[str] | None, strategy: str = "re2") -> None:
         self.all_lines = literals is None
         lits = sorted({x.lower() for x in (literals or ())} | {HEADER_LITERAL}, key=len, reverse=True)
         self.literals = lits
         self.strategy = strategy
-        self._rx = re.compile(b"|".join(re.escape(x.encode("utf-8")) for x in lits))
-        self._ac = None
-        if strategy == "ahocorasick":
+        alternation = b"|".join(re.escape(x.encode("utf-8")) for x in lits)
+        self._rx = re.compile(alternation)
+        self._re2: Any = None
+        self._ac: Any = None
+        if strategy == "re2":
+            import re2
+
+            options = re2.Options()
+            options.case_sensitive = False
+            options.encoding = re2.Options.Encoding.LATIN1
+            options.max_mem = 64 << 20
+            self._re2 = re2.compile(b"(?:" + alternation + b")", options)
+        elif strategy == "ahocorasick":
             import ahocorasick
 
             ac = ahocorasick.Automaton()
@@ -46,19 +57,20 @@ class LiteralFinder:
             ac.make_automaton()
             self._ac = ac
 
-    def positions(self, low: bytes) -> Iterator[int]:
-        """Start positions of the lines (in ``low``) holding a literal, in order, each line once."""
+    def positions(self, body: bytes) -> Iterator[int]:
+        """Start positions of the lines of ``body`` holding a literal, in order, each line once."""
         if self.all_lines:
             pos = 0
-            n = len(low)
+            n = len(body)
             while pos < n:
                 yield pos
-                nl = low.find(b"\n", pos)
+                nl = body.find(b"\n", pos)
                 if nl < 0:
                     return
                 pos = nl + 1
             return
         if self._ac is not None:
+            low = body.lower()
             text = low.decode("latin-1")
             last_end = -1
             for end, length in self._ac.iter(text):
@@ -70,28 +82,36 @@ class LiteralFinder:
                 nl = low.find(b"\n", start)
                 last_end = len(low) if nl < 0 else nl
             return
+        if self._re2 is not None:
+            hay = body
+            search = self._re2.search
+        else:
+            hay = body.lower()
+            search = self._rx.search
         pos = 0
-        search = self._rx.search
         while True:
-            m = search(low, pos)
+            m = search(hay, pos)
             if m is None:
                 return
             start = m.start()
-            ls = low.rfind(b"\n", 0, start) + 1
+            ls = hay.rfind(b"\n", 0, start) + 1
             yield ls
-            nl = low.find(b"\n", start)
+            nl = hay.find(b"\n", start)
             if nl < 0:
                 return
             pos = nl + 1
 
-    def hit(self, low: bytes) -> bool:
+    def hit(self, data: bytes) -> bool:
+        """Whether ``data`` holds any literal."""
         if self.all_lines:
             return True
+        if self._re2 is not None:
+            return self._re2.search(data) is not None
         if self._ac is not None:
-            for _ in self._ac.iter(low.decode("latin-1")):
+            for _ in self._ac.iter(data.lower().decode("latin-1")):
                 return True
             return False
-        return self._rx.search(low) is not None
+        return self._rx.search(data.lower()) is not None
 
 
 @dataclass
@@ -155,7 +175,7 @@ def iter_candidates(
         if long_head is not None:
             nl = block.find(b"\n") if block else -1
             segment = block if nl < 0 else block[:nl]
-            if not long_hit and finder.hit((long_carry + segment).lower()):
+            if not long_hit and finder.hit(long_carry + segment):
                 long_hit = True
             long_carry = segment[-overlap:] if len(segment) >= overlap else (long_carry + segment)[-overlap:]
             if nl < 0 and not eof:
@@ -180,7 +200,7 @@ def iter_candidates(
                 long_head = data[:max_line]
                 long_start = base_offset
                 long_line_no = base_line
-                long_hit = finder.hit(data.lower())
+                long_hit = finder.hit(data)
                 long_carry = data[-overlap:]
                 base_offset += len(data)
                 tail = b""
@@ -191,10 +211,9 @@ def iter_candidates(
             body, tail = data, b""
         else:
             body, tail = data[: cut + 1], data[cut + 1 :]
-        low = body.lower()
         last_ls = 0
         line_no = base_line
-        for ls in finder.positions(low):
+        for ls in finder.positions(body):
             line_no += body.count(b"\n", last_ls, ls)
             last_ls = ls
             le = body.find(b"\n", ls)
