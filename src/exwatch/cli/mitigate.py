@@ -219,8 +219,10 @@ def verify_cmd(
         table.add_column("reason", overflow="fold")
         for tr in result.results:
             for wave_id, w in tr.waves.items():
-                result_text = w["result"] if w["validated"] else f"{w['result']} (unvalidated probe)"
-                table.add_row(tr.target.text, wave_id, result_text, w["state"], w["reason"])
+                reason = w["reason"]
+                if not w["validated"] and "unvalidated" not in reason:
+                    reason += " (unvalidated probe)"
+                table.add_row(tr.target.text, wave_id, w["result"], w["state"], reason)
         out.print(table)
         for tr in result.results:
             for wave_id, w in tr.waves.items():
