@@ -543,7 +543,15 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                 for m in results.matching_rules:
                     meta = dict(m.metadata)
                     rid = str(meta.get("exwatch_id") or f"yara.{m.identifier}")
-                    offs = [match.offset for p in m.patterns for match in p.matches]
+                    # meta.exwatch_evidence names the patterns whose first match is the evidence line.
+                    anchor = str(meta.get("exwatch_evidence", "$"))
+                    offs = [
+                        match.offset
+                        for p in m.patterns
+                        if p.identifier.startswith(anchor)
+                        for match in p.matches
+                    ]
+                    offs = offs or [match.offset for p in m.patterns for match in p.matches]
                     off = min(offs) if offs else 0
                     excerpt = data[off : off + 300].decode("utf-8", "replace")
                     out["findings"].append(

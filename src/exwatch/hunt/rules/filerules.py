@@ -54,7 +54,7 @@ def path_findings(rel: str, iocs: IocSet) -> list[tuple[str, str]]:
                 break
     if known is not None and name.endswith(SCRIPT_EXTENSIONS + (".exe", ".log", ".dll")):
         out.append(("webshell.known_path", f"published web-shell path ({known})"))
-    if name.endswith(SCRIPT_EXTENSIONS) and not out:
+    if name.endswith(SCRIPT_EXTENSIONS):
         why = unexpected_script(key)
         if why:
             out.append(("webshell.unexpected_script", why))

@@ -137,6 +137,9 @@ def walk(
                 )
                 continue
             top = p == root and depth == 0 and not prefix
+            if not top:
+                # The archive is evidence too (its name, place and hash), not only its members.
+                yield EvidenceFile(str(p), rel, "file", st.st_size, st.st_mtime)
             yield from expand_archive(p, rel, tmp_root, limits, errors, depth=depth + 1, top=top)
             continue
         yield EvidenceFile(str(p), rel, classify(p, rel, head), st.st_size, st.st_mtime)

@@ -5,6 +5,7 @@
 rule exwatch_chopper_jscript_eval {
     meta:
         exwatch_id = "webshell.chopper"
+        exwatch_evidence = "$inj"
         description = "China Chopper: JScript page evaluating a request parameter with the unsafe option (WS-2a)"
     strings:
         $inj1 = "<script language=\"JScript\" runat=\"server\">function Page_Load(){eval(Request" nocase
@@ -19,6 +20,7 @@ rule exwatch_chopper_jscript_eval {
 rule exwatch_oab_config_dump {
     meta:
         exwatch_id = "proxylogon.oab_config_dump"
+        exwatch_evidence = "$s"
         description = "OAB virtual-directory configuration written to disk with a script in ExternalUrl (WS-2b, CVE-2021-27065)"
     strings:
         $s1 = "script language" nocase
