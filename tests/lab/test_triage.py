@@ -195,9 +195,8 @@ def test_every_truth_item_points_at_what_it_claims(package: tuple[Path, dict[str
                 assert text.startswith(it["time"]), (it, text[:40])
             else:
                 assert text.startswith(it["time"][:10] + " " + it["time"][11:19]), (it, text[:40])
-        elif "line" in it:
-            data = path.read_bytes()
-            assert it["match"].encode() in data.splitlines()[it["line"] - 1]
+        elif "offset" in it and "match" in it:
+            assert it["match"].encode() in path.read_bytes()
         elif "record" in it:
             evs = events.setdefault(it["file"], _events(path))
             ev = evs[it["record"]]

@@ -21,7 +21,7 @@ import bisect
 import json
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -134,7 +134,7 @@ def _header(
 
 
 def _small_lines(
-    job: LogJob, rng: np.random.Generator, server: ServerInfo, seed: int
+    job: LogJob, segments: list[tuple[int, int, int]], rng: np.random.Generator, server: ServerInfo, seed: int
 ) -> tuple[list[int], list[str]]:
     """Benign lines of the low-volume families (ECP Server, OAB generator)."""
     from exwatch.lab import triage_scenarios as sc
@@ -143,8 +143,8 @@ def _small_lines(
     lines: list[str] = []
     us = traffic.users(seed, server.domain)
     admin = us[0]
-    rnd = sc.random.Random(_job_seed(seed, job.path))
-    for start_ms, span_ms, n in job.segments:
+    rnd = sc.random.Random(_job_seed(seed, job.path) + segments[0][0])
+    for start_ms, span_ms, n in segments:
         offs = sorted(int(x) for x in rng.integers(0, span_ms, n)) if n else []
         for off in offs:
             ms = start_ms + off
@@ -194,71 +194,71 @@ def _small_lines(
     return offs_all, lines
 
 
-def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[dict[str, Any]]:
-    """Write one log file (benign lines merged with the plants by time); return its truth items."""
-    rng = np.random.default_rng(_job_seed(seed, job.path))
+def _segment_lines(
+    job: LogJob, rng: np.random.Generator, server: ServerInfo, seed: int
+) -> Iterator[tuple[list[int], list[str]]]:
+    """Benign lines of each hour segment in turn (times in ms after midnight, sorted)."""
     if job.family in ("ecp", "oabgen"):
-        offs, lines = _small_lines(job, rng, server, seed)
-    else:
-        vs = traffic.variant_set(job.family, job.protocol, seed, server)
-        iso = job.family == "httpproxy"
-        day = job.day.strftime("%Y-%m-%d")
-        offs, lines = [], []
-        for start_ms, span_ms, n in job.segments:
-            o, ls = traffic.bulk_lines(vs, rng, n, day, start_ms, span_ms, iso)
-            offs.extend(o)
-            lines.extend(ls)
+        for seg in job.segments:
+            yield _small_lines(job, [seg], rng, server, seed)
+        return
+    vs = traffic.variant_set(job.family, job.protocol, seed, server)
+    iso = job.family == "httpproxy"
+    day = job.day.strftime("%Y-%m-%d")
+    for start_ms, span_ms, n in job.segments:
+        yield traffic.bulk_lines(vs, rng, n, day, start_ms, span_ms, iso)
 
+
+def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[dict[str, Any]]:
+    """Write one log file (benign lines merged with the plants by time); return its truth items.
+
+    The file is written segment by segment (an hour at a time), so memory stays small for big files.
+    """
+    rng = np.random.default_rng(_job_seed(seed, job.path))
     header = _header(job, server)
-    n_header = header.count("\n")
-    # Merge plants by time: a plant goes after every benign line with the same or an earlier time.
     plants = sorted(job.plants, key=lambda p: p.time)
-    positions: list[int] = []
-    for p in plants:
-        ms = int((p.time - job.day).total_seconds() * 1000)
-        positions.append(bisect.bisect_right(offs, ms))
-    restart_at = len(lines) // 2 if job.restart else -1
+    plant_ms = [int((p.time - job.day).total_seconds() * 1000) for p in plants]
+    # Each plant goes to the segment holding its time (the first or last one when outside them all).
+    seg_of = [max(0, bisect.bisect_right([s for s, _, _ in job.segments], ms) - 1) for ms in plant_ms]
+    if job.restart and plants:
+        raise ValueError("a restarted file carries no plants")
 
     items: list[dict[str, Any]] = []
     full = os.path.join(out, job.path)
     os.makedirs(os.path.dirname(full), exist_ok=True)
     with open(full, "w", encoding="utf-8", newline="") as f:
         f.write(header)
-        line_no = n_header
-        prev = 0
-        chunk: list[str] = []
-
-        def emit(upto: int) -> None:
-            nonlocal prev, line_no
-            if upto > prev:
-                part = lines[prev:upto]
-                if restart_at >= 0 and prev <= restart_at < upto:
-                    before = part[: restart_at - prev]
-                    after = [ln.rsplit(",", 2)[0] for ln in part[restart_at - prev :]]
-                    if before:
-                        f.write(CRLF.join(before) + CRLF)
-                    t_restart = job.day + timedelta(milliseconds=offs[restart_at])
-                    rh = _header(job, server, HTTPPROXY_FIELDS_AFTER_RESTART, t_restart)
-                    f.write(rh)
-                    f.write(CRLF.join(after) + CRLF)
-                    line_no += len(part) + rh.count("\n")
-                elif restart_at >= 0 and prev > restart_at:
-                    part = [ln.rsplit(",", 2)[0] for ln in part]
-                    f.write(CRLF.join(part) + CRLF)
-                    line_no += len(part)
-                else:
-                    f.write(CRLF.join(part) + CRLF)
-                    line_no += len(part)
-                prev = upto
-
-        del chunk
-        for p, pos in zip(plants, positions, strict=True):
-            emit(pos)
-            f.write(p.text + CRLF)
-            line_no += 1
-            for it in p.items:
-                items.append({**it, "file": job.path, "line": line_no})
-        emit(len(lines))
+        line_no = header.count("\n")
+        k = 0
+        for si, (offs, lines) in enumerate(_segment_lines(job, rng, server, seed)):
+            if job.restart and si == 0 and len(lines) >= 2:
+                # The service restarted mid-file: the header again, then rows with the new field list.
+                r = len(lines) // 2
+                f.write(CRLF.join(lines[:r]) + CRLF)
+                rh = _header(
+                    job, server, HTTPPROXY_FIELDS_AFTER_RESTART, job.day + timedelta(milliseconds=offs[r])
+                )
+                f.write(rh)
+                after = [ln.rsplit(",", 2)[0] for ln in lines[r:]]
+                f.write(CRLF.join(after) + CRLF)
+                line_no += len(lines) + rh.count("\n")
+                continue
+            prev = 0
+            while k < len(plants) and seg_of[k] == si:
+                # A plant goes after every benign line with the same or an earlier time.
+                pos = bisect.bisect_right(offs, plant_ms[k])
+                if pos > prev:
+                    f.write(CRLF.join(lines[prev:pos]) + CRLF)
+                    line_no += pos - prev
+                    prev = pos
+                f.write(plants[k].text + CRLF)
+                line_no += 1
+                for it in plants[k].items:
+                    items.append({**it, "file": job.path, "line": line_no})
+                k += 1
+            if prev < len(lines):
+                f.write(CRLF.join(lines[prev:]) + CRLF)
+                line_no += len(lines) - prev
     if job.mtime:
         os.utime(full, (job.mtime, job.mtime))
     return items
@@ -497,6 +497,7 @@ def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
 
 
 def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
+    """Write the planted files; their truth items are file-level (``offset`` 0, ``match`` in the content)."""
     items: list[dict[str, Any]] = []
     for fp in plan.files:
         path = out / fp.path
@@ -505,14 +506,10 @@ def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
         ts = fp.time.timestamp()
         os.utime(path, (ts, ts))
         for it in fp.items:
-            entry = {**it, "file": fp.path}
             match = it.get("match")
-            if match is not None:
-                pos = fp.content.find(match.encode("utf-8"))
-                entry["line"] = fp.content.count(b"\n", 0, pos) + 1
-            else:
-                entry["offset"] = 0
-            items.append(entry)
+            if match is not None and match.encode("utf-8") not in fp.content:
+                raise ValueError(f"planted file {fp.path} lacks its trait {match!r}")
+            items.append({**it, "file": fp.path, "offset": 0})
     return items
 
 

@@ -566,6 +566,7 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
             its = [item("attack", wave, "CVE-2021-27065" if "Reset" in path else cve, rule, t, match=anchor)]
             if rule == "proxylogon.ecp_reset_vdir":
                 its.append(item("attack", wave, cve, "proxylogon.ssrf_progressed", t, match=anchor))
+            its.append(item("attack", wave, cve, "proxylogon.iis_static_post", t, match=",/ecp/y.js,"))
             add_line(plan, proxy_file("Ecp", t), t, text, its, wave, "attack")
             # Front end IIS: the request as sent (log_formats.md 6).
             fe = iis_text(
@@ -584,11 +585,8 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
                     time_taken=str(rnd.randint(80, 900)),
                 ),
             )
-            fe_items = (
-                [item("attack", wave, cve, "proxylogon.iis_static_post", t, match="POST /ecp/y.js")]
-                if status == "200"
-                else []
-            )
+            # A POST to a static script under /ecp/ (detections.md PL-3), whatever the status.
+            fe_items = [item("attack", wave, cve, "proxylogon.iis_static_post", t, match="POST /ecp/y.js")]
             add_line(plan, iis_file("1", t), t, fe, fe_items, wave, "attack")
             # Back end IIS: the proxied call under the machine account.
             be_path, _, be_query = path.rstrip("#").partition("?")
@@ -751,8 +749,16 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
             t_reset,
             match="ExternalUrl                     : http://f/<script",
         ),
+        # The injected script is itself the HAFNIUM China Chopper shape (detections.md WS-2a).
+        item(
+            "attack",
+            wave,
+            "CVE-2021-27065",
+            "webshell.chopper",
+            t_reset,
+            match="function Page_Load(){eval(Request",
+        ),
         item("attack", wave, "CVE-2021-27065", "webshell.known_path", t_reset),
-        item("attack", wave, "CVE-2021-27065", "webshell.unexpected_script", t_reset),
     ]
     plan.files.append(FilePlant(shell_rel, oab_config_dump(s, oab_guid), t_reset, shell_items))
     plan.events.append(
@@ -835,7 +841,15 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
                     "proxylogon.um_child_process",
                     t_umc,
                     match="UMWorkerProcess.exe",
-                )
+                ),
+                item(
+                    "attack",
+                    wave,
+                    None,
+                    "postexploit.worker_child_process",
+                    t_umc,
+                    match="UMWorkerProcess.exe",
+                ),
             ],
         )
     )
@@ -968,7 +982,6 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
             [
                 item("attack", wave, None, "webshell.chopper", tc, match="<%eval(Request.Item["),
                 item("attack", wave, None, "webshell.known_path", tc),
-                item("attack", wave, None, "webshell.unexpected_script", tc),
             ],
         )
     )
@@ -1018,6 +1031,11 @@ def oabgen_text(t: datetime, rnd: random.Random, message: str, level: str = "Inf
     return ",".join((iso_ms(t), str(rnd.randint(10, 90)), level, csv_value(message)))
 
 
+# The /powershell requests also match the ProxyNotShell shape (autodiscover.json, then "owershell"
+# within 300 characters, status 200: detections.md PN-1); CVE-2022-41040 is the same SSRF class.
+_PS_RULES = ["proxyshell.rps_cat", "proxyshell.autodiscover_success", "proxynotshell.autodiscover_powershell"]
+
+
 def proxyshell(plan: Plan, t0: datetime) -> None:
     """ProxyShell: autodiscover path confusion (PS-1), X-Rps-CAT to /powershell (PS-2), mailbox export (PS-3)."""
     s = plan.server
@@ -1036,19 +1054,22 @@ def proxyshell(plan: Plan, t0: datetime) -> None:
             "POST",
             f"@evil.com/powershell/?X-Rps-CAT={cat}{email_tail}",
             "200",
-            ["proxyshell.rps_cat", "proxyshell.autodiscover_success"],
+            _PS_RULES,
         ),
         (
             16,
             "POST",
             f"@evil.com/powershell/?X-Rps-CAT={cat}{email_tail}",
             "200",
-            ["proxyshell.rps_cat", "proxyshell.autodiscover_success"],
+            _PS_RULES,
         ),
     ]
     for off, method, query, status, rules in reqs:
         t = t0 + timedelta(seconds=off)
-        cves = {"proxyshell.rps_cat": "CVE-2021-34523"}
+        cves = {
+            "proxyshell.rps_cat": "CVE-2021-34523",
+            "proxynotshell.autodiscover_powershell": "CVE-2022-41040",
+        }
         fe = iis_text(
             s,
             "443",
@@ -1173,9 +1194,9 @@ def proxyshell(plan: Plan, t0: datetime) -> None:
             pst_shell(rnd),
             tw,
             [
-                item("attack", wave, "CVE-2021-31207", "proxyshell.pst_shell", tw),
+                item("attack", wave, "CVE-2021-31207", "proxyshell.pst_shell", tw, match="!BDN"),
+                item("attack", wave, "CVE-2021-31207", "webshell.chopper", tw, match="<%eval(Request.Item["),
                 item("attack", wave, "CVE-2021-31207", "webshell.known_path", tw),
-                item("attack", wave, "CVE-2021-31207", "webshell.unexpected_script", tw),
             ],
         )
     )
@@ -1689,13 +1710,9 @@ def lookalikes(plan: Plan) -> None:
     t = at(0.05)
     for rel in (
         "ProgramData/McAfee/Agent/data/Catalog_update.zip",
-        "ProgramData/AppRecovery/Logs/AppRecovery_logs.7z",
+        "ProgramData/AppRecovery/Logs/AppRecovery_logs.zip",
     ):
-        data = (
-            small_zip({"catalog.xml": b"<catalog/>"}, t)
-            if rel.endswith(".zip")
-            else b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(rnd.getrandbits(8) for _ in range(600))
-        )
+        data = small_zip({rel.rsplit("/", 1)[1].replace(".zip", ".xml"): b"<catalog/>\r\n"}, t)
         plan.files.append(
             FilePlant(
                 rel,
