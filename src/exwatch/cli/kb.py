@@ -11,7 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from exwatch import kb as kbmod
-from exwatch.cli.common import EXIT_FOUND, EXIT_INCOMPLETE, EXIT_OK, echo_json, format_option, stderr_console
+from exwatch.cli.common import (
+    EXIT_FOUND,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    echo_json,
+    format_option,
+    stderr_console,
+    verbosity,
+)
 from exwatch.errors import InputError
 
 _STYLE = {
@@ -65,6 +73,18 @@ def verdict(builds: tuple[str, ...], fmt: str) -> None:
 
 def _verdict_table(verdicts: list[kbmod.Verdict]) -> None:
     console = _stdout()
+    if len(verdicts) > 1:
+        summary = Table(title=f"{len(verdicts)} builds", title_justify="left")
+        for col in ("build", "product", "CU"):
+            summary.add_column(col, no_wrap=True)
+        for w in kbmod.WAVES:
+            summary.add_column(w.name, no_wrap=True)
+        for v in verdicts:
+            states = [v.waves[w.id].state.value for w in kbmod.WAVES]
+            summary.add_row(
+                str(v.build), v.product, v.cu or "?", *(f"[{_STYLE.get(s, '')}]{s}[/]" for s in states)
+            )
+        console.print(summary)
     for v in verdicts:
         title = f"{v.build}: {v.note}"
         if v.support == "out_of_support":
@@ -74,9 +94,11 @@ def _verdict_table(verdicts: list[kbmod.Verdict]) -> None:
         table.add_column("state", no_wrap=True)
         table.add_column("why", overflow="fold", max_width=70)
         table.add_column("fix", overflow="fold", max_width=50)
-        for wid, w in v.waves.items():
-            state = w.state.value
-            table.add_row(kbmod.wave(wid).name, f"[{_STYLE.get(state, '')}]{state}[/]", w.reason, w.fix.text)
+        for wid, wv in v.waves.items():
+            state = wv.state.value
+            table.add_row(
+                kbmod.wave(wid).name, f"[{_STYLE.get(state, '')}]{state}[/]", wv.reason, wv.fix.text
+            )
         console.print(table)
 
 
@@ -99,7 +121,7 @@ def _product_filter(product: str | None) -> str | None:
     "wave_id",
     default=None,
     type=click.Choice([w.id for w in kbmod.WAVES], case_sensitive=False),
-    help="Only the builds that fix this wave (for an affected product), with its CVEs.",
+    help="Only builds that fix at least one CVE of this wave, and only this wave's column.",
 )
 @format_option("table", "json", "csv")
 def builds(product: str | None, wave_id: str | None, fmt: str) -> None:
@@ -187,7 +209,15 @@ def update(file: Path, skip_bad: bool, fmt: str) -> None:
     if result.new_since_previous is not None:
         console.print(f"{len(result.new_since_previous)} build(s) were not in the previously imported list.")
         _entries_table(console, "New since the previous import", result.new_since_previous)
-    _entries_table(console, "New to the catalogue", result.added)
+    if result.added:
+        per_product: dict[str, int] = {}
+        for e in result.added:
+            per_product[e.product] = per_product.get(e.product, 0) + 1
+        console.print("New to the catalogue: " + ", ".join(f"{p}: {n}" for p, n in per_product.items()))
+        if len(result.added) <= 30 or verbosity() > 0:
+            _entries_table(console, "New to the catalogue", result.added)
+        else:
+            console.print("(list them with -v, or with --format json)")
     if result.changed:
         table = Table(title="Changed builds (imported value wins)", title_justify="left")
         for col in ("build", "before", "after"):

@@ -74,8 +74,10 @@ def verdict(build: str | Build) -> Verdict:
 
     Cached per build: a scan calls it once per host.
     """
-    b = build if isinstance(build, Build) else parse_build(build)
-    return current().engine.verdict(b)
+    engine = current().engine
+    if isinstance(build, Build):
+        return engine.verdict(build)
+    return engine.verdict_text(build)
 
 
 def catalogue() -> list[CatalogueEntry]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
-from exwatch.kb._build import Build
+from exwatch.kb._build import Build, parse_build
 from exwatch.kb._catalogue import UNKNOWN_PRODUCT, Catalogue, CatalogueEntry, CuInfo, product_of
 from exwatch.kb._waves import Cve, Wave, WaveData
 
@@ -189,6 +189,7 @@ class Engine:
         self.today = today or date.today()
         self._su: dict[tuple[str, str], _SuIndex | None] = {}
         self._verdict = functools.lru_cache(maxsize=200_000)(self._compute)
+        self._by_text = functools.lru_cache(maxsize=200_000)(self._from_text)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -233,6 +234,13 @@ class Engine:
         """The verdict for a build (cached)."""
         return self._verdict(b)
 
+    def verdict_text(self, text: str) -> Verdict:
+        """The verdict for a build string (cached by the string: a scan meets the same few hundred)."""
+        return self._by_text(text)
+
+    def _from_text(self, text: str) -> Verdict:
+        return self._verdict(parse_build(text))
+
     def _compute(self, b: Build) -> Verdict:
         same_as: Build | None = None
         alias_reason = ""
@@ -269,7 +277,7 @@ class Engine:
         return Verdict(
             build=b,
             product=product,
-            cu=info.name if info else None,
+            cu=entry.cu if entry is not None else (info.name if info else None),
             support=self.support_of(product),
             known=entry is not None,
             note=note,
