@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from exwatch.cli.main import cli
 from exwatch.mitigate import apply, check, rollback
 from exwatch.mitigate.rules import all_rules
+from exwatch.mitigate.xmltext import decode_bytes
 
 from .conftest import DATA, GOOD, MALFORMED, sha256
 
@@ -67,22 +69,24 @@ def test_encoding_bom_and_newlines_kept(name: str, copy_config) -> None:  # type
     original = path.read_bytes()
     apply(path, "all")
     new = path.read_bytes()
-    assert new.startswith(b"\xef\xbb\xbf") == original.startswith(b"\xef\xbb\xbf")
-    if b"\r\n" in original:
-        assert new.count(b"\n") == new.count(b"\r\n")  # every newline, ours included, is CRLF
+    old_text, old_enc = decode_bytes(original)
+    new_text, new_enc = decode_bytes(new)
+    assert new_enc == old_enc and new.startswith(old_enc.bom)
+    if "\r\n" in old_text:
+        assert new_text.count("\n") == new_text.count("\r\n")  # every newline, ours included, is CRLF
     else:
-        assert b"\r" not in new
+        assert "\r" not in new_text
     if name == "no_webserver_latin1.config":
         assert "Jürgen".encode("latin-1") in new and "Jürgen".encode() not in new
         assert check(path).waves["proxylogon"].state == "mitigated"
     if name == "no_rewrite_tabs_crlf.config":
-        assert b"\r\n\t\t<rewrite>\r\n\t\t\t<!-- exwatch" in new
+        assert "\r\n\t\t<rewrite>\r\n\t\t\t<!-- exwatch" in new_text
+    if name == "utf16_bom_crlf.config":
+        assert new.startswith(codecs.BOM_UTF16_LE) and "Größe".encode("utf-16-le") in new
     if name == "self_closing_rules.config":
-        assert b"      <rules>\n        <!-- exwatch" in new
+        assert "      <rules>\n        <!-- exwatch" in new_text
         return  # <rules/> itself was opened
     # everything that was in the file is still there, in order
-    old_text = original.decode("latin-1")
-    new_text = new.decode("latin-1")
     pos = 0
     for line in old_text.splitlines():
         found = new_text.find(line, pos)
