@@ -88,6 +88,8 @@ def test_load_specs_round_trip_and_errors(tmp_path: Path) -> None:
         '[{"name": "a", "address": "127.0.0.1", "port": 443, "variant": "weird"}]': "unknown variant",
         '[{"name": "a", "address": "127.0.0.1", "port": 443, "variant": "standard"}]': "needs a build",
         '[{"name": "a", "address": "127.0.0.1", "port": 443, "color": 1}]': "unknown key 'color'",
+        '[{"name": "a", "address": "127.0.0.1", "port": 443, "build": "15.1.x"}]': "server 'a'",
+        '[{"name": "a", "address": "127.0.0.1", "port": 443, "build": "15.1.2176"}]': "CU only",
         '[{"name": "a", "address": "127.0.0.1", "port": 443, "variant": "iis"},'
         ' {"name": "a", "address": "127.0.0.2", "port": 443, "variant": "iis"}]': "duplicate server name",
     }
@@ -95,5 +97,8 @@ def test_load_specs_round_trip_and_errors(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(InputError, match=message):
             load_specs(path)
+    path.write_text('[{"name": "a", "address": "127.0.0.1", "port": 443, "build": "15.01.2176.009"}]')
+    (spec,) = load_specs(path)
+    assert (spec.build, spec.product, spec.variant) == ("15.1.2176.9", "Exchange 2016", "standard")
     with pytest.raises(InputError, match="cannot read"):
         load_specs(tmp_path / "missing.json")

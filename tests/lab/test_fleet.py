@@ -238,6 +238,7 @@ def test_proxy_strip_hides_the_front_end(fleet: LabFleet) -> None:
 def test_plain_http_server(fleet: LabFleet) -> None:
     a = get("ex-http", "/EWS/Exchange.asmx")
     assert a.status == 401 and a.header("X-OWA-Version") == "15.2.721.2"
+    assert get("ex-http", "/").header("Location") == "http://127.10.0.10/owa/"
 
 
 def test_non_exchange_servers(fleet: LabFleet) -> None:

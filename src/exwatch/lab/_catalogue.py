@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any, cast
 
 from exwatch import kb
+from exwatch.errors import BuildError
 
 # CVEs per wave, as the kb defines the waves.
 WAVE_CVES: dict[str, tuple[str, ...]] = {w.id: tuple(w.cves) for w in kb.WAVES}
@@ -43,8 +44,13 @@ def build_tuple(text: str) -> tuple[int, ...]:
 
 
 def canonical(text: str) -> str:
-    """The short dotted form of a build string."""
-    return ".".join(str(p) for p in build_tuple(text))
+    """The short dotted form of a full build string; BuildError (an InputError) when it is not one."""
+    build = kb.parse_build(text)
+    if build.cu_only:
+        raise BuildError(
+            f"{text!r} names a CU only; an emulated server needs a full build (e.g. 15.1.2176.9)"
+        )
+    return str(build)
 
 
 @functools.cache

@@ -31,6 +31,7 @@ class ServerState:
     build: str | None
     rules: RuleSet = field(default_factory=RuleSet)
     vulnerable: dict[str, bool] = field(default_factory=dict)
+    scheme: str = "https"
 
     @property
     def netbios(self) -> str:
@@ -265,7 +266,7 @@ def _aspnet() -> list[tuple[str, str]]:
 
 
 def _adfs_location(host: str, path: str) -> str:
-    realm = quote(f"https://{host}{path}", safe="")
+    realm = quote(f"https://{host}{path}", safe="")  # federation realms are HTTPS
     return (
         f"https://adfs.{LAB_DOMAIN}/adfs/ls/?wa=wsignin1.0&wtrealm={realm}"
         f"&wctx=rm%3d0%26id%3dpassive%26ru%3d{quote(quote(path, safe=''), safe='')}&wct=2021-03-08T10%3a00%3a00Z"
@@ -387,7 +388,7 @@ def _exchange(state: ServerState, req: Request, build: str) -> tuple[Response, L
         return _autodiscover_confusion(state, req, build, host, cafe)
 
     if low in ("", "/"):
-        loc = f"https://{host}/owa/"
+        loc = f"{state.scheme}://{host}/owa/"
         hdr = [
             ("Location", loc),
             ("Cache-Control", "no-cache"),
@@ -418,7 +419,7 @@ def _exchange(state: ServerState, req: Request, build: str) -> tuple[Response, L
             ]
             resp = Response(200, hdr, logon_page(build))
             return resp, None if is_2010 else _log("Owa", req, resp, AuthenticationType="FBA")
-        loc = f"https://{host}/owa/auth/logon.aspx?url=https%3a%2f%2f{host}%2f{quote(ret, safe='').lower()}&reason=0"
+        loc = f"{state.scheme}://{host}/owa/auth/logon.aspx?url={state.scheme}%3a%2f%2f{host}%2f{quote(ret, safe='').lower()}&reason=0"
         hdr = [
             ("Location", loc),
             ("Content-Type", "text/html; charset=utf-8"),
@@ -574,7 +575,7 @@ def _autodiscover_confusion(
     if "powershell" in query and state.vulnerable.get("proxynotshell"):
         # Lab convention (the real unauthenticated answer is not documented): the front end still
         # accepts the path confusion and asks for authentication by redirecting to the logon page.
-        loc = f"https://{host}/owa/auth/logon.aspx?url=https%3a%2f%2f{host}%2fpowershell&reason=0"
+        loc = f"{state.scheme}://{host}/owa/auth/logon.aspx?url={state.scheme}%3a%2f%2f{host}%2fpowershell&reason=0"
         hdr = [
             ("Location", loc),
             ("Content-Type", "text/html; charset=utf-8"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import resource
@@ -58,7 +59,7 @@ class _Server:
 
     def __init__(self, spec: ServerSpec) -> None:
         self.spec = spec
-        self.state = ServerState(spec.name, spec.address, spec.variant, None)
+        self.state = ServerState(spec.name, spec.address, spec.variant, None, scheme=spec.scheme)
         self.state.set_build(spec.build)
         self.server: asyncio.base_events.Server | None = None
         self.requests = 0
@@ -194,21 +195,25 @@ class LabFleet:
         srv = self._servers.get(name)
         if srv is None:
             raise InputError(f"no server named {name!r} in the fleet")
+        # Build the new state aside and swap it in with one assignment: a request being answered in
+        # the loop thread sees either the old state or the new one, never half of each.
+        state = dataclasses.replace(srv.state)
         if build is not None:
             canonical = _catalogue.canonical(build)
             srv.spec.build = canonical
             srv.spec.product = _catalogue.product_of(canonical)
-            srv.state.set_build(canonical)
+            state.set_build(canonical)
         if mitigations is not None:
             bad = [m for m in mitigations if m not in _catalogue.PROBE_CVE]
             if bad:
                 raise InputError(f"unknown mitigation {bad[0]!r}")
             srv.spec.mitigations = sorted(set(mitigations))
-            if srv.spec.web_config is not None:
-                srv.spec.web_config.write_text(mitigation_web_config(srv.spec.mitigations), encoding="utf-8")
-                srv.refresh_rules()
-            else:
-                srv.state.rules = _rules_for(tuple(srv.spec.mitigations))
+            if srv.spec.web_config is None:
+                state.rules = _rules_for(tuple(srv.spec.mitigations))
+        srv.state = state
+        if mitigations is not None and srv.spec.web_config is not None:
+            srv.spec.web_config.write_text(mitigation_web_config(srv.spec.mitigations), encoding="utf-8")
+            srv.refresh_rules()
 
     def request_counts(self) -> dict[str, int]:
         """Requests (and request-less connections) received per address."""

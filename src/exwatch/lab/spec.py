@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from exwatch.errors import InputError
+from exwatch.lab._catalogue import canonical, product_of
 
 WAVES = ("proxylogon", "proxyshell", "proxynotshell")
 
@@ -94,6 +95,12 @@ def validate_spec(spec: ServerSpec) -> ServerSpec:
         raise InputError(f"{where}: unknown mitigation {bad[0]!r} (known: {', '.join(WAVES)})")
     if spec.variant in EXCHANGE_VARIANTS and not spec.build:
         raise InputError(f"{where}: an Exchange variant needs a build")
+    if spec.build:
+        try:
+            spec.build = canonical(spec.build)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from exc
+        spec.product = product_of(spec.build)
     return spec
 
 
