@@ -373,3 +373,17 @@ def test_check_names_the_fixing_update(copy_config) -> None:  # type: ignore[no-
 
     code, _, err = run("mitigate", "check", "--web-config", str(path), "--build", "16.9")
     assert code == 2 and err.startswith("exwatch: error: ")
+
+
+def test_apply_refuses_when_a_later_remove_would_drop_the_rule(tmp_path: Path) -> None:
+    path = tmp_path / "web.config"
+    path.write_text(
+        "<configuration>\n  <system.webServer>\n    <rewrite>\n      <rules>\n"
+        '        <rule name="A"><match url="^a$" /><action type="None" /></rule>\n'
+        '        <remove name="PowerShell - inbound" />\n'
+        "      </rules>\n    </rewrite>\n  </system.webServer>\n</configuration>\n"
+    )
+    digest = sha256(path)
+    code, _, err = run("mitigate", "apply", "--web-config", str(path), "--wave", "proxynotshell")
+    assert code == 2 and "would not take effect" in err and "<remove" in err
+    assert sha256(path) == digest and backups(path) == []
