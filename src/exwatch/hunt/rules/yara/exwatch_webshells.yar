@@ -38,13 +38,16 @@ rule exwatch_oab_config_dump {
 rule exwatch_pst_der_shell {
     meta:
         exwatch_id = "proxyshell.pst_shell"
+        exwatch_evidence = "$hdr"
         description = "ProxyShell shell written by a mailbox export (PST header) or certificate request (DER header) (WS-2c)"
     strings:
+        $hdr_pst = { 21 42 44 4E }
+        $hdr_der = { 30 82 }
         $page = "Page Language=" nocase
         $b64 = ".FromBase64String(Request[" nocase
     condition:
-        (uint32(0) == 0x4E444221 and filesize < 2MB and ($page or $b64))
-        or (uint16be(0) == 0x3082 and filesize < 10KB and $page)
+        ($hdr_pst at 0 and filesize < 2MB and ($page or $b64))
+        or ($hdr_der at 0 and filesize < 10KB and $page)
 }
 
 rule exwatch_upload_eval_shells {
