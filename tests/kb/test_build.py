@@ -15,6 +15,7 @@ SPELLINGS = [
     ("Version 15.1 (Build 2176.9)", Build(15, 1, 2176, 9)),
     ("version 15.2 (build 858.2)", Build(15, 2, 858, 2)),
     ("Version 15.1 (Build 2176)", Build(15, 1, 2176, None)),
+    ("15.2 (Build 1118.20)", Build(15, 2, 1118, 20)),
     ("15.1.2176", Build(15, 1, 2176, None)),
     ("14.3.513.0", Build(14, 3, 513, 0)),
     ("14.03.0513.000", Build(14, 3, 513, 0)),
@@ -132,3 +133,14 @@ def test_verdict_never_crashes(b: Build) -> None:
     v = kb.verdict(b)
     assert set(v.waves) == {"proxylogon", "proxyshell", "proxynotshell"}
     assert all(w.reason for w in v.waves.values())
+
+
+def test_build_and_verdict_pickle() -> None:
+    import pickle
+
+    from exwatch import kb
+
+    b = parse_build("15.1.2176")
+    assert pickle.loads(pickle.dumps(b)) == b
+    v = kb.verdict(b)
+    assert pickle.loads(pickle.dumps(v)).to_dict() == v.to_dict()

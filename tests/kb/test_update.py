@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exwatch import kb
 from exwatch.cli.main import cli
@@ -182,3 +184,34 @@ def test_import_api_refuses_bad_rows(tmp_path: Path) -> None:
     path = _write(tmp_path / "l.csv", HEADER + "Exchange 2099 CU1,15.9.1.1,1/1/2030,,\n")
     with pytest.raises(InputError, match="line 2"):
         kb.import_ms_list(path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=30), max_size=5).map(lambda cells: ",".join(cells)), st.integers(0, 3))
+def test_ms_list_parser_never_crashes(row: str, copies: int) -> None:
+    from exwatch.kb._mslist import parse_ms_list
+
+    try:
+        parsed = parse_ms_list(HEADER + (row + "\n") * copies)
+    except ValueError:
+        return
+    assert parsed.rows >= len(parsed.entries)
+    for entry in parsed.entries:
+        assert entry.product.startswith("Exchange")
+        assert not entry.build.cu_only
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=200))
+def test_import_of_random_bytes_is_refused_cleanly(data: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "list.csv"
+        path.write_bytes(data)
+        try:
+            kb.import_ms_list(path)
+        except InputError as exc:
+            assert "\n" not in str(exc)
+        else:  # pragma: no cover - random bytes are never a valid list
+            raise AssertionError("random bytes were imported")

@@ -14,11 +14,11 @@ _MAX_INPUT = 200
 
 _N = r"([0-9]{1,6})"
 # Spellings (builds.md section 1, fingerprinting.md): 15.1.2176.9, 15.01.2176.009, 15.1.2176 (CU only),
-# Exchange/15.02.0858.002 (X-ServerApplication), "Version 15.1 (Build 2176.9)" (Get-ExchangeServer,
-# the OWA "about" page), an optional leading "v".
+# Exchange/15.02.0858.002 (X-ServerApplication), "Version 15.1 (Build 2176.9)" (Get-ExchangeServer's
+# AdminDisplayVersion, also without the word "Version"), an optional leading "v".
 _DOTTED = re.compile(rf"(?:exchange/|v)?{_N}\.{_N}\.{_N}(?:\.{_N})?", re.IGNORECASE | re.ASCII)
 _VERSION_BUILD = re.compile(
-    rf"version\s+{_N}\.{_N}\s*\(\s*build\s+{_N}(?:\.{_N})?\s*\)", re.IGNORECASE | re.ASCII
+    rf"(?:version\s+)?{_N}\.{_N}\s*\(\s*build\s+{_N}(?:\.{_N})?\s*\)", re.IGNORECASE | re.ASCII
 )
 
 
