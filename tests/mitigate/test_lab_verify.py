@@ -146,3 +146,35 @@ def test_verify_unreachable_is_inconclusive(tmp_path: Path) -> None:
 def test_verify_bad_target() -> None:
     result = CliRunner().invoke(cli, ["mitigate", "verify", "ftp://127.30.0.3", "--no-store"])
     assert result.exit_code == 2 and "scheme must be http or https" in result.stderr
+
+
+@pytest.mark.postgres
+def test_verify_stores_in_postgresql(tmp_path: Path, pg_url: str) -> None:
+    web_config = tmp_path / "web.config"
+    web_config.write_bytes((DATA / "mitigated_attr_order.config").read_bytes())
+    port = free_port("127.30.0.4")
+    spec = ServerSpec(
+        name="EXCH34",
+        address="127.30.0.4",
+        port=port,
+        scheme="http",
+        build=VULNERABLE_BUILD,
+        web_config=web_config,
+    )
+    with run_fleet_in_thread([spec]):
+        code, doc = verify(f"http://127.30.0.4:{port}", pg_url)
+    assert code == 0
+    assert states(doc) == {
+        "proxylogon": ("mitigated", "mitigated"),
+        "proxynotshell": ("mitigated", "mitigated"),
+    }
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        kind = conn.execute(sa.text("select kind from scans where id = :i"), {"i": doc["scan_id"]}).scalar()
+        stored = conn.execute(
+            sa.text("select wave, state from observation_states where scan_id = :i order by wave"),
+            {"i": doc["scan_id"]},
+        ).all()
+    engine.dispose()
+    assert kind == "verify"
+    assert [tuple(r) for r in stored] == [("proxylogon", "mitigated"), ("proxynotshell", "mitigated")]
