@@ -137,11 +137,16 @@ def check(
         statuses = evaluate(root, rules_for(wave_id))
         bad = [s for s in statuses if s.status != "ok"]
         overrides: list[dict[str, Any]] = []
-        valid_names = {(s.found_as or s.rule.name).lower() for s in statuses if s.status == "ok"}
+        shown = {
+            (s.found_as or s.rule.name).lower(): s.found_as or s.rule.name
+            for s in statuses
+            if s.status == "ok"
+        }
+        valid_names = set(shown)
         for child, clears, removes in children:
             if clears:
-                overrides.append({"file": str(child), "kind": "clear", "names": sorted(valid_names)})
-            hit = sorted(valid_names & removes)
+                overrides.append({"file": str(child), "kind": "clear", "names": sorted(shown.values())})
+            hit = sorted(shown[n] for n in valid_names & removes)
             if hit:
                 overrides.append({"file": str(child), "kind": "remove", "names": hit})
         # HealthChecker's verdict order: clearing child, no valid rule, parse failures, removing child.
