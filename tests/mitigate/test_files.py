@@ -305,7 +305,7 @@ def test_child_configs_clear_and_remove(copy_config, tmp_path: Path) -> None:  #
         {
             "file": str(removing / "FrontEnd/HttpProxy/ecp/sub/web.config"),
             "kind": "remove",
-            "names": ["powershell - inbound"],
+            "names": ["PowerShell - inbound"],
         }
     ]
 
