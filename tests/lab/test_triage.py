@@ -313,17 +313,18 @@ def test_shells_carry_the_traits_but_are_inert(
     import yara_x
 
     out, truth = package
-    shells = {
-        it["detection"]: out / it["file"]
-        for it in truth["items"]
-        if it["kind"] == "attack" and "offset" in it or "line" in it and it["file"].endswith(".aspx")
-    }
-    chopper = shells["webshell.chopper"]
-    oab = shells["proxylogon.oab_config_dump"]
-    pst = shells["proxyshell.pst_shell"]
+    shells: dict[str, list[Path]] = {}
+    for it in truth["items"]:
+        if it["kind"] == "attack" and it["file"].endswith(".aspx"):
+            shells.setdefault(it["detection"], []).append(out / it["file"])
+    (chopper,) = [p for p in shells["webshell.chopper"] if "system_web" in str(p)]
+    (oab,) = shells["proxylogon.oab_config_dump"]
+    pst, der = sorted(shells["proxyshell.pst_shell"], key=lambda p: p.read_bytes()[:1])
     rules = yara_x.compile((shared_reference / "public-rules/yara/apt_webshell_chinachopper.yar").read_text())
     assert [r.identifier for r in rules.scan(chopper.read_bytes()).matching_rules] == ["ChinaChopper_Generic"]
     assert pst.read_bytes()[:4] == b"!BDN" and b"Page Language=" in pst.read_bytes()
+    assert der.read_bytes()[:2] == b"\x30\x82" and b"Page Language=" in der.read_bytes()
+    assert len(der.read_bytes()) < 10_000
     low = oab.read_bytes().lower()
     for trait in (
         b"script language",
@@ -333,12 +334,12 @@ def test_shells_carry_the_traits_but_are_inert(
     ):
         assert trait in low
     assert b'<script language="JScript" runat="server">function Page_Load(){eval(Request' in oab.read_bytes()
-    for shell in (chopper, oab, pst):
+    for shell in (chopper, oab, pst, der):
         data = shell.read_bytes()
         # Broken on purpose: an extra closing brace right after the eval call (a syntax error) ...
         assert data.count(b'"unsafe");}}') == 1
         assert data.count(b"{") < data.count(b"}")
-    for shell in (chopper, pst):
+    for shell in (chopper, pst, der):
         # ... and two @Page directives, which the ASP.NET parser refuses.
         assert shell.read_bytes().count(b'<%@ Page Language="Jscript"%>') == 2
 

