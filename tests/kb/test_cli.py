@@ -95,3 +95,20 @@ def test_builds_wave_filter_json() -> None:
 def test_builds_bad_product() -> None:
     code, _, err = run("kb", "builds", "--product", "2042")
     assert code == 2 and "unknown product" in err
+
+
+def test_waves_json() -> None:
+    code, out, _ = run("kb", "waves", "--format", "json")
+    assert code == 0
+    docs = json.loads(out)
+    assert [d["id"] for d in docs] == ["proxylogon", "proxyshell", "proxynotshell"]
+    assert docs[0]["first_exploited"] == "2021-01-03" and "DIVD" in docs[0]["first_exploited_source"]
+    c26857 = next(c for c in docs[0]["cves"] if c["id"] == "CVE-2021-26857")
+    assert c26857["fixed_in_build"] == {"Exchange 2010": "14.3.513.0"}
+    assert sum(len(d["cves"]) for d in docs) == 9
+
+
+def test_waves_table() -> None:
+    code, out, _ = run("kb", "waves")
+    assert code == 0
+    assert "ProxyNotShell" in out and "CVE-2022-41082" in out and "2022-08 (month)" in out

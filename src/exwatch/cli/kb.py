@@ -240,3 +240,47 @@ def _entries_table(console: Console, title: str, entries: tuple[kbmod.CatalogueE
 
 def _describe(e: kbmod.CatalogueEntry) -> str:
     return f"{e.product} {e.cu} {e.su_name} {e.release_date} {e.kb}".replace("  ", " ")
+
+
+@kb.command()
+@format_option("table", "json")
+def waves(fmt: str) -> None:
+    """List the waves: their CVEs, the products each CVE affects, the fixing update, first exploitation."""
+    docs = []
+    for w in kbmod.WAVES:
+        docs.append(
+            {
+                "id": w.id,
+                "name": w.name,
+                "first_exploited": w.first_exploited.isoformat(),
+                "first_exploited_precision": w.first_exploited_precision,
+                "first_exploited_source": w.first_exploited_source,
+                "disclosed": w.disclosed.isoformat() if w.disclosed else None,
+                "cves": [
+                    {
+                        "id": c.id,
+                        "role": c.role,
+                        "affected": list(c.affected),
+                        "fixed_by": c.fixed_by,
+                        "fixed_in_build": {p: str(f.build) for p, f in c.fixed_in_build.items()},
+                    }
+                    for c in (kbmod.cve(cid) for cid in w.cves)
+                ],
+            }
+        )
+    if fmt == "json":
+        echo_json(docs)
+        return
+    table = Table(title=f"{len(docs)} waves", title_justify="left", show_lines=True)
+    for col in ("wave", "first exploited", "CVE", "role", "affected", "fixed by"):
+        table.add_column(col, overflow="fold")
+    for w in kbmod.WAVES:
+        first = w.first_exploited.isoformat()
+        if w.first_exploited_precision == "month":
+            first = f"{first[:7]} (month)"
+        for i, cid in enumerate(w.cves):
+            c = kbmod.cve(cid)
+            fixed = c.fixed_by + "".join(f"; {p}: {f.build}" for p, f in c.fixed_in_build.items())
+            affected = ", ".join(p.removeprefix("Exchange ") for p in c.affected)
+            table.add_row(w.name if i == 0 else "", first if i == 0 else "", c.id, c.role, affected, fixed)
+    _stdout().print(table)
