@@ -387,3 +387,14 @@ def test_apply_refuses_when_a_later_remove_would_drop_the_rule(tmp_path: Path) -
     code, _, err = run("mitigate", "apply", "--web-config", str(path), "--wave", "proxynotshell")
     assert code == 2 and "would not take effect" in err and "<remove" in err
     assert sha256(path) == digest and backups(path) == []
+
+
+def test_symlinked_config_is_edited_through_the_link(copy_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    real = copy_config("other_rules_comments.config")
+    link = tmp_path / "link.config"
+    link.symlink_to(real)
+    original = real.read_bytes()
+    apply(link, "proxynotshell")
+    assert link.is_symlink() and b"PowerShell - inbound" in real.read_bytes()
+    rollback(link, "proxynotshell")
+    assert link.is_symlink() and real.read_bytes() == original

@@ -56,6 +56,7 @@ def write_atomic(path: Path, data: bytes, original: bytes) -> Path:
     given the original's mode (and owner, when allowed) and renamed over the original with
     ``os.replace``: a reader sees the old file or the new one, never half of one.
     """
+    path = Path(os.path.realpath(path))  # edit the file a symbolic link points to, not the link
     ensure_writable(path)
     st = path.stat()
     if path.read_bytes() != original:
