@@ -7,11 +7,13 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 from cryptography import x509
 
 from exwatch.lab import LabFleet, ServerSpec, draw_fleet, run_fleet_in_thread, truth
+from exwatch.lab._catalogue import cve_vulnerable
 
 from .conftest import PROXYLOGON_COOKIE, Answer, fetch
 
@@ -395,3 +397,48 @@ def test_drawn_fleet_probe_agrees_with_truth() -> None:
             control = fetch(spec, "/owa/auth/x.js")
             assert control.status is not None
     assert {"vulnerable", "patched", "mitigated"} <= states
+
+
+def _aborted(spec: ServerSpec, a: Answer) -> bool:
+    return a.status == (502 if spec.variant == "proxy_strip" else None)
+
+
+def test_drawn_fleet_autodiscover_shapes_agree_with_truth() -> None:
+    # Builds up to the end of 2022, so that some servers have the ProxyShell and ProxyNotShell fixes.
+    specs = draw_fleet(
+        50,
+        seed=11,
+        base_address="127.10.7.1",
+        https_port=PORT,
+        only_exchange=True,
+        patched_share=0.6,
+        mitigated_share=0.3,
+        until=date(2022, 12, 31),
+    )
+    seen: dict[str, set[str]] = {"proxyshell": set(), "proxynotshell": set()}
+    with run_fleet_in_thread(specs) as running:
+        manifest = {s["name"]: s for s in running.manifest()["servers"]}
+        for spec in specs:
+            assert spec.build is not None
+            expected = manifest[spec.name]["truth"]
+            for wave, paths in (
+                ("proxyshell", (PROXYSHELL_OWA, PROXYSHELL_MAPI)),
+                ("proxynotshell", (PROXYNOTSHELL,)),
+            ):
+                state = expected[wave]
+                seen[wave].add(state)
+                # The shapes reach one CVE each (34473, 41040); a wave can also be vulnerable through another.
+                reached = cve_vulnerable(spec.build, wave)
+                assert not reached or state in ("vulnerable", "mitigated"), spec
+                answers = [fetch(spec, p) for p in paths]
+                if wave in spec.mitigations:
+                    assert all(_aborted(spec, a) for a in answers), (wave, spec)
+                elif wave == "proxyshell" and reached:
+                    assert b"OwaADUserNotFoundException" in answers[0].body, spec
+                    assert b"MAPI/HTTP Connectivity Endpoint" in answers[1].body, spec
+                elif wave == "proxynotshell" and reached:
+                    assert answers[0].status == 302 and b"Protocol" not in answers[0].body, spec
+                else:
+                    assert all(a.status == 401 for a in answers), (wave, spec)
+    assert {"vulnerable", "patched", "mitigated"} <= seen["proxyshell"]
+    assert {"vulnerable", "mitigated"} <= seen["proxynotshell"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exwatch.lab.rewrite import RewriteRequest, evaluate, expand, mitigation_rules, parse_rules
 
@@ -149,3 +151,21 @@ def test_bom_and_crlf_file() -> None:
         '<rule name="r"><match url=".*"/><action type="AbortRequest"/></rule>'
     ).replace("><", ">\r\n<")
     assert evaluate(parse_rules(text.encode("utf-8")), req("/")).action == "abort"
+
+
+@given(st.text(max_size=400))
+def test_any_text_is_rules_or_an_error(text: str) -> None:
+    rules = parse_rules(text)
+    assert rules.error is not None or isinstance(rules.rules, tuple)
+    evaluate(rules, req("/owa/?a", "c=1"))
+
+
+@given(st.text(alphabet="()[]{}.*+?|^$\\azAZ09-", max_size=30))
+def test_any_pattern_compiles_or_is_a_configuration_error(pattern: str) -> None:
+    xml = rules_xml(
+        '<rule name="r"><match url=".*"/><conditions>'
+        f'<add input="{{URL}}" pattern="{pattern}"/></conditions><action type="AbortRequest"/></rule>'
+    )
+    rules = parse_rules(xml)
+    verdict = evaluate(rules, req("/x"))
+    assert verdict.action in ("pass", "abort", "respond")
