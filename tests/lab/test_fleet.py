@@ -56,6 +56,7 @@ SPECS = [
     _spec(8, "ex-2010", "standard", "14.3.509.0"),
     _spec(9, "ex-nov22", "standard", "15.1.2507.16"),  # 2016 CU23 Nov22SU
     _spec(10, "ex-http", "standard", "15.2.721.2", scheme="http"),
+    _spec(11, "ex-cu9", "standard", "15.2.858.5"),  # 2019 CU9, whose OWA reports 15.2.858.2
     _spec(20, "web-iis", "iis"),
     _spec(21, "web-nginx", "nginx", scheme="http"),
     _spec(22, "refuse", "refuse"),
@@ -235,6 +236,14 @@ def test_proxy_strip_hides_the_front_end(fleet: LabFleet) -> None:
     )
     assert "/owa/auth/15.1.2176/" in get("ex-proxy", "/owa/auth/logon.aspx").body.decode()
     assert get("ex-proxy", "/owa/auth/x.js", {"Cookie": PROXYLOGON_COOKIE}).status == 502
+
+
+def test_owa_version_lags_on_2019_cu9(fleet: LabFleet) -> None:
+    assert get("ex-cu9", "/EWS/Exchange.asmx").header("X-OWA-Version") == "15.2.858.2"
+    assert "owaVer=15.2.858.2" in (get("ex-cu9", PROXYSHELL_OWA).header("Location") or "")
+    manifest = get("ex-cu9", "/ecp/Current/exporttool/microsoft.exchange.ediscovery.exporttool.application")
+    assert b'version="15.2.858.5"' in manifest.body  # the manifest names the published build
+    assert get("ex-cu9", "/ecp/15.2.858.5/exporttool/").status == 200
 
 
 def test_plain_http_server(fleet: LabFleet) -> None:

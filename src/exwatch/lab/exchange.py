@@ -255,10 +255,20 @@ def _cafe(state: ServerState, build: str) -> list[tuple[str, str]]:
     return [("X-FEServer", state.netbios)]
 
 
+# OWA reports its own version (registry OwaVersion), which can lag the published build: 2019 CU9 shows
+# 15.2.858.2 for the published 15.2.858.5 (fingerprinting.md 3; microsoft/CSS-Exchange issue 396).
+OWA_VERSION_LAG = {"15.2.858.5": "15.2.858.2"}
+
+
+def owa_version(build: str) -> str:
+    """The version OWA itself reports (X-OWA-Version, owaVer=, the MAPI page)."""
+    return OWA_VERSION_LAG.get(build, build)
+
+
 def _owa_version(state: ServerState, build: str) -> list[tuple[str, str]]:
     if state.variant == "no_owa_version" or _catalogue.build_tuple(build)[0] == 14:
         return []
-    return [("X-OWA-Version", build)]
+    return [("X-OWA-Version", owa_version(build))]
 
 
 def _aspnet() -> list[tuple[str, str]]:
@@ -513,7 +523,7 @@ def _autodiscover_confusion(
     query = unquote(req.query).lower()
     wants_mapi = "/mapi/nspi" in query
     if state.vulnerable.get("proxyshell"):
-        owa_ver = build if _catalogue.build_tuple(build)[0] != 14 else ""
+        owa_ver = owa_version(build) if _catalogue.build_tuple(build)[0] != 14 else ""
         if wants_mapi:
             body = (
                 "<html><head><title>Exchange MAPI/HTTP Connectivity Endpoint</title></head><body>"
@@ -526,7 +536,7 @@ def _autodiscover_confusion(
             hdr = [
                 ("Content-Type", "text/html"),
                 *_base_headers(state, build),
-                ("X-ServerApplication", f"Exchange/{long_build(build)}"),
+                ("X-ServerApplication", f"Exchange/{long_build(owa_ver)}"),
                 *cafe,
                 *_aspnet(),
             ]
