@@ -383,7 +383,7 @@ def test_deterministic_for_a_seed_whatever_the_workers(tmp_path: Path) -> None:
 def test_size_is_close_to_the_target(tmp_path: Path) -> None:
     write_triage(tmp_path / "s", seed=1, size=12_000_000, days=2)
     total = sum(p.stat().st_size for p in (tmp_path / "s").rglob("*") if p.is_file())
-    assert 0.85 * 12_000_000 <= total <= 1.2 * 12_000_000
+    assert 0.93 * 12_000_000 <= total <= 1.07 * 12_000_000
 
 
 def test_attack_time_and_window_options(tmp_path: Path) -> None:
@@ -404,6 +404,15 @@ def test_attack_time_and_window_options(tmp_path: Path) -> None:
     assert first == attack
     assert {it["wave"] for it in truth["items"]} == {"proxylogon"}
     assert any("ServerInfo~" in it.get("match", "") for it in truth["items"])
+
+
+def test_default_attack_time_fits_a_window_that_starts_mid_day(tmp_path: Path) -> None:
+    start = datetime(2022, 12, 20, 15, 30, tzinfo=UTC)
+    truth = write_triage(tmp_path / "m", seed=9, size=400_000, days=1, start=start, scenarios=["all"])
+    assert truth["start"] == "2022-12-20T15:00:00Z" and truth["end"] == "2022-12-21T15:00:00Z"
+    times = [_utc(it["time"]) for it in truth["items"] if it["kind"] == "attack"]
+    assert min(times) >= _utc(truth["start"]) and max(times) < _utc(truth["end"])
+    assert truth["attack_time"] == "2022-12-20T16:49:42Z"
 
 
 @pytest.mark.parametrize(

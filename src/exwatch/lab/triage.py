@@ -94,6 +94,10 @@ HOUR_WEIGHTS = (
 )  # fmt: skip
 
 CRLF = "\r\n"
+# Average bytes of a line of the small families and of one event (measured on generated packages).
+ECP_AVG = 420.0
+OABGEN_AVG = 140.0
+EVENT_AVG = 1100
 
 
 @dataclass
@@ -291,7 +295,7 @@ def _hours(start: datetime, end: datetime) -> list[datetime]:
     return out
 
 
-def _plan_jobs(plan: Plan, size: int) -> list[LogJob]:
+def _plan_jobs(plan: Plan, size: float) -> list[LogJob]:
     start, end, server, seed = plan.start, plan.end, plan.server, plan.seed
     hours = _hours(start, end)
     weights = [HOUR_WEIGHTS[h.hour] for h in hours]
@@ -306,7 +310,7 @@ def _plan_jobs(plan: Plan, size: int) -> list[LogJob]:
         vs = traffic.variant_set("httpproxy", proto, seed, server)
         budget = size * SHARES["httpproxy"] * traffic.PROXY_SHARE[proto]
         for i, h in enumerate(hours):
-            n = max(2, int(budget * hour_share(i) / vs.avg_len))
+            n = max(1, int(budget * hour_share(i) / vs.avg_len))
             path = f"{HTTPPROXY}/{proto}/{httpproxy_file_name(h)}"
             day = h.replace(hour=0)
             jobs[path] = LogJob(
@@ -323,7 +327,7 @@ def _plan_jobs(plan: Plan, size: int) -> list[LogJob]:
         avg = (
             traffic.variant_set(fam, "", seed, server).avg_len
             if fam.startswith("iis")
-            else (420.0 if fam == "ecp" else 140.0)
+            else (ECP_AVG if fam == "ecp" else OABGEN_AVG)
         )
         budget = size * SHARES[fam]
         for i, h in enumerate(hours):
@@ -359,6 +363,36 @@ def _plan_jobs(plan: Plan, size: int) -> list[LogJob]:
     return sorted(jobs.values(), key=lambda j: -j.weight)
 
 
+def _avg_line(job: LogJob, plan: Plan) -> float:
+    if job.family in ("httpproxy", "iis1", "iis2"):
+        return traffic.variant_set(job.family, job.protocol, plan.seed, plan.server).avg_len
+    return ECP_AVG if job.family == "ecp" else OABGEN_AVG
+
+
+def _fit_size(plan: Plan, size: int) -> tuple[list[LogJob], int]:
+    """Plan the log files so that the whole package comes close to ``size`` bytes.
+
+    Every hourly file holds at least a line and the planted files and events are fixed, so the
+    benign budget is scaled down until the estimate (lines x average line length, headers, plants,
+    files, events) meets the target; below a few MB the fixed part dominates and the package is larger.
+    """
+    fixed = sum(len(f.content) for f in plan.files) + sum(len(p.text) + 2 for p in plan.lines)
+    fixed += sum(EVENT_AVG for _ in plan.events)
+    scaled = float(size)
+    jobs: list[LogJob] = []
+    events_budget = 0
+    for _ in range(4):
+        jobs = _plan_jobs(plan, scaled)
+        events_budget = int(scaled * SHARES["events"])
+        est: float = fixed + max(30 * EVENT_AVG, events_budget)
+        for job in jobs:
+            est += job.weight * _avg_line(job, plan) + (1200 if job.family == "httpproxy" else 300)
+        if abs(est - size) < 0.01 * size:
+            break
+        scaled = max(1.0, scaled * size / est)
+    return jobs, events_budget
+
+
 # --- event logs ------------------------------------------------------------------------------------
 
 
@@ -368,7 +402,7 @@ def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
     s = plan.server
     us = traffic.users(plan.seed, s.domain)
     span = (plan.end - plan.start).total_seconds()
-    n_total = max(30, budget // 1100)
+    n_total = max(30, budget // EVENT_AVG)
     out: dict[str, list[EventSpec]] = {f: [] for f in EVENT_FILES}
     hm_sid = us[0].sid.rsplit("-", 1)[0] + "-1149"
     # Benign sources and ids here are illustrative routine noise, not checked against real records.
@@ -556,8 +590,8 @@ def write_triage(
     t_end = t_start + timedelta(days=days)
     if attack_time is None:
         attack = t_start.replace(hour=0) + timedelta(days=days - 1) + DEFAULT_ATTACK_TOD
-        if attack < t_start + timedelta(hours=1):
-            attack += timedelta(hours=1)
+        if not t_start + timedelta(hours=1) <= attack <= t_end - timedelta(hours=6):
+            attack = t_start + timedelta(hours=1) + DEFAULT_ATTACK_TOD % timedelta(hours=1)
     else:
         attack = ensure_utc(attack_time)
     if chosen and not (t_start + timedelta(hours=1) <= attack <= t_end - timedelta(hours=6)):
@@ -581,21 +615,21 @@ def write_triage(
         lookalikes(plan)
         standard_lookalike_files(plan)
 
-    jobs = _plan_jobs(plan, size)
+    jobs, events_budget = _fit_size(plan, size)
     items: list[dict[str, Any]] = []
     n_workers = workers if workers is not None else (min(os.cpu_count() or 1, 4) if size >= 64_000_000 else 1)
     if n_workers > 1:
         ctx = get_context("fork") if "fork" in __import__("multiprocessing").get_all_start_methods() else None
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
             futures = [pool.submit(run_log_job, job, seed, str(out), server) for job in jobs]
-            items += _write_events(plan, out, int(size * SHARES["events"]))
+            items += _write_events(plan, out, events_budget)
             items += _write_files(plan, out)
             for fut in as_completed(futures):
                 items += fut.result()
     else:
         for job in jobs:
             items += run_log_job(job, seed, str(out), server)
-        items += _write_events(plan, out, int(size * SHARES["events"]))
+        items += _write_events(plan, out, events_budget)
         items += _write_files(plan, out)
 
     items.sort(
