@@ -1,0 +1,115 @@
+"""``exwatch scan`` from the command line: formats, exit codes, bad input, the store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from exwatch.cli.main import cli
+from exwatch.fleet import open_store
+from exwatch.lab import run_fleet_in_thread
+from exwatch.lab.spec import ServerSpec
+
+pytestmark = pytest.mark.integration
+PORT = 18443
+VULNERABLE = "127.20.6.1"  # Exchange 2019 CU9 RTM: open to ProxyShell and ProxyNotShell
+PATCHED = "127.20.6.2"  # Exchange 2019 CU14 Apr24HU: fixed for all three waves
+NOT_EXCHANGE = "127.20.6.3"
+NOBODY = "127.20.6.9"  # no listener: refused
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Any]:
+    specs = [
+        ServerSpec("vuln", VULNERABLE, PORT, "https", "Exchange 2019", "15.2.858.5"),
+        ServerSpec("done", PATCHED, PORT, "https", "Exchange 2019", "15.2.1544.11"),
+        ServerSpec("web", NOT_EXCHANGE, PORT, "https", "", None, variant="nginx"),
+    ]
+    with run_fleet_in_thread(specs) as fleet:
+        yield fleet
+
+
+def _run(*args: str, db: Path) -> Any:
+    return CliRunner().invoke(
+        cli, ["scan", *args, "--ports", f"{PORT}/https", "--timeout", "2", "--db", f"sqlite:///{db}"]
+    )
+
+
+def test_exit_codes(lab: Any, tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    assert _run(PATCHED, "--format", "json", db=db).exit_code == 0
+    assert _run(PATCHED, NOT_EXCHANGE, NOBODY, "--format", "json", db=db).exit_code == 3
+    assert _run(PATCHED, VULNERABLE, NOBODY, "--format", "json", db=db).exit_code == 1
+
+
+def test_json_and_store(lab: Any, tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    result = _run(VULNERABLE, PATCHED, NOT_EXCHANGE, NOBODY, "--tag", "org=ACME", "--format", "json", db=db)
+    doc = json.loads(result.stdout)
+    hosts = {h["address"]: h for h in doc["hosts"]}
+    assert doc["hosts"][0]["address"] == VULNERABLE  # worst first
+    assert hosts[VULNERABLE]["waves"]["proxyshell"]["state"] == "vulnerable"
+    assert hosts[VULNERABLE]["waves"]["proxyshell"]["fix"]["cumulative_update"]
+    assert hosts[PATCHED]["build"] == "15.2.1544.11" and hosts[PATCHED]["build_source"] == "x-owa-version"
+    assert {w["state"] for w in hosts[PATCHED]["waves"].values()} == {"patched"}
+    assert hosts[NOT_EXCHANGE]["status"] == "not_exchange"
+    assert (hosts[NOBODY]["status"], hosts[NOBODY]["error"]) == ("unreachable", "refused")
+    assert hosts[VULNERABLE]["tags"] == {"org": "ACME"} and hosts[VULNERABLE]["fe_server"]
+    assert hosts[VULNERABLE]["cert_names"]  # read from the TLS peer certificate
+    assert doc["summary"]["statuses"] == {"exchange": 2, "not_exchange": 1, "unreachable": 1}
+    with open_store(f"sqlite:///{db}") as store:
+        scan_id = store.latest_scan_id()
+        assert scan_id is not None
+        assert store.scan_done_keys(scan_id) == {
+            f"https://{a}:{PORT}" for a in (VULNERABLE, PATCHED, NOT_EXCHANGE, NOBODY)
+        }
+        assert store.scan_params(scan_id)["options"]["ports"] == [f"{PORT}/https"]
+
+
+def test_csv_jsonl_and_table(lab: Any, tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    rows = list(csv.DictReader(io.StringIO(_run(VULNERABLE, PATCHED, "--format", "csv", db=db).stdout)))
+    assert {r["address"]: r["proxyshell"] for r in rows} == {VULNERABLE: "vulnerable", PATCHED: "patched"}
+    lines = _run(VULNERABLE, PATCHED, "--format", "jsonl", db=db).stdout.splitlines()
+    assert sorted(json.loads(x)["address"] for x in lines) == [VULNERABLE, PATCHED]
+    table = _run(VULNERABLE, PATCHED, db=db).stdout
+    assert "Exposed hosts" in table and f"https://{VULNERABLE}:{PORT}" in table and "15.2.858.5" in table
+    assert f"https://{PATCHED}:{PORT}" not in table.split("Exposed hosts")[1]
+
+
+def test_bad_lines_are_reported_and_the_rest_scanned(lab: Any, tmp_path: Path) -> None:
+    f = tmp_path / "targets.txt"
+    f.write_text(
+        f"# two good, two bad\n{PATCHED} org=A\nexchange!!\n{VULNERABLE}\n10.0.0.1-10.0.0.0\n",
+        encoding="utf-8",
+    )
+    result = _run("--targets-file", str(f), "--format", "jsonl", db=tmp_path / "s.db")
+    assert result.exit_code == 1
+    assert f"{f}:3:" in result.stderr and f"{f}:5:" in result.stderr
+    assert sorted(json.loads(x)["address"] for x in result.stdout.splitlines()) == sorted(
+        [PATCHED, VULNERABLE]
+    )
+
+
+def test_non_text_targets_file(tmp_path: Path) -> None:
+    f = tmp_path / "targets.txt"
+    f.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00" * 20)
+    result = _run("--targets-file", str(f), db=tmp_path / "s.db")
+    assert result.exit_code == 2
+    assert "exwatch: error:" in result.stderr and "not a text file" in result.stderr
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    assert _run(db=tmp_path / "s.db").exit_code == 2
+    result = _run("127.20.6.1", "--tag", "novalue", db=tmp_path / "s.db")
+    assert result.exit_code == 2 and "key=value" in result.stderr
+    assert _run("127.20.6.1", "--concurrency", "0", db=tmp_path / "s.db").exit_code == 2
+    help_text = CliRunner().invoke(cli, ["scan", "--help"]).output
+    assert "--probe" in help_text and "traces" in help_text
