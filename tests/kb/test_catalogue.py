@@ -102,3 +102,23 @@ def test_regenerate_refuses_a_wrong_folder(tmp_path: Path) -> None:
     (tmp_path / "exchange_builds_extended.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     assert main([str(tmp_path), "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "builds.csv").exists()
+
+
+def test_waves_json_agrees_with_su_cve_map() -> None:
+    """Every tracked CVE's fixing update and products in waves.json match the shipped su_cves.csv."""
+    import io
+    from importlib import resources
+
+    text = resources.files("exwatch.kb").joinpath("data", "su_cves.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for w in kb.WAVES:
+        for cve_id in w.cves:
+            c = kb.cve(cve_id)
+            su_rows = [r for r in rows if r["cve"] == cve_id and r["su_name"] == c.fixed_by]
+            assert len(su_rows) == 1, cve_id
+            tokens = set(su_rows[0]["applies_to"].split(";"))
+            su_products = {p for p in c.affected if p.replace(" ", "") in tokens}
+            assert su_products == {p for p in c.affected if p not in c.fixed_in_build}, cve_id
+            for product, fix in c.fixed_in_build.items():
+                ru = [r for r in rows if r["cve"] == cve_id and product.replace(" ", "") in r["applies_to"]]
+                assert ru and "RU32" in ru[0]["su_name"] and str(fix.build) == "14.3.513.0"
