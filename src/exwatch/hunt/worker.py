@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -75,6 +76,7 @@ class Bundle:
     yara: Any
     by_family: dict[str, list[SigmaRuleSpec]] = field(default_factory=dict)
     finders: dict[str, LiteralFinder] = field(default_factory=dict)
+    pickers: dict[str, Callable[[str], list[SigmaRuleSpec]]] = field(default_factory=dict)
     event_literals: frozenset[str] | None = None
     strategy: str = "re2"
 
@@ -82,6 +84,34 @@ class Bundle:
         if family not in self.by_family:
             self.by_family[family] = [r for r in self.sigma if r.applies_to(family)]
         return self.by_family[family]
+
+    def rule_picker(self, family: str) -> Callable[[str], list[SigmaRuleSpec]]:
+        """A function from a lower-cased line to the rules whose required literals it holds."""
+        if family in self.pickers:
+            return self.pickers[family]
+        import ahocorasick
+
+        rules = self.rules_for(family)
+        always = [i for i, r in enumerate(rules) if r.literals is None]
+        by_literal: dict[str, set[int]] = {}
+        for i, r in enumerate(rules):
+            for lit in r.literals or ():
+                by_literal.setdefault(lit, set()).add(i)
+        ac = ahocorasick.Automaton()
+        for lit, idx in by_literal.items():
+            ac.add_word(lit, frozenset(idx))
+        if by_literal:
+            ac.make_automaton()
+
+        def pick(low: str) -> list[SigmaRuleSpec]:
+            chosen: set[int] = set(always)
+            if by_literal:
+                for _, idx in ac.iter(low):
+                    chosen |= idx
+            return [rules[i] for i in sorted(chosen)]
+
+        self.pickers[family] = pick
+        return pick
 
     def finder_for(self, family: str) -> LiteralFinder:
         if family not in self.finders:
@@ -273,6 +303,7 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
     rule_family = "httpproxy" if family == "exchange_log" else family
     rules = bundle.rules_for(rule_family)
     finder = bundle.finder_for(rule_family)
+    pick = bundle.rule_picker(rule_family)
     since, until = task.get("since"), task.get("until")
     tmpdir = None
     try:
@@ -327,7 +358,8 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                 t = record_time(family, rec, text)
                 if not _in_window(t, since, until):
                     continue
-                for rule in rules:
+                # Only the rules whose required literals are on this line can match it.
+                for rule in pick(text.lower()):
                     try:
                         matched = rule.predicate(rec, kw)
                     except (KeyError, TypeError, ValueError):
@@ -426,13 +458,14 @@ def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> N
         if rec.source:
             channels.add(rec.source)
         if lits is not None:
-            low = (rec.text + " " + " ".join(rec.fields.values())).lower()
-            if not any(x in low for x in lits):
+            low_all = (rec.text + " " + " ".join(rec.fields.values())).lower()
+            if not any(x in low_all for x in lits):
                 continue
         if not _in_window(rec.time, since, until):
             continue
+        low = (rec.text + " " + " ".join(rec.fields.values())).lower()
         for fam in source_families(rec.fields):
-            for rule in bundle.rules_for(fam):
+            for rule in bundle.rule_picker(fam)(low):
                 try:
                     matched = rule.predicate(rec.fields, rec.text)
                 except (KeyError, TypeError, ValueError):

@@ -109,8 +109,36 @@ def _literal_cover(value: Any) -> frozenset[str] | None:
     return frozenset([max(pieces, key=len)])
 
 
-def _cover_score(cover: frozenset[str]) -> tuple[int, int]:
-    return (min(len(x) for x in cover), -len(cover))
+# URL parts of routine Exchange traffic: a literal cover made of these picks up a large share of all
+# lines, so an AND prefers any other branch (measured on lab triage traffic: 'autodiscover' is on about
+# 8% of IIS lines, 'x-rps-cat=' on none of the normal ones).
+COMMON_TOKENS = frozenset(
+    {
+        "/owa/",
+        "/owa/auth/",
+        "/ecp/",
+        "/ews",
+        "/ews/",
+        "/mapi/",
+        "autodiscover",
+        "/autodiscover",
+        "autodiscover.json",
+        "/autodiscover.json",
+        "/powershell",
+        "powershell",
+        "post",
+        "get",
+        "200",
+        "302",
+        "401",
+        "443",
+        "444",
+    }
+)
+
+
+def _cover_score(cover: frozenset[str]) -> tuple[bool, int, int]:
+    return (not any(x in COMMON_TOKENS for x in cover), min(len(x) for x in cover), -len(cover))
 
 
 def _compile(node: Any) -> tuple[Predicate, frozenset[str] | None]:
