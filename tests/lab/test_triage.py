@@ -342,6 +342,10 @@ def test_shells_carry_the_traits_but_are_inert(
     for shell in (chopper, pst, der):
         # ... and two @Page directives, which the ASP.NET parser refuses.
         assert shell.read_bytes().count(b'<%@ Page Language="Jscript"%>') == 2
+    (uploader,) = shells["webshell.upload_shell"]
+    data = uploader.read_bytes()
+    assert data.startswith(b'<%@ Page Language="C#" %>') and b"HttpPostedFile" in data and len(data) < 1024
+    assert data.count(b"<%@ Page") == 2 and data.count(b"{") < data.count(b"}") and b"SaveAs" not in data
 
 
 def test_clean_package_has_no_planted_traces(tmp_path: Path) -> None:

@@ -390,6 +390,15 @@ def chopper_page() -> bytes:
     )
 
 
+def uploader_page() -> bytes:
+    """The SIMPLESEESHARP shape (``<%@ Page Language="C#" %>`` at offset 0, an ``HttpPostedFile``, under
+    1 KB), with no save call at all, the directive twice and an unbalanced brace: it cannot run."""
+    return (
+        b'<%@ Page Language="C#" %><%@ Page Language="C#" %>\r\n'
+        b'<script runat="server">void Page_Load(object sender, EventArgs e) { HttpPostedFile f = null; } }</script>\r\n'
+    )
+
+
 def oab_config_dump(server: ServerInfo, oab_guid: str) -> bytes:
     """An OAB virtual-directory configuration as the reset writes it, with the script in ExternalUrl (WS-2b)."""
     fqdn = server.fqdn
@@ -1027,6 +1036,29 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
                 [item("attack", wave, None, r, t, match=command[:40]) for r in rules],
             )
         )
+    # A small uploader page in the OWA theme folder (detections.md WS-2d, SIMPLESEESHARP shape), inert.
+    tu = ta + timedelta(minutes=12, seconds=30)
+    up_name = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6)) + ".aspx"
+    up_rel = f"{OWA_AUTH}/Current/{up_name}"
+    plan.events.append(
+        EventPlant(
+            EVT_SYSMON,
+            sysmon_file(plan, tu, W3WP, win_path(up_rel)),
+            [item("attack", wave, None, "webshell.file_drop_event", tu, match=up_name)],
+        )
+    )
+    plan.files.append(
+        FilePlant(
+            up_rel,
+            uploader_page(),
+            tu,
+            [
+                item("attack", wave, None, "webshell.upload_shell", tu, match="HttpPostedFile"),
+                item("attack", wave, None, "webshell.known_path", tu),
+            ],
+        )
+    )
+
     # The second shell, dropped through the first, and the files left behind.
     tc = ta + timedelta(minutes=18)
     plan.events.append(
@@ -1572,6 +1604,45 @@ def proxynotshell(plan: Plan, t0: datetime) -> None:
             wave,
             "attack",
         )
+
+    # The PowerShell-proxy row of the OWASSRF call (detections.md PN-2; where Exchange writes these rows
+    # is not confirmed, we put them in the HttpProxy PowerShell folder).
+    tk = to + timedelta(seconds=9)
+    px = proxy_text(
+        s,
+        "PowerShell",
+        tk,
+        rnd,
+        UrlStem="/powershell",
+        Method="POST",
+        HttpStatus="200",
+        BackEndStatus="200",
+        AuthenticationType="Kerberos",
+        IsAuthenticated="true",
+        AuthenticatedUser=user,
+        UserAgent=chrome105,
+        ClientIpAddress=s.address,
+        RoutingHint="WindowsIdentity-NoDatabase",
+        GenericInfo=traffic.generic_info() + traffic.RPS_POST_INFO,
+    )
+    add_line(
+        plan,
+        proxy_file("PowerShell", tk),
+        tk,
+        px,
+        [
+            item(
+                "attack",
+                wave,
+                "CVE-2022-41082",
+                "proxynotshell.rps_proxy_kerberos",
+                tk,
+                match="S:ServiceCommonMetadata.HttpMethod=POST",
+            )
+        ],
+        wave,
+        "attack",
+    )
 
     tx = to + timedelta(seconds=20)
     command = 'cmd.exe /c cd /d "c:\\windows\\system32\\inetsrv"&ipconfig&echo [S]&cd&echo [E]'

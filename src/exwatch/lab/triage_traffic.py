@@ -190,6 +190,12 @@ def generic_info(anonymous: bool = False) -> str:
     )
 
 
+# The PowerShell-proxy entries of a remote PowerShell POST (detections.md PN-2, signature-base Dec22_1).
+RPS_POST_INFO = (
+    "OnEndRequest.End.ContentType=application/soap+xml charset UTF-8;S:ServiceCommonMetadata.HttpMethod=POST;"
+)
+
+
 def proxy_values(server: ServerInfo, protocol: str, **overrides: str) -> dict[str, str]:
     """A full HttpProxy row for this server with the usual defaults, then ``overrides``."""
     a, b, c, d = server.build
@@ -506,6 +512,7 @@ def _k_powershell_admin(rnd: random.Random, s: ServerInfo, us: tuple[User, ...])
         AnchorMailbox="",
         RoutingHint="WindowsIdentity-NoDatabase",
         UrlQuery=f"?serializationLevel=Full;ExchClientVer={s.version_short};clientApplication=ManagementShell;TargetServer=;PSVersion=5.1.14393.3866",
+        GenericInfo=generic_info() + RPS_POST_INFO,
         RequestBytes=str(rnd.randint(1000, 9000)),
         ResponseBytes=str(rnd.randint(500, 40000)),
     )
