@@ -215,3 +215,35 @@ def test_import_of_random_bytes_is_refused_cleanly(data: bytes) -> None:
             assert "\n" not in str(exc)
         else:  # pragma: no cover - random bytes are never a valid list
             raise AssertionError("random bytes were imported")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Exchange 2010 SP1 RTM", ("Exchange 2010", "SP1", "RTM", "")),
+        ("Exchange 2010 SP3 RU32", ("Exchange 2010", "SP3 RU32", "RU", "")),
+        ("Exchange 2013 SP1", ("Exchange 2013", "SP1", "CU", "")),
+        ("Exchange 2013 SP1 Mar21SU", ("Exchange 2013", "SP1", "SU", "Mar21SU")),
+        ("Exchange 2019 CU13 (2023H1)", ("Exchange 2019", "CU13", "CU", "")),
+        ("Exchange 2019 RTM Mar21SU", ("Exchange 2019", "RTM", "SU", "Mar21SU")),
+        ("Exchange 2016 Preview", ("Exchange 2016", "Preview", "Preview", "")),
+        ("Exchange 2007 SP3 RU8v2", ("Exchange 2007", "SP3 RU8v2", "RU", "")),
+        ("Exchange SE RTM May26HU", ("Exchange SE", "RTM", "HU", "May26HU")),
+        ("Exchange 2016 CU23 Aug23SUv2", ("Exchange 2016", "CU23", "SU", "Aug23SUv2")),
+        ("Exchange Server SE CU1", ("Exchange SE", "CU1", "CU", "")),
+    ],
+)
+def test_product_names(name: str, expected: tuple[str, str, str, str]) -> None:
+    from exwatch.kb._mslist import parse_product_name
+
+    assert parse_product_name(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["Outlook 2016", "Exchange 2016 CU19 Mar21XX", "Exchange 2016 banana", "Exchange"]
+)
+def test_bad_product_names(name: str) -> None:
+    from exwatch.kb._mslist import parse_product_name
+
+    with pytest.raises(ValueError):
+        parse_product_name(name)

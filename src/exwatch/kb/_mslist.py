@@ -59,22 +59,21 @@ def parse_product_name(name: str) -> tuple[str, str, str, str]:
     if level is None or (rest and not any(level.group(g) for g in ("sp", "cu", "ru"))):
         raise ValueError(f"product name {name!r}: update level {rest!r} not recognised")
     sp, cu, ru = level.group("sp"), level.group("cu"), level.group("ru")
+    if cu and cu.upper() == "PREVIEW":
+        cu = "Preview"
+    if sp and cu and cu.upper() == "RTM":
+        cu = None  # "Exchange 2010 SP1 RTM": the service pack's own release is named "SP1"
+    label = " ".join(p for p in (sp, cu, ru) if p) or "RTM"
     if su:
-        kind = "HU" if "HU" in su else "SU"
+        kind = "HU" if su.endswith("HU") or "HUv" in su else "SU"
     elif ru:
         kind = "RU"
-    elif cu and cu.upper() == "PREVIEW":
+    elif cu == "Preview":
         kind = "Preview"
-    elif cu and cu.upper().startswith("CU") or (sp and product == "Exchange 2013"):
-        kind = "CU"
+    elif (cu and cu.upper().startswith("CU")) or (sp and product == "Exchange 2013"):
+        kind = "CU"  # 2013 SP1 is CU4
     else:
         kind = "RTM"
-    parts = [p for p in (sp, cu if not (sp and cu and cu.upper() == "RTM" and not su) else None, ru) if p]
-    if product == "Exchange 2013" and sp and not cu:
-        parts = [sp]  # 2013 SP1 is CU4; Microsoft's list and the catalogue both call it SP1
-    label = " ".join(parts) if parts else "RTM"
-    if label.upper() == "PREVIEW":
-        label = "Preview"
     return product, label, kind, su
 
 
