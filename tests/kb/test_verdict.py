@@ -208,6 +208,24 @@ def test_unpublished_revision_reason() -> None:
     v = kb.verdict("15.1.2176.10")
     assert not v.known
     assert "nearest lower known build 15.1.2176.9" in v.note
+    assert (
+        "not in the catalogue, judged as its nearest lower known build 15.1.2176.9"
+        in v.waves["proxyshell"].reason
+    )
+    below = kb.verdict("15.1.2176.1").waves["proxylogon"].reason
+    assert "below the CU's release build 15.1.2176.2" in below
+
+
+def test_to_dict_returns_independent_copies() -> None:
+    v = kb.verdict("15.1.2176.2")
+    d = v.to_dict()
+    d["waves"]["proxylogon"]["cves"]["CVE-2021-26855"] = "patched"
+    d["waves"]["proxylogon"]["fix"]["security_update"].append("1.2.3.4")
+    d["catalogue_entry"]["fixes"].append("x")
+    again = v.to_dict()
+    assert again["waves"]["proxylogon"]["cves"]["CVE-2021-26855"] == "vulnerable"
+    assert again["waves"]["proxylogon"]["fix"]["security_update"] == ["15.1.2176.9"]
+    assert again["catalogue_entry"]["fixes"] == []
 
 
 def test_se_and_support() -> None:

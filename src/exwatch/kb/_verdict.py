@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
+from typing import Any
 
 from exwatch.kb._build import Build, parse_build
 from exwatch.kb._catalogue import UNKNOWN_PRODUCT, Catalogue, CatalogueEntry, CuInfo, product_of
@@ -110,7 +111,7 @@ class WaveVerdict:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Verdict:
     """What the knowledge base says about one build, per wave."""
 
@@ -129,8 +130,8 @@ class Verdict:
         """True if any wave is vulnerable."""
         return any(w.state is State.VULNERABLE for w in self.waves.values())
 
-    def to_dict(self) -> dict[str, object]:
-        """The JSON contract of ``exwatch kb verdict`` (CONTRACTS.md), plus known/note/catalogue_entry."""
+    @functools.cached_property
+    def _template(self) -> dict[str, Any]:
         return {
             "build": str(self.build),
             "product": self.product,
@@ -142,6 +143,28 @@ class Verdict:
             "catalogue_entry": self.entry.to_dict() if self.entry else None,
             "waves": {wid: w.to_dict() for wid, w in self.waves.items()},
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of ``exwatch kb verdict`` (CONTRACTS.md), plus known/note/catalogue_entry.
+
+        A fresh copy each call (callers may change it), built from a template made once per verdict:
+        a scan asks for it once per host.
+        """
+        t = self._template
+        out = dict(t)
+        entry = t["catalogue_entry"]
+        if entry is not None:
+            out["catalogue_entry"] = {**entry, "fixes": list(entry["fixes"])}
+        out["waves"] = {
+            wid: {
+                "state": w["state"],
+                "reason": w["reason"],
+                "cves": dict(w["cves"]),
+                "fix": {**w["fix"], "security_update": list(w["fix"]["security_update"])},
+            }
+            for wid, w in t["waves"].items()
+        }
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +335,12 @@ class Engine:
             name += f" {entry.su_name}"
         if b.cu_only:
             return f"{name} (only the CU is known)"
-        return f"{name} ({b})" if entry is not None else f"{name} ({b}, not in the catalogue)"
+        if entry is not None:
+            return f"{name} ({b})"
+        lower = self.catalogue.nearest_lower(b)
+        if lower is None:
+            return f"{name} ({b}, not in the catalogue, below the CU's release build {info.release.build})"
+        return f"{name} ({b}, not in the catalogue, judged as its nearest lower known build {lower.build})"
 
     def _cve(self, b: Build, product: str, info: CuInfo | None, cve: Cve) -> CveVerdict:
         if product == UNKNOWN_PRODUCT:
