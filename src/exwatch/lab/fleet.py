@@ -124,6 +124,7 @@ class LabFleet:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: dict[str, int] = {}
         self._started = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop serving the fleet, once started
 
     async def __aenter__(self) -> LabFleet:
         await self.start()
@@ -144,6 +145,7 @@ class LabFleet:
         if self._started:
             return
         raise_nofile_limit()
+        self.loop = asyncio.get_running_loop()
         self.ca = FleetCA(self._tls_dir)
         for spec in self.specs:
             if spec.web_config is not None and not spec.web_config.parent.exists():
@@ -460,7 +462,6 @@ def run_fleet_in_thread(
         thread.join()
         loop.close()
         raise failure[0]
-    fleet.loop = loop  # type: ignore[attr-defined]
     try:
         yield fleet
     finally:

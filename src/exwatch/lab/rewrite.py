@@ -16,6 +16,7 @@ matching rule; ``AbortRequest`` drops the connection without a response.
 from __future__ import annotations
 
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -187,7 +188,9 @@ def _compile(pattern: str, syntax: str, ignore_case: bool) -> re.Pattern[str]:
             regex = "^" + re.escape(pattern) + "$"
         else:
             regex = pattern
-        found = re.compile(regex, re.IGNORECASE if ignore_case else 0)
+        with warnings.catch_warnings():  # ECMAScript patterns may look odd to Python's re (FutureWarning)
+            warnings.simplefilter("ignore")
+            found = re.compile(regex, re.IGNORECASE if ignore_case else 0)
         _CACHE[key] = found
     return found
 
