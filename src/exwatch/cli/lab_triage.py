@@ -22,7 +22,10 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B?)\s*", text.upper())
     if not m or m.group(2) not in _UNITS:
         raise InputError(f"--size {text!r} is not a size (examples: 20MB, 2GB, 1.5GiB, 3000000)")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    value = float(m.group(1)) * _UNITS[m.group(2)]
+    if value > 10**13:
+        raise InputError(f"--size {text!r} is too large (at most 10 TB)")
+    return int(value)
 
 
 def parse_time(text: str, option: str) -> datetime:

@@ -2078,6 +2078,71 @@ def lookalikes(plan: Plan) -> None:
         )
     )
 
+    # 9. Routine children of Exchange worker processes (detections.md PE-3, PL-4 exclusions): the ASP.NET
+    # compiler under w3wp, and Windows Error Reporting under UMWorkerProcess.
+    t = at(0.33)
+    csc = "C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\csc.exe"
+    plan.events.append(
+        EventPlant(
+            EVT_SYSMON,
+            sysmon_process(
+                plan,
+                t,
+                csc,
+                f'"{csc}" /noconfig /fullpaths @"C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\Temporary ASP.NET Files\\owa\\0c1b7ba9\\d7a8b2f0\\oqyyf3uz.cmdline"',
+                W3WP,
+                w3wp_cmdline("MSExchangeOWAAppPool"),
+            ),
+            [
+                item(
+                    "lookalike",
+                    "proxylogon",
+                    None,
+                    "postexploit.worker_child_process",
+                    t,
+                    match="csc.exe",
+                    expect="none",
+                    note="ASP.NET compiling a page",
+                )
+            ],
+        )
+    )
+    t = at(0.47)
+    um = WIN_INSTALL + "Bin\\UMWorkerProcess.exe"
+    plan.events.append(
+        EventPlant(
+            EVT_SYSMON,
+            sysmon_process(
+                plan,
+                t,
+                "C:\\Windows\\System32\\WerFault.exe",
+                "C:\\Windows\\system32\\WerFault.exe -u -p 7248 -s 1040",
+                um,
+                f'"{um}" -pipe 7248 -log 0',
+            ),
+            [
+                item(
+                    "lookalike",
+                    "proxylogon",
+                    "CVE-2021-26857",
+                    "proxylogon.um_child_process",
+                    t,
+                    match="WerFault.exe",
+                    expect="none",
+                ),
+                item(
+                    "lookalike",
+                    "proxylogon",
+                    None,
+                    "postexploit.worker_child_process",
+                    t,
+                    match="WerFault.exe",
+                    expect="none",
+                ),
+            ],
+        )
+    )
+
     # 8. Legitimate remote PowerShell reaching the back end (detections.md PN-2 false positives).
     t = at(0.72)
     be = iis_text(
