@@ -112,3 +112,19 @@ def test_waves_table() -> None:
     code, out, _ = run("kb", "waves")
     assert code == 0
     assert "ProxyNotShell" in out and "CVE-2022-41082" in out and "2022-08 (month)" in out
+
+
+def test_verdict_reads_builds_from_stdin() -> None:
+    text = "# builds from an inventory\n15.1.2176.2\n\n15.2.2562.17\nExchange/15.02.0858.002\n"
+    result = CliRunner().invoke(cli, ["kb", "verdict", "-", "--format", "json"], input=text)
+    assert result.exit_code == 1
+    docs = json.loads(result.stdout)
+    assert [d["build"] for d in docs] == ["15.1.2176.2", "15.2.2562.17", "15.2.858.2"]
+
+
+def test_verdict_stdin_bad_line_is_named() -> None:
+    result = CliRunner().invoke(cli, ["kb", "verdict", "-"], input="15.1.2176.2\nnonsense\n")
+    assert result.exit_code == 2
+    assert "stdin line 2" in result.stderr and result.stdout == ""
+    empty = CliRunner().invoke(cli, ["kb", "verdict", "-"], input="\n# nothing\n")
+    assert empty.exit_code == 2 and "no build given" in empty.stderr

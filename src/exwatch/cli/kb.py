@@ -20,7 +20,7 @@ from exwatch.cli.common import (
     stderr_console,
     verbosity,
 )
-from exwatch.errors import InputError
+from exwatch.errors import BuildError, InputError
 
 _STYLE = {
     "vulnerable": "bold red",
@@ -49,12 +49,27 @@ def verdict(builds: tuple[str, ...], fmt: str) -> None:
     """Say per wave whether each BUILD is vulnerable, patched, not affected or unknown, why, and the fix.
 
     BUILD may be spelled 15.1.2176.9, 15.01.2176.009, 15.1.2176 (CU only), "Version 15.1 (Build 2176.9)"
-    or Exchange/15.02.0858.002. JSON: one object for one build, a list for several.
+    or Exchange/15.02.0858.002; "-" reads builds from standard input, one per line (blank lines and
+    lines starting with # are skipped). JSON: one object for one build, a list for several.
 
     Exit codes: 1 if any build is vulnerable to a wave; 3 if none is but some wave is unknown; 0 otherwise;
     2 for a string that is not a build.
     """
-    parsed = [kbmod.parse_build(b) for b in builds]  # a bad string fails before any output (exit 2)
+    parsed = []
+    for text in builds:  # a bad string fails before any output (exit 2)
+        if text != "-":
+            parsed.append(kbmod.parse_build(text))
+            continue
+        for number, raw in enumerate(sys.stdin, start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                parsed.append(kbmod.parse_build(line))
+            except BuildError as exc:
+                raise BuildError(f"stdin line {number}: {exc}") from exc
+    if not parsed:
+        raise InputError("no build given (standard input was empty)")
     verdicts = [kbmod.verdict(b) for b in parsed]
     if fmt == "json":
         docs = [v.to_dict() for v in verdicts]
