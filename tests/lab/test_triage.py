@@ -273,6 +273,7 @@ def test_event_logs_are_windows_xml(package: tuple[Path, dict[str, Any]]) -> Non
         "Application.xml",
         "MSExchange Management.xml",
         "Microsoft-Windows-Sysmon-Operational.xml",
+        "Security.xml",
     }
     for f in files:
         evs = _events(f)

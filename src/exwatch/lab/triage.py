@@ -60,6 +60,7 @@ from exwatch.lab.triage_scenarios import (
     EVENT_FILES,
     EVT_APPLICATION,
     EVT_MANAGEMENT,
+    EVT_SECURITY,
     EVT_SYSMON,
     SCENARIOS,
     LinePlant,
@@ -67,9 +68,11 @@ from exwatch.lab.triage_scenarios import (
     ensure_utc,
     lookalikes,
     mgmt_event,
+    mirror_process_events,
     proxylogon,
     proxynotshell,
     proxyshell,
+    security_4688,
     standard_lookalike_files,
     standard_web_files,
     sysmon_process,
@@ -502,14 +505,22 @@ def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
                     ),
                 )
             )
-            out[EVT_SYSMON].append(sysmon_process(plan, t, image, cmd, parent, pcmd))
+            spec = sysmon_process(plan, t, image, cmd, parent, pcmd)
+            out[EVT_SYSMON].append(spec)
+            if rnd.random() < 0.6:
+                out[EVT_SECURITY].append(security_4688(plan, spec))
     return out
 
 
 def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
     benign = _benign_events(plan, budget)
     items: list[dict[str, Any]] = []
-    first_record = {EVT_APPLICATION: 184_220, EVT_MANAGEMENT: 3_229, EVT_SYSMON: 1_048_311}
+    first_record = {
+        EVT_APPLICATION: 184_220,
+        EVT_MANAGEMENT: 3_229,
+        EVT_SECURITY: 2_210_455,
+        EVT_SYSMON: 1_048_311,
+    }
     for fname in EVENT_FILES:
         entries: list[tuple[datetime, int, EventSpec, list[dict[str, Any]]]] = [
             (e.time, 0, e, []) for e in benign[fname]
@@ -614,6 +625,7 @@ def write_triage(
     if "lookalikes" in chosen:
         lookalikes(plan)
         standard_lookalike_files(plan)
+    mirror_process_events(plan)
 
     jobs, events_budget = _fit_size(plan, size)
     items: list[dict[str, Any]] = []

@@ -53,7 +53,8 @@ SCENARIOS = ("proxylogon", "proxyshell", "proxynotshell", "lookalikes", "clean",
 EVT_APPLICATION = f"{EVENTLOGS}/Application.xml"
 EVT_MANAGEMENT = f"{EVENTLOGS}/MSExchange Management.xml"
 EVT_SYSMON = f"{EVENTLOGS}/Microsoft-Windows-Sysmon-Operational.xml"
-EVENT_FILES = (EVT_APPLICATION, EVT_MANAGEMENT, EVT_SYSMON)
+EVT_SECURITY = f"{EVENTLOGS}/Security.xml"
+EVENT_FILES = (EVT_APPLICATION, EVT_MANAGEMENT, EVT_SECURITY, EVT_SYSMON)
 
 # Published indicators used in planted lines (shared/reference/iocs/): the HelseCERT incident's
 # web-shell clients and one Volexity exploitation address; the User-Agents of the real chain.
@@ -317,6 +318,60 @@ def sysmon_process(
             ("ParentCommandLine", parent_command),
         ),
     )
+
+
+def security_4688(plan: Plan, sysmon: EventSpec) -> EventSpec:
+    """Security event 4688 (process creation, with command line auditing) for the same process."""
+    d = dict(sysmon.named_data)
+    rnd = plan.rnd(f"4688-{sysmon.time.isoformat()}-{d.get('CommandLine', '')}")
+    system = d.get("User", "").upper() == "NT AUTHORITY\\SYSTEM"
+    return EventSpec(
+        provider="Microsoft-Windows-Security-Auditing",
+        provider_guid="{54849625-5478-4994-A5BA-3E3B0328C30D}",
+        event_id=4688,
+        version=2,
+        level=0,
+        task=13312,
+        opcode=0,
+        keywords="0x8020000000000000",
+        channel="Security",
+        time=sysmon.time,
+        process_id=4,
+        thread_id=rnd.randint(100, 9000),
+        named_data=(
+            ("SubjectUserSid", "S-1-5-18"),
+            ("SubjectUserName", f"{plan.server.host}$"),
+            ("SubjectDomainName", plan.server.netbios),
+            ("SubjectLogonId", "0x3e7"),
+            ("NewProcessId", f"0x{rnd.randint(0x200, 0x7FFF):x}"),
+            ("NewProcessName", d.get("Image", "")),
+            ("TokenElevationType", "%%1936" if system else "%%1938"),
+            ("ProcessId", f"0x{rnd.randint(0x200, 0x7FFF):x}"),
+            ("CommandLine", d.get("CommandLine", "")),
+            ("TargetUserSid", "S-1-0-0"),
+            ("TargetUserName", "-"),
+            ("TargetDomainName", "-"),
+            ("TargetLogonId", "0x0"),
+            ("ParentProcessName", d.get("ParentImage", "")),
+            ("MandatoryLabel", "S-1-16-16384" if system else "S-1-16-12288"),
+        ),
+    )
+
+
+def mirror_process_events(plan: Plan) -> None:
+    """Every planted Sysmon process creation also as Security 4688 (servers often have only one of them).
+
+    The items move with it; their ``match`` becomes the command line, which 4688 carries (it has no
+    parent command line, so an application-pool name cannot be the match there).
+    """
+    for p in list(plan.events):
+        if p.file == EVT_SYSMON and p.spec.event_id == 1:
+            cmd = dict(p.spec.named_data)["CommandLine"]
+            plan.events.append(
+                EventPlant(
+                    EVT_SECURITY, security_4688(plan, p.spec), [{**it, "match": cmd[:40]} for it in p.items]
+                )
+            )
 
 
 def sysmon_file(plan: Plan, t: datetime, image: str, target: str) -> EventSpec:
