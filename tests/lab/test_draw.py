@@ -102,3 +102,18 @@ def test_load_specs_round_trip_and_errors(tmp_path: Path) -> None:
     assert (spec.build, spec.product, spec.variant) == ("15.1.2176.9", "Exchange 2016", "standard")
     with pytest.raises(InputError, match="cannot read"):
         load_specs(tmp_path / "missing.json")
+
+
+def test_public_api_is_pinned() -> None:
+    import exwatch.lab
+
+    assert exwatch.lab.__all__ == sorted(exwatch.lab.__all__)
+    assert set(exwatch.lab.__all__) >= {
+        "LabFleet",
+        "ServerSpec",
+        "draw_fleet",
+        "run_fleet_in_thread",
+        "truth",
+        "truth_passive",
+        "VARIANTS",
+    }

@@ -327,6 +327,7 @@ def test_update_changes_answers_and_truth(fleet: LabFleet) -> None:
     fleet.update(name, mitigations=["proxylogon"])
     assert get(name, "/owa/auth/x.js", {"Cookie": PROXYLOGON_COOKIE}).status is None
     after = {s["name"]: s for s in fleet.manifest()["servers"]}[name]
+    assert (after["fqdn"], after["fe_server"]) == ("ex-mar21.lab.exwatch.test", "EX-MAR21")
     assert after["build"] == "15.1.2176.4" and after["truth"]["proxylogon"] == "mitigated"
     assert after["truth_passive"]["proxylogon"] == "vulnerable"
     fleet.update(name, build="15.1.2176.9", mitigations=[])

@@ -17,10 +17,10 @@ from exwatch.lab.truth import truth, truth_passive
 __all__ = [
     "EXCHANGE_VARIANTS",
     "HOSTILE_VARIANTS",
-    "OTHER_VARIANTS",
-    "VARIANTS",
     "LabFleet",
+    "OTHER_VARIANTS",
     "ServerSpec",
+    "VARIANTS",
     "draw_fleet",
     "load_specs",
     "raise_nofile_limit",

@@ -238,6 +238,10 @@ class LabFleet:
                     "mitigations": list(spec.mitigations),
                     "variant": spec.variant,
                     "web_config": str(spec.web_config) if spec.web_config else None,
+                    "fqdn": srv.state.fqdn,  # named by the server's certificate
+                    "fe_server": srv.state.netbios
+                    if spec.is_exchange and not (spec.build or "").startswith("14.")
+                    else None,
                     "truth": truth(spec, srv.state.rules if spec.is_exchange else None),
                     "truth_passive": truth_passive(spec),
                 }
