@@ -123,16 +123,23 @@ def test_the_restart_changes_the_field_list(package: tuple[Path, dict[str, Any]]
 def test_iis_logs(package: tuple[Path, dict[str, Any]]) -> None:
     out, truth = package
     start, end = _window(truth)
+    assert truth["notes"]["iis_restart"] == "inetpub/logs/LogFiles/W3SVC1/u_ex210301.log"
     for site, port in (("W3SVC1", "443"), ("W3SVC2", "444")):
         files = sorted((out / "inetpub/logs/LogFiles" / site).iterdir())
         assert [f.name for f in files] == ["u_ex210301.log", "u_ex210302.log"]
         for f in files:
             day = datetime.strptime(f.name[4:10], "%y%m%d").replace(tzinfo=UTC)
-            (header, data), *rest = _blocks(f)
-            assert not rest
-            assert header[0] == "#Software: Microsoft Internet Information Services 10.0"
-            assert header[1] == "#Version: 1.0"
-            assert header[3] == "#Fields: " + " ".join(IIS_FIELDS)
+            blocks = _blocks(f)
+            restarted = f"inetpub/logs/LogFiles/{site}/{f.name}" == truth["notes"]["iis_restart"]
+            assert len(blocks) == (2 if restarted else 1)
+            for header, _ in blocks:
+                assert header[0] == "#Software: Microsoft Internet Information Services 10.0"
+                assert header[1] == "#Version: 1.0"
+                assert header[2].startswith("#Date: " + f"20{f.name[4:6]}-{f.name[6:8]}-{f.name[8:10]}")
+                assert header[3] == "#Fields: " + " ".join(IIS_FIELDS)
+            if restarted:
+                assert blocks[1][0][2] > blocks[0][0][2]
+            data = [line for _, lines in blocks for line in lines]
             assert len(data) > 100
             previous = ""
             for line in data:

@@ -227,7 +227,7 @@ def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[di
     plant_ms = [int((p.time - job.day).total_seconds() * 1000) for p in plants]
     # Each plant goes to the segment holding its time (the first or last one when outside them all).
     seg_of = [max(0, bisect.bisect_right([s for s, _, _ in job.segments], ms) - 1) for ms in plant_ms]
-    if job.restart and plants:
+    if job.restart and job.family == "httpproxy" and plants:
         raise ValueError("a restarted file carries no plants")
 
     items: list[dict[str, Any]] = []
@@ -238,7 +238,12 @@ def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[di
         line_no = header.count("\n")
         k = 0
         for si, (offs, lines) in enumerate(_segment_lines(job, rng, server, seed)):
-            if job.restart and si == 0 and len(lines) >= 2:
+            if job.restart and job.family == "iis1" and si == len(job.segments) // 2:
+                # IIS logging restarted (an iisreset): a new header block, same field list.
+                rh = iis_header(job.day + timedelta(milliseconds=job.segments[si][0]))
+                f.write(rh)
+                line_no += rh.count("\n")
+            if job.restart and job.family == "httpproxy" and si == 0 and len(lines) >= 2:
                 # The service restarted mid-file: the header again, then rows with the new field list.
                 r = len(lines) // 2
                 f.write(CRLF.join(lines[:r]) + CRLF)
@@ -363,6 +368,10 @@ def _plan_jobs(plan: Plan, size: float) -> list[LogJob]:
     ]
     if candidates:
         candidates[len(candidates) // 3].restart = True
+    # And one IIS restart (a new header block mid-file), in the front-end log of the first day.
+    iis = sorted((j for j in jobs.values() if j.family == "iis1"), key=lambda j: j.day)
+    if iis and len(iis[0].segments) >= 2:
+        iis[0].restart = True
     return sorted(jobs.values(), key=lambda j: -j.weight)
 
 
@@ -647,7 +656,8 @@ def write_triage(
     items.sort(
         key=lambda it: (it["time"], it["file"], it.get("line", 0), it.get("record", 0), it["detection"])
     )
-    restart = next((j.path for j in jobs if j.restart), None)
+    restart = next((j.path for j in jobs if j.restart and j.family == "httpproxy"), None)
+    iis_restart = next((j.path for j in jobs if j.restart and j.family == "iis1"), None)
     truth: dict[str, Any] = {
         "host": server.host,
         "start": t_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -657,7 +667,7 @@ def write_triage(
         "attack_time": attack.strftime("%Y-%m-%dT%H:%M:%SZ") if chosen else None,
         "build": server.version_short,
         "items": items,
-        "notes": {"httpproxy_restart": restart},
+        "notes": {"httpproxy_restart": restart, "iis_restart": iis_restart},
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
