@@ -439,12 +439,16 @@ def _context(
 def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
     rel = task["rel"]
     report = EvtxReport()
-    records = (
-        read_evtx(Path(task["path"]), report)
-        if task["family"] == "evtx"
-        else read_event_xml(Path(task["path"]))
-    )
     lits = bundle.event_literals
+
+    def want(text: str) -> bool:
+        return lits is None or any(x in text for x in lits)
+
+    records = (
+        read_evtx(Path(task["path"]), report, want)
+        if task["family"] == "evtx"
+        else read_event_xml(Path(task["path"]), want)
+    )
     since, until = task.get("since"), task.get("until")
     n = 0
     first: datetime | None = None
@@ -457,10 +461,8 @@ def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> N
             last = rec.time if last is None or rec.time > last else last
         if rec.source:
             channels.add(rec.source)
-        if lits is not None:
-            low_all = (rec.text + " " + " ".join(rec.fields.values())).lower()
-            if not any(x in low_all for x in lits):
-                continue
+        if not rec.parsed:
+            continue
         if not _in_window(rec.time, since, until):
             continue
         low = (rec.text + " " + " ".join(rec.fields.values())).lower()

@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class EventRecord:
     source: str
     fields: dict[str, str]
     text: str
+    parsed: bool = True
 
 
 @dataclass
@@ -117,7 +118,17 @@ def source_families(fields: dict[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _record(raw: Any, offset: int) -> EventRecord | None:
+def _record(raw: Any, offset: int, want: Callable[[str], bool] | None = None) -> EventRecord | None:
+    if want is not None and not want(str(raw.get("data", "")).lower()):
+        return EventRecord(
+            record_id=int(raw.get("event_record_id", 0) or 0),
+            offset=offset,
+            time=parse_time(str(raw.get("timestamp", ""))),
+            source="",
+            fields={},
+            text="",
+            parsed=False,
+        )
     try:
         doc = json.loads(raw["data"])
     except (KeyError, ValueError):
@@ -148,7 +159,9 @@ def _chunk_offsets(path: Path) -> list[int]:
     return out
 
 
-def read_evtx(path: Path, report: EvtxReport) -> Iterator[EventRecord]:
+def read_evtx(
+    path: Path, report: EvtxReport, want: Callable[[str], bool] | None = None
+) -> Iterator[EventRecord]:
     """Every readable record of an ``.evtx`` file; damaged chunks are recorded in ``report``."""
     from evtx import PyEvtxParser
 
@@ -156,7 +169,7 @@ def read_evtx(path: Path, report: EvtxReport) -> Iterator[EventRecord]:
     try:
         parser = PyEvtxParser(str(path))
         for raw in parser.records_json():
-            rec = _record(raw, 0)
+            rec = _record(raw, 0, want)
             if rec is not None:
                 seen.add(rec.record_id)
                 yield rec
@@ -185,7 +198,7 @@ def read_evtx(path: Path, report: EvtxReport) -> Iterator[EventRecord]:
                 single.write_bytes(bytes(hdr) + chunk)
                 try:
                     for raw in PyEvtxParser(str(single)).records_json():
-                        rec = _record(raw, off)
+                        rec = _record(raw, off, want)
                         if rec is not None and rec.record_id not in seen:
                             seen.add(rec.record_id)
                             yield rec
@@ -202,52 +215,104 @@ def read_evtx(path: Path, report: EvtxReport) -> Iterator[EventRecord]:
 
 
 _XML_EVENT = re.compile(rb"<Event[\s>].*?</Event>", re.DOTALL)
+_XML_TIME = re.compile(rb"SystemTime=[\"']([^\"']+)")
+_XML_RID = re.compile(rb"<EventRecordID>(\d+)<")
+XML_BLOCK = 8 * 1024 * 1024
+XML_MAX_EVENT = 16 * 1024 * 1024
 
 
-def read_event_xml(path: Path) -> Iterator[EventRecord]:
-    """Records of an XML export (``wevtutil qe /f:xml`` or Event Viewer "Save as XML")."""
+def _local(tag: Any) -> str:
+    t = str(tag)
+    return t.rsplit("}", 1)[-1]
+
+
+def _parse_xml_event(block: bytes, offset: int, index: int) -> EventRecord | None:
     from lxml import etree
 
-    data = path.read_bytes() if path.stat().st_size < 512 * 1024 * 1024 else b""
-    for i, m in enumerate(_XML_EVENT.finditer(data)):
-        try:
-            el = etree.fromstring(m.group(0))
-        except etree.XMLSyntaxError:
-            continue
-        ns = {"e": "http://schemas.microsoft.com/win/2004/08/events/event"}
+    try:
+        el = etree.fromstring(block)
+    except etree.XMLSyntaxError:
+        return None
+    fields: dict[str, str] = {}
+    values: list[str] = []
+    time_text = ""
+    rid = ""
+    for section in el:
+        name = _local(section.tag)
+        if name == "System":
+            for item in section:
+                tag = _local(item.tag)
+                if tag == "Provider":
+                    fields["Provider_Name"] = item.get("Name", "")
+                elif tag == "TimeCreated":
+                    time_text = item.get("SystemTime", "")
+                elif tag == "EventRecordID":
+                    rid = (item.text or "").strip()
+                elif tag in ("EventID", "Level", "Channel", "Computer"):
+                    fields[tag] = (item.text or "").strip()
+        elif name in ("EventData", "UserData"):
+            for j, d in enumerate(section):
+                v = d.text or ""
+                key = d.get("Name")
+                if key:
+                    fields[key] = v
+                fields[f"Data{j}"] = v
+                values.append(v)
+    for src, dst in _SECURITY_4688.items():
+        if src in fields and dst not in fields:
+            fields[dst] = fields[src]
+    return EventRecord(
+        record_id=int(rid) if rid.isdigit() else index,
+        offset=offset,
+        time=parse_time(time_text),
+        source=fields.get("Channel", ""),
+        fields=fields,
+        text=" ".join(values),
+    )
 
-        def first(xpath: str, el: Any = el, ns: dict[str, str] = ns) -> str:
-            found = el.xpath(xpath, namespaces=ns)
-            return str(found[0]) if found else ""
 
-        fields = {
-            "Provider_Name": first("(e:System/e:Provider/@Name|System/Provider/@Name)"),
-            "EventID": first("(e:System/e:EventID/text()|System/EventID/text())"),
-            "Level": first("(e:System/e:Level/text()|System/Level/text())"),
-            "Channel": first("(e:System/e:Channel/text()|System/Channel/text())"),
-            "Computer": first("(e:System/e:Computer/text()|System/Computer/text())"),
-        }
-        values: list[str] = []
-        data_nodes: Any = el.xpath("(e:EventData/e:Data|EventData/Data)", namespaces=ns)
-        for j, d in enumerate(data_nodes):
-            v = d.text or ""
-            name = d.get("Name")
-            if name:
-                fields[name] = v
-            fields[f"Data{j}"] = v
-            values.append(v)
-        for src, dst in _SECURITY_4688.items():
-            if src in fields and dst not in fields:
-                fields[dst] = fields[src]
-        rid = first("(e:System/e:EventRecordID/text()|System/EventRecordID/text())")
-        yield EventRecord(
-            record_id=int(rid) if rid.isdigit() else i + 1,
-            offset=m.start(),
-            time=parse_time(first("(e:System/e:TimeCreated/@SystemTime|System/TimeCreated/@SystemTime)")),
-            source=fields["Channel"],
-            fields=fields,
-            text=" ".join(values),
-        )
+def read_event_xml(path: Path, want: Callable[[str], bool] | None = None) -> Iterator[EventRecord]:
+    """Records of an XML export (``wevtutil qe /f:xml`` or Event Viewer "Save as XML"), streamed.
+
+    Events whose text ``want`` rejects come back unparsed (time and record id only, ``parsed`` False):
+    they count for coverage and are not matched.
+    """
+    index = 0
+    base = 0
+    buf = b""
+    with path.open("rb") as fh:
+        while True:
+            data = fh.read(XML_BLOCK)
+            buf += data
+            pos = 0
+            for m in _XML_EVENT.finditer(buf):
+                index += 1
+                block = m.group(0)
+                pos = m.end()
+                if want is None or want(block.decode("utf-8", "replace").lower()):
+                    rec = _parse_xml_event(block, base + m.start(), index)
+                    if rec is not None:
+                        yield rec
+                        continue
+                t = _XML_TIME.search(block)
+                r = _XML_RID.search(block)
+                yield EventRecord(
+                    record_id=int(r.group(1)) if r else index,
+                    offset=base + m.start(),
+                    time=parse_time(t.group(1).decode("ascii", "replace")) if t else None,
+                    source="",
+                    fields={},
+                    text="",
+                    parsed=False,
+                )
+            buf = buf[pos:]
+            base += pos
+            if len(buf) > XML_MAX_EVENT:
+                # No event end in sight: drop what cannot be one event and go on.
+                base += len(buf)
+                buf = b""
+            if not data:
+                return
 
 
 def is_event_xml(head: bytes) -> bool:
