@@ -286,7 +286,7 @@ def test_hostile_servers_stay_bounded(fleet: LabFleet) -> None:
     garbage = get("garbage", "/")
     assert garbage.status is None and garbage.error == "not http" and len(garbage.raw) > 0
     bad = get("badtls", "/")
-    assert bad.status is None and bad.error in ("SSLError", "ConnectionResetError", "SSLEOFError")
+    assert bad.status is None and bad.raw == b"" and bad.error is not None  # TLS error or reset, never HTTP
 
 
 def test_certificate_names_the_server_and_verifies(fleet: LabFleet) -> None:
