@@ -158,3 +158,38 @@ def test_prefilter_strategies_agree(strategy: str) -> None:
     starts = list(LiteralFinder(lits, strategy).positions(body))
     line_starts = [0] + [i + 1 for i, c in enumerate(body) if c == 10]
     assert [line_starts.index(s) for s in starts] == want
+
+
+def test_prefilter_loses_nothing(result) -> None:  # type: ignore[no-untyped-def]
+    """Parsing every line and trying every rule finds exactly what the literal pre-filter finds."""
+    full = hunt_paths([DATA], HuntOptions(jobs=1, prefilter=False))
+    key = lambda f: (f.rule, f.evidence.file, f.evidence.line, f.evidence.record)  # noqa: E731
+    assert sorted(map(key, full.findings)) == sorted(map(key, result.findings))
+
+
+def test_since_until_and_jsonl() -> None:
+    res = CliRunner().invoke(
+        cli,
+        [
+            "hunt",
+            str(DATA),
+            "--format",
+            "jsonl",
+            "--no-store",
+            "--jobs",
+            "1",
+            "--since",
+            "2021-08-01",
+            "--until",
+            "2021-12-31T23:59:59Z",
+        ],
+    )
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    findings = [r for r in rows if r["type"] == "finding"]
+    assert rows[0]["type"] == "host"
+    assert findings and all(
+        r["time"] and "2021-08-01" <= r["time"] <= "2021-12-31T23:59:59Z" for r in findings
+    )
+    rules = {r["rule"] for r in findings}
+    assert "proxyshell.autodiscover_success" in rules
+    assert not [r for r in rules if r.startswith(("proxylogon.", "webshell.", "proxynotshell.owassrf"))]

@@ -53,7 +53,7 @@ def _rules_spec(options: HuntOptions, strategy: str = "re2") -> dict[str, Any]:
         "rule_dirs": [str(p) for p in options.rule_dirs],
         "yara_files": [str(p) for p in options.yara_files],
         "ioc_files": [str(p) for p in options.ioc_files],
-        "strategy": strategy,
+        "strategy": strategy if options.prefilter else "none",
     }
 
 

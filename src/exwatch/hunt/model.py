@@ -39,6 +39,8 @@ class HuntOptions:
     iis_logs: Path | None = None
     jobs: int = 0
     builtin_rules: bool = True
+    # False parses every line (no literal pre-filter): for benchmarks and for rules without literals.
+    prefilter: bool = True
     max_line: int = 1024 * 1024
     chunk_size: int = 16 * 1024 * 1024
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)

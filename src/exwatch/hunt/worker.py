@@ -104,6 +104,8 @@ class Bundle:
             ac.make_automaton()
 
         def pick(low: str) -> list[SigmaRuleSpec]:
+            if self.strategy == "none":
+                return rules
             chosen: set[int] = set(always)
             if by_literal:
                 for _, idx in ac.iter(low):
@@ -119,7 +121,7 @@ class Bundle:
             lits = required_literals(rules)
             if lits is not None and family in ("httpproxy", "iis"):
                 lits = lits | self.iocs.literals()
-            self.finders[family] = LiteralFinder(lits, self.strategy)
+            self.finders[family] = LiteralFinder(None if self.strategy == "none" else lits, self.strategy)
         return self.finders[family]
 
 
@@ -619,4 +621,7 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                         excerpt=excerpt,
                     )
                 )
+    if not _in_window(mtime, task.get("since"), task.get("until")):
+        # --since/--until select file evidence by modification time, like log evidence by event time.
+        out["findings"] = []
     out["coverage"] = {"family": "files", "first": _iso(mtime), "last": _iso(mtime), "bytes": size}

@@ -40,7 +40,9 @@ class LiteralFinder:
         self._rx = re.compile(alternation)
         self._re2: Any = None
         self._ac: Any = None
-        if strategy == "re2":
+        if self.all_lines:
+            pass
+        elif strategy == "re2":
             import re2
 
             options = re2.Options()
