@@ -243,6 +243,7 @@ def main() -> int:
             t_full,
             rows,
             ev,
+            t_naive,
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -266,6 +267,7 @@ def write_results(
     t_full: float,
     rows: int,
     ev: dict[str, float],
+    t_naive: float,
 ) -> None:
     load = os.getloadavg()
     lines = [
