@@ -53,6 +53,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     size = parse_size(args.size)
+    load = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="exwatch-triage-bench-", dir=args.dir))
     try:
         out = work / "pkg"
@@ -71,12 +72,12 @@ def main() -> int:
     print(f"triage package: {total / 1e9:.2f} GB in {files} files, {len(truth['items'])} truth items")
     print(f"generate: {gen:.1f} s ({mbs:.0f} MB/s)")
     print(f"raw write of the same bytes (8 MiB blocks): {raw:.1f} s ({raw_mbs:.0f} MB/s)")
-    print(f"ratio generate / raw write: {ratio:.2f}x")
+    print(f"ratio generate / raw write: {ratio:.2f}x (load average {load:.1f} at the start)")
     cpus = os.cpu_count()
     (HERE / "RESULTS.md").write_text(
         "# Triage package benchmark\n\n"
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} with {cpus} CPUs "
-        f"(shared with other work), Python {platform.python_version()}.\n\n"
+        f"(shared with other work; load average {load:.1f} at the start), Python {platform.python_version()}.\n\n"
         f"Command: `python -m benchmarks.triage.run --size {args.size}` "
         f"(same as `exwatch lab triage --out DIR --size {args.size}` plus a sync).\n\n"
         "| what | bytes | files | seconds | MB/s |\n|---|---:|---:|---:|---:|\n"
