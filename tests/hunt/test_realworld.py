@@ -193,3 +193,26 @@ def test_since_until_and_jsonl() -> None:
     rules = {r["rule"] for r in findings}
     assert "proxyshell.autodiscover_success" in rules
     assert not [r for r in rules if r.startswith(("proxylogon.", "webshell.", "proxynotshell.owassrf"))]
+
+
+@pytest.mark.integration
+def test_dask_executor_runs_the_same_tasks(result) -> None:  # type: ignore[no-untyped-def]
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        res = hunt_paths([DATA], HuntOptions(jobs=1), executor=client.get_executor())
+    key = lambda f: (f.rule, f.evidence.file, f.evidence.line)  # noqa: E731
+    assert sorted(map(key, res.findings)) == sorted(map(key, result.findings))
+
+
+def test_two_paths_two_hosts(tmp_path: Path) -> None:
+    other = tmp_path / "EXCH02"
+    shutil.copytree(DATA / "inetpub", other / "inetpub")
+    res = hunt_paths([DATA, other], HuntOptions(jobs=1))
+    assert [h.host for h in res.hosts] == ["realworld", "EXCH02"]
+    assert {f.host for f in res.findings} == {"realworld", "EXCH02"}
+    assert res.hosts[1].coverage["iis"]["files"] == 1 and "ecp" not in res.hosts[1].coverage
