@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import bisect
 import json
+import multiprocessing
 import os
+import random
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -140,74 +141,14 @@ def _header(
     return iis_header(date)
 
 
-def _small_lines(
-    job: LogJob, segments: list[tuple[int, int, int]], rng: np.random.Generator, server: ServerInfo, seed: int
-) -> tuple[list[int], list[str]]:
-    """Benign lines of the low-volume families (ECP Server, OAB generator)."""
-    from exwatch.lab import triage_scenarios as sc
-
-    offs_all: list[int] = []
-    lines: list[str] = []
-    us = traffic.users(seed, server.domain)
-    admin = us[0]
-    rnd = sc.random.Random(_job_seed(seed, job.path) + segments[0][0])
-    for start_ms, span_ms, n in segments:
-        offs = sorted(int(x) for x in rng.integers(0, span_ms, n)) if n else []
-        for off in offs:
-            ms = start_ms + off
-            t = job.day + timedelta(milliseconds=ms)
-            if job.family == "ecp":
-                u = rnd.choice(us)
-                cmd, url = rnd.choice(
-                    (
-                        (
-                            f"Get-Mailbox.Identity={sc.ps_quote(u.upn)}",
-                            "/ecp/DDI/DDIService.svc/GetObject?schema=MailboxService",
-                        ),
-                        (
-                            "Get-Mailbox.ResultSize='500'",
-                            "/ecp/DDI/DDIService.svc/GetList?schema=MailboxService",
-                        ),
-                        (
-                            "Pipeline.1|Get-MailboxRegionalConfiguration",
-                            "/ecp/RulesEditor/InboxRules.svc/GetList",
-                        ),
-                        (
-                            f"Get-InboxRule.Mailbox={sc.ps_quote(u.upn)}",
-                            "/ecp/RulesEditor/InboxRules.svc/GetList",
-                        ),
-                        ("Get-ExchangeServer", "/ecp/DDI/DDIService.svc/GetList?schema=ServersService"),
-                        (
-                            "Get-OwaVirtualDirectory.ADPropertiesOnly=$true",
-                            "/ecp/DDI/DDIService.svc/GetList?schema=VirtualDirectoryService",
-                        ),
-                    )
-                )
-                canary = f"{rnd.getrandbits(160):040x}"
-                url = url + ("&" if "?" in url else "?") + "msExchEcpCanary=" + canary
-                plan = sc.Plan(server, job.day, job.day, seed)
-                lines.append(sc.ecp_text(plan, t, rnd, cmd, url, admin.sid))
-            else:
-                msg = rnd.choice(
-                    (
-                        "OABGen started processing offline address book '\\Default Offline Address Book'.",
-                        "OABGen finished processing offline address book '\\Default Offline Address Book'. Full download files were not changed.",
-                        f"OABGen is generating the address list 'Default Global Address List' with {len(us)} entries.",
-                        "OABGen is uploading files to the arbitration mailbox SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}.",
-                    )
-                )
-                lines.append(sc.oabgen_text(t, rnd, msg))
-            offs_all.append(ms)
-    return offs_all, lines
-
-
 def _segment_lines(
     job: LogJob, rng: np.random.Generator, server: ServerInfo, seed: int
 ) -> Iterator[tuple[list[int], list[str]]]:
     """Benign lines of each hour segment in turn (times in ms after midnight, sorted)."""
     if job.family in ("ecp", "oabgen"):
+        rnd = random.Random(_job_seed(seed, job.path))
         for seg in job.segments:
-            yield _small_lines(job, [seg], rng, server, seed)
+            yield traffic.small_family_lines(job.family, job.day, [seg], rnd, server, seed)
         return
     vs = traffic.variant_set(job.family, job.protocol, seed, server)
     iso = job.family == "httpproxy"
@@ -640,7 +581,10 @@ def write_triage(
     items: list[dict[str, Any]] = []
     n_workers = workers if workers is not None else (min(os.cpu_count() or 1, 4) if size >= 64_000_000 else 1)
     if n_workers > 1:
-        ctx = get_context("fork") if "fork" in __import__("multiprocessing").get_all_start_methods() else None
+        # fork shares the line templates built while planning; elsewhere the workers rebuild them.
+        ctx = (
+            multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+        )
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
             futures = [pool.submit(run_log_job, job, seed, str(out), server) for job in jobs]
             items += _write_events(plan, out, events_budget)

@@ -36,9 +36,7 @@ from exwatch.lab.triage_formats import (
     EventSpec,
     ServerInfo,
     ecp_cmd,
-    ecp_event_data,
     ecp_file_name,
-    ecp_line,
     httpproxy_file_name,
     iis_file_name,
     iis_time,
@@ -139,9 +137,7 @@ def _context_items(text: str, wave: str, kind: str, t: datetime) -> list[dict[st
     return out
 
 
-def _guid(rnd: random.Random) -> str:
-    return traffic._guid(rnd)
-
+_guid = traffic.guid
 
 # --- line builders --------------------------------------------------------------------------------
 
@@ -149,14 +145,14 @@ def _guid(rnd: random.Random) -> str:
 def proxy_text(server: ServerInfo, protocol: str, t: datetime, rnd: random.Random, **values: str) -> str:
     """A finished HttpProxy line for ``protocol`` at ``t``."""
     row = traffic.proxy_values(server, protocol, **values)
-    row.update({k: v for k, v in traffic._latencies(rnd, rnd.randint(5, 120)).items() if k not in values})
-    line = traffic._proxy_line(row)
-    return line.replace(traffic._T, iso_ms(t)).replace(traffic._R, _guid(rnd))
+    row.update({k: v for k, v in traffic.latencies(rnd, rnd.randint(5, 120)).items() if k not in values})
+    line = traffic.proxy_line(row)
+    return line.replace(traffic.T_SLOT, iso_ms(t)).replace(traffic.R_SLOT, _guid(rnd))
 
 
 def iis_text(server: ServerInfo, port: str, t: datetime, rnd: random.Random, **values: str) -> str:
     row = traffic.iis_values(server, port, **values)
-    return traffic._iis_line(row).replace(traffic._T, iis_time(t)).replace(traffic._R, _guid(rnd))
+    return traffic.iis_line(row).replace(traffic.T_SLOT, iis_time(t)).replace(traffic.R_SLOT, _guid(rnd))
 
 
 def proxy_file(protocol: str, t: datetime) -> str:
@@ -194,30 +190,6 @@ def add_line(
     its = list(items)
     its.extend(_context_items(text, wave, kind, t))
     plan.lines.append(LinePlant(file, t, text, its))
-
-
-def ecp_text(plan: Plan, t: datetime, rnd: random.Random, cmd: str, url: str, usid: str, ex: str = "") -> str:
-    s = plan.server
-    data = ecp_event_data(
-        (
-            ("TIME", str(rnd.randint(40, 900))),
-            ("SID", _guid(rnd)),
-            ("CMD", cmd),
-            ("REQID", _guid(rnd)),
-            ("URL", url),
-            ("REFERRER", ""),
-            ("EX", ex),
-            ("ACTID", _guid(rnd)),
-            ("RS", "0"),
-            ("BLD", s.version_short),
-            ("TNAME", ""),
-            ("TID", ""),
-            ("USID", usid),
-            ("EDOID", ""),
-            ("ACID", ""),
-        )
-    )
-    return ecp_line(t, s.host, "ECP.Request", data)
 
 
 def mgmt_event(
@@ -785,7 +757,7 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
     ]
     for off, cmd, url, ecp_rule in ecp_steps:
         t = t2 + timedelta(seconds=off)
-        text = ecp_text(plan, t, rnd, cmd, url, admin_sid)
+        text = traffic.ecp_text(plan.server, t, rnd, cmd, url, admin_sid)
         its = (
             [
                 item(
@@ -904,7 +876,7 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
         plan,
         oabgen_file(t_oab),
         t_oab,
-        oabgen_text(
+        traffic.oabgen_text(
             t_oab, rnd, f"Download failed and temporary file '{oab_path}' needs to be removed", level="Error"
         ),
         [item("attack", wave, "CVE-2021-26858", "proxylogon.oab_file_write", t_oab, match=oab_path)],
@@ -1172,12 +1144,6 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
             [item("attack", wave, None, "postexploit.programdata_archive", tz)],
         )
     )
-
-
-def oabgen_text(t: datetime, rnd: random.Random, message: str, level: str = "Information") -> str:
-    from exwatch.lab.triage_formats import csv_value
-
-    return ",".join((iso_ms(t), str(rnd.randint(10, 90)), level, csv_value(message)))
 
 
 # The /powershell requests also match the ProxyNotShell shape (autodiscover.json, then "owershell"
@@ -1990,8 +1956,8 @@ def lookalikes(plan: Plan) -> None:
         "Set-OabVirtualDirectory",
         [("ExternalUrl", ps_quote(f"https://{s.url_host}/OAB")), ("Identity", ps_quote(ident))],
     )
-    text = ecp_text(
-        plan,
+    text = traffic.ecp_text(
+        plan.server,
         t,
         rnd,
         cmd,
@@ -2061,7 +2027,7 @@ def lookalikes(plan: Plan) -> None:
         plan,
         oabgen_file(t),
         t,
-        oabgen_text(
+        traffic.oabgen_text(
             t, rnd, f"Download failed and temporary file '{path}' needs to be removed", level="Warning"
         ),
         [

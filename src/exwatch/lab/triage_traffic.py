@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -20,13 +21,18 @@ from exwatch.lab.triage_formats import (
     HTTPPROXY_FIELDS,
     IIS_FIELDS,
     ServerInfo,
+    csv_value,
+    ecp_event_data,
+    ecp_line,
     httpproxy_clean,
     iis_value,
+    iso_ms,
+    ps_quote,
 )
 
 VARIANTS = 192
-_T = "\x00T"  # placeholders that survive %-escaping of the constant parts
-_R = "\x00R"
+T_SLOT = "\x00T"  # placeholders that survive %-escaping of the constant parts
+R_SLOT = "\x00R"
 
 FIRST = [
     "alice",
@@ -111,7 +117,7 @@ class User:
     device: str
 
 
-def _guid(rnd: random.Random) -> str:
+def guid(rnd: random.Random) -> str:
     h = f"{rnd.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
@@ -132,7 +138,7 @@ def users(seed: int, domain: str = "contoso.com") -> tuple[User, ...]:
                 upn=f"{sam}@{domain}",
                 sid=f"{domain_sid}-{1105 + i}",
                 ip=f"10.20.{rnd.randrange(0, 8)}.{rnd.randrange(2, 254)}",
-                mailbox_guid=_guid(rnd),
+                mailbox_guid=guid(rnd),
                 device=f"{rnd.getrandbits(64):016X}"[:16],
             )
         )
@@ -147,7 +153,7 @@ def health_mailbox(server: ServerInfo, rnd: random.Random) -> str:
 # --- HttpProxy ---------------------------------------------------------------------------------------
 
 
-def _latencies(rnd: random.Random, total: int) -> dict[str, str]:
+def latencies(rnd: random.Random, total: int) -> dict[str, str]:
     be = max(1, int(total * rnd.uniform(0.5, 0.9)))
     return {
         "ServerLocatorLatency": str(rnd.randint(0, 2)),
@@ -184,9 +190,9 @@ def generic_info(anonymous: bool = False) -> str:
     """GenericInfo entries (log_formats.md 2.4), with the time placeholder for Begin/EndRequest."""
     extra = "Krb=UA;CT=An;" if anonymous else ""
     return (
-        f"BeginRequest={_T};CorrelationID=<empty>;ProxyState-Run=None;FEAuth=BEVersion-1941997017;"
-        f"{extra}ProxyToDownLevel=False;BeginGetResponse={_T};OnResponseReady={_T};EndGetResponse={_T};"
-        f"EndRequest={_T};"
+        f"BeginRequest={T_SLOT};CorrelationID=<empty>;ProxyState-Run=None;FEAuth=BEVersion-1941997017;"
+        f"{extra}ProxyToDownLevel=False;BeginGetResponse={T_SLOT};OnResponseReady={T_SLOT};EndGetResponse={T_SLOT};"
+        f"EndRequest={T_SLOT};"
     )
 
 
@@ -200,8 +206,8 @@ def proxy_values(server: ServerInfo, protocol: str, **overrides: str) -> dict[st
     """A full HttpProxy row for this server with the usual defaults, then ``overrides``."""
     a, b, c, d = server.build
     row = {
-        "DateTime": _T,
-        "RequestId": _R,
+        "DateTime": T_SLOT,
+        "RequestId": R_SLOT,
         "MajorVersion": str(a),
         "MinorVersion": str(b),
         "BuildVersion": str(c),
@@ -222,10 +228,10 @@ def proxy_values(server: ServerInfo, protocol: str, **overrides: str) -> dict[st
 
 def to_variant(line: str) -> str:
     """Escape ``%`` in a finished line and turn the placeholders into ``%(t)s``/``%(r)s``."""
-    return line.replace("%", "%%").replace(_T, "%(t)s").replace(_R, "%(r)s")
+    return line.replace("%", "%%").replace(T_SLOT, "%(t)s").replace(R_SLOT, "%(r)s")
 
 
-def _proxy_line(values: dict[str, str]) -> str:
+def proxy_line(values: dict[str, str]) -> str:
     return ",".join(httpproxy_clean(values.get(name, "")) for name in HTTPPROXY_FIELDS)
 
 
@@ -265,7 +271,7 @@ def _k_owa_service(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> d
         DatabaseGuid=u.mailbox_guid,
         **_auth(u, s, "Forms"),
     )
-    v.update(_latencies(rnd, total))
+    v.update(latencies(rnd, total))
     return v
 
 
@@ -295,7 +301,7 @@ def _k_owa_logon_page(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -
         else "",
         GenericInfo=generic_info(anonymous=True),
     )
-    v.update(_latencies(rnd, rnd.randint(2, 60)))
+    v.update(latencies(rnd, rnd.randint(2, 60)))
     return v
 
 
@@ -319,7 +325,7 @@ def _k_probe(protocol: str, stem: str, method: str = "GET") -> ProxyKind:
             RequestBytes="0" if method == "GET" else str(rnd.randint(400, 2000)),
             ResponseBytes=str(rnd.randint(100, 3000)),
         )
-        v.update(_latencies(rnd, rnd.randint(2, 40)))
+        v.update(latencies(rnd, rnd.randint(2, 40)))
         return v
 
     return make
@@ -351,7 +357,7 @@ def _k_ews(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> dict[str,
         DatabaseGuid=u.mailbox_guid,
         **_auth(u, s, "NTLM"),
     )
-    v.update(_latencies(rnd, rnd.randint(5, 900)))
+    v.update(latencies(rnd, rnd.randint(5, 900)))
     return v
 
 
@@ -381,7 +387,7 @@ def _k_mapi(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> dict[str
         DatabaseGuid=u.mailbox_guid,
         **_auth(u, s, "Negotiate" if rnd.random() < 0.5 else "NTLM"),
     )
-    v.update(_latencies(rnd, rnd.randint(2, 1200)))
+    v.update(latencies(rnd, rnd.randint(2, 1200)))
     return v
 
 
@@ -422,7 +428,7 @@ def _k_eas(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> dict[str,
             **_auth(u, s, "Basic"),
         )
         v["ClientIpAddress"] = f"203.0.113.{rnd.randint(2, 254)}"
-    v.update(_latencies(rnd, rnd.randint(5, 900_000 if v.get("ProtocolAction") == "Ping" else 800)))
+    v.update(latencies(rnd, rnd.randint(5, 900_000 if v.get("ProtocolAction") == "Ping" else 800)))
     return v
 
 
@@ -443,7 +449,7 @@ def _k_autodiscover(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> 
         ResponseBytes=str(rnd.randint(3000, 9000)),
         **_auth(u, s, "NTLM"),
     )
-    v.update(_latencies(rnd, rnd.randint(10, 200)))
+    v.update(latencies(rnd, rnd.randint(10, 200)))
     return v
 
 
@@ -468,7 +474,7 @@ def _k_autodiscover_json(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]
         ResponseBytes=str(rnd.randint(100, 300)),
         GenericInfo=generic_info(anonymous=True),
     )
-    v.update(_latencies(rnd, rnd.randint(3, 60)))
+    v.update(latencies(rnd, rnd.randint(3, 60)))
     return v
 
 
@@ -492,7 +498,7 @@ def _k_oab(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> dict[str,
         ResponseBytes=str(rnd.randint(400, 900000)),
         **_auth(u, s, "NTLM"),
     )
-    v.update(_latencies(rnd, rnd.randint(2, 300)))
+    v.update(latencies(rnd, rnd.randint(2, 300)))
     return v
 
 
@@ -516,7 +522,7 @@ def _k_powershell_admin(rnd: random.Random, s: ServerInfo, us: tuple[User, ...])
         RequestBytes=str(rnd.randint(1000, 9000)),
         ResponseBytes=str(rnd.randint(500, 40000)),
     )
-    v.update(_latencies(rnd, rnd.randint(20, 3000)))
+    v.update(latencies(rnd, rnd.randint(20, 3000)))
     return v
 
 
@@ -536,7 +542,7 @@ def _k_rpchttp(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> dict[
         ResponseBytes=str(rnd.randint(100, 70000)),
         **_auth(u, s, "NTLM"),
     )
-    v.update(_latencies(rnd, rnd.randint(100, 900_000)))
+    v.update(latencies(rnd, rnd.randint(100, 900_000)))
     return v
 
 
@@ -569,7 +575,7 @@ def _k_ecp_admin(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> dic
         RequestBytes=str(rnd.randint(0, 3000)),
         ResponseBytes=str(rnd.randint(500, 30000)),
     )
-    v.update(_latencies(rnd, rnd.randint(10, 600)))
+    v.update(latencies(rnd, rnd.randint(10, 600)))
     return v
 
 
@@ -578,7 +584,7 @@ def _k_owacalendar(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> d
     v = proxy_values(
         s,
         "OwaCalendar",
-        UrlStem=f"/owa/calendar/{u.mailbox_guid}@{s.domain}/{_guid(rnd)}/calendar.ics",
+        UrlStem=f"/owa/calendar/{u.mailbox_guid}@{s.domain}/{guid(rnd)}/calendar.ics",
         Method="GET",
         HttpStatus="200",
         BackEndStatus="200",
@@ -590,7 +596,7 @@ def _k_owacalendar(rnd: random.Random, s: ServerInfo, us: tuple[User, ...]) -> d
         ResponseBytes=str(rnd.randint(1000, 20000)),
         GenericInfo=generic_info(anonymous=True),
     )
-    v.update(_latencies(rnd, rnd.randint(20, 400)))
+    v.update(latencies(rnd, rnd.randint(20, 400)))
     return v
 
 
@@ -632,12 +638,108 @@ PROXY_SHARE: dict[str, float] = {
 }
 
 
+# --- ECP Server and OAB generator ------------------------------------------------------------------
+
+
+def ecp_text(
+    server: ServerInfo, t: datetime, rnd: random.Random, cmd: str, url: str, usid: str, ex: str = ""
+) -> str:
+    """One ECP Server log line (log_formats.md 3): an ``ECP.Request`` with its typed ``S:`` items."""
+    data = ecp_event_data(
+        (
+            ("TIME", str(rnd.randint(40, 900))),
+            ("SID", guid(rnd)),
+            ("CMD", cmd),
+            ("REQID", guid(rnd)),
+            ("URL", url),
+            ("REFERRER", ""),
+            ("EX", ex),
+            ("ACTID", guid(rnd)),
+            ("RS", "0"),
+            ("BLD", server.version_short),
+            ("TNAME", ""),
+            ("TID", ""),
+            ("USID", usid),
+            ("EDOID", ""),
+            ("ACID", ""),
+        )
+    )
+    return ecp_line(t, server.host, "ECP.Request", data)
+
+
+def oabgen_text(t: datetime, rnd: random.Random, message: str, level: str = "Information") -> str:
+    """One OAB generator line in our four-field layout (no public sample: log_formats.md 5)."""
+    return ",".join((iso_ms(t), str(rnd.randint(10, 90)), level, csv_value(message)))
+
+
+def small_family_lines(
+    family: str,
+    day: datetime,
+    segments: list[tuple[int, int, int]],
+    rnd: random.Random,
+    server: ServerInfo,
+    seed: int,
+) -> tuple[list[int], list[str]]:
+    """Benign lines of the low-volume families: admin work in ECP, the OAB generator's routine messages."""
+    offs_all: list[int] = []
+    lines: list[str] = []
+    us = users(seed, server.domain)
+    admin = us[0]
+    for start_ms, span_ms, n in segments:
+        for off in sorted(rnd.randrange(span_ms) for _ in range(n)):
+            ms = start_ms + off
+            t = day + timedelta(milliseconds=ms)
+            if family == "ecp":
+                u = rnd.choice(us)
+                cmd, url = rnd.choice(
+                    (
+                        (
+                            f"Get-Mailbox.Identity={ps_quote(u.upn)}",
+                            "/ecp/DDI/DDIService.svc/GetObject?schema=MailboxService",
+                        ),
+                        (
+                            "Get-Mailbox.ResultSize='500'",
+                            "/ecp/DDI/DDIService.svc/GetList?schema=MailboxService",
+                        ),
+                        (
+                            "Pipeline.1|Get-MailboxRegionalConfiguration",
+                            "/ecp/RulesEditor/InboxRules.svc/GetList",
+                        ),
+                        (
+                            f"Get-InboxRule.Mailbox={ps_quote(u.upn)}",
+                            "/ecp/RulesEditor/InboxRules.svc/GetList",
+                        ),
+                        ("Get-ExchangeServer", "/ecp/DDI/DDIService.svc/GetList?schema=ServersService"),
+                        (
+                            "Get-OwaVirtualDirectory.ADPropertiesOnly=$true",
+                            "/ecp/DDI/DDIService.svc/GetList?schema=VirtualDirectoryService",
+                        ),
+                    )
+                )
+                url = url + ("&" if "?" in url else "?") + f"msExchEcpCanary={rnd.getrandbits(160):040x}"
+                lines.append(ecp_text(server, t, rnd, cmd, url, admin.sid))
+            else:
+                msg = rnd.choice(
+                    (
+                        "OABGen started processing offline address book '\\Default Offline Address Book'.",
+                        "OABGen finished processing offline address book '\\Default Offline Address Book'. "
+                        "Full download files were not changed.",
+                        f"OABGen is generating the address list 'Default Global Address List' with {len(us)} entries.",
+                        "OABGen is uploading files to the arbitration mailbox "
+                        "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}.",
+                    )
+                )
+                lines.append(oabgen_text(t, rnd, msg))
+            offs_all.append(ms)
+    return offs_all, lines
+
+
 # --- IIS -------------------------------------------------------------------------------------------
 
 
 def iis_values(server: ServerInfo, port: str, **kw: str) -> dict[str, str]:
     row = {
-        "date": _T,  # date and time share one placeholder: "YYYY-MM-DD HH:MM:SS"
+        "date": T_SLOT,  # date and time share one placeholder: "YYYY-MM-DD HH:MM:SS"
         "s-ip": server.address,
         "s-port": port,
         "cs(Referer)": "",
@@ -648,7 +750,7 @@ def iis_values(server: ServerInfo, port: str, **kw: str) -> dict[str, str]:
     return row
 
 
-def _iis_line(values: dict[str, str]) -> str:
+def iis_line(values: dict[str, str]) -> str:
     parts = []
     for name in IIS_FIELDS:
         if name == "time":
@@ -657,7 +759,7 @@ def _iis_line(values: dict[str, str]) -> str:
     return " ".join(parts)
 
 
-FE_TOKENS = f"&CorrelationID=<empty>;&cafeReqId={_R};"
+FE_TOKENS = f"&CorrelationID=<empty>;&cafeReqId={R_SLOT};"
 IisKind = Callable[[random.Random, ServerInfo, tuple[User, ...]], dict[str, str]]
 
 
@@ -761,13 +863,13 @@ def variant_set(family: str, protocol: str, seed: int, server: ServerInfo) -> Va
     kinds: tuple[tuple[Callable[[random.Random, ServerInfo, tuple[User, ...]], dict[str, str]], float], ...]
     if family == "httpproxy":
         kinds = PROXY_KINDS[protocol]
-        render: Callable[[dict[str, str]], str] = _proxy_line
+        render: Callable[[dict[str, str]], str] = proxy_line
     elif family == "iis1":
         kinds = _iis_fe_kinds()
-        render = _iis_line
+        render = iis_line
     else:
         kinds = _iis_be_kinds()
-        render = _iis_line
+        render = iis_line
     total_w = sum(w for _, w in kinds)
     variants = []
     lengths = []
