@@ -216,3 +216,12 @@ def test_two_paths_two_hosts(tmp_path: Path) -> None:
     assert [h.host for h in res.hosts] == ["realworld", "EXCH02"]
     assert {f.host for f in res.findings} == {"realworld", "EXCH02"}
     assert res.hosts[1].coverage["iis"]["files"] == 1 and "ecp" not in res.hosts[1].coverage
+
+
+def test_ssrf_hit_names_the_ecp_line(result) -> None:  # type: ignore[no-untyped-def]
+    """PL-2: the reset call in the HttpProxy log points at the ECP Server line that carried the script."""
+    reset = _hits(result, "proxylogon.ecp_reset_vdir")[0]
+    assert (
+        "proxylogon.ecp_set_vdir_script at Logging/ECP/Server/ECPServer20210303-1.LOG:7 (-2 s)"
+        in reset.description
+    )

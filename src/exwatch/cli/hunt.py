@@ -166,28 +166,34 @@ def _render(result: object, console: object) -> None:
     from exwatch.hunt.model import HuntResult
 
     assert isinstance(result, HuntResult)
-    out = Console()
+    out = Console(width=max(Console().width, 140))
     for h in result.hosts:
+        c = h.counts
         out.print(
-            f"[bold]{h.host}[/]: {h.verdict}  ({h.counts['confirmed']} confirmed, {h.counts['likely']} likely, {h.counts['review']} review)"
+            f"[bold]{h.host}[/]: {h.verdict}  ({c['confirmed']} confirmed, {c['likely']} likely, {c['review']} review)",
+            highlight=False,
         )
         for fam, cov in sorted(h.coverage.items()):
             if "first" in cov:
                 out.print(
-                    f"  coverage {fam}: {cov.get('first') or '?'} .. {cov.get('last') or '?'} ({cov['files']} files)",
+                    f"  coverage {fam}: {(cov.get('first') or '?')[:19]} .. {(cov.get('last') or '?')[:19]} ({cov['files']} files)",
                     highlight=False,
                 )
         for w in h.warnings:
             out.print(f"  [yellow]coverage warning:[/] {w}", highlight=False)
     if not result.findings:
         return
-    table = Table(title="Findings by wave, in time order")
-    for col in ("wave", "time", "confidence", "rule", "evidence", "excerpt"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="Findings by wave, in time order", show_lines=False)
+    for col, width in (("wave", 13), ("time (UTC)", 19), ("confidence", 10), ("rule", 38), ("evidence", 60)):
+        table.add_column(col, no_wrap=True, max_width=width, min_width=min(width, 19), overflow="ellipsis")
+    last_wave = None
     for f in result.findings:
         ev = f.evidence
         where = ev.file + (f":{ev.line}" if ev.line else "") + (f" record {ev.record}" if ev.record else "")
-        table.add_row(
-            f.wave, f.time.isoformat() if f.time else "-", f.confidence, f.rule, where, ev.excerpt[:160]
-        )
+        if len(where) > 60:
+            where = "..." + where[-57:]
+        wave = f.wave if f.wave != last_wave else ""
+        last_wave = f.wave
+        when = f.time.strftime("%Y-%m-%d %H:%M:%S") if f.time else "-"
+        table.add_row(wave, when, f.confidence, f.rule, where)
     out.print(table)

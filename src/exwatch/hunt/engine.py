@@ -14,7 +14,7 @@ from typing import Any
 from exwatch.errors import InputError
 from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult
 from exwatch.hunt.sources.files import EvidenceFile, cleanup, walk
-from exwatch.hunt.timeline import coverage_warnings, merge_coverage, order, verdict
+from exwatch.hunt.timeline import coverage_warnings, link_chain, merge_coverage, order, verdict
 from exwatch.hunt.worker import hunt_file, load_bundle
 
 
@@ -188,6 +188,7 @@ def hunt_paths(
                     counts=counts,
                 )
             )
+            link_chain(host_findings)
             findings.extend(host_findings)
             errors.extend(host_errors)
             if progress:

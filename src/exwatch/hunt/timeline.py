@@ -108,3 +108,33 @@ def verdict(findings: list[Finding], errors: list[FileError], files_hunted: int)
     if errors or files_hunted == 0:
         return "incomplete"
     return "clean"
+
+
+CHAIN_RULES = ("proxylogon.ssrf_progressed", "proxylogon.ecp_reset_vdir", "proxylogon.ssrf_attempt")
+
+
+def link_chain(findings: list[Finding], window_s: float = 120.0) -> None:
+    """Drill down from an SSRF hit to the other logs (detections.md PL-2): name, in the description of each
+    ProxyLogon SSRF finding, the findings of other files within ``window_s`` seconds of it."""
+    dated = sorted((f for f in findings if f.time is not None), key=lambda f: f.time)  # type: ignore[arg-type,return-value]
+    for f in dated:
+        if f.rule not in CHAIN_RULES:
+            continue
+        assert f.time is not None
+        near = [
+            g
+            for g in dated
+            if g is not f
+            and g.host == f.host
+            and g.evidence.file != f.evidence.file
+            and g.time is not None
+            and abs((g.time - f.time).total_seconds()) <= window_s
+            and g.wave in ("proxylogon", "webshell")
+        ]
+        if near:
+            parts = [
+                f"{g.rule} at {g.evidence.file}:{g.evidence.line or g.evidence.record or ''} "
+                f"({(g.time - f.time).total_seconds():+.0f} s)"  # type: ignore[operator]
+                for g in near[:5]
+            ]
+            f.description += " Related evidence in other logs: " + "; ".join(parts) + "."
