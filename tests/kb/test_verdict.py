@@ -270,3 +270,13 @@ def test_waves_data() -> None:
     assert kb.cve("CVE-2021-26857").affected[0] == "Exchange 2010"
     with pytest.raises(KeyError):
         kb.wave("nope")
+
+
+def test_one_off_march_package_is_flagged() -> None:
+    old_cu = kb.verdict("15.1.1415.10").waves["proxylogon"]  # 2016 CU8: one-off package for an old CU
+    assert old_cu.state is P
+    assert "only the four ProxyLogon CVEs" in old_cu.fix_text
+    regular = kb.verdict("15.1.2176.9").waves["proxylogon"]  # 2016 CU19: a regular Mar21SU
+    assert regular.state is P and "one-off" not in regular.fix_text
+    later_cu = kb.verdict("15.1.2242.4").waves["proxylogon"]  # fixed by a later CU, not by a package
+    assert "one-off" not in later_cu.fix_text

@@ -477,7 +477,18 @@ class Engine:
         if state is State.NOT_AFFECTED:
             return Fix(text=f"Nothing to install: {product} is not affected by {wave.name}.")
         if state is State.PATCHED:
-            return Fix(text=f"Nothing to install: this build contains the {wave.name} fixes.")
+            done = f"Nothing to install: this build contains the {wave.name} fixes."
+            for r in results:
+                update = self.data.updates.get(r.fix_name)
+                if (
+                    r.fix_build is not None
+                    and update
+                    and update.regular_cus
+                    and b.cu_key not in update.regular_cus
+                ):
+                    done += f" Note: {update.one_off_note}."
+                    break
+            return Fix(text=done)
         if product == UNKNOWN_PRODUCT:
             return Fix(text="Identify the product first: this is not a known Exchange version.")
         open_ = [r for r in results if r.state in (State.VULNERABLE, State.UNKNOWN)]

@@ -48,11 +48,17 @@ class Wave:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """A security update name (``Mar21SU``) with its title and KB."""
+    """A security update name (``Mar21SU``) with its title, KB, and the CUs it shipped for as a regular SU.
+
+    ``regular_cus`` empty: every package of the update is regular. Otherwise packages for other CUs were
+    one-off releases that fixed only this update's own CVEs, and ``one_off_note`` says so.
+    """
 
     name: str
     title: str
     kb: str
+    regular_cus: frozenset[tuple[int, int, int]] = frozenset()
+    one_off_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,14 @@ def parse_waves(text: str) -> WaveData:
                 )
             )
         updates = {
-            name: Update(name, u["title"], u.get("kb", "")) for name, u in doc.get("updates", {}).items()
+            name: Update(
+                name,
+                u["title"],
+                u.get("kb", ""),
+                frozenset(parse_build(c).cu_key for c in u.get("regular_cus", ())),
+                u.get("one_off_note", ""),
+            )
+            for name, u in doc.get("updates", {}).items()
         }
         eos = {
             p: (_date(v["end_of_support"], p) if v.get("end_of_support") else None)
