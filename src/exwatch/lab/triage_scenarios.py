@@ -1234,8 +1234,8 @@ def proxyshell(plan: Plan, t0: datetime) -> None:
             IsAuthenticated="false",
             UserAgent=ua,
             ClientIpAddress=ip,
-            AnchorMailbox="SMTP:autodiscover/autodiscover.json?@evil.com",
-            RoutingHint="Smtp",
+            AnchorMailbox="",
+            RoutingHint="",
             GenericInfo=traffic.generic_info(anonymous=True),
         )
         add_line(
@@ -2098,6 +2098,72 @@ def lookalikes(plan: Plan) -> None:
             ],
         )
     )
+
+    # 10. Others probing for web shells planted by someone else, answered 302 (log_formats.md 2.6 item 5).
+    t = at(0.83)
+    prober = "192.0.2.201"
+    for k, name in enumerate(("OutlookEN.aspx", "errorFS.aspx", "getpp.aspx", "Err0r.aspx")):
+        tk = t + timedelta(seconds=2 * k)
+        for folder, line in (
+            (
+                "1",
+                iis_text(
+                    s,
+                    "443",
+                    tk,
+                    rnd,
+                    **_iis_kw(
+                        cs_method="GET",
+                        cs_uri_stem=f"/owa/auth/{name}",
+                        cs_uri_query="&CorrelationID=<empty>;&cafeReqId=" + _guid(rnd) + ";&encoding=;",
+                        cs_username="",
+                        c_ip=prober,
+                        cs_ua="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/89.0.4389.82 Safari/537.36",
+                        sc_status="302",
+                        time_taken="12",
+                    ),
+                ),
+            ),
+            (
+                "proxy",
+                proxy_text(
+                    s,
+                    "Owa",
+                    tk,
+                    rnd,
+                    UrlStem=f"/owa/auth/{name}",
+                    Method="GET",
+                    HttpStatus="302",
+                    BackEndStatus="302",
+                    AuthenticationType="",
+                    IsAuthenticated="false",
+                    UserAgent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/89.0.4389.82 Safari/537.36",
+                    ClientIpAddress=prober,
+                    GenericInfo=traffic.generic_info(anonymous=True),
+                ),
+            ),
+        ):
+            file = iis_file("1", tk) if folder == "1" else proxy_file("Owa", tk)
+            add_line(
+                plan,
+                file,
+                tk,
+                line,
+                [
+                    item(
+                        "lookalike",
+                        "proxylogon",
+                        None,
+                        "webshell.access",
+                        tk,
+                        match=f"/owa/auth/{name}",
+                        expect="none",
+                        note="probe for a shell that is not there",
+                    )
+                ],
+                "proxylogon",
+                "lookalike",
+            )
 
     # 9. Routine children of Exchange worker processes (detections.md PE-3, PL-4 exclusions): the ASP.NET
     # compiler under w3wp, and Windows Error Reporting under UMWorkerProcess.
