@@ -176,3 +176,47 @@ def test_live_hunt_needs_windows() -> None:
     res = CliRunner().invoke(cli, ["hunt", "--no-store"])
     assert res.exit_code == 2
     assert "needs Windows" in res.output
+
+
+def test_httpproxy_header_changes_mid_file(tmp_path: Path) -> None:
+    root = tmp_path / "hp" / "Logging" / "HttpProxy" / "Ecp"
+    root.mkdir(parents=True)
+    head = "#Software: Microsoft Exchange Server\n#Version: 15.01.2176.002\n#Log-type: HttpProxy Logs\n#Date: 2021-03-03T06:00:00.000Z\n"
+    first = (
+        head
+        + "#Fields: DateTime,RequestId,AnchorMailbox,HttpStatus,UrlStem\n"
+        + "2021-03-03T06:00:01.000Z,1,Sid~S-1-5-21-1,200,/ecp/\n"
+    )
+    # After a restart the same file gets a new header with another column order.
+    second = head + "#Fields: DateTime,AnchorMailbox,UrlStem,HttpStatus,RequestId\n"
+    row = '2021-03-03T06:59:11.840Z,"ServerInfo~a]@exch01.example.test:444/mapi/emsmdb/?#",/ecp/y.js,200,2\n'
+    (root / "HttpProxy_2021030306-1.LOG").write_text(first + second + row)
+    res = hunt_paths([tmp_path / "hp"], HuntOptions(jobs=1))
+    hit = [f for f in res.findings if f.rule == "proxylogon.ssrf_progressed"]
+    assert [(f.evidence.line, f.time.isoformat()[:19]) for f in hit if f.time] == [
+        (12, "2021-03-03T06:59:11")
+    ]
+
+
+def test_peak_memory_with_a_200mb_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "mem" / "W3SVC1"
+    root.mkdir(parents=True)
+    with (root / "u_ex1.log").open("wb") as fh:
+        fh.write(IIS_HEAD.encode() + b"2021-03-05 08:00:00 10.0.0.5 POST /ecp/y.js ")
+        for _ in range(200):
+            fh.write(b"C" * (1 << 20))
+        fh.write(b" 443 - 10.0.0.9 x - 200 0 0 1\n")
+    code = (
+        "import resource,sys;from pathlib import Path;from exwatch.hunt import hunt_paths,HuntOptions;"
+        f"r=hunt_paths([Path({str(root.parent)!r})],HuntOptions(jobs=1));"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(r.errors))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    peak_kb, n_errors = int(out[0]), int(out[1])
+    assert n_errors == 1  # the long line is reported
+    assert peak_kb < 500 * 1024
