@@ -280,3 +280,42 @@ def test_one_off_march_package_is_flagged() -> None:
     assert regular.state is P and "one-off" not in regular.fix_text
     later_cu = kb.verdict("15.1.2242.4").waves["proxylogon"]  # fixed by a later CU, not by a package
     assert "one-off" not in later_cu.fix_text
+
+
+def test_a_new_wave_is_a_data_change() -> None:
+    """Add a wave to waves.json's data only: the engine judges it from the catalogue with no code change."""
+    import json
+
+    from exwatch.kb._catalogue import read_data_text
+    from exwatch.kb._verdict import Engine
+    from exwatch.kb._waves import parse_waves
+
+    doc = json.loads(read_data_text("waves.json"))
+    doc["waves"].append(
+        {
+            "id": "examplewave",
+            "name": "Example",
+            "first_exploited": "2023-01-01",
+            "cves": [
+                {
+                    "id": "CVE-2023-00001",
+                    "affected": ["Exchange 2016", "Exchange 2019"],
+                    "fixed_by": "Jan23SU",
+                }
+            ],
+        }
+    )
+    waves = parse_waves(json.dumps(doc))
+    engine = Engine(kb.current().catalogue, waves)
+
+    def state(build: str) -> State:
+        return engine.verdict(kb.parse_build(build)).waves["examplewave"].state
+
+    assert state("15.1.2507.16") is V  # 2016 CU23 Nov22SU
+    assert state("15.1.2507.17") is P  # 2016 CU23 Jan23SU
+    assert state("15.2.1118.21") is P  # 2019 CU12 Jan23SU
+    assert state("15.2.1258.12") is P  # 2019 CU13: a later CU
+    assert state("15.2.1118") is U  # CU-only, CU12 received Jan23SU
+    assert state("15.0.1497.48") is N  # 2013 is not affected in this example
+    w = engine.verdict(kb.parse_build("15.1.2507.16")).waves["examplewave"]
+    assert "January 2023 security update" in w.reason and w.fix.security_update == ("15.1.2507.17",)
