@@ -383,11 +383,22 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def test_deterministic_for_a_seed_whatever_the_workers(tmp_path: Path) -> None:
+    import threading
+
     a = write_triage(tmp_path / "a", seed=5, size=800_000, days=1, workers=1)
     b = write_triage(tmp_path / "b", seed=5, size=800_000, days=1, workers=2)
+    # With another thread running, the pool spawns its workers instead of forking them.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        d = write_triage(tmp_path / "d", seed=5, size=800_000, days=1, workers=2)
+    finally:
+        stop.set()
+        other.join()
     c = write_triage(tmp_path / "c", seed=6, size=800_000, days=1, workers=1)
-    assert a == b
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert a == b == d
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") == _digest(tmp_path / "d")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
     assert a["items"] != c["items"] or _digest(tmp_path / "a") != _digest(tmp_path / "c")
 

@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import random
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -511,6 +512,15 @@ def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
 # --- entry point ----------------------------------------------------------------------------------
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` shares the line templates built while planning, but forking a process that runs other
+    threads can deadlock the children; then (and where there is no fork) the workers are spawned and
+    rebuild the templates themselves."""
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 def _check_out(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
@@ -581,11 +591,7 @@ def write_triage(
     items: list[dict[str, Any]] = []
     n_workers = workers if workers is not None else (min(os.cpu_count() or 1, 4) if size >= 64_000_000 else 1)
     if n_workers > 1:
-        # fork shares the line templates built while planning; elsewhere the workers rebuild them.
-        ctx = (
-            multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-        )
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context()) as pool:
             futures = [pool.submit(run_log_job, job, seed, str(out), server) for job in jobs]
             items += _write_events(plan, out, events_budget)
             items += _write_files(plan, out)
