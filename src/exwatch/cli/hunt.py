@@ -154,7 +154,7 @@ def _store(result: object, url: str, started: datetime, console: object) -> None
                     coverage=h.coverage,
                     findings=findings,
                     started_at=started,
-                    errors=[e.to_dict() for e in result.errors],
+                    errors=[e.to_dict() for e in h.errors],
                 )
     except (StoreError, AttributeError, TypeError) as exc:
         stderr_console().print(f"warning: findings not stored: {exc}", highlight=False)

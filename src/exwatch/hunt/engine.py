@@ -186,6 +186,7 @@ def hunt_paths(
                     coverage=coverage,
                     warnings=coverage_warnings(coverage),
                     counts=counts,
+                    errors=host_errors,
                 )
             )
             link_chain(host_findings)

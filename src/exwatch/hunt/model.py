@@ -119,12 +119,14 @@ class HostResult:
     coverage: dict[str, dict[str, Any]]
     warnings: list[str]
     counts: dict[str, int]
+    errors: list[FileError] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "host": self.host,
             "verdict": self.verdict,
             "counts": self.counts,
+            "errors": len(self.errors),
             "coverage": self.coverage,
             "warnings": self.warnings,
         }
