@@ -65,6 +65,8 @@ def test_update_makes_new_builds_known(shared_reference: Path, exwatch_home: Pat
     assert entries["14.3.461.1"].cu == "SP3 RU28"  # listed as 14.03.0461.001
     assert entries["15.0.1044.25"].release_date.isoformat() == "2014-12-09"  # listed as 12/09/2014
     assert entries["15.1.2176.2"].kb == "KB4588884"
+    code, out, _ = run("kb", "builds", "--product", "2010")
+    assert code == 0 and "63 builds (shipped catalogue + imported list of" in out and "SP3 RU30" in out
     # Verdicts of shipped builds are unchanged by the import.
     assert kb.verdict("15.1.2242.4").waves["proxyshell"].state is kb.State.VULNERABLE
     assert kb.verdict("15.1.2242.4").waves["proxylogon"].state is kb.State.PATCHED
@@ -247,3 +249,14 @@ def test_bad_product_names(name: str) -> None:
 
     with pytest.raises(ValueError):
         parse_product_name(name)
+
+
+def test_update_check_writes_nothing(shared_reference: Path) -> None:
+    code, out, _ = run("kb", "update", str(shared_reference / NEW), "--check", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["written"] is False and len(doc["added"]) == 115
+    assert not kb.imported_path().exists()
+    assert kb.cu_name(kb.parse_build("14.3.496.0")) is None
+    code, out, _ = run("kb", "update", str(shared_reference / NEW), "--check")
+    assert code == 0 and out.startswith("Would import (--check: nothing written) 340 of 340 rows")

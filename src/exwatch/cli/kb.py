@@ -177,7 +177,11 @@ def builds(product: str | None, wave_id: str | None, fmt: str) -> None:
                 + [states[e.build].waves[w.id].state.value for w in waves]
             )
         return
-    table = Table(title=f"{len(entries)} builds", title_justify="left")
+    title = f"{len(entries)} builds"
+    meta = kbmod.imported_meta()
+    if meta:
+        title += f" (shipped catalogue + imported list of {meta.get('imported_at', '?')}, newest {meta.get('newest_date')})"
+    table = Table(title=title, title_justify="left")
     for col in ("product", "cu", "build", "date", "kind", "update", "KB"):
         table.add_column(col, no_wrap=True)
     for w in waves:
@@ -196,15 +200,16 @@ def builds(product: str | None, wave_id: str | None, fmt: str) -> None:
 @click.option(
     "--skip-bad", is_flag=True, help="Import the valid rows even if some rows are bad (they are listed)."
 )
+@click.option("--check", "dry_run", is_flag=True, help="Validate and show what would change; write nothing.")
 @format_option("table", "json")
-def update(file: Path, skip_bad: bool, fmt: str) -> None:
+def update(file: Path, skip_bad: bool, dry_run: bool, fmt: str) -> None:
     """Import a newer copy of Microsoft's build list (ExchangeBuildNumbers.csv) into your data directory.
 
     The file must have the columns Product Name,Build Number,Date,KB,Blog. It is validated first: a file
     that is not that CSV, or that has bad rows (named by line number), is refused with exit 2 and nothing
     is written. The shipped catalogue is left alone; the imported copy wins for lookups.
     """
-    result = kbmod.import_ms_list(file, skip_bad=skip_bad)
+    result = kbmod.import_ms_list(file, skip_bad=skip_bad, dry_run=dry_run)
     err = stderr_console()
     for problem in result.skipped:
         err.print(f"skipped {problem}")
@@ -217,8 +222,9 @@ def update(file: Path, skip_bad: bool, fmt: str) -> None:
         echo_json(result.to_dict())
         return
     console = _stdout()
+    verb = "Imported" if result.written else "Would import (--check: nothing written)"
     console.print(
-        f"Imported {result.imported} of {result.rows} rows into {result.path}; "
+        f"{verb} {result.imported} of {result.rows} rows into {result.path}; "
         f"{len(result.added)} build(s) new to the catalogue, {len(result.changed)} with changed details."
     )
     if result.new_since_previous is not None:

@@ -142,6 +142,7 @@ class UpdateResult:
     skipped: tuple[str, ...]  # "line N: why"
     newest: CatalogueEntry | None
     older_than_shipped: bool
+    written: bool = True  # False for a dry run
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary."""
@@ -159,6 +160,7 @@ class UpdateResult:
             "skipped": list(self.skipped),
             "newest": self.newest.to_dict() if self.newest else None,
             "older_than_shipped": self.older_than_shipped,
+            "written": self.written,
         }
 
 
@@ -194,11 +196,12 @@ def read_ms_list(path: Path) -> ParsedList:
         raise InputError(f"{path}: {exc}") from exc
 
 
-def import_ms_list(path: Path, *, skip_bad: bool = False) -> UpdateResult:
+def import_ms_list(path: Path, *, skip_bad: bool = False, dry_run: bool = False) -> UpdateResult:
     """Validate Microsoft's list and make it the user's imported copy; the shipped data is not touched.
 
     Refuses (InputError, nothing written) a file that is not that CSV, or one with bad rows unless
-    ``skip_bad`` (then the good rows are imported and the bad ones reported).
+    ``skip_bad`` (then the good rows are imported and the bad ones reported). ``dry_run``: report what
+    would change and write nothing.
     """
     parsed = read_ms_list(path)
     if parsed.errors and not skip_bad:
@@ -226,6 +229,31 @@ def import_ms_list(path: Path, *, skip_bad: bool = False) -> UpdateResult:
     newest = max(parsed.entries, key=lambda e: (e.release_date, e.build.sort_key))
     shipped_latest = max(e.release_date for e in shipped_entries())
     target = imported_path()
+    if not dry_run:
+        _write_import(target, path, parsed, newest)
+        reload()
+    return UpdateResult(
+        path=target,
+        rows=parsed.rows,
+        imported=len(parsed.entries),
+        added=tuple(sorted(added, key=lambda e: e.build.sort_key)),
+        new_since_previous=(
+            None
+            if previous is None
+            else tuple(
+                sorted((e for e in parsed.entries if e.build not in previous), key=lambda e: e.build.sort_key)
+            )
+        ),
+        changed=changed,
+        skipped=tuple(parsed.errors),
+        newest=newest,
+        older_than_shipped=newest.release_date < shipped_latest,
+        written=not dry_run,
+    )
+
+
+def _write_import(target: Path, path: Path, parsed: ParsedList, newest: CatalogueEntry) -> None:
+    """Write the normalised rows and their provenance atomically (a reader never sees half a file)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -258,21 +286,3 @@ def import_ms_list(path: Path, *, skip_bad: bool = False) -> UpdateResult:
     meta_tmp = target.with_name(IMPORT_META + ".tmp")
     meta_tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     os.replace(meta_tmp, target.with_name(IMPORT_META))
-    reload()
-    return UpdateResult(
-        path=target,
-        rows=parsed.rows,
-        imported=len(parsed.entries),
-        added=tuple(sorted(added, key=lambda e: e.build.sort_key)),
-        new_since_previous=(
-            None
-            if previous is None
-            else tuple(
-                sorted((e for e in parsed.entries if e.build not in previous), key=lambda e: e.build.sort_key)
-            )
-        ),
-        changed=changed,
-        skipped=tuple(parsed.errors),
-        newest=newest,
-        older_than_shipped=newest.release_date < shipped_latest,
-    )
