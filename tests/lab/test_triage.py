@@ -350,6 +350,12 @@ def test_shells_carry_the_traits_but_are_inert(
     for shell in (chopper, pst, der):
         # ... and two @Page directives, which the ASP.NET parser refuses.
         assert shell.read_bytes().count(b'<%@ Page Language="Jscript"%>') == 2
+    (dll_item,) = [it for it in truth["items"] if it["detection"] == "webshell.compiled_dll"]
+    dll = (out / dll_item["file"]).read_bytes()
+    assert "Temporary ASP.NET Files" in dll_item["file"] and 5_000 < len(dll) < 40_000
+    assert dll[:2] == b"MZ" and "~/aspnet_client/".encode("utf-16-le") in dll and b"JScriptEvaluate" in dll
+    # No PE header: e_lfanew is 0, so the loader finds "MZ" where "PE\0\0" must be.
+    assert int.from_bytes(dll[0x3C:0x40], "little") == 0
     (uploader,) = shells["webshell.upload_shell"]
     data = uploader.read_bytes()
     assert data.startswith(b'<%@ Page Language="C#" %>') and b"HttpPostedFile" in data and len(data) < 1024

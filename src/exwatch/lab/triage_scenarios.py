@@ -522,6 +522,24 @@ def application_host_config(server: ServerInfo, extra: str = "") -> bytes:
     return text.encode("utf-8")
 
 
+def compiled_page_standin(rnd: random.Random, app_web: str, virtual_path: str) -> bytes:
+    """A stand-in for the assembly ASP.NET compiles from a JScript page (detections.md WS-3).
+
+    It carries the strings the BSI rule looks for (``App_Web_`` name, the page's ``~/`` path,
+    ``JScriptEvaluate``) between an ``MZ`` signature and random bytes, but has no PE header at all,
+    so Windows cannot load it.
+    """
+    strings = (
+        app_web.encode("utf-16-le")
+        + b"\x00\x00"
+        + virtual_path.encode("utf-16-le")
+        + b"\x00\x00Microsoft.JScript\x00JScriptEvaluate\x00Page_Load\x00get_Request\x00"
+        + app_web.encode("ascii")
+        + b".dll\x00"
+    )
+    return b"MZ" + bytes(62) + bytes(rnd.getrandbits(8) for _ in range(6000)) + strings + bytes(2000)
+
+
 def minidump(rnd: random.Random) -> bytes:
     """A stand-in for an LSASS minidump: the ``MDMP`` signature and random bytes, no real memory."""
     return b"MDMP\x93\xa7\x00\x00" + bytes(rnd.getrandbits(8) for _ in range(16_000))
@@ -1104,6 +1122,19 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
                 item("attack", wave, None, "webshell.chopper", tc, match="<%eval(Request.Item["),
                 item("attack", wave, None, "webshell.known_path", tc),
             ],
+        )
+    )
+    # ASP.NET compiled the Chopper page on its first request; the assembly stays after the page is gone.
+    tcd = tc + timedelta(seconds=40)
+    app_web = "App_Web_" + "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
+    tmp_dir = "Windows/Microsoft.NET/Framework64/v4.0.30319/Temporary ASP.NET Files/root"
+    dll_rel = f"{tmp_dir}/{rnd.getrandbits(32):08x}/{rnd.getrandbits(32):08x}/{app_web}.dll"
+    plan.files.append(
+        FilePlant(
+            dll_rel,
+            compiled_page_standin(rnd, app_web, f"~/aspnet_client/system_web/{chopper_name}"),
+            tcd,
+            [item("attack", wave, None, "webshell.compiled_dll", tcd, match="JScriptEvaluate")],
         )
     )
     td = ta + timedelta(minutes=8, seconds=20)
