@@ -24,6 +24,7 @@ ECP = "Program Files/Microsoft/Exchange Server/V15/Logging/ECP/Server"
 OABGEN = "Program Files/Microsoft/Exchange Server/V15/Logging/OABGeneratorLog"
 NS = {"e": "http://schemas.microsoft.com/win/2004/08/events/event"}
 SIZE = 3_000_000
+GUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,7 @@ def test_httpproxy_headers_fields_and_times(package: tuple[Path, dict[str, Any]]
                 assert row[0].endswith("Z") and start <= t < end
                 assert hour <= t < hour + timedelta(hours=1)
                 assert row[fields.index("Protocol")] == f.parent.name
+                assert GUID4.fullmatch(row[1]), row[1]
         assert len(blocks[0][0]) == 5 and len(blocks[0][0][4].split(",")) == 74
     assert restarts == 1
 

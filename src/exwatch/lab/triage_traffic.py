@@ -117,9 +117,18 @@ class User:
     device: str
 
 
+# Version-4 GUIDs, as Exchange's request ids are: the 13th digit is 4, the 17th one of 8, 9, a, b.
+_VARIANT = {d: "89ab"[int(d, 16) % 4] for d in "0123456789abcdef"}
+
+
 def guid(rnd: random.Random) -> str:
-    h = f"{rnd.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A version-4 GUID drawn from ``rnd`` (deterministic, unlike ``uuid4``)."""
+    return guid_from_hex(f"{rnd.getrandbits(128):032x}")
+
+
+def guid_from_hex(h: str) -> str:
+    """A version-4 GUID from 32 random hex digits."""
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @lru_cache(maxsize=8)
@@ -913,6 +922,7 @@ def bulk_lines(
     msl = (offs % 1000).tolist()
     hms = _hms_table()
     variants = vs.variants
+    variant = _VARIANT
     out: list[str] = []
     append = out.append
     if iso:
@@ -923,7 +933,7 @@ def bulk_lines(
                 variants[k][p]
                 % {
                     "t": f"{prefix}{hms[secs[i]]}.{_MS3[msl[i]]}Z",
-                    "r": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
+                    "r": f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}",
                 }
             )
     else:
@@ -932,6 +942,9 @@ def bulk_lines(
             h = hexes[32 * i : 32 * i + 32]
             append(
                 variants[k][p]
-                % {"t": f"{prefix}{hms[secs[i]]}", "r": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"}
+                % {
+                    "t": f"{prefix}{hms[secs[i]]}",
+                    "r": f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}",
+                }
             )
     return offs.tolist(), out
