@@ -500,3 +500,34 @@ def test_cli_writes_a_package_and_prints_json(tmp_path: Path) -> None:
     assert doc["truth"] == json.loads((tmp_path / "p" / "truth.json").read_text())
     bad = runner.invoke(cli, ["lab", "triage", "--out", str(tmp_path / "q"), "--size", "lots"])
     assert bad.exit_code == 2 and "is not a size" in bad.output
+
+
+def _iis_fields(line: str) -> dict[str, str]:
+    parts = line.split(" ")
+    return dict(zip(IIS_FIELDS, parts, strict=True))
+
+
+def test_planted_iis_lines_meet_the_public_sigma_rules(package: tuple[Path, dict[str, Any]]) -> None:
+    """The field tests of SigmaHQ's two ProxyShell webserver rules (shared/reference/public-rules/sigma)."""
+    out, truth = package
+    success = attempt = 0
+    for it in truth["items"]:
+        if not it["file"].startswith("inetpub/logs/LogFiles/W3SVC1/") or not it["detection"].startswith(
+            "proxyshell."
+        ):
+            continue
+        f = _iis_fields(_line(out / it["file"], it["line"]))
+        query = f["cs-uri-query"].lower()
+        targets = any(x.lower() in query for x in ("/powershell", "/mapi/nspi", "/EWS", "X-Rps-CAT"))
+        if it["kind"] == "attack" and it["detection"] == "proxyshell.autodiscover_success":
+            # web_exchange_proxyshell_successful.yml: selection_auto and selection_uri and selection_success
+            assert "/autodiscover.json" in query and targets and f["sc-status"] in ("200", "301")
+            success += 1
+        if it["kind"] == "attack" and it["detection"] == "proxyshell.autodiscover_attempt":
+            # web_exchange_proxyshell.yml: all of selection_1* (401, /autodiscover.json, a target)
+            assert f["sc-status"] == "401" and "/autodiscover.json" in query and targets
+            attempt += 1
+        if it["kind"] == "lookalike":
+            # The Nessus checks: no ProxyShell target after the autodiscover.json, and a 302.
+            assert not targets and f["sc-status"] == "302"
+    assert success >= 3 and attempt == 1
