@@ -14,14 +14,12 @@ X-FEServer alone is never enough: internal names such as ``EXCH01`` repeat acros
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """The identifiers one observation gives of a host (lower-cased; None when unknown)."""
 
     address: str | None = None
@@ -39,26 +37,31 @@ class Identity:
         )
 
 
-def _clean(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    return text or None
-
-
 def identity_of(record: dict[str, Any]) -> Identity:
     """The identity an observation record gives (``cert_sha256`` or the sorted ``cert_names``)."""
-    cert = _clean(record.get("cert_sha256"))
-    if cert is None:
-        names = record.get("cert_names") or []
-        if isinstance(names, str):
-            names = [names]
-        cert = _clean(",".join(sorted({str(n).lower() for n in names if n})))
-    name = _clean(record.get("name"))
-    address = _clean(record.get("address"))
+    # Hot path of ingest: plain str methods, no helper calls for the common shapes.
+    cert = record.get("cert_sha256")
+    if cert:
+        cert = str(cert).strip().lower() or None
+    else:
+        names = record.get("cert_names")
+        if not names:
+            cert = None
+        elif isinstance(names, str):
+            cert = names.strip().lower() or None
+        elif len(names) == 1:
+            cert = str(names[0]).strip().lower() or None
+        else:
+            cert = ",".join(sorted({str(n).strip().lower() for n in names if n})) or None
+    address = record.get("address")
+    address = str(address).strip().lower() or None if address else None
+    name = record.get("name")
+    name = str(name).strip().lower() or None if name else None
     if name is not None and name == address:
         name = None
-    return Identity(address=address, name=name, fe_server=_clean(record.get("fe_server")), cert=cert)
+    fe = record.get("fe_server")
+    fe = str(fe).strip().lower() or None if fe else None
+    return Identity(address, name, fe, cert)
 
 
 class HostIndex:
@@ -100,18 +103,6 @@ class HostIndex:
         if ident.cert and ident.cert in self._by_fingerprint:
             return self._by_fingerprint[ident.cert]
         return None
-
-    def find(self, text: str) -> list[int]:
-        """Hosts a user's word names: an id (``#12`` or ``12``), an address, a DNS name or an X-FEServer."""
-        word = text.strip().lower()
-        if word.lstrip("#").isdigit() and int(word.lstrip("#")) in self.hosts:
-            return [int(word.lstrip("#"))]
-        found = [
-            host_id
-            for host_id, ident in self.hosts.items()
-            if word in (ident.address, ident.name, ident.fe_server)
-        ]
-        return sorted(found)
 
 
 def _conflict(known: Identity, seen: Identity) -> bool:

@@ -83,6 +83,7 @@ observation_states = Table(
     Column("state", String(16), nullable=False),
     Column("cu", String(64)),
     Index("ix_observation_states_host", "host_id", "wave", "scan_id"),
+    sqlite_with_rowid=False,
 )
 
 # Counts per snapshot, filled by finish_scan: the trend never reads observation rows.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -10,7 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, literal, select, update
+from sqlalchemy import Connection, func, insert, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,8 +24,32 @@ from exwatch.fleet.timeutil import now, to_db
 
 BATCH = 5000
 PROTECTED = ("patched", "mitigated")
+# Per-wave states kept in observation_states; host-level ones (unreachable, not_exchange) are counted
+# from the observations' status instead.
+WAVE_STATES = frozenset({"vulnerable", "patched", "mitigated", "unknown", "not_affected"})
+OBS_COLUMNS = (
+    "scan_id",
+    "host_id",
+    "key",
+    "target",
+    "address",
+    "port",
+    "status",
+    "error",
+    "build",
+    "cu",
+    "build_source",
+    "cu_only",
+    "time",
+    "detail_id",
+)
+STATE_COLUMNS = ("scan_id", "wave", "host_id", "state", "cu")
+HOST_COLUMNS = ("address", "name", "fe_server", "cert", "first_seen")
+# What an observation says beyond its columns, stored once per distinct body.
+DETAIL_KEYS = ("waves", "probes", "conflicts", "notes")
 
 
+@functools.lru_cache(maxsize=65536)
 def cu_of(build: str | None) -> str | None:
     """The cumulative update key "major.minor.build" of a build string (leading zeros dropped)."""
     if not build:
@@ -36,6 +61,10 @@ def cu_of(build: str | None) -> str | None:
         return ".".join(str(int(p)) for p in parts[:3])
     except ValueError:
         return None
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False)
+dumps = _ENCODER.encode
 
 
 def _chunks(rows: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
@@ -186,66 +215,105 @@ class Store:
                 self._scan_hosts[scan_id] = seen
             host_ids = self._resolve_hosts(conn, records, index, scan_time)
             detail_ids = self._detail_ids(conn, records)
-            obs_rows: list[dict[str, Any]] = []
-            state_rows: list[dict[str, Any]] = []
+            record_time = self._record_time
+            default_time = self._db_time(scan_time)
+            obs_rows: list[tuple[Any, ...]] = []
+            state_rows: list[tuple[Any, ...]] = []
             tag_rows: dict[tuple[int, str], str] = {}
+            known_tags = self._tags
             for rec, host_id, detail_id in zip(records, host_ids, detail_ids, strict=True):
                 build = rec.get("build")
                 cu = cu_of(build)
+                when = rec.get("time")
                 obs_rows.append(
-                    {
-                        "scan_id": scan_id,
-                        "host_id": host_id,
-                        "key": str(rec.get("key") or rec.get("target") or rec.get("address") or ""),
-                        "target": rec.get("target"),
-                        "address": rec.get("address"),
-                        "port": rec.get("port"),
-                        "status": rec.get("status") or "exchange",
-                        "error": rec.get("error"),
-                        "build": build,
-                        "cu": cu,
-                        "build_source": rec.get("build_source"),
-                        "cu_only": rec.get("cu_only"),
-                        "time": to_db(rec.get("time")) or scan_time,
-                        "detail_id": detail_id,
-                    }
+                    (
+                        scan_id,
+                        host_id,
+                        str(rec.get("key") or rec.get("target") or rec.get("address") or ""),
+                        rec.get("target"),
+                        rec.get("address"),
+                        rec.get("port"),
+                        rec.get("status") or "exchange",
+                        rec.get("error"),
+                        build,
+                        cu,
+                        rec.get("build_source"),
+                        rec.get("cu_only"),
+                        record_time(when) if when else default_time,
+                        detail_id,
+                    )
                 )
                 if host_id is None:
                     continue
-                for key, value in (rec.get("tags") or {}).items():
-                    if self._tags.get((host_id, str(key))) != str(value):
-                        tag_rows[(host_id, str(key))] = str(value)
+                tags = rec.get("tags")
+                if tags:
+                    for key, value in tags.items():
+                        if known_tags.get((host_id, key)) != value:
+                            tag_rows[(host_id, str(key))] = str(value)
                 if host_id in seen:
                     continue
                 seen.add(host_id)
-                for wave, verdict in (rec.get("waves") or {}).items():
+                waves = rec.get("waves")
+                if not waves:
+                    continue
+                for wave, verdict in waves.items():
                     state = verdict.get("state") if isinstance(verdict, dict) else verdict
-                    if state:
-                        state_rows.append(
-                            {
-                                "scan_id": scan_id,
-                                "wave": wave,
-                                "host_id": host_id,
-                                "state": str(state),
-                                "cu": cu,
-                            }
-                        )
+                    if state in WAVE_STATES:
+                        state_rows.append((scan_id, wave, host_id, state, cu))
             try:
-                for chunk in _chunks(obs_rows):
-                    conn.execute(insert(t.observations), list(chunk))
-                for chunk in _chunks(state_rows):
-                    conn.execute(insert(t.observation_states), list(chunk))
+                self._bulk(conn, "observations", OBS_COLUMNS, obs_rows)
+                self._bulk(conn, "observation_states", STATE_COLUMNS, state_rows)
                 if tag_rows:
                     self._write_tags(conn, tag_rows)
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot store observations: {exc}") from exc
+
+    def _record_time(self, value: Any) -> Any:
+        """A record's time for the driver; the common ``...T..+00:00`` text is converted without parsing."""
+        if (
+            self.dialect == "sqlite"
+            and isinstance(value, str)
+            and len(value) in (25, 32)
+            and value[10] == "T"
+            and value.endswith("+00:00")
+        ):
+            return f"{value[:10]} {value[11:19]}.{value[20:26] if len(value) == 32 else '000000'}"
+        return self._db_time(to_db(value))
+
+    def _db_time(self, when: datetime | None) -> Any:
+        """A naive UTC time as the driver takes it (SQLite: SQLAlchemy's own text layout, so that
+        times written here and through Core compare as text)."""
+        if when is None or self.dialect == "postgresql":
+            return when
+        return when.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def _bulk(
+        self, conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert many rows fast: COPY on PostgreSQL, one executemany per batch on SQLite."""
+        if not rows:
+            return
+        cols = ", ".join(columns)
+        if self.dialect == "postgresql":
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+        for chunk in _chunks(rows):
+            conn.exec_driver_sql(sql, list(chunk))
 
     def _resolve_hosts(
         self, conn: Connection, records: list[dict[str, Any]], index: HostIndex, scan_time: datetime
     ) -> list[int | None]:
         """Host ids for the records: known hosts matched, new Exchange hosts inserted."""
         result: list[int | None] = []
-        pending: dict[Identity, list[int]] = {}
+        fresh = HostIndex()
+        pending_idents: list[Identity] = []
+        pending_positions: list[list[int]] = []
         changed: dict[int, Identity] = {}
         for position, rec in enumerate(records):
             ident = identity_of(rec)
@@ -256,12 +324,13 @@ class Store:
                     result.append(None)
                     continue
                 # Two records of one new server in the same batch become one host.
-                for known in pending:
-                    if _same_new_host(known, ident):
-                        pending[known].append(position)
-                        break
-                else:
-                    pending[ident] = [position]
+                slot = fresh.match(ident)
+                if slot is None:
+                    slot = len(pending_idents)
+                    pending_idents.append(ident)
+                    pending_positions.append([])
+                    fresh.put(slot, ident)
+                pending_positions[slot].append(position)
                 result.append(None)
                 continue
             result.append(host_id)
@@ -270,29 +339,22 @@ class Store:
                 if merged != index.hosts[host_id]:
                     changed[host_id] = merged
                     index.put(host_id, merged)
-        if pending:
-            idents = list(pending)
+        if pending_idents:
             rows = [
-                {
-                    "address": i.address,
-                    "name": i.name,
-                    "fe_server": i.fe_server,
-                    "cert": i.cert,
-                    "first_seen": to_db(records[pending[i][0]].get("time")) or scan_time,
-                }
-                for i in idents
-            ]
-            new_ids: list[int] = []
-            for chunk in _chunks(rows):
-                new_ids.extend(
-                    conn.execute(
-                        insert(t.hosts).returning(t.hosts.c.id, sort_by_parameter_order=True), list(chunk)
-                    ).scalars()
+                (
+                    i.address,
+                    i.name,
+                    i.fe_server,
+                    i.cert,
+                    self._db_time(to_db(records[positions[0]].get("time")) or scan_time),
                 )
-            for ident, host_id in zip(idents, new_ids, strict=True):
+                for i, positions in zip(pending_idents, pending_positions, strict=True)
+            ]
+            new_ids = self._insert_with_ids(conn, t.hosts, HOST_COLUMNS, rows)
+            for ident, positions, host_id in zip(pending_idents, pending_positions, new_ids, strict=True):
                 index.put(host_id, ident)
                 self._index_max_id = max(self._index_max_id, host_id)
-                for position in pending[ident]:
+                for position in positions:
                     result[position] = host_id
         for host_id, ident in changed.items():
             conn.execute(
@@ -302,17 +364,51 @@ class Store:
             )
         return result
 
+    def _insert_with_ids(
+        self, conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> list[int]:
+        """Insert rows (without their id) and return the new ids in order.
+
+        PostgreSQL: ids drawn from the table's sequence first, then COPY.  SQLite: inserting the first row
+        takes the database's write lock until commit; no other writer
+        can take ids meanwhile, so the next ones follow on.
+        """
+        if not rows:
+            return []
+        name = table.name
+        if self.dialect == "postgresql":
+            ids = [
+                int(i)
+                for i in conn.execute(
+                    text(
+                        f"SELECT nextval(pg_get_serial_sequence('{name}', 'id')) FROM generate_series(1, :n)"
+                    ),
+                    {"n": len(rows)},
+                ).scalars()
+            ]
+            self._bulk(conn, name, ("id", *columns), [(i, *r) for i, r in zip(ids, rows, strict=True)])
+            return ids
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})", tuple(rows[0]))
+        first = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+        top = conn.execute(select(func.max(table.c.id))).scalar_one()
+        if top != first:  # pragma: no cover - only if another writer slipped in before our lock
+            raise StoreError(f"the {name} table changed while adding rows; retry")
+        ids = [int(first) + i for i in range(len(rows))]
+        self._bulk(conn, name, ("id", *columns), [(i, *r) for i, r in zip(ids[1:], rows[1:], strict=True)])
+        return ids
+
     def _detail_ids(self, conn: Connection, records: list[dict[str, Any]]) -> list[int | None]:
-        """Ids of the deduplicated detail bodies (per-wave reasons and fixes, probes, certificate names)."""
+        """Ids of the deduplicated detail bodies (per-wave reasons and fixes, probe outcomes, notes)."""
         bodies: list[str | None] = []
         digests: list[str | None] = []
         for rec in records:
-            detail = {k: rec[k] for k in ("waves", "probes", "cert_names", "fe_server", "name") if rec.get(k)}
+            detail = {k: rec[k] for k in DETAIL_KEYS if rec.get(k)}
             if not detail:
                 bodies.append(None)
                 digests.append(None)
                 continue
-            body = json.dumps(detail, sort_keys=True, default=str, separators=(",", ":"))
+            body = dumps(detail)
             bodies.append(body)
             digests.append(hashlib.sha1(body.encode()).hexdigest())
         missing = {
@@ -327,10 +423,7 @@ class Store:
                 missing.pop(digest, None)
         if missing:
             items = list(missing.items())
-            ids = conn.execute(
-                insert(t.details).returning(t.details.c.id, sort_by_parameter_order=True),
-                [{"digest": d, "body": b} for d, b in items],
-            ).scalars()
+            ids = self._insert_with_ids(conn, t.details, ("digest", "body"), items)
             for (digest, _), detail_id in zip(items, ids, strict=True):
                 self._details[digest] = detail_id
         return [None if d is None else self._details[d] for d in digests]
@@ -373,6 +466,27 @@ class Store:
             )
             self._update_exposure(conn, scan_id)
         self._scan_hosts.pop(scan_id, None)
+        self._refresh_statistics()
+
+    def _refresh_statistics(self) -> None:
+        """Fresh planner statistics after a snapshot: without them PostgreSQL plans the report's joins
+        over tables it believes empty (nested loops over millions of rows)."""
+        try:
+            if self.dialect == "postgresql":
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    for table in (
+                        "hosts",
+                        "observations",
+                        "observation_states",
+                        "host_exposure",
+                        "scan_summary",
+                    ):
+                        conn.exec_driver_sql(f"ANALYZE {table}")
+            else:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA optimize")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot refresh the store's statistics: {exc}") from exc
 
     def _update_exposure(self, conn: Connection, scan_id: int) -> None:
         """Move the exposure windows on with this snapshot, or rebuild them if it is out of time order."""
@@ -412,9 +526,18 @@ class Store:
     # -- hunts and tags ------------------------------------------------------------------------
 
     def find_hosts(self, text: str) -> list[int]:
-        """Hosts a user's word names (id, address, DNS name or X-FEServer)."""
-        with self._lock, self.connect() as conn:
-            return self._host_index(conn).find(text)
+        """Hosts a user's word names: an id (``#12``), an address, a DNS name or an X-FEServer (indexed)."""
+        word = text.strip().lower()
+        h = t.hosts
+        with self.connect() as conn:
+            if word.lstrip("#").isdigit():
+                found = conn.execute(select(h.c.id).where(h.c.id == int(word.lstrip("#")))).scalars().all()
+                if found:
+                    return [int(i) for i in found]
+            ids: set[int] = set()
+            for column in (h.c.address, h.c.name, h.c.fe_server):
+                ids.update(conn.execute(select(h.c.id).where(column == word)).scalars())
+        return sorted(int(i) for i in ids)
 
     def add_hunt(
         self,
@@ -503,12 +626,6 @@ def rebuild_exposure(conn: Connection) -> None:
         .scalar_subquery()
     )
     conn.execute(update(e).values(first_protected=first_protected))
-
-
-def _same_new_host(a: Identity, b: Identity) -> bool:
-    probe = HostIndex()
-    probe.put(0, a)
-    return probe.match(b) == 0
 
 
 def open_store(url: str | None = None) -> Store:

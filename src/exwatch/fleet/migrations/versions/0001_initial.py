@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.Column("host_id", sa.Integer, sa.ForeignKey("hosts.id"), primary_key=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("cu", sa.String(64)),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_observation_states_host", "observation_states", ["host_id", "wave", "scan_id"])
     op.create_table(

@@ -1,0 +1,203 @@
+"""Store benchmark: ingest N hosts x D daily snapshots, then time the headline report and one host's history.
+
+    python -m benchmarks.store.run [--hosts 400000] [--days 30] [--db URL] [--out RESULTS.md]
+
+With no --db it runs on a fresh SQLite file, and on PostgreSQL too when EXWATCH_TEST_PG_URL is set
+(``bash scripts/with-postgres.sh python -m benchmarks.store.run``).  Goals: >= 50,000 observations/s
+ingested, headline report <= 2 s, one host's history <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exwatch.fleet import open_store
+from exwatch.fleet import queries as q
+from exwatch.report import ReportOptions, build_report
+
+DAY0 = datetime(2021, 3, 2, tzinfo=UTC)
+BATCH = 5000
+BUILDS = [
+    "15.1.2176.2",
+    "15.1.2176.9",
+    "15.2.792.3",
+    "15.2.792.10",
+    "15.0.1497.2",
+    "15.0.1497.12",
+    "15.2.858.5",
+]
+FIX = {
+    "security_update": ["15.1.2176.9"],
+    "cumulative_update": "15.1.2242.4",
+    "text": "install the March 2021 security update KB5000871 for this CU",
+}
+
+
+def make_plan(hosts: int, days: int, seed: int) -> dict[str, Any]:
+    """Per host: the day it gets patched or mitigated (or never), its build and tags."""
+    rng = np.random.default_rng(seed)
+    # Share protected rises like March 2021 (about 77% by day 8, 92% by day 20); 5% never move.
+    patch_day = np.floor(rng.exponential(5.0, hosts)).astype(int)
+    patch_day[rng.random(hosts) < 0.05] = 10_000
+    mitigated = rng.random(hosts) < 0.15
+    unknown = rng.random(hosts) < 0.03
+    build = rng.integers(0, len(BUILDS), hosts)
+    return {"patch_day": patch_day, "mitigated": mitigated, "unknown": unknown, "build": build}
+
+
+def records(plan: dict[str, Any], day: int, start: int, stop: int) -> list[dict[str, Any]]:
+    out = []
+    pd, mit, unk, bld = plan["patch_day"], plan["mitigated"], plan["unknown"], plan["build"]
+    base = DAY0 + timedelta(days=day)
+    for i in range(start, stop):
+        when = (base + timedelta(milliseconds=i)).isoformat()  # a scan sees each host at its own time
+        if unk[i]:
+            state = "unknown"
+        elif day >= pd[i]:
+            state = "mitigated" if mit[i] else "patched"
+        else:
+            state = "vulnerable"
+        a, b = divmod(i, 65536)
+        address = f"10.{a}.{b >> 8}.{b & 255}"
+        out.append(
+            {
+                "target": address,
+                "key": address,
+                "address": address,
+                "port": 443,
+                "status": "exchange",
+                "error": None,
+                "build": BUILDS[bld[i]],
+                "build_source": "x-owa-version",
+                "cu_only": False,
+                "probes": {"proxylogon": "vulnerable" if state == "vulnerable" else "patched"},
+                "waves": {
+                    "proxylogon": {"state": state, "reason": "build and probe", "fix": FIX},
+                    "proxyshell": {"state": "not_affected", "reason": "older than the wave", "fix": {}},
+                    "proxynotshell": {"state": "patched", "reason": "build", "fix": {}},
+                },
+                "fe_server": f"EXCH{i % 97:02d}",
+                "cert_names": [f"mail{i}.example"],
+                "tags": {"country": ("NL", "BE", "DE", "FR")[i % 4], "organisation": f"org{i % 1000}"},
+                "time": when,
+            }
+        )
+    return out
+
+
+def bench(url: str, hosts: int, days: int, seed: int = 1) -> dict[str, Any]:
+    plan = make_plan(hosts, days, seed)
+    ingest = 0.0
+    finish = 0.0
+    n_obs = 0
+    with open_store(url) as store:
+        for day in range(days):
+            sid = store.start_scan({"bench": True, "day": day}, started_at=DAY0 + timedelta(days=day))
+            for start in range(0, hosts, BATCH):
+                batch = records(plan, day, start, min(hosts, start + BATCH))
+                t0 = time.perf_counter()
+                store.add_observations(sid, batch)
+                ingest += time.perf_counter() - t0
+                n_obs += len(batch)
+            t0 = time.perf_counter()
+            store.finish_scan(sid)
+            finish += time.perf_counter() - t0
+            print(
+                f"  day {day + 1}/{days}: {n_obs / (ingest + finish):,.0f} obs/s so far",
+                file=sys.stderr,
+                flush=True,
+            )
+        report_times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            doc = build_report(store, ReportOptions(limit=50))
+            report_times.append(time.perf_counter() - t0)
+        rng = np.random.default_rng(seed + 1)
+        history_times = []
+        for i in rng.integers(0, hosts, 20):
+            a, b = divmod(int(i), 65536)
+            t0 = time.perf_counter()
+            hist = q.host_history(store, f"10.{a}.{b >> 8}.{b & 255}")
+            history_times.append(time.perf_counter() - t0)
+            assert len(hist["snapshots"]) == days
+    return {
+        "url": url.split("@")[-1] if "@" in url else "sqlite",
+        "backend": "postgresql" if url.startswith("postgresql") else "sqlite",
+        "hosts": hosts,
+        "days": days,
+        "observations": n_obs,
+        "ingest_s": ingest,
+        "finish_s": finish,
+        "obs_per_s": n_obs / (ingest + finish),
+        "report_s": statistics.median(report_times),
+        "history_ms": statistics.median(history_times) * 1000,
+        "history_max_ms": max(history_times) * 1000,
+        "headline": doc["headline"],
+        "at_risk": len(doc["hosts_at_risk"]),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=400_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--db", action="append", default=None, help="store URL (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="exwatch-bench-")
+    urls = args.db or [f"sqlite:///{tmp}/bench.db"]
+    if args.db is None and os.environ.get("EXWATCH_TEST_PG_URL"):
+        urls.append(os.environ["EXWATCH_TEST_PG_URL"])
+    results = []
+    for url in urls:
+        print(
+            f"== {url.split('@')[-1]}: {args.hosts:,} hosts x {args.days} snapshots",
+            file=sys.stderr,
+            flush=True,
+        )
+        r = bench(url, args.hosts, args.days)
+        results.append(r)
+        print(
+            f"{r['backend']}: {r['observations']:,} observations in {r['ingest_s'] + r['finish_s']:.1f} s "
+            f"= {r['obs_per_s']:,.0f} obs/s (goal 50,000: x{r['obs_per_s'] / 50_000:.2f}); "
+            f"headline report {r['report_s']:.2f} s (goal 2 s); host history {r['history_ms']:.1f} ms "
+            f"median, {r['history_max_ms']:.1f} ms max (goal 50 ms)"
+        )
+    if not args.no_write:
+        lines = [
+            "# Store benchmark results",
+            "",
+            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
+            f"({os.cpu_count()} cores shared with other work), Python {platform.python_version()}.",
+            f"Command: `python -m benchmarks.store.run --hosts {args.hosts} --days {args.days}`"
+            " (under `scripts/with-postgres.sh` for PostgreSQL).",
+            "",
+            "| backend | hosts x snapshots | observations | ingest obs/s (goal 50,000) | headline report s (goal 2) "
+            "| host history ms median / max (goal 50) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in results:
+            lines.append(
+                f"| {r['backend']} | {r['hosts']:,} x {r['days']} | {r['observations']:,} | {r['obs_per_s']:,.0f} "
+                f"| {r['report_s']:.2f} | {r['history_ms']:.1f} / {r['history_max_ms']:.1f} |"
+            )
+        lines += ["", "Headline of the last run: " + results[-1]["headline"], ""]
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
