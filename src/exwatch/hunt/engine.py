@@ -112,7 +112,7 @@ def hunt_paths(
     hosts: list[HostResult] = []
     findings: list[Finding] = []
     errors: list[FileError] = []
-    stats: dict[str, Any] = {"files": 0, "bytes": 0, "candidates": 0}
+    stats: dict[str, Any] = {"files": 0, "bytes": 0, "candidates": 0, "parsed": 0}
     own_pool = None
     try:
         jobs = options.jobs or os.cpu_count() or 1
@@ -139,6 +139,7 @@ def hunt_paths(
                 if res["coverage"]:
                     per_file_cov.append({**res["coverage"], "file": res["file"]})
                 stats["candidates"] += int(res["stats"].get("candidates", 0))
+                stats["parsed"] += int(res["stats"].get("parsed", 0))
                 for f in res["findings"]:
                     ev = f["evidence"]
                     host_findings.append(

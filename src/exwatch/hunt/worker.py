@@ -76,7 +76,7 @@ class Bundle:
     yara: Any
     by_family: dict[str, list[SigmaRuleSpec]] = field(default_factory=dict)
     finders: dict[str, LiteralFinder] = field(default_factory=dict)
-    pickers: dict[str, Callable[[str], list[SigmaRuleSpec]]] = field(default_factory=dict)
+    pickers: dict[str, Callable[[str], tuple[list[SigmaRuleSpec], bool]]] = field(default_factory=dict)
     event_literals: frozenset[str] | None = None
     strategy: str = "re2"
 
@@ -85,8 +85,9 @@ class Bundle:
             self.by_family[family] = [r for r in self.sigma if r.applies_to(family)]
         return self.by_family[family]
 
-    def rule_picker(self, family: str) -> Callable[[str], list[SigmaRuleSpec]]:
-        """A function from a lower-cased line to the rules whose required literals it holds."""
+    def rule_picker(self, family: str) -> Callable[[str], tuple[list[SigmaRuleSpec], bool]]:
+        """A function from a lower-cased line to the rules it can match (every literal group of the
+        rule is on the line) and whether it holds an indicator literal (IP, User-Agent)."""
         if family in self.pickers:
             return self.pickers[family]
         import ahocorasick
@@ -97,20 +98,29 @@ class Bundle:
         for i, r in enumerate(rules):
             for lit in r.literals or ():
                 by_literal.setdefault(lit, set()).add(i)
+        ioc_lits = self.iocs.literals() if family in ("httpproxy", "iis") else set()
+        for lit in ioc_lits:
+            by_literal.setdefault(lit, set()).add(-1)
         ac = ahocorasick.Automaton()
         for lit, idx in by_literal.items():
             ac.add_word(lit, frozenset(idx))
         if by_literal:
             ac.make_automaton()
+        naive = self.strategy == "none"
 
-        def pick(low: str) -> list[SigmaRuleSpec]:
-            if self.strategy == "none":
-                return rules
+        def pick(low: str) -> tuple[list[SigmaRuleSpec], bool]:
+            if naive:
+                return rules, True
             chosen: set[int] = set(always)
             if by_literal:
                 for _, idx in ac.iter(low):
                     chosen |= idx
-            return [rules[i] for i in sorted(chosen)]
+            ioc = -1 in chosen
+            chosen.discard(-1)
+            picked = [
+                rules[i] for i in sorted(chosen) if all(any(x in low for x in g) for g in rules[i].groups)
+            ]
+            return picked, ioc
 
         self.pickers[family] = pick
         return pick
@@ -328,6 +338,7 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
             fields: list[str] | None = DEFAULT_FIELDS.get(family)
             header_changes = 0
             candidates = 0
+            parsed = 0
             truncated_lines = 0
             for cand in iter_candidates(
                 fh,
@@ -355,18 +366,27 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                     )
                 if fields is None and family != "oabgenerator":
                     fields = []
+                # Only the rules whose required literals are all on this line can match it; a line
+                # no rule and no indicator can match is not parsed at all.
+                picked, ioc = pick(text.lower())
+                if not picked and not ioc:
+                    continue
+                parsed += 1
                 rec = build_record(family, fields or [], text)
                 kw = keyword_text(rec)
                 t = record_time(family, rec, text)
                 if not _in_window(t, since, until):
                     continue
-                # Only the rules whose required literals are on this line can match it.
-                for rule in pick(text.lower()):
+                line_rules: set[str] = set()
+                for rule in picked:
+                    if rule.rule_id in line_rules:
+                        continue  # two rule files may share an id (variants of one detection)
                     try:
                         matched = rule.predicate(rec, kw)
                     except (KeyError, TypeError, ValueError):
                         matched = False
                     if matched:
+                        line_rules.add(rule.rule_id)
                         out["findings"].append(
                             _finding(
                                 rule.rule_id,
@@ -380,9 +400,15 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                                 excerpt=text,
                             )
                         )
-                _context(bundle, rec, family, t, rel, cand.line_no, cand.offset, text, out)
+                if ioc:
+                    _context(bundle, rec, family, t, rel, cand.line_no, cand.offset, text, out)
             out["stats"].update(
-                {"candidates": candidates, "headers": header_changes, "truncated": truncated_lines}
+                {
+                    "candidates": candidates,
+                    "parsed": parsed,
+                    "headers": header_changes,
+                    "truncated": truncated_lines,
+                }
             )
     finally:
         if tmpdir:
@@ -469,7 +495,7 @@ def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> N
             continue
         low = (rec.text + " " + " ".join(rec.fields.values())).lower()
         for fam in source_families(rec.fields):
-            for rule in bundle.rule_picker(fam)(low):
+            for rule in bundle.rule_picker(fam)(low)[0]:
                 try:
                     matched = rule.predicate(rec.fields, rec.text)
                 except (KeyError, TypeError, ValueError):

@@ -24,6 +24,8 @@ from exwatch.errors import InputError
 
 Record = Mapping[str, str]
 Predicate = Callable[[Record, str], bool]
+# Literal requirements of a condition: every group must be met by at least one of its literals.
+Groups = tuple[frozenset[str], ...]
 
 # The log sources exwatch reads, as (category, product, service) triples a rule's logsource may name.
 # Our own logsources for Exchange's text logs sit next to the standard Sigma ones.
@@ -58,6 +60,7 @@ class SigmaRuleSpec:
     predicate: Predicate
     literals: frozenset[str] | None
     path: str
+    groups: Groups = ()
     meta: dict[str, str] = field(default_factory=dict)
 
     def applies_to(self, source: str) -> bool:
@@ -133,6 +136,12 @@ COMMON_TOKENS = frozenset(
         "401",
         "443",
         "444",
+        ".js",
+        ".css",
+        ".aspx",
+        ".gif",
+        ".png",
+        ".svc",
     }
 )
 
@@ -141,8 +150,17 @@ def _cover_score(cover: frozenset[str]) -> tuple[bool, int, int]:
     return (not any(x in COMMON_TOKENS for x in cover), min(len(x) for x in cover), -len(cover))
 
 
-def _compile(node: Any) -> tuple[Predicate, frozenset[str] | None]:
-    """Compile one node of pySigma's condition tree into a predicate and its literal cover."""
+def _g(cover: frozenset[str] | None) -> Groups:
+    return (cover,) if cover else ()
+
+
+def best_group(groups: Groups) -> frozenset[str] | None:
+    """The group of literals the byte pre-filter searches for: rare and long beats routine and short."""
+    return max(groups, key=_cover_score) if groups else None
+
+
+def _compile(node: Any) -> tuple[Predicate, Groups]:
+    """Compile one node of pySigma's condition tree into a predicate and its literal requirements."""
     from sigma.conditions import (
         ConditionAND,
         ConditionFieldEqualsValueExpression,
@@ -163,45 +181,40 @@ def _compile(node: Any) -> tuple[Predicate, frozenset[str] | None]:
     if isinstance(node, ConditionAND):
         compiled = [_compile(a) for a in node.args]
         preds = [p for p, _ in compiled]
-        covers = [c for _, c in compiled if c]
-        cover = max(covers, key=_cover_score) if covers else None
-        return (lambda r, k: all(p(r, k) for p in preds)), cover
+        groups: Groups = tuple(g for _, gs in compiled for g in gs)
+        return (lambda r, k: all(p(r, k) for p in preds)), groups
     if isinstance(node, ConditionOR):
         compiled = [_compile(a) for a in node.args]
         preds = [p for p, _ in compiled]
-        or_cover: frozenset[str] | None = frozenset()
-        for _, c in compiled:
-            if c is None:
-                or_cover = None
-                break
-            or_cover = or_cover | c  # type: ignore[operator]
-        return (lambda r, k: any(p(r, k) for p in preds)), or_cover
+        bests = [best_group(gs) for _, gs in compiled]
+        union: Groups = (frozenset().union(*bests),) if all(b is not None for b in bests) else ()  # type: ignore[arg-type]
+        return (lambda r, k: any(p(r, k) for p in preds)), union
     if isinstance(node, ConditionNOT):
         inner, _ = _compile(node.args[0])
-        return (lambda r, k: not inner(r, k)), None
+        return (lambda r, k: not inner(r, k)), ()
     if isinstance(node, ConditionFieldEqualsValueExpression):
         name = node.field
         value = node.value
         if isinstance(value, SigmaNull):
-            return (lambda r, k: not r.get(name)), None
+            return (lambda r, k: not r.get(name)), ()
         if isinstance(value, SigmaExists):
             want = bool(value.exists)
-            return (lambda r, k: (name in r) == want), None
+            return (lambda r, k: (name in r) == want), ()
         if isinstance(value, SigmaString):
             rx = _sigma_string_regex(value)
-            return (lambda r, k: name in r and rx.fullmatch(r[name]) is not None), _literal_cover(value)
+            return (lambda r, k: name in r and rx.fullmatch(r[name]) is not None), _g(_literal_cover(value))
         if isinstance(value, SigmaNumber):
             text = str(value.number)
-            return (lambda r, k: r.get(name, "").strip() == text), _literal_cover(value)
+            return (lambda r, k: r.get(name, "").strip() == text), _g(_literal_cover(value))
         if isinstance(value, SigmaBool):
             text = "true" if value.boolean else "false"
-            return (lambda r, k: r.get(name, "").strip().lower() == text), None
+            return (lambda r, k: r.get(name, "").strip().lower() == text), ()
         if isinstance(value, SigmaRegularExpression):
             flags = 0
             for flag in value.flags:
                 flags |= {"IGNORECASE": re.I, "MULTILINE": re.M, "DOTALL": re.S}.get(flag.name, 0)
             rx = re.compile(str(value.regexp), flags)
-            return (lambda r, k: name in r and rx.search(r[name]) is not None), None
+            return (lambda r, k: name in r and rx.search(r[name]) is not None), ()
         if isinstance(value, SigmaCIDRExpression):
             net = value.network
 
@@ -211,17 +224,17 @@ def _compile(node: Any) -> tuple[Predicate, frozenset[str] | None]:
                 except ValueError:
                     return False
 
-            return in_net, None
+            return in_net, ()
         raise InputError(f"Sigma value type {type(value).__name__} for field {name!r} is not supported")
     if isinstance(node, ConditionValueExpression):
         value = node.value
         if isinstance(value, SigmaString):
             rx = _sigma_string_regex(value)
             # Keywords match anywhere in the record's text (pySigma leaves them unanchored).
-            return (lambda r, k: rx.search(k) is not None), _literal_cover(value)
+            return (lambda r, k: rx.search(k) is not None), _g(_literal_cover(value))
         if isinstance(value, SigmaNumber):
             text = str(value.number)
-            return (lambda r, k: text in k), _literal_cover(value)
+            return (lambda r, k: text in k), _g(_literal_cover(value))
         raise InputError(f"Sigma keyword type {type(value).__name__} is not supported")
     raise InputError(f"Sigma condition element {type(node).__name__} is not supported")
 
@@ -270,10 +283,12 @@ def load_rules(paths: Iterable[Path]) -> list[SigmaRuleSpec]:
             except SigmaError as exc:
                 raise InputError(f"{f}: Sigma rule {rule.title!r} cannot be parsed: {exc}") from exc
             if len(compiled) == 1:
-                pred, cover = compiled[0]
+                pred, groups = compiled[0]
             else:
                 pred = _any_of([p for p, _ in compiled])
-                cover = required_literals_from([c for _, c in compiled])
+                bests = [best_group(gs) for _, gs in compiled]
+                groups = (frozenset().union(*bests),) if all(b is not None for b in bests) else ()  # type: ignore[arg-type]
+            cover = best_group(groups)
             custom = dict(getattr(rule, "custom_attributes", {}) or {})
             meta = {str(k): str(v) for k, v in (custom.get("exwatch") or {}).items()}
             level = str(rule.level.name).lower() if rule.level else "medium"
@@ -288,6 +303,7 @@ def load_rules(paths: Iterable[Path]) -> list[SigmaRuleSpec]:
                     logsource=(rule.logsource.category, rule.logsource.product, rule.logsource.service),
                     predicate=pred,
                     literals=cover,
+                    groups=groups,
                     path=str(f),
                     meta=meta or {"confidence": _level_confidence(level)},
                 )
@@ -297,12 +313,3 @@ def load_rules(paths: Iterable[Path]) -> list[SigmaRuleSpec]:
 
 def _any_of(preds: list[Predicate]) -> Predicate:
     return lambda r, k: any(p(r, k) for p in preds)
-
-
-def required_literals_from(covers: list[frozenset[str] | None]) -> frozenset[str] | None:
-    out: set[str] = set()
-    for c in covers:
-        if c is None:
-            return None
-        out |= c
-    return frozenset(out)
