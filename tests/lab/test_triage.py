@@ -76,7 +76,14 @@ def test_httpproxy_headers_fields_and_times(package: tuple[Path, dict[str, Any]]
     files = [f for f in files if f.is_file()]
     protocols = {f.parent.name for f in files}
     assert {"Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "PowerShell", "RpcHttp"} <= protocols
-    assert len(files) == len(protocols) * 48  # hourly over two days
+    assert len(files) == len(protocols) * 48 + 1  # hourly over two days, one hour rolled over
+    second = [f for f in files if f.name.endswith("-2.LOG")]
+    assert [str(f.relative_to(out)) for f in second] == [truth["notes"]["httpproxy_rollover"]]
+    first = second[0].with_name(second[0].name.replace("-2.LOG", "-1.LOG"))
+    last_of_first = _blocks(first)[-1][1][-1].split(",", 1)[0]
+    (header, data), *more = _blocks(second[0])
+    assert not more and header[3] == "#Date: " + data[0].split(",", 1)[0]
+    assert data[0].split(",", 1)[0] >= last_of_first
     restarts = 0
     for f in files:
         m = re.fullmatch(r"HttpProxy_(\d{10})-(\d+)\.LOG", f.name)

@@ -117,11 +117,18 @@ class LogJob:
     segments: list[tuple[int, int, int]]  # (start ms after midnight, span ms, benign lines)
     plants: list[LinePlant] = field(default_factory=list)
     restart: bool = False
+    rollover: bool = False
     mtime: float = 0.0
 
     @property
     def weight(self) -> int:
         return sum(n for _, _, n in self.segments)
+
+
+def rollover_path(path: str) -> str:
+    """The next file of the same hour: ``HttpProxy_2021030110-1.LOG`` -> ``HttpProxy_2021030110-2.LOG``."""
+    head, _, tail = path.rpartition("-1.")
+    return f"{head}-2.{tail}"
 
 
 def _job_seed(seed: int, path: str) -> int:
@@ -169,7 +176,7 @@ def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[di
     plant_ms = [int((p.time - job.day).total_seconds() * 1000) for p in plants]
     # Each plant goes to the segment holding its time (the first or last one when outside them all).
     seg_of = [max(0, bisect.bisect_right([s for s, _, _ in job.segments], ms) - 1) for ms in plant_ms]
-    if job.restart and job.family == "httpproxy" and plants:
+    if (job.restart or job.rollover) and job.family == "httpproxy" and plants:
         raise ValueError("a restarted file carries no plants")
 
     items: list[dict[str, Any]] = []
@@ -196,6 +203,17 @@ def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[di
                 after = [ln.rsplit(",", 2)[0] for ln in lines[r:]]
                 f.write(CRLF.join(after) + CRLF)
                 line_no += len(lines) + rh.count("\n")
+                continue
+            if job.rollover and len(lines) >= 2:
+                # The hour's log reached its size limit: the rest goes to the next file of the hour.
+                r = len(lines) // 2
+                f.write(CRLF.join(lines[:r]) + CRLF)
+                second = rollover_path(full)
+                with open(second, "w", encoding="utf-8", newline="") as f2:
+                    f2.write(_header(job, server, date=job.day + timedelta(milliseconds=offs[r])))
+                    f2.write(CRLF.join(lines[r:]) + CRLF)
+                if job.mtime:
+                    os.utime(second, (job.mtime, job.mtime))
                 continue
             prev = 0
             while k < len(plants) and seg_of[k] == si:
@@ -310,6 +328,11 @@ def _plan_jobs(plan: Plan, size: float) -> list[LogJob]:
     ]
     if candidates:
         candidates[len(candidates) // 3].restart = True
+    # One busy OWA hour rolls over to a second file (HttpProxy_YYYYMMDDHH-2.LOG).
+    owa = [j for j in jobs.values() if j.family == "httpproxy" and j.protocol == "Owa" and not j.plants]
+    first_day = [j for j in owa if j.day == owa[0].day] if owa else []
+    if first_day:
+        max(first_day, key=lambda j: (j.weight, j.path)).rollover = True
     # And one IIS restart (a new header block mid-file), in the front-end log of the first day.
     iis = sorted((j for j in jobs.values() if j.family == "iis1"), key=lambda j: j.day)
     if iis and len(iis[0].segments) >= 2:
@@ -608,6 +631,7 @@ def write_triage(
     )
     restart = next((j.path for j in jobs if j.restart and j.family == "httpproxy"), None)
     iis_restart = next((j.path for j in jobs if j.restart and j.family == "iis1"), None)
+    rollover = next((rollover_path(j.path) for j in jobs if j.rollover), None)
     truth: dict[str, Any] = {
         "host": server.host,
         "start": t_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -617,7 +641,7 @@ def write_triage(
         "attack_time": attack.strftime("%Y-%m-%dT%H:%M:%SZ") if chosen else None,
         "build": server.version_short,
         "items": items,
-        "notes": {"httpproxy_restart": restart, "iis_restart": iis_restart},
+        "notes": {"httpproxy_restart": restart, "iis_restart": iis_restart, "httpproxy_rollover": rollover},
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
