@@ -538,3 +538,26 @@ def test_planted_iis_lines_meet_the_public_sigma_rules(package: tuple[Path, dict
             # The Nessus checks: no ProxyShell target after the autodiscover.json, and a 302.
             assert not targets and f["sc-status"] == "302"
     assert success >= 3 and attempt == 1
+
+
+def test_cli_table_summary(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        cli,
+        [
+            "lab",
+            "triage",
+            "--out",
+            str(tmp_path / "t"),
+            "--size",
+            "600KB",
+            "--days",
+            "1",
+            "--scenario",
+            "proxynotshell",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    truth = json.loads((tmp_path / "t" / "truth.json").read_text())
+    n = sum(1 for it in truth["items"] if it["kind"] == "attack")
+    assert f"attack    proxynotshell  {n:4} truth items" in res.stdout
+    assert "scenarios proxynotshell" in res.stdout and "truth: " in res.stdout
