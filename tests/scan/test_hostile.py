@@ -23,13 +23,13 @@ def test_hostile_servers(scheme: str) -> None:
         ServerSpec(f"h{i}", f"127.20.4.{10 + i}", port, scheme, build=None, variant=v)
         for i, v in enumerate(variants)
     ]
-    budget = 4.0
+    budget = 8.0
     records: dict[str, dict[str, Any]] = {}
     with run_fleet_in_thread(specs) as fleet:
         manifest = fleet.manifest()
         options = ScanOptions(
             ports=parse_ports(f"{port}/{scheme}"),
-            timeout=1.5,
+            timeout=3.0,
             host_budget=budget,
             probe=True,
             max_body=64 * 1024,
@@ -47,8 +47,8 @@ def test_hostile_servers(scheme: str) -> None:
         assert got == srv["truth_passive"] == srv["truth"], (srv["variant"], rec)
         if rec["status"] == "unreachable":
             assert rec["error"] in ERROR_CLASSES, (srv["variant"], rec["error"])
-        # The budget holds whatever the server does (a second of slack for the event loop).
-        assert rec["elapsed"] <= budget + 1.0, (srv["variant"], rec["elapsed"])
+        # The budget holds whatever the server does (slack for a loaded event loop).
+        assert rec["elapsed"] <= budget + 2.0, (srv["variant"], rec["elapsed"])
     by_variant = {s["variant"]: records[s["address"]] for s in manifest["servers"]}
     assert by_variant["refuse"]["error"] == "refused"
     assert by_variant["silent"]["error"] == "timeout"
@@ -61,3 +61,15 @@ def test_hostile_servers(scheme: str) -> None:
     # Oversized answers were cut, not swallowed whole.
     assert any("cut at" in n for n in by_variant["endless_body"]["notes"])
     assert any("header line(s) over the cap" in n for n in by_variant["many_headers"]["notes"])
+
+
+@pytest.mark.integration
+def test_host_budget_stops_a_trickling_server() -> None:
+    # The per-request timeout is longer than the budget: only the wall-clock budget can free the slot.
+    specs = [ServerSpec("tar", "127.20.4.90", 18443, "https", build=None, variant="tarpit")]
+    records: list[dict[str, Any]] = []
+    with run_fleet_in_thread(specs):
+        options = ScanOptions(ports=parse_ports("18443/https"), timeout=30.0, host_budget=2.0)
+        run_scan(["127.20.4.90"], options, "memory:", on_record=records.append)
+    assert [(r["status"], r["error"]) for r in records] == [("unreachable", "budget")]
+    assert records[0]["elapsed"] <= 4.0

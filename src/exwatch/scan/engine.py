@@ -152,6 +152,7 @@ class Connection:
         self.requests = 0
         self.truncated = 0
         self.dropped_headers = 0
+        self._partial: tuple[int, Headers, list[bytes]] | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -207,6 +208,7 @@ class Connection:
         reader, writer = self._reader, self._writer
         data = encode_request(req, self.host_header, self.default_port, self.port)
         self.requests += 1
+        self._partial = None
         try:
             async with asyncio.timeout(self.timeout):
                 writer.write(data)
@@ -214,6 +216,12 @@ class Connection:
                 return await self._read_response(reader, req.method)
         except Exception as exc:
             self.close()
+            partial, self._partial = self._partial, None
+            if partial is not None:
+                # Headers came back, the body did not finish in time: an answer, cut short.
+                status, headers, chunks = partial
+                self.truncated += 1
+                return ProbeResponse(status, dict(headers), b"".join(chunks), classify(exc))
             return ProbeResponse(None, {}, b"", classify(exc))
 
     async def _read_response(self, reader: asyncio.StreamReader, method: str) -> ProbeResponse:
@@ -241,17 +249,23 @@ class Connection:
                 break  # interim responses (100 Continue, 103 Early Hints) are skipped
         framing, length = body_framing(status, method, headers)
         keep = (headers.get_ci("Connection") or "").lower() != "close"
-        body = b""
+        chunks: list[bytes] = []
+        # From here on a timeout still leaves an answer: the status line and headers came back.
+        self._partial = (status, headers, chunks)
         truncated = False
         cap = limits.max_body
         if framing == "length":
             assert length is not None
-            want = min(length, cap)
-            body = await reader.readexactly(want)
+            got = 0
+            while got < min(length, cap):
+                more = await reader.read(min(length, cap) - got)
+                if not more:
+                    raise asyncio.IncompleteReadError(b"", length)
+                chunks.append(more)
+                got += len(more)
             if length > cap:
                 truncated, keep = True, False
         elif framing == "chunked":
-            parts: list[bytes] = []
             got = 0
             while True:
                 size = parse_chunk_size(await reader.readuntil(b"\n"))
@@ -260,28 +274,25 @@ class Connection:
                         pass  # trailers, ignored
                     break
                 if got + size > cap:
-                    parts.append(await reader.readexactly(cap - got))
+                    chunks.append(await reader.readexactly(cap - got))
                     got = cap
                     truncated, keep = True, False
                     break
-                parts.append(await reader.readexactly(size))
+                chunks.append(await reader.readexactly(size))
                 got += size
                 await reader.readuntil(b"\n")
-            body = b"".join(parts)
         elif framing == "close":
-            body = await reader.read(cap)
-            chunks = [body]
-            got = len(body)
+            got = 0
             while got < cap:
                 more = await reader.read(cap - got)
                 if not more:
                     break
                 chunks.append(more)
                 got += len(more)
-            body = b"".join(chunks)
-            if got >= cap:
-                truncated = True
+            truncated = got >= cap
             keep = False
+        self._partial = None
+        body = b"".join(chunks)
         body, bomb = decode_body(body, headers, cap)
         if truncated or bomb:
             self.truncated += 1
