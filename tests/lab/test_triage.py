@@ -470,6 +470,16 @@ def test_bad_input_is_one_clear_error(tmp_path: Path, kwargs: dict[str, Any], me
     assert not (tmp_path / "x").exists()
 
 
+def test_an_unwritable_place_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("x")
+    with pytest.raises(InputError, match="cannot create"):
+        write_triage(tmp_path / "plain-file" / "pkg", size=500_000, days=1)
+    res = CliRunner().invoke(
+        cli, ["lab", "triage", "--out", str(tmp_path / "plain-file" / "pkg"), "--size", "1MB"]
+    )
+    assert res.exit_code == 2 and res.output.startswith("exwatch: error: cannot create")
+
+
 def test_existing_files_are_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "evidence").mkdir()
     (tmp_path / "evidence" / "keep.txt").write_text("original")

@@ -535,6 +535,26 @@ def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
 # --- entry point ----------------------------------------------------------------------------------
 
 
+def _write_all(
+    plan: Plan, jobs: list[LogJob], out: Path, events_budget: int, n_workers: int
+) -> list[dict[str, Any]]:
+    """Write every log file (in a process pool when ``n_workers`` > 1), the event logs and the files."""
+    items: list[dict[str, Any]] = []
+    if n_workers > 1:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context()) as pool:
+            futures = [pool.submit(run_log_job, job, plan.seed, str(out), plan.server) for job in jobs]
+            items += _write_events(plan, out, events_budget)
+            items += _write_files(plan, out)
+            for fut in as_completed(futures):
+                items += fut.result()
+    else:
+        for job in jobs:
+            items += run_log_job(job, plan.seed, str(out), plan.server)
+        items += _write_events(plan, out, events_budget)
+        items += _write_files(plan, out)
+    return items
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """``fork`` shares the line templates built while planning, but forking a process that runs other
     threads can deadlock the children; then (and where there is no fork) the workers are spawned and
@@ -594,7 +614,10 @@ def write_triage(
             f"of the window ({t_start.isoformat()} to {t_end.isoformat()})"
         )
     _check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {out}: {exc.strerror or exc}") from exc
 
     server = ServerInfo(host=host.upper())
     plan = Plan(server=server, start=t_start, end=t_end, seed=seed)
@@ -611,20 +634,12 @@ def write_triage(
     mirror_process_events(plan)
 
     jobs, events_budget = _fit_size(plan, size)
-    items: list[dict[str, Any]] = []
     n_workers = workers if workers is not None else (min(os.cpu_count() or 1, 4) if size >= 64_000_000 else 1)
-    if n_workers > 1:
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context()) as pool:
-            futures = [pool.submit(run_log_job, job, seed, str(out), server) for job in jobs]
-            items += _write_events(plan, out, events_budget)
-            items += _write_files(plan, out)
-            for fut in as_completed(futures):
-                items += fut.result()
-    else:
-        for job in jobs:
-            items += run_log_job(job, seed, str(out), server)
-        items += _write_events(plan, out, events_budget)
-        items += _write_files(plan, out)
+    try:
+        items = _write_all(plan, jobs, out, events_budget, n_workers)
+    except OSError as exc:
+        # A full disk or a folder we may not write: one clear line; what was written stays for inspection.
+        raise InputError(f"cannot write the package to {out}: {exc.strerror or exc}") from exc
 
     items.sort(
         key=lambda it: (it["time"], it["file"], it.get("line", 0), it.get("record", 0), it["detection"])
