@@ -40,7 +40,15 @@ from exwatch.hunt.sources.textlog import (
 )
 
 TEXT_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", "exchange_log")
-EVENT_FAMILIES = ("windows", "msexchange-management", "application", "process_creation", "file_event")
+EVENT_FAMILIES = (
+    "windows",
+    "msexchange-management",
+    "application",
+    "process_creation",
+    "file_event",
+    "powershell",
+    "windefend",
+)
 DEFAULT_FIELDS = {
     "iis": [
         "date",

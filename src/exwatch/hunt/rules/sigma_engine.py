@@ -36,6 +36,8 @@ SOURCE_LOGSOURCES: dict[str, tuple[tuple[str | None, str | None, str | None], ..
     "iis": (("webserver", None, None), (None, "iis", None), ("webserver", "windows", None)),
     "msexchange-management": ((None, "windows", "msexchange-management"),),
     "application": ((None, "windows", "application"),),
+    "powershell": ((None, "windows", "powershell"), ("ps_script", "windows", None)),
+    "windefend": ((None, "windows", "windefend"),),
     "process_creation": (("process_creation", "windows", None),),
     "file_event": (("file_event", "windows", None),),
     "windows": ((None, "windows", None),),

@@ -108,6 +108,10 @@ def source_families(fields: dict[str, str]) -> tuple[str, ...]:
         out.append("msexchange-management")
     if channel == "application":
         out.append("application")
+    if channel == "microsoft-windows-powershell/operational" and eid == "4104":
+        out.append("powershell")
+    if channel == "microsoft-windows-windows defender/operational":
+        out.append("windefend")
     if "sysmon" in channel or "sysmon" in provider:
         if eid == "1":
             out.append("process_creation")

@@ -98,3 +98,28 @@ rule exwatch_compiled_webshell_dll {
         uint16(0) == 0x5A4D and filesize > 5KB and filesize < 40KB and $name and any of ($p*)
         and ($j or all of ($g*))
 }
+
+rule exwatch_wer_ecp_apppool {
+    meta:
+        exwatch_id = "proxylogon.wer_ecp_apppool"
+        description = "Windows Error Reporting report of w3wp.exe in MSExchangeECPAppPool (PL-4, signature-base APT_HAFNIUM_ForensicArtefacts_WER_Mar21_1 as described)"
+        exwatch_evidence = "$pool"
+    strings:
+        $w3wp = "w3wp.exe" ascii wide nocase
+        $pool = "w3wp#MSExchangeECPAppPool" ascii wide nocase
+    condition:
+        filesize < 1MB and $w3wp and $pool
+}
+
+rule exwatch_recon_cab {
+    meta:
+        exwatch_id = "postexploit.recon_cab"
+        description = "CAB archive packing recon output (ip.txt, arp.txt, system, security) (PE-6, signature-base as described)"
+    strings:
+        $ip = "ip.txt"
+        $arp = "arp.txt"
+        $sys = "system"
+        $sec = "security"
+    condition:
+        uint32(0) == 0x4643534D and $ip in (0..200) and $arp in (0..200) and $sys in (0..200) and $sec in (0..200)
+}
