@@ -317,9 +317,3 @@ def read_event_xml(path: Path, want: Callable[[str], bool] | None = None) -> Ite
                 buf = b""
             if not data:
                 return
-
-
-def is_event_xml(head: bytes) -> bool:
-    """Whether the start of a file looks like an event-log XML export."""
-    text = head[:4096].lstrip(b"\xef\xbb\xbf").lstrip()
-    return text.startswith(b"<") and (b"<Event " in text or b"<Event>" in text or b"<Events" in text)

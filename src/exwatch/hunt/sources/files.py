@@ -21,7 +21,6 @@ from pathlib import Path, PurePosixPath
 from exwatch.hunt.model import ArchiveLimits, FileError
 
 ARCHIVE_SUFFIXES = (".zip", ".7z", ".tar", ".tar.gz", ".tgz", ".gz")
-WEB_EXTENSIONS = (".aspx", ".ashx", ".asmx", ".asp", ".asax", ".config", ".dll", ".js", ".cs")
 
 
 @dataclass(frozen=True)
