@@ -453,6 +453,34 @@ def test_default_attack_time_fits_a_window_that_starts_mid_day(tmp_path: Path) -
     assert truth["attack_time"] == "2022-12-20T16:49:42Z"
 
 
+def test_each_wave_at_its_own_time(tmp_path: Path) -> None:
+    ps = datetime(2021, 3, 1, 4, 20, 5, tzinfo=UTC)
+    pn = datetime(2021, 3, 2, 22, 0, 0, tzinfo=UTC)
+    truth = write_triage(
+        tmp_path / "t",
+        seed=4,
+        size=600_000,
+        days=2,
+        scenarios=["proxyshell", "proxynotshell"],
+        scenario_times={"proxyshell": ps, "proxynotshell": pn},
+    )
+    assert truth["scenario_times"] == {
+        "proxyshell": "2021-03-01T04:20:05Z",
+        "proxynotshell": "2021-03-02T22:00:00Z",
+    }
+    assert truth["attack_time"] is None
+    for wave, t0 in (("proxyshell", ps), ("proxynotshell", pn)):
+        times = [_utc(it["time"]) for it in truth["items"] if it["wave"] == wave]
+        assert min(times) == t0 and max(times) < t0 + timedelta(hours=1)
+    res = CliRunner().invoke(
+        cli,
+        ["lab", "triage", "--out", str(tmp_path / "c"), "--size", "600KB", "--days", "1", "--scenario", "proxylogon",
+         "--scenario-time", "proxylogon=2021-03-01T12:00:00Z", "--format", "json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["truth"]["attack_time"] == "2021-03-01T12:00:00Z"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -462,6 +490,15 @@ def test_default_attack_time_fits_a_window_that_starts_mid_day(tmp_path: Path) -
         ({"days": 0}, "days must be"),
         ({"attack_time": datetime(2020, 1, 1, tzinfo=UTC)}, "attack time"),
         ({"host": "bad host!"}, "not a valid server name"),
+        ({"scenario_times": {"proxyshell": datetime(2021, 3, 1, 23, 30, tzinfo=UTC)}}, "proxyshell time"),
+        ({"scenario_times": {"lookalikes": datetime(2021, 3, 1, 3, tzinfo=UTC)}}, "only proxylogon"),
+        (
+            {
+                "scenarios": ["proxylogon"],
+                "scenario_times": {"proxyshell": datetime(2021, 3, 1, 3, tzinfo=UTC)},
+            },
+            "not among",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:

@@ -78,6 +78,13 @@ def _folder_bytes(path: Path) -> tuple[int, int]:
     help="When the ProxyLogon chain starts (default 06:49:42Z on the last day); ProxyShell +3 h, ProxyNotShell +5 h.",
 )
 @click.option(
+    "--scenario-time",
+    "scenario_time_texts",
+    multiple=True,
+    metavar="WAVE=ISO",
+    help="Start of one wave's traces, e.g. proxyshell=2021-03-02T10:00Z (repeatable; overrides the offsets).",
+)
+@click.option(
     "--workers",
     type=int,
     default=None,
@@ -93,6 +100,7 @@ def triage(
     start_text: str | None,
     days: int,
     attack_text: str | None,
+    scenario_time_texts: tuple[str, ...],
     workers: int | None,
     fmt: str,
 ) -> None:
@@ -103,6 +111,12 @@ def triage(
     size = parse_size(size_text)
     start = parse_time(start_text, "--start") if start_text else None
     attack = parse_time(attack_text, "--attack-time") if attack_text else None
+    scenario_times = {}
+    for text in scenario_time_texts:
+        name, eq, when = text.partition("=")
+        if not eq:
+            raise InputError(f"--scenario-time expects WAVE=ISO, not {text!r}")
+        scenario_times[name.strip().lower()] = parse_time(when, "--scenario-time")
     if workers is not None and workers < 1:
         raise InputError("--workers must be at least 1")
     console = stderr_console()
@@ -117,6 +131,7 @@ def triage(
         days=days,
         attack_time=attack,
         workers=workers,
+        scenario_times=scenario_times,
     )
     seconds = time.perf_counter() - t0
     total, files = _folder_bytes(out)

@@ -24,7 +24,7 @@ import os
 import random
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -564,6 +564,54 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+# How far each wave's traces reach before and after its start time (with some room).
+SCENARIO_SPAN = {
+    "proxylogon": (timedelta(hours=1), timedelta(hours=1, minutes=30)),
+    "proxyshell": (timedelta(0), timedelta(hours=1)),
+    "proxynotshell": (timedelta(0), timedelta(hours=1)),
+}
+WAVE_OFFSET = {
+    "proxylogon": timedelta(0),
+    "proxyshell": PROXYSHELL_AFTER,
+    "proxynotshell": PROXYNOTSHELL_AFTER,
+}
+
+
+def _scenario_times(
+    chosen: Sequence[str],
+    start: datetime,
+    end: datetime,
+    attack_time: datetime | None,
+    given: Mapping[str, datetime],
+) -> dict[str, datetime]:
+    """When each chosen wave starts: as given, else ``attack_time`` plus its offset, else the default."""
+    for name in given:
+        if name not in SCENARIO_SPAN:
+            raise InputError(f"scenario time for {name!r}: only {', '.join(SCENARIO_SPAN)} take a time")
+        if name not in chosen:
+            raise InputError(f"a time is given for {name!r}, which is not among the scenarios")
+    if attack_time is None:
+        attack = start.replace(hour=0) + timedelta(days=(end - start).days - 1) + DEFAULT_ATTACK_TOD
+        if not start + timedelta(hours=1) <= attack <= end - timedelta(hours=6):
+            attack = start + timedelta(hours=1) + DEFAULT_ATTACK_TOD % timedelta(hours=1)
+    else:
+        attack = ensure_utc(attack_time)
+    times: dict[str, datetime] = {}
+    for name in chosen:
+        if name not in SCENARIO_SPAN:
+            continue
+        t = ensure_utc(given[name]) if name in given else attack + WAVE_OFFSET[name]
+        before, after = SCENARIO_SPAN[name]
+        if not start + before <= t <= end - after:
+            what = "attack time" if name not in given else f"{name} time"
+            raise InputError(
+                f"{what} {t.isoformat()} puts {name} outside the window: it must start between "
+                f"{(start + before).isoformat()} and {(end - after).isoformat()}"
+            )
+        times[name] = t
+    return times
+
+
 def _check_out(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
@@ -583,14 +631,15 @@ def write_triage(
     days: int = 3,
     attack_time: datetime | None = None,
     workers: int | None = None,
+    scenario_times: Mapping[str, datetime] | None = None,
 ) -> dict[str, Any]:
     """Write a triage package to ``out`` and its ``truth.json``; return the truth dict.
 
     ``size`` is the target total size in bytes (the logs are filled with benign traffic up to it);
     ``start`` (UTC, default 2021-03-01) and ``days`` set the window the logs cover; ``attack_time``
     (default 06:49:42 UTC on the last day) is when the ProxyLogon chain starts; ProxyShell follows three
-    hours later and ProxyNotShell five. ``workers`` caps the process pool (default: one per CPU for
-    large packages, none for small ones).
+    hours later and ProxyNotShell five, unless ``scenario_times`` (wave name -> time) places them.
+    ``workers`` caps the process pool (default: one per CPU for large packages, none for small ones).
     """
     out = Path(out)
     if size < MIN_SIZE:
@@ -602,17 +651,7 @@ def write_triage(
     chosen = _expand(scenarios)
     t_start = ensure_utc(start or DEFAULT_START).replace(minute=0, second=0, microsecond=0)
     t_end = t_start + timedelta(days=days)
-    if attack_time is None:
-        attack = t_start.replace(hour=0) + timedelta(days=days - 1) + DEFAULT_ATTACK_TOD
-        if not t_start + timedelta(hours=1) <= attack <= t_end - timedelta(hours=6):
-            attack = t_start + timedelta(hours=1) + DEFAULT_ATTACK_TOD % timedelta(hours=1)
-    else:
-        attack = ensure_utc(attack_time)
-    if chosen and not (t_start + timedelta(hours=1) <= attack <= t_end - timedelta(hours=6)):
-        raise InputError(
-            f"attack time {attack.isoformat()} must be at least 1 hour after the start and 6 hours before the end "
-            f"of the window ({t_start.isoformat()} to {t_end.isoformat()})"
-        )
+    times = _scenario_times(chosen, t_start, t_end, attack_time, scenario_times or {})
     _check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -623,11 +662,11 @@ def write_triage(
     plan = Plan(server=server, start=t_start, end=t_end, seed=seed)
     standard_web_files(plan)
     if "proxylogon" in chosen:
-        proxylogon(plan, attack)
+        proxylogon(plan, times["proxylogon"])
     if "proxyshell" in chosen:
-        proxyshell(plan, attack + PROXYSHELL_AFTER)
+        proxyshell(plan, times["proxyshell"])
     if "proxynotshell" in chosen:
-        proxynotshell(plan, attack + PROXYNOTSHELL_AFTER)
+        proxynotshell(plan, times["proxynotshell"])
     if "lookalikes" in chosen:
         lookalikes(plan)
         standard_lookalike_files(plan)
@@ -653,7 +692,8 @@ def write_triage(
         "end": t_end.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seed": seed,
         "scenarios": chosen or ["clean"],
-        "attack_time": attack.strftime("%Y-%m-%dT%H:%M:%SZ") if chosen else None,
+        "attack_time": times["proxylogon"].strftime("%Y-%m-%dT%H:%M:%SZ") if "proxylogon" in times else None,
+        "scenario_times": {k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in times.items()},
         "build": server.version_short,
         "items": items,
         "notes": {"httpproxy_restart": restart, "iis_restart": iis_restart, "httpproxy_rollover": rollover},
