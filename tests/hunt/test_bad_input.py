@@ -220,3 +220,19 @@ def test_peak_memory_with_a_200mb_line(tmp_path: Path) -> None:
     peak_kb, n_errors = int(out[0]), int(out[1])
     assert n_errors == 1  # the long line is reported
     assert peak_kb < 500 * 1024
+
+
+def test_httpproxy_without_header_uses_the_documented_fields(tmp_path: Path) -> None:
+    from exwatch.hunt.sources.lines import HTTPPROXY_FIELDS
+
+    root = tmp_path / "nohead" / "Logging" / "HttpProxy" / "Owa"
+    root.mkdir(parents=True)
+    values = dict.fromkeys(HTTPPROXY_FIELDS, "")
+    values.update(
+        DateTime="2021-03-03T06:59:11.840Z",
+        AnchorMailbox="ServerInfo~a]@exch01.example.test:444/mapi/emsmdb/?#",
+        HttpStatus="200",
+    )
+    (root / "HttpProxy_2021030306-2.LOG").write_text(",".join(values[f] for f in HTTPPROXY_FIELDS) + "\n")
+    res = hunt_paths([tmp_path / "nohead"], HuntOptions(jobs=1))
+    assert [f.evidence.line for f in res.findings if f.rule == "proxylogon.ssrf_progressed"] == [1]

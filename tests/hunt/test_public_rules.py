@@ -107,10 +107,12 @@ def test_bad_user_rules_are_usage_errors(tmp_path: Path) -> None:
 
     data = Path(__file__).parent / "data" / "realworld"
     bad_sigma = tmp_path / "bad.yml"
-    bad_sigma.write_text("title: x\nlogsource: {category: webserver}\ndetection:\n  sel:\n    a|re: '(?!x)'\n  condition: sel\n")
+    bad_sigma.write_text(
+        "title: x\nlogsource: {category: webserver}\ndetection:\n  sel:\n    a|re: '(?!x)'\n  condition: sel\n"
+    )
     res = CliRunner().invoke(cli, ["hunt", str(data), "--no-store", "--rules", str(bad_sigma)])
     assert res.exit_code == 2 and "bad.yml" in res.output
     bad_yara = tmp_path / "bad.yar"
-    bad_yara.write_text("rule x { strings: $a = \"x\" condition: $b }")
+    bad_yara.write_text('rule x { strings: $a = "x" condition: $b }')
     res = CliRunner().invoke(cli, ["hunt", str(data), "--no-store", "--yara", str(bad_yara)])
     assert res.exit_code == 2 and "bad.yar" in res.output and "YARA-X" in res.output

@@ -24,6 +24,7 @@ from exwatch.hunt.rules.iocs import IocSet, builtin_iocs, load_ioc_file, ua_key
 from exwatch.hunt.rules.sigma_engine import SigmaRuleSpec, load_rules, required_literals
 from exwatch.hunt.sources.evtx import EvtxReport, read_event_xml, read_evtx, source_families
 from exwatch.hunt.sources.lines import (
+    HTTPPROXY_FIELDS,
     build_record,
     keyword_text,
     parse_fields_header,
@@ -67,6 +68,7 @@ DEFAULT_FIELDS = {
         "sc-win32-status",
         "time-taken",
     ],
+    "httpproxy": HTTPPROXY_FIELDS,
     "ecp": ["TimeStamp", "ServerName", "EventId", "EventData"],
     "ecp_activity": ["TimeStamp", "ServerName", "EventId", "EventData"],
 }
