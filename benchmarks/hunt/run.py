@@ -84,6 +84,26 @@ def log_files(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
 
 
+def finder_rates(files: list[str], limit: int = 64 * 1024 * 1024) -> dict[str, float]:
+    """MB/s of each pre-filter strategy over the first ``limit`` bytes of the largest IIS log."""
+    from exwatch.hunt.sources.textlog import LiteralFinder
+    from exwatch.hunt.worker import load_bundle
+
+    iis = [f for f in files if "W3SVC" in f] or files
+    biggest = max(iis, key=os.path.getsize)
+    with open(biggest, "rb") as fh:
+        data = fh.read(limit)
+    lits = load_bundle({"builtin": True}).finder_for("iis").literals
+    out: dict[str, float] = {}
+    for strategy in ("re2", "ahocorasick", "regex"):
+        finder = LiteralFinder(lits, strategy)
+        t0 = time.perf_counter()
+        n = sum(1 for _ in finder.positions(data))
+        out[strategy] = len(data) / 1e6 / (time.perf_counter() - t0)
+        out[f"{strategy}_lines"] = n
+    return out
+
+
 def timed(cmd: list[str]) -> tuple[float, int, str]:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -215,6 +235,11 @@ def main() -> int:
             f"exwatch without the pre-filter (every line parsed, every rule tried): {t_naive:.2f} s, {len(naive.findings)} findings"
         )
 
+        fr = finder_rates(logs)
+        print(
+            "pre-filter strategies on the largest IIS log: "
+            + ", ".join(f"{k} {fr[k]:.0f} MB/s" for k in ("re2", "ahocorasick", "regex"))
+        )
         ev = evtx_rates(args.evtx_repeat)
         r_rg = t_ex / t_rg
         r_rgi = t_ex / t_rgi
@@ -244,6 +269,7 @@ def main() -> int:
             rows,
             ev,
             t_naive,
+            fr,
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -268,6 +294,7 @@ def write_results(
     rows: int,
     ev: dict[str, float],
     t_naive: float,
+    fr: dict[str, float],
 ) -> None:
     load = os.getloadavg()
     lines = [
@@ -288,6 +315,15 @@ def write_results(
         "",
         f"Ratios: exwatch / ripgrep = **{t_ex / t_rg:.2f}x** (goal <= 2); exwatch / ripgrep -i = **{t_ex / t_rgi:.2f}x**; "
         f"full parse / exwatch = **{t_full / t_ex:.1f}x** (goal >= 20); exwatch without pre-filter / exwatch = **{t_naive / t_ex:.1f}x**.",
+        "",
+    ]
+    lines += [
+        "Pre-filter strategies (one process, first 64 MB of the largest IIS log, same literals, same candidate lines: "
+        f"{int(fr['re2_lines'])}):",
+        "",
+        f"- RE2 DFA over raw bytes, case-insensitive (default): {fr['re2']:.0f} MB/s",
+        f"- pyahocorasick over the lower-cased text: {fr['ahocorasick']:.0f} MB/s",
+        f"- Python `re` bytes alternation over the lower-cased text: {fr['regex']:.0f} MB/s",
         "",
     ]
     if "python_evtx_rate" in ev:
