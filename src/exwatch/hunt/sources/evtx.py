@@ -33,7 +33,7 @@ class EventRecord:
     """One event as a flat record for the Sigma matcher, with where it came from."""
 
     record_id: int
-    offset: int
+    offset: int | None  # byte offset of the event (XML) or of its chunk (recovered evtx); None if unknown
     time: Any
     source: str
     fields: dict[str, str]
@@ -122,7 +122,7 @@ def source_families(fields: dict[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _record(raw: Any, offset: int, want: Callable[[str], bool] | None = None) -> EventRecord | None:
+def _record(raw: Any, offset: int | None, want: Callable[[str], bool] | None = None) -> EventRecord | None:
     if want is not None and not want(str(raw.get("data", "")).lower()):
         return EventRecord(
             record_id=int(raw.get("event_record_id", 0) or 0),
@@ -173,7 +173,7 @@ def read_evtx(
     try:
         parser = PyEvtxParser(str(path))
         for raw in parser.records_json():
-            rec = _record(raw, 0, want)
+            rec = _record(raw, None, want)
             if rec is not None:
                 seen.add(rec.record_id)
                 yield rec
