@@ -5,9 +5,9 @@
 - ``Program Files/Microsoft/Exchange Server/V15/Logging/``: HttpProxy logs per protocol (hourly
   ``HttpProxy_YYYYMMDDHH-1.LOG``), the ECP Server log and the OAB generator log (daily);
 - ``inetpub/logs/LogFiles/W3SVC1`` and ``W3SVC2``: IIS W3C logs of the front end (443) and back end (444);
-- ``EventLogs/``: Application, MSExchange Management and Sysmon as Event Viewer XML exports;
+- ``EventLogs/``: Application, MSExchange Management, Security and Sysmon as XML exports;
 - the web folders (``inetpub/wwwroot/aspnet_client``, ``.../FrontEnd/HttpProxy/owa/auth``, ``ecp/auth``,
-  ``OAB``), ``ProgramData``, ``Windows/Temp`` and ``root``;
+  ``OAB``), ``ProgramData``, ``Windows/Temp``, ``root``, the IIS configuration and compiled pages;
 - ``truth.json``: every planted trace with its file, line (or event record), time and rule id.
 
 Benign traffic fills the logs up to ``size`` bytes. Log files are independent jobs, run in a process
