@@ -116,3 +116,14 @@ def test_bad_user_rules_are_usage_errors(tmp_path: Path) -> None:
     bad_yara.write_text('rule x { strings: $a = "x" condition: $b }')
     res = CliRunner().invoke(cli, ["hunt", str(data), "--no-store", "--yara", str(bad_yara)])
     assert res.exit_code == 2 and "bad.yar" in res.output and "YARA-X" in res.output
+
+
+def test_yara_legacy_regex_compiles_relaxed(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.aspx").write_text("abRc")
+    legacy = tmp_path / "legacy.yar"
+    legacy.write_text("rule legacy_escape { strings: $a = /ab\\Rc/ condition: $a }")
+    res = hunt_paths([root], HuntOptions(jobs=1, builtin_rules=False, yara_files=(legacy,)))
+    assert [f.rule for f in res.findings] == ["yara.legacy_escape"]
+    assert any("relaxed" in n and "legacy.yar" in n for n in res.stats["notes"])

@@ -126,6 +126,8 @@ def hunt(
         )
     else:
         _render(result, console)
+    for note in result.stats.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
     for e in result.errors:
         console.print(f"[yellow]warning:[/] {e.error}", markup=True, highlight=False)
     if result.above_review:

@@ -102,7 +102,7 @@ def hunt_paths(
     """Hunt every PATH (triage folder, archive, or live install); one host per PATH."""
     options = options or HuntOptions()
     spec = _rules_spec(options)
-    load_bundle(spec)  # compile once here: a bad user rule is an InputError before any work starts
+    bundle = load_bundle(spec)  # compile once here: a bad user rule is an InputError before any work starts
     if not paths:
         paths = live_install_paths(options)
     for p in paths:
@@ -112,7 +112,13 @@ def hunt_paths(
     hosts: list[HostResult] = []
     findings: list[Finding] = []
     errors: list[FileError] = []
-    stats: dict[str, Any] = {"files": 0, "bytes": 0, "candidates": 0, "parsed": 0}
+    stats: dict[str, Any] = {
+        "files": 0,
+        "bytes": 0,
+        "candidates": 0,
+        "parsed": 0,
+        "notes": list(bundle.notes),
+    }
     own_pool = None
     try:
         jobs = options.jobs or os.cpu_count() or 1

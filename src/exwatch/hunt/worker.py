@@ -89,6 +89,7 @@ class Bundle:
     pickers: dict[str, Callable[[str], tuple[list[SigmaRuleSpec], bool]]] = field(default_factory=dict)
     event_literals: frozenset[str] | None = None
     strategy: str = "re2"
+    notes: list[str] = field(default_factory=list)
 
     def rules_for(self, family: str) -> list[SigmaRuleSpec]:
         if family not in self.by_family:
@@ -154,22 +155,48 @@ def builtin_yara_files() -> list[Path]:
     return sorted(base.glob("*.yar"))
 
 
-def compile_yara(files: list[Path]) -> Any:
-    """Compile YARA files with YARA-X; an unsupported construct is an InputError naming the file."""
+def compile_yara(files: list[Path], notes: list[str] | None = None) -> Any:
+    """Compile YARA files with YARA-X.
+
+    YARA-X is stricter than libyara about regular expressions (e.g. escapes like ``\\R`` that libyara
+    ignores); a file refused for that is compiled again with YARA-X's ``relaxed_re_syntax`` (libyara's
+    behaviour) and a note says so. Anything else YARA-X cannot compile is an InputError naming the file.
+    """
     import yara_x
 
-    compiler = yara_x.Compiler()
-    for i, f in enumerate(files):
-        try:
+    def build(relaxed: bool) -> Any:
+        compiler = yara_x.Compiler(relaxed_re_syntax=relaxed)
+        for i, f in enumerate(files):
+            try:
+                text = f.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                raise InputError(f"{f}: cannot read YARA file: {exc.strerror}") from exc
             compiler.new_namespace(f"ns{i}")
-            compiler.add_source(f.read_text(encoding="utf-8", errors="replace"), origin=str(f))
-        except yara_x.CompileError as exc:
-            raise InputError(
-                f"{f}: YARA-X cannot compile this rule file: {str(exc).splitlines()[0]}"
-            ) from exc
-        except OSError as exc:
-            raise InputError(f"{f}: cannot read YARA file: {exc.strerror}") from exc
-    return compiler.build()
+            try:
+                compiler.add_source(text, origin=str(f))
+            except yara_x.CompileError as exc:
+                raise _YaraFileError(f, str(exc).splitlines()[0]) from exc
+        return compiler.build()
+
+    try:
+        return build(False)
+    except _YaraFileError as strict:
+        try:
+            rules = build(True)
+        except _YaraFileError as exc:
+            raise InputError(f"{exc.path}: YARA-X cannot compile this rule file: {exc.reason}") from exc
+        if notes is not None:
+            notes.append(
+                f"{strict.path}: compiled with YARA-X relaxed regular-expression syntax ({strict.reason})"
+            )
+        return rules
+
+
+class _YaraFileError(Exception):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
 
 
 @cache
@@ -186,8 +213,9 @@ def _bundle_cached(
     for f in ioc_files:
         load_ioc_file(Path(f), iocs)
     yfiles = (builtin_yara_files() if builtin else []) + [Path(f) for f in yara_files]
-    yara = compile_yara(yfiles) if yfiles else None
-    bundle = Bundle(sigma=sigma, iocs=iocs, yara=yara, strategy=strategy)
+    notes: list[str] = []
+    yara = compile_yara(yfiles, notes) if yfiles else None
+    bundle = Bundle(sigma=sigma, iocs=iocs, yara=yara, strategy=strategy, notes=notes)
     ev_rules = [r for r in sigma if any(r.applies_to(f) for f in EVENT_FAMILIES)]
     bundle.event_literals = required_literals(ev_rules)
     return bundle
