@@ -73,6 +73,21 @@ DEFAULT_FIELDS = {
     "ecp_activity": ["TimeStamp", "ServerName", "EventId", "EventData"],
 }
 EXCERPT = 600
+# Documents and rule files that quote web-shell code (a write-up, a YARA file, an IOC list) are not
+# pages IIS would run: content rules skip them (their names and hashes are still checked).
+DOCUMENT_EXTENSIONS = (
+    ".md",
+    ".rst",
+    ".yml",
+    ".yaml",
+    ".yar",
+    ".yara",
+    ".csv",
+    ".json",
+    ".pdf",
+    ".html",
+    ".htm",
+)
 CONTENT_SCAN_MAX = 10 * 1024 * 1024
 HASH_MAX = 200 * 1024 * 1024
 
@@ -630,7 +645,7 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                     why=f"SHA256 listed as {bundle.iocs.sha256[hexd]}.",
                 )
             )
-        if data and bundle.yara is not None:
+        if data and bundle.yara is not None and not low_name.endswith(DOCUMENT_EXTENSIONS):
             import yara_x
 
             scanner = yara_x.Scanner(bundle.yara)

@@ -105,10 +105,11 @@ rule exwatch_wer_ecp_apppool {
         description = "Windows Error Reporting report of w3wp.exe in MSExchangeECPAppPool (PL-4, signature-base APT_HAFNIUM_ForensicArtefacts_WER_Mar21_1 as described)"
         exwatch_evidence = "$pool"
     strings:
+        $hdr = "Version=" ascii wide
         $w3wp = "w3wp.exe" ascii wide nocase
         $pool = "w3wp#MSExchangeECPAppPool" ascii wide nocase
     condition:
-        filesize < 1MB and $w3wp and $pool
+        filesize < 1MB and ($hdr at 0 or (uint16(0) == 0xFEFF and $hdr at 2)) and $w3wp and $pool
 }
 
 rule exwatch_recon_cab {
