@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from exwatch.scan.fingerprint import (
     EXPORTTOOL_PATH,
     Fingerprinter,
+    FingerprintResult,
     cert_names,
     normalise_build,
     owa_signs,
@@ -134,7 +135,9 @@ def _server(
     return answer, seen
 
 
-def _plan(pages: dict[str, ProbeResponse], default: ProbeResponse = EXCHANGE_404) -> tuple[object, list[str]]:
+def _plan(
+    pages: dict[str, ProbeResponse], default: ProbeResponse = EXCHANGE_404
+) -> tuple[FingerprintResult, list[str]]:
     answer, seen = _server(pages, default)
     fp = Fingerprinter(lambda cu: CU9 if cu == "15.2.858" else [], lambda b: b in CU9)
     return run_plan(fp, answer), seen
@@ -142,39 +145,36 @@ def _plan(pages: dict[str, ProbeResponse], default: ProbeResponse = EXCHANGE_404
 
 def test_plan_header_is_enough() -> None:
     result, seen = _plan(
-        {"/owa/": ProbeResponse(302, {"X-OWA-Version": "15.2.858.10", "X-FEServer": "EX01"})}
+        {"/owa/service": ProbeResponse(401, {"X-OWA-Version": "15.2.858.10", "X-FEServer": "EX01"})}
     )
-    assert seen == ["/owa/"]
+    assert seen == ["/owa/service"]
     assert (result.build, result.build_source, result.cu_only, result.fe_server) == (
         "15.2.858.10",
         "x-owa-version",
         False,
         "EX01",
-    )  # type: ignore[attr-defined]
+    )
 
 
 def test_plan_manifest_after_cu() -> None:
     result, seen = _plan(
         {
-            "/owa/": ProbeResponse(
-                302, {"Location": "https://h/owa/auth/logon.aspx?url=x", "X-FEServer": "EX01"}
-            ),
+            "/owa/service": ProbeResponse(401, {"X-FEServer": "EX01"}),
             "/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019),
             EXPORTTOOL_PATH: ProbeResponse(200, {}, MANIFEST.replace(b"15.2.986.5", b"15.2.858.12")),
         }
     )
-    assert seen == ["/owa/", "/owa/auth/logon.aspx", "/EWS/Exchange.asmx", EXPORTTOOL_PATH]
+    assert seen == ["/owa/service", "/owa/auth/logon.aspx", "/EWS/Exchange.asmx", EXPORTTOOL_PATH]
     assert (result.build, result.build_source, result.sources["owa-path"]) == (
         "15.2.858.12",
         "exporttool",
         "15.2.858",
-    )  # type: ignore[attr-defined]
+    )
 
 
 def test_plan_ecp_folder_probing() -> None:
     result, seen = _plan(
         {
-            "/owa/": ProbeResponse(302, {"X-FEServer": "EX01"}),
             "/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019),
             "/ecp/15.2.858.10/exporttool/": ProbeResponse(200, {}, b""),
         }
@@ -189,13 +189,12 @@ def test_plan_ecp_folder_probing() -> None:
         "15.2.858.10",
         "ecp-folder",
         ["15.2.858.10"],
-    )  # type: ignore[attr-defined]
+    )
 
 
 def test_plan_catch_all_folders_stay_cu_only() -> None:
     answer, seen = _server(
         {
-            "/owa/": ProbeResponse(302, {"X-FEServer": "EX01"}),
             "/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019),
         }
     )
@@ -212,12 +211,20 @@ def test_plan_catch_all_folders_stay_cu_only() -> None:
     assert any("meaningless" in n for n in result.notes)
 
 
+def test_plan_adfs_redirect_is_noted() -> None:
+    adfs = "https://adfs.contoso.example/adfs/ls/?wa=wsignin1.0&wtrealm=https%3a%2f%2fmail%2fowa%2f"
+    result, _ = _plan(
+        {"/owa/auth/logon.aspx": ProbeResponse(302, {"Location": adfs})}, ProbeResponse(404, {}, b"")
+    )
+    assert result.is_exchange and "owa-federated" in result.signs and result.federated == adfs
+
+
 def test_plan_not_exchange_and_dead() -> None:
     nginx_404 = ProbeResponse(404, {"Server": "nginx"}, b"not found")
     result, seen = _plan(
         {"/": ProbeResponse(200, {"Server": "nginx"}, b"<title>Welcome to nginx!</title>")}, nginx_404
     )
-    assert not result.is_exchange and seen == ["/owa/", "/owa/auth/logon.aspx", "/"]  # type: ignore[attr-defined]
+    assert not result.is_exchange and seen == ["/owa/service", "/owa/auth/logon.aspx", "/"]
     dead = run_plan(Fingerprinter(), lambda req: ProbeResponse(None, {}, b"", "reset"))
     assert not dead.is_exchange and dead.answered == 0 and dead.errors == ["reset"] * 3
 
@@ -225,13 +232,13 @@ def test_plan_not_exchange_and_dead() -> None:
 def test_plan_owa_version_lag_prefers_a_published_manifest_build() -> None:
     result, _ = _plan(
         {
-            "/owa/": ProbeResponse(302, {"X-OWA-Version": "15.2.858.2", "X-FEServer": "EX01"}),
+            "/owa/service": ProbeResponse(401, {"X-OWA-Version": "15.2.858.2", "X-FEServer": "EX01"}),
             "/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019),
             EXPORTTOOL_PATH: ProbeResponse(200, {}, MANIFEST.replace(b"15.2.986.5", b"15.2.858.5")),
         }
     )
-    assert (result.build, result.build_source) == ("15.2.858.5", "exporttool")  # type: ignore[attr-defined]
-    assert any("not a published build" in n for n in result.notes)  # type: ignore[attr-defined]
+    assert (result.build, result.build_source) == ("15.2.858.5", "exporttool")
+    assert any("not a published build" in n for n in result.notes)
 
 
 # -- properties ---------------------------------------------------------------------------------

@@ -236,7 +236,11 @@ def _get(path: str) -> ProbeRequest:
 
 
 class Fingerprinter:
-    """The request plan of fingerprinting.md 4.5 (steps 2 to 6), as a generator fed with responses.
+    """The request plan of fingerprinting.md 4.5, as a generator fed with responses.
+
+    Order: ``/owa/service`` (a 401 that carries ``X-OWA-Version``), the logon page (CU, ADFS redirect),
+    ``/`` only when nothing looks like Exchange, ``/EWS/Exchange.asmx`` (another 401 carrier), the export
+    tool manifest, then the versioned ECP folders.
 
     ``builds_for_cu(cu)`` returns the catalogue's full builds of a CU such as ``15.2.858`` (newest first);
     ``known_build(build)`` tells whether a full build is in the catalogue (unknown revisions are flagged
@@ -300,17 +304,21 @@ class Fingerprinter:
     def steps(self) -> Generator[ProbeRequest, ProbeResponse, FingerprintResult]:
         """Yield requests, receive responses; the return value (StopIteration.value) is the result."""
         r = self.result
-        owa = yield _get("/owa/")
-        self.absorb(owa)
-        loc = owa.header("Location") or ""
-        if owa.status in (301, 302, 303, 307) and loc:
-            parts = urlsplit(loc)
-            if parts.netloc and not parts.path.lower().startswith("/owa"):
-                r.federated = loc[:200]
-                self.notes.append("/owa/ redirects to another server (claims/ADFS authentication?)")
+        # /owa/service first: it answers 401 with X-OWA-Version on most servers (the Metasploit mixin:
+        # "if we get this we know the version number for sure"), so one request usually settles the build.
+        service = yield _get("/owa/service")
+        self.absorb(service)
         if self._full() is None or not self._is_known(self._full() or ""):
             logon = yield _get("/owa/auth/logon.aspx")
             self.absorb(logon)
+            loc = logon.header("Location") or ""
+            if logon.status in (301, 302, 303, 307) and loc:
+                parts = urlsplit(loc)
+                if parts.netloc and not parts.path.lower().startswith("/owa"):
+                    r.federated = loc[:200]
+                    self.notes.append(
+                        "the OWA logon page redirects to another server (claims/ADFS authentication?)"
+                    )
             if logon.status == 200:
                 r.title = page_title(logon.body)
                 found = parse_owa_path(logon.body)
