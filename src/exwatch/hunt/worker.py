@@ -349,16 +349,16 @@ def hunt_file(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _coverage_from_lines(family: str, lines: list[bytes], reverse: bool) -> datetime | None:
-    seq = reversed(lines) if reverse else lines
-    for raw in seq:
+def _line_times(lines: list[bytes]) -> list[datetime]:
+    out = []
+    for raw in lines:
         text = decode_line(raw)
         if not text or text.startswith("#"):
             continue
         t = parse_time(text[:120])
         if t:
-            return t
-    return None
+            out.append(t)
+    return out
 
 
 def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
@@ -383,8 +383,10 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
             head_lines, tail_lines = first_and_last_lines(fh, size)
-            first = _coverage_from_lines(family, head_lines, False)
-            last = _coverage_from_lines(family, tail_lines, True)
+            # Logs are written in time order; min and max over both ends also hold when a few lines are not.
+            times = _line_times(head_lines) + _line_times(tail_lines)
+            first = min(times, default=None)
+            last = max(times, default=None)
             out["coverage"] = {"family": family, "first": _iso(first), "last": _iso(last), "bytes": size}
             if not rules and not bundle.iocs.ips:
                 return
