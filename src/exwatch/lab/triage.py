@@ -61,7 +61,9 @@ from exwatch.lab.triage_formats import (
 from exwatch.lab.triage_scenarios import (
     EVENT_FILES,
     EVT_APPLICATION,
+    EVT_DEFENDER,
     EVT_MANAGEMENT,
+    EVT_POWERSHELL,
     EVT_SECURITY,
     EVT_SYSMON,
     SCENARIOS,
@@ -74,6 +76,7 @@ from exwatch.lab.triage_scenarios import (
     proxylogon,
     proxynotshell,
     proxyshell,
+    script_block,
     security_4688,
     standard_lookalike_files,
     standard_web_files,
@@ -373,6 +376,31 @@ def _fit_size(plan: Plan, size: int) -> tuple[list[LogJob], int]:
 # --- event logs ------------------------------------------------------------------------------------
 
 
+def _defender_routine(t: datetime, eid: int) -> EventSpec:
+    """Defender Operational routine events: 2000 signatures updated, 1000/1001 scan started/finished."""
+    if eid == 2000:
+        data = (("Current Signature Version", "1.333.269.0"), ("Previous Signature Version", "1.333.211.0"))
+    else:
+        data = (("Scan Type", "Antimalware"), ("Scan Parameters", "Quick Scan"))
+    return EventSpec(
+        provider="Microsoft-Windows-Windows Defender",
+        provider_guid="{11CD958A-C507-4EF3-B3F2-5FD9DFBD2C78}",
+        event_id=eid,
+        version=0,
+        level=4,
+        task=0,
+        opcode=0,
+        keywords="0x8000000000000000",
+        channel="Microsoft-Windows-Windows Defender/Operational",
+        time=t,
+        named_data=(
+            ("Product Name", "Microsoft Defender Antivirus"),
+            ("Product Version", "4.18.2102.4"),
+            *data,
+        ),
+    )
+
+
 def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
     """Routine events for each exported log, spread over the window (roughly ``budget`` bytes)."""
     rnd = plan.rnd("events")
@@ -403,10 +431,45 @@ def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
             ("The indexing of mailbox database DB01 encountered an unexpected exception.",),
         ),
     )
+    # Scheduled work: Defender signature updates every eight hours, a service check script every six.
+    t = plan.start
+    while t < plan.end:
+        if t.hour % 8 == 2:
+            out[EVT_DEFENDER].append(_defender_routine(t + timedelta(minutes=rnd.randint(0, 50)), 2000))
+        if t.hour % 6 == 0:
+            out[EVT_POWERSHELL].append(
+                script_block(
+                    plan,
+                    t + timedelta(minutes=5, seconds=rnd.randint(0, 59)),
+                    "Get-Service MSExchange* | Where-Object { $_.Status -ne 'Running' }",
+                    path="C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Scripts\\CheckServices.ps1",
+                )
+            )
+        t += timedelta(hours=1)
     for _ in range(n_total):
         t = plan.start + timedelta(seconds=rnd.random() * span)
         t = t.replace(microsecond=(t.microsecond // 1000) * 1000)
         r = rnd.random()
+        if r < 0.03:
+            out[EVT_POWERSHELL].append(
+                script_block(
+                    plan,
+                    t,
+                    rnd.choice(
+                        (
+                            "Get-Service MSExchange* | Where-Object { $_.Status -ne 'Running' }",
+                            "Test-Path -Path 'C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin'",
+                            "Get-Counter '\\MSExchangeIS Store(_total)\\RPC Operations/sec' -SampleInterval 5 -MaxSamples 1",
+                        )
+                    ),
+                    path="C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Scripts\\CheckServices.ps1",
+                )
+            )
+            continue
+        if r < 0.05:
+            # Defender's routine: signature updates (2000) and scheduled scans (1000/1001).
+            out[EVT_DEFENDER].append(_defender_routine(t, rnd.choice((2000, 1000, 1001))))
+            continue
         if r < 0.35:
             prov, eid, lvl, data = rnd.choice(app_kinds)
             out[EVT_APPLICATION].append(
@@ -493,6 +556,8 @@ def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
         EVT_APPLICATION: 184_220,
         EVT_MANAGEMENT: 3_229,
         EVT_SECURITY: 2_210_455,
+        EVT_POWERSHELL: 5_512,
+        EVT_DEFENDER: 871,
         EVT_SYSMON: 1_048_311,
     }
     for fname in EVENT_FILES:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import random
+import struct
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,7 +53,9 @@ EVT_APPLICATION = f"{EVENTLOGS}/Application.xml"
 EVT_MANAGEMENT = f"{EVENTLOGS}/MSExchange Management.xml"
 EVT_SYSMON = f"{EVENTLOGS}/Microsoft-Windows-Sysmon-Operational.xml"
 EVT_SECURITY = f"{EVENTLOGS}/Security.xml"
-EVENT_FILES = (EVT_APPLICATION, EVT_MANAGEMENT, EVT_SECURITY, EVT_SYSMON)
+EVT_POWERSHELL = f"{EVENTLOGS}/Microsoft-Windows-PowerShell-Operational.xml"
+EVT_DEFENDER = f"{EVENTLOGS}/Microsoft-Windows-Windows Defender-Operational.xml"
+EVENT_FILES = (EVT_APPLICATION, EVT_MANAGEMENT, EVT_SECURITY, EVT_SYSMON, EVT_POWERSHELL, EVT_DEFENDER)
 
 # Published indicators used in planted lines (shared/reference/iocs/): the HelseCERT incident's
 # web-shell clients and one Volexity exploitation address; the User-Agents of the real chain.
@@ -346,6 +349,82 @@ def mirror_process_events(plan: Plan) -> None:
             )
 
 
+def script_block(plan: Plan, t: datetime, text: str, path: str = "", level: int = 5) -> EventSpec:
+    """PowerShell Operational 4104 (script block logging)."""
+    rnd = plan.rnd(f"4104-{t.isoformat()}-{text[:40]}")
+    return EventSpec(
+        provider="Microsoft-Windows-PowerShell",
+        provider_guid="{A0C1853B-5C40-4B15-8766-3CF1C58F985A}",
+        event_id=4104,
+        version=1,
+        level=level,
+        task=2,
+        opcode=15,
+        keywords="0x0",
+        channel="Microsoft-Windows-PowerShell/Operational",
+        time=t,
+        process_id=rnd.randint(1000, 9000),
+        thread_id=rnd.randint(1000, 9000),
+        user_sid="S-1-5-18",
+        named_data=(
+            ("MessageNumber", "1"),
+            ("MessageTotal", "1"),
+            ("ScriptBlockText", text),
+            ("ScriptBlockId", _guid(rnd)),
+            ("Path", path),
+        ),
+    )
+
+
+def defender_detection(
+    plan: Plan, t: datetime, threat: str, path: str, process: str, category: str
+) -> EventSpec:
+    """Windows Defender Operational 1116 (malware or unwanted software detected)."""
+    rnd = plan.rnd(f"1116-{t.isoformat()}-{threat}")
+    return EventSpec(
+        provider="Microsoft-Windows-Windows Defender",
+        provider_guid="{11CD958A-C507-4EF3-B3F2-5FD9DFBD2C78}",
+        event_id=1116,
+        version=0,
+        level=3,
+        task=0,
+        opcode=0,
+        keywords="0x8000000000000000",
+        channel="Microsoft-Windows-Windows Defender/Operational",
+        time=t,
+        process_id=rnd.randint(1000, 9000),
+        thread_id=rnd.randint(1000, 9000),
+        user_sid="S-1-5-18",
+        named_data=(
+            ("Product Name", "Microsoft Defender Antivirus"),
+            ("Product Version", "4.18.2102.4"),
+            ("Detection ID", "{" + _guid(rnd).upper() + "}"),
+            ("Detection Time", iso_ms(t)),
+            ("Threat ID", str(rnd.randint(2147600000, 2147800000))),
+            ("Threat Name", threat),
+            ("Severity ID", "5"),
+            ("Severity Name", "Severe"),
+            ("Category ID", "8" if category == "Trojan" else "34"),
+            ("Category Name", category),
+            ("FWLink", "https://go.microsoft.com/fwlink/?linkid=37020&name=" + threat),
+            ("Status Code", "1"),
+            ("Source ID", "3"),
+            ("Source Name", "Real-Time Protection"),
+            ("Process Name", process),
+            ("Detection User", "NT AUTHORITY\\SYSTEM"),
+            ("Path", path),
+            ("Origin ID", "1"),
+            ("Origin Name", "Local machine"),
+            ("Action ID", "9"),
+            ("Action Name", "Not Applicable"),
+            ("Error Code", "0x00000000"),
+            ("Error Description", "The operation completed successfully."),
+            ("Security intelligence Version", "AV: 1.333.269.0, AS: 1.333.269.0, NIS: 1.333.269.0"),
+            ("Engine Version", "AM: 1.1.17900.7, NIS: 1.1.17900.7"),
+        ),
+    )
+
+
 def sysmon_file(plan: Plan, t: datetime, image: str, target: str) -> EventSpec:
     """Sysmon event 11 (file created)."""
     rnd = plan.rnd(f"sysmon11-{t.isoformat()}-{target}")
@@ -538,6 +617,32 @@ def compiled_page_standin(rnd: random.Random, app_web: str, virtual_path: str) -
         + b".dll\x00"
     )
     return b"MZ" + bytes(62) + bytes(rnd.getrandbits(8) for _ in range(6000)) + strings + bytes(2000)
+
+
+def cabinet(files: list[tuple[str, bytes]], t: datetime) -> bytes:
+    """A valid, uncompressed Microsoft cabinet (MS-CAB: CFHEADER, one CFFOLDER, CFFILEs, CFDATA blocks)."""
+    names = [n.encode("ascii") + b"\x00" for n, _ in files]
+    data = b"".join(d for _, d in files)
+    blocks = [data[i : i + 32768] for i in range(0, len(data), 32768)] or [b""]
+    header_len, folder_len = 36, 8
+    files_len = sum(16 + len(n) for n in names)
+    data_start = header_len + folder_len + files_len
+    total = data_start + sum(8 + len(b) for b in blocks)
+    dos_date = ((t.year - 1980) << 9) | (t.month << 5) | t.day
+    dos_time = (t.hour << 11) | (t.minute << 5) | (t.second // 2)
+    out = bytearray(b"MSCF")
+    out += struct.pack(
+        "<IIIIIBBHHHHH", 0, total, 0, header_len + folder_len, 0, 3, 1, 1, len(files), 0, 0x1234, 0
+    )
+    out += struct.pack("<IHH", data_start, len(blocks), 0)  # folder: no compression
+    offset = 0
+    for name, (_, content) in zip(names, files, strict=True):
+        out += struct.pack("<IIHHHH", len(content), offset, 0, dos_date, dos_time, 0x20) + name
+        offset += len(content)
+    for b in blocks:
+        out += struct.pack("<IHH", 0, len(b), len(b)) + b  # checksum 0: not computed
+    assert len(out) == total
+    return bytes(out)
 
 
 def minidump(rnd: random.Random) -> bytes:
@@ -1152,6 +1257,93 @@ def proxylogon(plan: Plan, t0: datetime) -> None:
             "root/lsass.dmp", minidump(rnd), td2, [item("attack", wave, None, "postexploit.lsass_dump", td2)]
         )
     )
+    # Defender sees the web shell spawning cmd (detections.md section 8 names IISExchgSpawnCMD).
+    tdf = ta + timedelta(minutes=0.5, seconds=3)
+    plan.events.append(
+        EventPlant(
+            EVT_DEFENDER,
+            defender_detection(
+                plan,
+                tdf,
+                "Behavior:Win32/IISExchgSpawnCMD.A",
+                "behavior:_process: " + W3WP,
+                W3WP,
+                "Suspicious Behavior",
+            ),
+            [item("attack", wave, None, "postexploit.defender_detection", tdf, match="IISExchgSpawnCMD")],
+        )
+    )
+    # Mailbox access through the Exchange snap-in (detections.md PE-6), from a shell command.
+    tsn = ta + timedelta(minutes=33)
+    block = (
+        "Add-PSSnapin Microsoft.Exchange.Management.PowerShell.SnapIn; "
+        "Get-Mailbox -ResultSize Unlimited | Select-Object DisplayName,PrimarySmtpAddress | "
+        "Export-Csv C:\\ProgramData\\mb.csv -NoTypeInformation"
+    )
+    plan.events.append(
+        EventPlant(
+            EVT_POWERSHELL,
+            script_block(plan, tsn, block, level=3),
+            [
+                item(
+                    "attack",
+                    wave,
+                    None,
+                    "postexploit.exchange_snapin",
+                    tsn,
+                    match="Add-PSSnapin Microsoft.Exchange.Management",
+                )
+            ],
+        )
+    )
+    # Persistence through a transport agent (detections.md PE-6).
+    tta = ta + timedelta(minutes=41)
+    agent = "C:\\ProgramData\\Microsoft\\Crypto\\Keys\\TransportHelper.dll"
+    for k, (cmdlet, params) in enumerate(
+        (
+            (
+                "Install-TransportAgent",
+                f'-Name "Transport Helper" -TransportAgentFactory "TransportHelper.AgentFactory" -AssemblyPath "{agent}"',
+            ),
+            ("Enable-TransportAgent", '-Identity "Transport Helper"'),
+        )
+    ):
+        tk = tta + timedelta(seconds=20 * k)
+        plan.events.append(
+            EventPlant(
+                EVT_MANAGEMENT,
+                mgmt_event(plan, tk, cmdlet, params, "Administrator", admin_sid),
+                [item("attack", wave, None, "postexploit.transport_agent", tk, match=cmdlet)],
+            )
+        )
+    # Recon output packed with makecab (detections.md PE-6: MSCF header with ip.txt, arp.txt, system, security).
+    trc = ta + timedelta(minutes=24)
+    plan.files.append(
+        FilePlant(
+            "Windows/Temp/sys.cab",
+            cabinet(
+                [
+                    (
+                        "ip.txt",
+                        b"Windows IP Configuration\r\n\r\n   Host Name . . . . . . . . . . . . : "
+                        + s.host.encode()
+                        + b"\r\n",
+                    ),
+                    (
+                        "arp.txt",
+                        b"\r\nInterface: "
+                        + s.address.encode()
+                        + b" --- 0x4\r\n  Internet Address      Physical Address      Type\r\n",
+                    ),
+                    ("system", b"exwatch lab stand-in for a saved registry hive (no real data)\r\n"),
+                    ("security", b"exwatch lab stand-in for a saved registry hive (no real data)\r\n"),
+                ],
+                trc,
+            ),
+            trc,
+            [item("attack", wave, None, "postexploit.recon_cab", trc, match="arp.txt")],
+        )
+    )
     tz = ta + timedelta(minutes=26)
     plan.events.append(
         EventPlant(
@@ -1343,6 +1535,25 @@ def proxyshell(plan: Plan, t0: datetime) -> None:
                 item("attack", wave, "CVE-2021-31207", "proxyshell.pst_shell", tw, match="!BDN"),
                 item("attack", wave, "CVE-2021-31207", "webshell.chopper", tw, match="<%eval(Request.Item["),
                 item("attack", wave, "CVE-2021-31207", "webshell.known_path", tw),
+            ],
+        )
+    )
+    tdf = tw + timedelta(seconds=1)
+    plan.events.append(
+        EventPlant(
+            EVT_DEFENDER,
+            defender_detection(
+                plan, tdf, "Exploit:Win32/CVE-2021-31207.B", "file:_" + win_path(shell_rel), mrs, "Exploit"
+            ),
+            [
+                item(
+                    "attack",
+                    wave,
+                    "CVE-2021-31207",
+                    "postexploit.defender_detection",
+                    tdf,
+                    match="CVE-2021-31207",
+                )
             ],
         )
     )
@@ -2125,6 +2336,33 @@ def lookalikes(plan: Plan) -> None:
                     match=f"{u.sam}.pst",
                     expect="review",
                     note="UNC .pst export: what the cmdlet is for",
+                )
+            ],
+        )
+    )
+
+    # 11. An admin's maintenance script loading the Exchange snap-in (detections.md PE-6 context).
+    t = at(0.64)
+    plan.events.append(
+        EventPlant(
+            EVT_POWERSHELL,
+            script_block(
+                plan,
+                t,
+                "Add-PSSnapin Microsoft.Exchange.Management.PowerShell.SnapIn\r\n"
+                "Get-MailboxDatabase | Get-MailboxStatistics | Sort-Object TotalItemSize -Descending | Select-Object -First 20",
+                path="C:\\Scripts\\Report-MailboxSizes.ps1",
+            ),
+            [
+                item(
+                    "lookalike",
+                    "proxylogon",
+                    None,
+                    "postexploit.exchange_snapin",
+                    t,
+                    match="Add-PSSnapin",
+                    expect="review",
+                    note="admin report script",
                 )
             ],
         )
