@@ -474,14 +474,15 @@ def win_path(rel: str) -> str:
 
 # --- web-shell samples (inert) ------------------------------------------------------------------
 #
-# The samples below carry the byte patterns detections look for (detections.md WS-2) but can never
-# run. Each one is broken twice on purpose:
+# The samples below carry the byte patterns detections look for (detections.md WS-2, WS-3) but can
+# never run. The eval pages are broken on purpose, twice where the shape allows:
 #   1. the script body has an extra closing brace after the eval call ("...,"unsafe");}}"), a
 #      syntax error that stops the JScript compiler, so the page never compiles; and
-#   2. the classic one-line pages carry the @Page directive twice, which the ASP.NET page parser
-#      rejects before compiling anything ("only one 'page' directive").
-# The request key is "klk123456" as in the published sample, so nothing here is a usable password.
-# Do not "fix" these: a working page would be a working web shell.
+#   2. the classic one-line pages (Chopper, PST and DER shells) carry the @Page directive twice,
+#      which the ASP.NET page parser rejects before compiling anything ("only one 'page' directive").
+# The uploader has no save call at all (and both breaks); the compiled-page stand-in has no PE header.
+# The request key is "klk123456" as in the published sample. The tests check every one of these
+# breaks. Do not "fix" them: a working page would be a working web shell.
 
 OAB_SCRIPT = '<script language="JScript" runat="server">function Page_Load(){eval(Request["klk123456"],"unsafe");}}</script>'
 SHELL_URL = "http://f/" + OAB_SCRIPT
