@@ -21,7 +21,7 @@ from exwatch.errors import InputError
 from exwatch.hunt.rules.catalog import info_for
 from exwatch.hunt.rules.filerules import path_findings, vdir_config_findings
 from exwatch.hunt.rules.iocs import IocSet, builtin_iocs, load_ioc_file, ua_key
-from exwatch.hunt.rules.sigma_engine import SigmaRuleSpec, load_rules, required_literals
+from exwatch.hunt.rules.sigma_engine import SigmaRuleSpec, load_rules, pair_pattern, required_literals
 from exwatch.hunt.sources.evtx import EvtxReport, read_event_xml, read_evtx, source_families
 from exwatch.hunt.sources.lines import (
     HTTPPROXY_FIELDS,
@@ -152,12 +152,26 @@ class Bundle:
         return pick
 
     def finder_for(self, family: str) -> LiteralFinder:
+        """The pre-filter of a text-log family: each rule contributes its best literal group, or with
+        RE2 the pattern "two of its literal groups on one line" when it has two that do not overlap."""
         if family not in self.finders:
             rules = self.rules_for(family)
             lits = required_literals(rules)
-            if lits is not None and family in ("httpproxy", "iis"):
-                lits = lits | self.iocs.literals()
-            self.finders[family] = LiteralFinder(None if self.strategy == "none" else lits, self.strategy)
+            ioc = self.iocs.literals() if family in ("httpproxy", "iis") else set()
+            if lits is None or self.strategy == "none":
+                self.finders[family] = LiteralFinder(None, self.strategy)
+                return self.finders[family]
+            singles: set[str] = set(ioc)
+            patterns: list[bytes] = []
+            for r in rules:
+                pattern = pair_pattern(r.groups) if self.strategy == "re2" else None
+                if pattern is None:
+                    singles |= r.literals or set()
+                else:
+                    patterns.append(pattern)
+            self.finders[family] = LiteralFinder(
+                lits | ioc, self.strategy, patterns=patterns, singles=singles
+            )
         return self.finders[family]
 
 

@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import permutations
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,7 @@ COMMON_TOKENS = frozenset(
         "200",
         "302",
         "401",
+        "owershell",
         "443",
         "444",
         ".js",
@@ -148,8 +150,73 @@ COMMON_TOKENS = frozenset(
 )
 
 
-def _cover_score(cover: frozenset[str]) -> tuple[bool, int, int]:
-    return (not any(x in COMMON_TOKENS for x in cover), min(len(x) for x in cover), -len(cover))
+# Among the routine parts, those on nearly every line (methods, status 200, the busiest folders).
+VERY_COMMON_TOKENS = frozenset(
+    {"post", "get", "200", "302", "/owa/", "/ecp/", "autodiscover", ".js", ".css", ".aspx"}
+)
+
+
+def _cover_score(cover: frozenset[str]) -> tuple[bool, bool, int, int, tuple[str, ...]]:
+    return (
+        not any(x in COMMON_TOKENS for x in cover),
+        not any(x in VERY_COMMON_TOKENS for x in cover),
+        min(len(x) for x in cover),
+        -len(cover),
+        tuple(sorted(cover)),
+    )
+
+
+def _overlap(a: str, b: str) -> bool:
+    if a in b or b in a:
+        return True
+    return any(a[-k:] == b[:k] or b[-k:] == a[:k] for k in range(1, min(len(a), len(b))))
+
+
+def _alternation(group: frozenset[str]) -> bytes:
+    return b"|".join(re.escape(x.encode("utf-8")) for x in sorted(group, key=len, reverse=True))
+
+
+def _ordered(a: str, b: str) -> list[bytes]:
+    """Patterns for "``a`` then ``b`` on one line", including the ways the two may overlap."""
+    esc = re.escape
+    out = [esc(a.encode()) + b"[^\\n]*" + esc(b.encode())]
+    if b in a:
+        out.append(esc(a.encode()))
+    if a in b:
+        out.append(esc(b.encode()))
+    for k in range(1, min(len(a), len(b))):
+        if a[-k:] == b[:k]:
+            out.append(esc((a + b[k:]).encode()))
+    return out
+
+
+def pair_pattern(groups: Groups) -> bytes | None:
+    """An RE2 pattern for "several of the rule's required literal groups on one line, in any order".
+
+    Sound because a line that matches the rule holds a literal of every group. Three groups are used
+    when the best group and two others share no characters at their edges (their occurrences are then
+    disjoint and come in some order); otherwise the two best groups, with every way they may overlap
+    spelled out. None when the rule has fewer than two groups.
+    """
+    ranked = sorted(set(groups), key=_cover_score, reverse=True)
+    if len(ranked) < 2:
+        return None
+    chosen = [ranked[0]]
+    for g in ranked[1:]:
+        if all(not _overlap(a, b) for c in chosen for a in g for b in c):
+            chosen.append(g)
+        if len(chosen) == 3:
+            break
+    if len(chosen) == 3 and ranked[1] in chosen:
+        alts = [_alternation(g) for g in chosen]
+        return b"|".join(
+            b"[^\\n]*".join(b"(?:" + alts[i] + b")" for i in perm) for perm in permutations(range(3))
+        )
+    out: list[bytes] = []
+    for a in sorted(ranked[0]):
+        for b in sorted(ranked[1]):
+            out += _ordered(a, b) + _ordered(b, a)
+    return b"|".join(b"(?:" + x + b")" for x in out)
 
 
 def _g(cover: frozenset[str] | None) -> Groups:

@@ -31,7 +31,17 @@ class LiteralFinder:
     "every line is a candidate".
     """
 
-    def __init__(self, literals: Iterable[str] | None, strategy: str = "re2") -> None:
+    def __init__(
+        self,
+        literals: Iterable[str] | None,
+        strategy: str = "re2",
+        *,
+        patterns: Iterable[bytes] = (),
+        singles: Iterable[str] | None = None,
+    ) -> None:
+        """``literals``: every literal a candidate line may be found by (the loose set). With RE2,
+        ``patterns`` (line patterns such as two literals in either order) plus ``singles`` (literals
+        searched alone) replace it for the main search; the loose set serves long lines."""
         self.all_lines = literals is None
         lits = sorted({x.lower() for x in (literals or ())} | {HEADER_LITERAL}, key=len, reverse=True)
         self.literals = lits
@@ -39,6 +49,7 @@ class LiteralFinder:
         alternation = b"|".join(re.escape(x.encode("utf-8")) for x in lits)
         self._rx = re.compile(alternation)
         self._re2: Any = None
+        self._re2_loose: Any = None
         self._ac: Any = None
         if self.all_lines:
             pass
@@ -48,8 +59,15 @@ class LiteralFinder:
             options = re2.Options()
             options.case_sensitive = False
             options.encoding = re2.Options.Encoding.LATIN1
-            options.max_mem = 64 << 20
-            self._re2 = re2.compile(b"(?:" + alternation + b")", options)
+            options.max_mem = 256 << 20
+            self._re2_loose = re2.compile(b"(?:" + alternation + b")", options)
+            pats = list(patterns)
+            if pats and singles is not None:
+                single = sorted({x.lower() for x in singles} | {HEADER_LITERAL}, key=len, reverse=True)
+                main = [re.escape(x.encode("utf-8")) for x in single] + [b"(?:" + p + b")" for p in pats]
+                self._re2 = re2.compile(b"(?:" + b"|".join(main) + b")", options)
+            else:
+                self._re2 = self._re2_loose
         elif strategy == "ahocorasick":
             import ahocorasick
 
@@ -107,8 +125,8 @@ class LiteralFinder:
         """Whether ``data`` holds any literal."""
         if self.all_lines:
             return True
-        if self._re2 is not None:
-            return self._re2.search(data) is not None
+        if self._re2_loose is not None:
+            return self._re2_loose.search(data) is not None
         if self._ac is not None:
             for _ in self._ac.iter(data.lower().decode("latin-1")):
                 return True
