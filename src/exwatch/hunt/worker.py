@@ -105,6 +105,7 @@ class Bundle:
     event_literals: frozenset[str] | None = None
     strategy: str = "re2"
     notes: list[str] = field(default_factory=list)
+    _event_filter: Callable[[str], bool] | None = None
 
     def rules_for(self, family: str) -> list[SigmaRuleSpec]:
         if family not in self.by_family:
@@ -150,6 +151,17 @@ class Bundle:
 
         self.pickers[family] = pick
         return pick
+
+    def event_filter(self) -> Callable[[str], bool]:
+        """Whether an event's lower-cased text holds a literal some event rule needs (RE2 search)."""
+        if self._event_filter is None:
+            lits = self.event_literals
+            if lits is None:
+                self._event_filter = lambda text: True
+            else:
+                finder = LiteralFinder(lits, "re2")
+                self._event_filter = lambda text: finder.hit(text.encode("utf-8", "replace"))
+        return self._event_filter
 
     def finder_for(self, family: str) -> LiteralFinder:
         """The pre-filter of a text-log family: each rule contributes its best literal group, or with
@@ -363,9 +375,12 @@ def hunt_file(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _line_times(lines: list[bytes]) -> list[datetime]:
-    out = []
+def _line_times(lines: list[bytes], most: int = 8) -> list[datetime]:
+    """Times of the first ``most`` dated lines (the caller passes the tail reversed)."""
+    out: list[datetime] = []
     for raw in lines:
+        if len(out) >= most:
+            break
         text = decode_line(raw)
         if not text or text.startswith("#"):
             continue
@@ -398,7 +413,7 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
         with open(path, "rb") as fh:
             head_lines, tail_lines = first_and_last_lines(fh, size)
             # Logs are written in time order; min and max over both ends also hold when a few lines are not.
-            times = _line_times(head_lines) + _line_times(tail_lines)
+            times = _line_times(head_lines) + _line_times(tail_lines[::-1])
             first = min(times, default=None)
             last = max(times, default=None)
             out["coverage"] = {"family": family, "first": _iso(first), "last": _iso(last), "bytes": size}
@@ -536,10 +551,7 @@ def _context(
 def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
     rel = task["rel"]
     report = EvtxReport()
-    lits = bundle.event_literals
-
-    def want(text: str) -> bool:
-        return lits is None or any(x in text for x in lits)
+    want = bundle.event_filter()
 
     records = (
         read_evtx(Path(task["path"]), report, want)
