@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -62,14 +63,36 @@ def _rss_kb(pid: int) -> int:
     return total
 
 
+LAB_PID = 0
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Run:
-    """A command run with its wall time and the peak RSS of its process tree (sampled every 50 ms)."""
+    """A command run: wall time, its CPU time, the lab's CPU time meanwhile, and the peak RSS of its
+    process tree (sampled every 50 ms)."""
 
     def __init__(
         self, cmd: list[str], stdout: Any = subprocess.DEVNULL, env: dict[str, str] | None = None
     ) -> None:
         self.cmd = cmd
         self.peak_kb = 0
+        self.cpu = 0.0
+        self.lab_cpu = 0.0
+        self._cpu0 = _children_cpu()
+        self._lab0 = _cpu_of(LAB_PID) if LAB_PID else 0.0
         self.start = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -84,6 +107,8 @@ class Run:
         _, err = self.proc.communicate(timeout=timeout)
         seconds = time.monotonic() - self.start
         self._sampler.join(1)
+        self.cpu = _children_cpu() - self._cpu0
+        self.lab_cpu = (_cpu_of(LAB_PID) - self._lab0) if LAB_PID else 0.0
         return self.proc.returncode, seconds, err
 
 
@@ -191,6 +216,8 @@ def run_nmap(addresses: list[str], work: Path) -> dict[str, Any]:
         "code": code,
         "seconds": seconds,
         "peak_kb": run.peak_kb,
+        "cpu": run.cpu,
+        "lab_cpu": run.lab_cpu,
         "titles": text.count('id="http-title"'),
         "headers": text.count('id="http-headers"'),
         "stderr": err[-500:],
@@ -240,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="exwatch-bench-scan-"))
     manifest_file = work / "manifest.json"
     lab = start_lab(args.fleet, manifest_file)
+    global LAB_PID
+    LAB_PID = lab.pid
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         addresses = [s["address"] for s in manifest["servers"]]
@@ -247,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ex = run_exwatch(manifest_file, work, probe=False)
         scanned, wrong = check_verdicts(manifest, ex["out"])
+        for key in wrong[:5]:
+            print(f"  wrong: {key}")
         ex_rate = scanned / ex["seconds"]
         print(
             f"exwatch (passive): {scanned} hosts in {ex['seconds']:.1f} s = {ex_rate:.1f} hosts/s, {len(wrong)} wrong verdicts"
@@ -262,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
             s["address"] for s in manifest["servers"] if probe_states.get(s["address"]) != s["truth"]
         ]
         probe_rate = probe_scanned / ex_probe["seconds"]
+        for address in probe_wrong[:5]:
+            srv = next(x for x in manifest["servers"] if x["address"] == address)
+            print(
+                f"  wrong with --probe: {address} {srv['variant']} {srv['build']} want {srv['truth']} got {probe_states.get(address)}"
+            )
         print(
             f"exwatch (--probe): {probe_scanned} hosts in {ex_probe['seconds']:.1f} s = {probe_rate:.1f} hosts/s, {len(probe_wrong)} wrong verdicts"
         )
@@ -307,11 +343,11 @@ def write_results(path: Path, v: dict[str, Any]) -> None:
         f"{sum(map(unlearnable, v['manifest']['servers']))} of them are Exchange 2010 behind ADFS, which no response "
         "fingerprints (the lab's truth claims a build): counted right when exwatch answers `unknown`.",
         "",
-        "| run | hosts | seconds | hosts/s | peak RSS (MB) | verdicts wrong |",
-        "|---|---|---|---|---|---|",
-        f"| exwatch scan (passive fingerprint, SQLite store) | {v['scanned']} | {ex['seconds']:.1f} | {v['ex_rate']:.1f} | {ex.get('peak_kb', 0) / 1024:.0f} | {len(v['wrong'])} of {len(v['addresses'])} (vs `truth_passive`) |",
-        f"| exwatch scan --probe | {v['probe_scanned']} | {v['ex_probe']['seconds']:.1f} | {v['probe_rate']:.1f} | {v['ex_probe'].get('peak_kb', 0) / 1024:.0f} | {len(v['probe_wrong'])} of {len(v['addresses'])} (vs `truth`) |",
-        f"| nmap -p 443 --script http-headers,http-title | {len(v['addresses'])} | {nm['seconds']:.1f} | {v['nm_rate']:.1f} | {nm['peak_kb'] / 1024:.0f} | (no verdicts) |",
+        "| run | hosts | seconds | hosts/s | CPU s (tool) | CPU s (lab) | peak RSS (MB) | verdicts wrong |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| exwatch scan (passive fingerprint, SQLite store) | {v['scanned']} | {ex['seconds']:.1f} | {v['ex_rate']:.1f} | {ex['cpu']:.1f} | {ex['lab_cpu']:.1f} | {ex['peak_kb'] / 1024:.0f} | {len(v['wrong'])} of {len(v['addresses'])} (vs `truth_passive`) |",
+        f"| exwatch scan --probe | {v['probe_scanned']} | {v['ex_probe']['seconds']:.1f} | {v['probe_rate']:.1f} | {v['ex_probe']['cpu']:.1f} | {v['ex_probe']['lab_cpu']:.1f} | {v['ex_probe']['peak_kb'] / 1024:.0f} | {len(v['probe_wrong'])} of {len(v['addresses'])} (vs `truth`) |",
+        f"| nmap -p 443 --script http-headers,http-title | {len(v['addresses'])} | {nm['seconds']:.1f} | {v['nm_rate']:.1f} | {nm['cpu']:.1f} | {nm['lab_cpu']:.1f} | {nm['peak_kb'] / 1024:.0f} | (no verdicts) |",
         "",
         f"**exwatch / nmap hosts per second: {v['ratio']:.1f}x** (goal: at least 10x, every verdict right).",
         "",
@@ -324,6 +360,10 @@ def write_results(path: Path, v: dict[str, Any]) -> None:
             f"(goal: under 300 MB), exit code {stream['code']}.",
             "",
         ]
+    lines += [
+        f"Load average when written: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared).",
+        "",
+    ]
     lines += ["Commands:", ""] + [f"    {' '.join(map(str, r['cmd']))}" for r in (ex, v["ex_probe"], nm) if r]
     if stream is not None:
         lines.append(f"    {' '.join(map(str, stream['cmd']))}")

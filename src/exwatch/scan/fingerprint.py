@@ -332,7 +332,9 @@ class Fingerprinter:
                 r.title = page_title(root.body)
         if not r.signs and r.answered == 0:
             return self.finish()
-        if self._full() is None and r.signs:
+        if self._full() is None and r.signs and service.status != 401:
+            # Another 401 carrier, for when /owa/service did not answer 401 (a 401 without the
+            # header there means this server does not send it).
             ews = yield _get("/EWS/Exchange.asmx")
             self.absorb(ews)
         if r.signs and (self._full() is None or not self._is_known(self._full() or "")):
