@@ -164,7 +164,11 @@ def test_plan_manifest_after_cu() -> None:
             EXPORTTOOL_PATH: ProbeResponse(200, {}, MANIFEST.replace(b"15.2.986.5", b"15.2.858.12")),
         }
     )
-    assert seen == ["/owa/service", "/owa/auth/logon.aspx", EXPORTTOOL_PATH]  # a 401 without the header: no EWS
+    assert seen == [
+        "/owa/service",
+        "/owa/auth/logon.aspx",
+        EXPORTTOOL_PATH,
+    ]  # a 401 without the header: no EWS
     assert (result.build, result.build_source, result.sources["owa-path"]) == (
         "15.2.858.12",
         "exporttool",
