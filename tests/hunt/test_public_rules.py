@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exwatch.hunt import HuntOptions, hunt_paths
@@ -127,3 +127,36 @@ def test_yara_legacy_regex_compiles_relaxed(tmp_path: Path) -> None:
     res = hunt_paths([root], HuntOptions(jobs=1, builtin_rules=False, yara_files=(legacy,)))
     assert [f.rule for f in res.findings] == ["yara.legacy_escape"]
     assert any("relaxed" in n and "legacy.yar" in n for n in res.stats["notes"])
+
+
+_lit = st.text(alphabet="ab/", min_size=1, max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.frozensets(_lit, min_size=1, max_size=3), min_size=2, max_size=4),
+    st.lists(st.text(alphabet="ab/. x", max_size=4), min_size=1, max_size=6),
+    st.randoms(use_true_random=False),
+)
+def test_line_pattern_is_sound(groups: list[frozenset[str]], fillers: list[str], rnd: object) -> None:
+    """A line holding a literal of every group always matches the rule's line pattern."""
+    import random
+
+    import re2
+
+    from exwatch.hunt.rules.sigma_engine import pair_pattern
+
+    assert isinstance(rnd, random.Random)
+    picks = [rnd.choice(sorted(g)) for g in groups]
+    rnd.shuffle(picks)
+    line = ""
+    for p in picks:
+        if p not in line:  # a literal already inside another one is not written again
+            line += p + rnd.choice(fillers)
+    pattern = pair_pattern(tuple(groups))
+    if pattern is None:
+        return
+    options = re2.Options()
+    options.case_sensitive = False
+    options.encoding = re2.Options.Encoding.LATIN1
+    assert re2.compile(pattern, options).search(line.encode()) is not None, (groups, line, pattern)

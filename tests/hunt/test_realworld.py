@@ -144,7 +144,7 @@ def test_findings_land_in_the_store(tmp_path: Path) -> None:
     assert n_findings == len(doc["findings"])
 
 
-@pytest.mark.parametrize("strategy", ["re2", "ahocorasick", "regex"])
+@pytest.mark.parametrize("strategy", ["hyperscan", "re2", "ahocorasick", "regex"])
 def test_prefilter_strategies_agree(strategy: str) -> None:
     from exwatch.hunt.sources.textlog import LiteralFinder
 

@@ -14,6 +14,7 @@ from typing import Any
 from exwatch.errors import InputError
 from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult
 from exwatch.hunt.sources.files import EvidenceFile, cleanup, walk
+from exwatch.hunt.sources.textlog import default_strategy
 from exwatch.hunt.timeline import coverage_warnings, link_chain, merge_coverage, order, verdict
 from exwatch.hunt.worker import hunt_file, load_bundle
 
@@ -47,7 +48,8 @@ def live_install_paths(options: HuntOptions) -> list[Path]:
     return [Path(install), Path(f"{drive}\\inetpub")]
 
 
-def _rules_spec(options: HuntOptions, strategy: str = "re2") -> dict[str, Any]:
+def _rules_spec(options: HuntOptions, strategy: str | None = None) -> dict[str, Any]:
+    strategy = strategy or default_strategy()
     return {
         "builtin": options.builtin_rules,
         "rule_dirs": [str(p) for p in options.rule_dirs],

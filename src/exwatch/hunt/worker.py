@@ -34,6 +34,7 @@ from exwatch.hunt.sources.lines import (
 from exwatch.hunt.sources.textlog import (
     LiteralFinder,
     decode_line,
+    default_strategy,
     first_and_last_lines,
     iter_candidates,
     sniff_encoding,
@@ -176,7 +177,7 @@ class Bundle:
             singles: set[str] = set(ioc)
             patterns: list[bytes] = []
             for r in rules:
-                pattern = pair_pattern(r.groups) if self.strategy == "re2" else None
+                pattern = pair_pattern(r.groups) if self.strategy in ("re2", "hyperscan") else None
                 if pattern is None:
                     singles |= r.literals or set()
                 else:
@@ -269,7 +270,7 @@ def load_bundle(spec: dict[str, Any]) -> Bundle:
         tuple(spec.get("rule_dirs", ())),
         tuple(spec.get("yara_files", ())),
         tuple(spec.get("ioc_files", ())),
-        str(spec.get("strategy", "re2")),
+        str(spec.get("strategy") or default_strategy()),
     )
 
 

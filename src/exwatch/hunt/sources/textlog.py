@@ -21,6 +21,15 @@ from typing import IO, Any
 HEADER_LITERAL = "#fields:"
 
 
+def default_strategy() -> str:
+    """``hyperscan`` where its wheel is installed (Linux x86-64), else ``re2``."""
+    try:
+        import hyperscan  # noqa: F401
+    except ImportError:
+        return "re2"
+    return "hyperscan"
+
+
 class LiteralFinder:
     """Finds the lines of a buffer that hold any of a set of literals, case-insensitively.
 
@@ -51,6 +60,8 @@ class LiteralFinder:
         self._re2: Any = None
         self._re2_loose: Any = None
         self._ac: Any = None
+        self._hs: Any = None
+        self._line_check: Any = None
         if self.all_lines:
             pass
         elif strategy == "re2":
@@ -68,6 +79,31 @@ class LiteralFinder:
                 self._re2 = re2.compile(b"(?:" + b"|".join(main) + b")", options)
             else:
                 self._re2 = self._re2_loose
+        elif strategy == "hyperscan":
+            import hyperscan
+            import re2
+
+            # Hyperscan finds the loose literals (SIMD, several GB/s); each line it points at is then
+            # checked against the RE2 line patterns (two or three literal groups of one rule).
+            options = re2.Options()
+            options.case_sensitive = False
+            options.encoding = re2.Options.Encoding.LATIN1
+            options.max_mem = 256 << 20
+            self._re2_loose = re2.compile(b"(?:" + alternation + b")", options)
+            pats = list(patterns)
+            if pats and singles is not None:
+                single = sorted({x.lower() for x in singles} | {HEADER_LITERAL}, key=len, reverse=True)
+                main = [re.escape(x.encode("utf-8")) for x in single] + [b"(?:" + p + b")" for p in pats]
+                self._line_check = re2.compile(b"(?:" + b"|".join(main) + b")", options)
+            exprs = [re.escape(x.encode("utf-8")) for x in lits]
+            db = hyperscan.Database()
+            db.compile(
+                expressions=exprs,
+                ids=list(range(len(exprs))),
+                elements=len(exprs),
+                flags=[hyperscan.HS_FLAG_CASELESS] * len(exprs),
+            )
+            self._hs = db
         elif strategy == "ahocorasick":
             import ahocorasick
 
@@ -88,6 +124,27 @@ class LiteralFinder:
                 if nl < 0:
                     return
                 pos = nl + 1
+            return
+        if self._hs is not None:
+            ends: list[int] = []
+
+            def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: Any) -> None:
+                ends.append(to)
+
+            self._hs.scan(body, match_event_handler=on_match)
+            ends.sort()
+            check = self._line_check
+            last_ls = -1
+            for end in ends:
+                ls = body.rfind(b"\n", 0, end) + 1
+                if ls == last_ls:
+                    continue
+                last_ls = ls
+                if check is not None:
+                    le = body.find(b"\n", end)
+                    if check.search(body, ls, len(body) if le < 0 else le) is None:
+                        continue
+                yield ls
             return
         if self._ac is not None:
             low = body.lower()
