@@ -95,7 +95,7 @@ def finder_rates(files: list[str], limit: int = 64 * 1024 * 1024) -> dict[str, f
         data = fh.read(limit)
     lits = load_bundle({"builtin": True}).finder_for("iis").literals
     out: dict[str, float] = {}
-    for strategy in ("re2", "ahocorasick", "regex"):
+    for strategy in ("hyperscan", "re2", "ahocorasick", "regex"):
         finder = LiteralFinder(lits, strategy)
         t0 = time.perf_counter()
         n = sum(1 for _ in finder.positions(data))
@@ -238,7 +238,7 @@ def main() -> int:
         fr = finder_rates(logs)
         print(
             "pre-filter strategies on the largest IIS log: "
-            + ", ".join(f"{k} {fr[k]:.0f} MB/s" for k in ("re2", "ahocorasick", "regex"))
+            + ", ".join(f"{k} {fr[k]:.0f} MB/s" for k in ("hyperscan", "re2", "ahocorasick", "regex"))
         )
         ev = evtx_rates(args.evtx_repeat)
         r_rg = t_ex / t_rg
@@ -318,10 +318,11 @@ def write_results(
         "",
     ]
     lines += [
-        "Pre-filter strategies (one process, first 64 MB of the largest IIS log, same literals, same candidate lines: "
-        f"{int(fr['re2_lines'])}):",
+        "Pre-filter strategies (one process, first 64 MB of the largest IIS log, the same literals searched alone, "
+        f"same candidate lines: {int(fr['re2_lines'])}; the hunt adds the rules' line patterns on top):",
         "",
-        f"- RE2 DFA over raw bytes, case-insensitive (default): {fr['re2']:.0f} MB/s",
+        f"- Hyperscan, case-insensitive literals (default on Linux x86-64): {fr['hyperscan']:.0f} MB/s",
+        f"- RE2 DFA over raw bytes, case-insensitive: {fr['re2']:.0f} MB/s",
         f"- pyahocorasick over the lower-cased text: {fr['ahocorasick']:.0f} MB/s",
         f"- Python `re` bytes alternation over the lower-cased text: {fr['regex']:.0f} MB/s",
         "",

@@ -31,13 +31,13 @@ def default_strategy() -> str:
 
 
 class LiteralFinder:
-    """Finds the lines of a buffer that hold any of a set of literals, case-insensitively.
+    """Finds the lines of a buffer that can match: case-insensitive literal and line-pattern search.
 
-    Strategies, measured on 64 MB of IIS lines with the 87 built-in IIS literals (shared 2-core machine,
-    see ``benchmarks/hunt``): RE2 (``google-re2``, a DFA over the raw bytes with ``(?i)``; the default)
-    about 230 MB/s; a pyahocorasick automaton over the lower-cased text about 20 to 70 MB/s; Python's
-    ``re`` alternation about 8 to 11 MB/s (it has no multi-literal search). ``None`` literals means
-    "every line is a candidate".
+    Strategies (measured in ``benchmarks/hunt``, figures in its RESULTS.md): ``hyperscan`` (default where
+    the wheel exists: Hyperscan finds the literals, each line it points at is checked against the RE2
+    line patterns), ``re2`` (one RE2 DFA over the raw bytes for literals and line patterns),
+    ``ahocorasick`` (pyahocorasick over the lower-cased text) and ``regex`` (Python ``re`` alternation,
+    which has no multi-literal search). ``None`` literals means "every line is a candidate".
     """
 
     def __init__(
