@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,17 @@ def test_ssrf_hit_names_the_ecp_line(result) -> None:  # type: ignore[no-untyped
         "proxylogon.ecp_set_vdir_script at Logging/ECP/Server/ECPServer20210303-1.LOG:7 (-2 s)"
         in reset.description
     )
+
+
+def test_logs_older_than_since_are_not_scanned(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "old"
+    shutil.copytree(DATA / "inetpub", root / "inetpub")
+    log = root / "inetpub/logs/LogFiles/W3SVC1/u_ex210305.log"
+    old = 1_600_000_000  # 2020-09-13: the file was last written before the window
+    os.utime(log, (old, old))
+    # Its lines claim 2021-08 times; a file not written since 2020 cannot hold them, so it is not scanned.
+    res = hunt_paths([root], HuntOptions(jobs=1, since=datetime(2021, 1, 1, tzinfo=UTC)))
+    assert not [f for f in res.findings if f.evidence.file.endswith("u_ex210305.log")]
+    assert res.hosts[0].coverage["iis"]["files"] == 1

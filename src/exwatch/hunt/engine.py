@@ -71,7 +71,15 @@ def _task(ev: EvidenceFile, options: HuntOptions, spec: dict[str, Any]) -> dict[
         "until": options.until.astimezone(UTC).isoformat() if options.until else None,
         "max_line": options.max_line,
         "chunk_size": options.chunk_size,
+        # A log last written before --since holds no event in the window: read its coverage only
+        # (the file-time pre-filter of Velociraptor PR 4367, used only for files older than the window).
+        "coverage_only": bool(
+            options.since and ev.family in TEXT_LOG_FAMILIES and ev.mtime < options.since.timestamp()
+        ),
     }
+
+
+TEXT_LOG_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", "exchange_log")
 
 
 def _protocol(rel: str) -> str | None:

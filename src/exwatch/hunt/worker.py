@@ -418,7 +418,7 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
             first = min(times, default=None)
             last = max(times, default=None)
             out["coverage"] = {"family": family, "first": _iso(first), "last": _iso(last), "bytes": size}
-            if not rules and not bundle.iocs.ips:
+            if (not rules and not bundle.iocs.ips) or task.get("coverage_only"):
                 return
             fields: list[str] | None = DEFAULT_FIELDS.get(family)
             header_changes = 0
