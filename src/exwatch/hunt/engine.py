@@ -83,13 +83,13 @@ TEXT_LOG_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", 
 
 
 def _protocol(rel: str) -> str | None:
+    """The protocol folder of an HttpProxy log (``Logging/HttpProxy/<Protocol>/file``), if any."""
     parts = rel.replace("\\", "/").split("/")
     low = [p.lower() for p in parts]
-    if "httpproxy" in low:
-        i = low.index("httpproxy")
-        if i + 2 < len(parts) + 1 and i + 1 < len(parts) - 1:
-            return parts[i + 1]
-    return None
+    if "httpproxy" not in low:
+        return None
+    i = len(low) - 1 - low[::-1].index("httpproxy")
+    return parts[i + 1] if i + 1 < len(parts) - 1 else None
 
 
 def _host_name(path: Path, options: HuntOptions) -> str:
