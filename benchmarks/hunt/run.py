@@ -150,6 +150,9 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="where to write the package (deleted afterwards)")
     ap.add_argument("--evtx-repeat", type=int, default=5)
+    ap.add_argument(
+        "--naive-bytes", type=int, default=200_000_000, help="log sample for the no-pre-filter run"
+    )
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = ap.parse_args()
     rg = shutil.which("rg")
@@ -228,11 +231,30 @@ def main() -> int:
 
         from exwatch.hunt import HuntOptions, hunt_paths
 
+        # Parsing every line is slow: measure it on a sample of the logs (hard links, same relative
+        # paths) against the pre-filtered hunt of the same sample.
+        sample = base / "sample" / "EXCH01"
+        taken = 0
+        for f in sorted(logs):
+            if taken >= args.naive_bytes:
+                break
+            dst = sample / Path(f).relative_to(pkg)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, dst)
+            taken += os.path.getsize(f)
         t0 = time.perf_counter()
-        naive = hunt_paths([pkg], HuntOptions(jobs=args.jobs, prefilter=False))
-        t_naive = time.perf_counter() - t0
+        fast = hunt_paths([sample], HuntOptions(jobs=args.jobs))
+        t_fast = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        naive = hunt_paths([sample], HuntOptions(jobs=args.jobs, prefilter=False))
+        t_naive_sample = time.perf_counter() - t0
+        same = sorted((f.rule, f.evidence.file, f.evidence.line) for f in fast.findings) == sorted(
+            (f.rule, f.evidence.file, f.evidence.line) for f in naive.findings
+        )
+        t_naive = t_naive_sample / t_fast
         print(
-            f"exwatch without the pre-filter (every line parsed, every rule tried): {t_naive:.2f} s, {len(naive.findings)} findings"
+            f"on a {taken / 1e6:.0f} MB sample: exwatch {t_fast:.2f} s, without the pre-filter (every line parsed, "
+            f"every rule tried) {t_naive_sample:.2f} s = {t_naive:.1f}x; same findings: {same}"
         )
 
         fr = finder_rates(logs)
@@ -311,10 +333,10 @@ def write_results(
         f"| ripgrep `rg -uuu -F -f literals.txt -j {args.jobs}` | {t_rg:.2f} | case-sensitive, counts only |",
         f"| ripgrep `rg -uuu -F -i -f literals.txt -j {args.jobs}` | {t_rgi:.2f} | case-insensitive, like the hunt |",
         f"| Python full parse (csv.DictReader per row, {args.jobs} processes) | {t_full:.2f} | {rows} rows, no rule evaluated |",
-        f"| exwatch without its pre-filter (every line parsed, every rule tried) | {t_naive:.2f} | same rules, same findings |",
+        f"| exwatch without its pre-filter (every line parsed, every rule tried), on a {args.naive_bytes / 1e6:.0f} MB sample of the logs | {t_naive:.1f}x exwatch's time on the same sample | same rules, same findings |",
         "",
         f"Ratios: exwatch / ripgrep = **{t_ex / t_rg:.2f}x** (goal <= 2); exwatch / ripgrep -i = **{t_ex / t_rgi:.2f}x**; "
-        f"full parse / exwatch = **{t_full / t_ex:.1f}x** (goal >= 20); exwatch without pre-filter / exwatch = **{t_naive / t_ex:.1f}x**.",
+        f"full parse / exwatch = **{t_full / t_ex:.1f}x** (goal >= 20); exwatch without pre-filter / exwatch (sample) = **{t_naive:.1f}x**.",
         "",
     ]
     lines += [
