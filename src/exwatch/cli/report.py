@@ -93,9 +93,9 @@ def report(
 
     with open_store(resolve_db(db_url)) as store:
         if fmt == "stix":
-            from exwatch.report.stix import findings_bundle
+            from exwatch.report.stix import bundle_json, findings_bundle
 
-            _write(findings_bundle(store, since=since).serialize(pretty=True) + "\n", out)
+            _write(bundle_json(findings_bundle(store, since=since)) + "\n", out)
             ctx.exit(EXIT_OK)
         options = ReportOptions(
             since=since,
@@ -132,8 +132,8 @@ def report(
 @db_option
 def stix(since: datetime | None, out: Path | None, db_url: str | None) -> None:
     """Export the hunt findings as a STIX 2.1 bundle (indicators, observed data, sightings, host identities)."""
-    from exwatch.report.stix import findings_bundle
+    from exwatch.report.stix import bundle_json, findings_bundle
 
     with open_store(resolve_db(db_url)) as store:
         bundle = findings_bundle(store, since=since)
-    _write(bundle.serialize(pretty=True) + "\n", out)
+    _write(bundle_json(bundle) + "\n", out)

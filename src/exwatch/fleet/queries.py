@@ -272,7 +272,12 @@ def compromise(store: Store, *, tag: tuple[str, str] | None = None) -> list[dict
                 func.min(_first_protected_any(conn)).label("first_protected_any"),
             )
             .select_from(source)
-            .where(f.c.confidence.in_(EVIDENCE_CONFIDENCE), f.c.wave.is_not(None), f.c.time.is_not(None))
+            .where(
+                f.c.confidence.in_(EVIDENCE_CONFIDENCE),
+                f.c.time.is_not(None),
+                # only the waves the scans judge (web shells, post-exploitation are not waves)
+                f.c.wave.in_(select(t.scan_summary.c.wave).where(t.scan_summary.c.wave != "*").distinct()),
+            )
             .group_by(f.c.host_id, f.c.wave, h.c.address, h.c.name, h.c.fe_server)
             .order_by(func.min(f.c.time), f.c.host_id)
         ).all()

@@ -96,3 +96,8 @@ def findings_bundle(store: Store, *, since: datetime | None = None) -> stix2.Bun
             objects.append(sco)
         objects.extend([observed, sighting])
     return stix2.Bundle(objects=objects, allow_custom=False)
+
+
+def bundle_json(bundle: stix2.Bundle) -> str:
+    """The bundle as indented JSON (stix2's own pretty printer sorts keys in quadratic time)."""
+    return json.dumps(json.loads(bundle.serialize()), indent=2, ensure_ascii=False)

@@ -13,6 +13,10 @@ from exwatch.report.model import wave_name
 STATE_COLUMNS = ("vulnerable", "patched", "mitigated", "unknown", "not_affected")
 
 
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -66,7 +70,7 @@ def _attempt_line(report: dict[str, Any]) -> str:
     return text + "."
 
 
-def render_table(report: dict[str, Any], *, width: int = 130, limit: int = 20) -> str:
+def render_table(report: dict[str, Any], *, width: int = 130, limit: int = 15) -> str:
     """The report for a terminal: headline, trend, change, hosts at risk, compromise."""
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None)
@@ -108,7 +112,7 @@ def render_table(report: dict[str, Any], *, width: int = 130, limit: int = 20) -
             row["build"] or "",
             (row["exposed_since"] or "")[:10],
             "" if row["exposed_days"] is None else f"{row['exposed_days']:g}",
-            row["fix"] or "",
+            _short(row["fix"] or "", 70),
         )
     console.print(table)
     cbp = report["compromised_before_protected"]
