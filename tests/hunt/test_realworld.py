@@ -240,3 +240,10 @@ def test_logs_older_than_since_are_not_scanned(tmp_path: Path) -> None:
     res = hunt_paths([root], HuntOptions(jobs=1, since=datetime(2021, 1, 1, tzinfo=UTC)))
     assert not [f for f in res.findings if f.evidence.file.endswith("u_ex210305.log")]
     assert res.hosts[0].coverage["iis"]["files"] == 1
+
+
+@pytest.mark.parametrize("strategy", ["re2", "ahocorasick", "regex"])
+def test_every_prefilter_engine_finds_the_same(result, strategy: str) -> None:  # type: ignore[no-untyped-def]
+    other = hunt_paths([DATA], HuntOptions(jobs=1, strategy=strategy))
+    key = lambda f: (f.rule, f.evidence.file, f.evidence.line, f.evidence.record)  # noqa: E731
+    assert sorted(map(key, other.findings)) == sorted(map(key, result.findings))

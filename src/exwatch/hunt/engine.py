@@ -49,7 +49,7 @@ def live_install_paths(options: HuntOptions) -> list[Path]:
 
 
 def _rules_spec(options: HuntOptions, strategy: str | None = None) -> dict[str, Any]:
-    strategy = strategy or default_strategy()
+    strategy = strategy or options.strategy or default_strategy()
     return {
         "builtin": options.builtin_rules,
         "rule_dirs": [str(p) for p in options.rule_dirs],

@@ -41,6 +41,8 @@ class HuntOptions:
     builtin_rules: bool = True
     # False parses every line (no literal pre-filter): for benchmarks and for rules without literals.
     prefilter: bool = True
+    # Pre-filter engine: hyperscan, re2, ahocorasick or regex; None picks the fastest available.
+    strategy: str | None = None
     max_line: int = 1024 * 1024
     chunk_size: int = 16 * 1024 * 1024
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)

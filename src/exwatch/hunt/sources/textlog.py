@@ -13,12 +13,36 @@ import codecs
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 HEADER_LITERAL = "#fields:"
+
+
+def _re2_searcher(rx: Any) -> Callable[[bytes, int, int], int]:
+    """``search(buf, pos, end) -> start or -1`` for a compiled RE2 pattern over bytes.
+
+    Calls the binding's ``Match`` directly when it is there: the Python wrapper around it costs more
+    than the search itself on short lines (measured: about 3 of 6 microseconds per line).
+    """
+    import re2
+
+    regexp = getattr(rx, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if regexp is not None and anchor is not None:
+
+        def direct(buf: bytes, pos: int, end: int) -> int:
+            return int(regexp.Match(anchor, buf, pos, end)[0][0])
+
+        return direct
+
+    def wrapped(buf: bytes, pos: int, end: int) -> int:
+        m = rx.search(buf, pos, end)
+        return -1 if m is None else int(m.start())
+
+    return wrapped
 
 
 def default_strategy() -> str:
@@ -133,7 +157,7 @@ class LiteralFinder:
 
             self._hs.scan(body, match_event_handler=on_match)
             ends.sort()
-            check = self._line_check
+            check = _re2_searcher(self._line_check) if self._line_check is not None else None
             last_ls = -1
             for end in ends:
                 ls = body.rfind(b"\n", 0, end) + 1
@@ -142,7 +166,7 @@ class LiteralFinder:
                 last_ls = ls
                 if check is not None:
                     le = body.find(b"\n", end)
-                    if check.search(body, ls, len(body) if le < 0 else le) is None:
+                    if check(body, ls, len(body) if le < 0 else le) < 0:
                         continue
                 yield ls
             return
@@ -161,16 +185,21 @@ class LiteralFinder:
             return
         if self._re2 is not None:
             hay = body
-            search = self._re2.search
+            find = _re2_searcher(self._re2)
         else:
             hay = body.lower()
-            search = self._rx.search
+            rx = self._rx
+
+            def find(buf: bytes, pos: int, end: int) -> int:
+                m = rx.search(buf, pos, end)
+                return -1 if m is None else m.start()
+
         pos = 0
+        n = len(hay)
         while True:
-            m = search(hay, pos)
-            if m is None:
+            start = find(hay, pos, n)
+            if start < 0:
                 return
-            start = m.start()
             ls = hay.rfind(b"\n", 0, start) + 1
             yield ls
             nl = hay.find(b"\n", start)
