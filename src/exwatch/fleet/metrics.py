@@ -194,6 +194,9 @@ class DoublingFit:
             "r_squared": self.r_squared,
             "intercept": self.intercept,
             "start": self.start.isoformat() if self.start else None,
+            "end": (self.start + timedelta(hours=max(self.hours))).isoformat()
+            if self.start and self.hours
+            else None,
         }
 
 

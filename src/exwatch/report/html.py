@@ -117,7 +117,8 @@ def chart_attempts(report: dict[str, Any]) -> str:
         fit = att["fit"]
         if fit and fit["start"]:
             start = datetime.fromisoformat(fit["start"])
-            inside = [x for x in xs if x >= start]
+            end = datetime.fromisoformat(fit["end"]) if fit.get("end") else xs[-1]
+            inside = [x for x in xs if start <= x <= end]  # the line only where it was fitted
             hours = [(x - start).total_seconds() / 3600 for x in inside]
             a = fit["intercept"]  # the fit: counts = exp(a + b * hours since start)
             ax.plot(
