@@ -106,7 +106,7 @@ class Bundle:
     event_literals: frozenset[str] | None = None
     strategy: str = "re2"
     notes: list[str] = field(default_factory=list)
-    _event_filter: Callable[[str], bool] | None = None
+    _event_filter: Callable[[bytes], bool] | None = None
 
     def rules_for(self, family: str) -> list[SigmaRuleSpec]:
         if family not in self.by_family:
@@ -153,15 +153,14 @@ class Bundle:
         self.pickers[family] = pick
         return pick
 
-    def event_filter(self) -> Callable[[str], bool]:
-        """Whether an event's lower-cased text holds a literal some event rule needs (RE2 search)."""
+    def event_filter(self) -> Callable[[bytes], bool]:
+        """Whether an event's raw text (JSON or XML bytes) holds a literal some event rule needs."""
         if self._event_filter is None:
             lits = self.event_literals
             if lits is None:
-                self._event_filter = lambda text: True
+                self._event_filter = lambda data: True
             else:
-                finder = LiteralFinder(lits, "re2")
-                self._event_filter = lambda text: finder.hit(text.encode("utf-8", "replace"))
+                self._event_filter = LiteralFinder(lits, "re2").hit
         return self._event_filter
 
     def finder_for(self, family: str) -> LiteralFinder:

@@ -122,8 +122,8 @@ def source_families(fields: dict[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _record(raw: Any, offset: int | None, want: Callable[[str], bool] | None = None) -> EventRecord | None:
-    if want is not None and not want(str(raw.get("data", "")).lower()):
+def _record(raw: Any, offset: int | None, want: Callable[[bytes], bool] | None = None) -> EventRecord | None:
+    if want is not None and not want(str(raw.get("data", "")).encode("utf-8", "replace")):
         return EventRecord(
             record_id=int(raw.get("event_record_id", 0) or 0),
             offset=offset,
@@ -164,7 +164,7 @@ def _chunk_offsets(path: Path) -> list[int]:
 
 
 def read_evtx(
-    path: Path, report: EvtxReport, want: Callable[[str], bool] | None = None
+    path: Path, report: EvtxReport, want: Callable[[bytes], bool] | None = None
 ) -> Iterator[EventRecord]:
     """Every readable record of an ``.evtx`` file; damaged chunks are recorded in ``report``."""
     from evtx import PyEvtxParser
@@ -275,10 +275,10 @@ def _parse_xml_event(block: bytes, offset: int, index: int) -> EventRecord | Non
     )
 
 
-def read_event_xml(path: Path, want: Callable[[str], bool] | None = None) -> Iterator[EventRecord]:
+def read_event_xml(path: Path, want: Callable[[bytes], bool] | None = None) -> Iterator[EventRecord]:
     """Records of an XML export (``wevtutil qe /f:xml`` or Event Viewer "Save as XML"), streamed.
 
-    Events whose text ``want`` rejects come back unparsed (time and record id only, ``parsed`` False):
+    Events whose raw bytes ``want`` rejects come back unparsed (time and record id only, ``parsed`` False):
     they count for coverage and are not matched.
     """
     index = 0
@@ -293,7 +293,7 @@ def read_event_xml(path: Path, want: Callable[[str], bool] | None = None) -> Ite
                 index += 1
                 block = m.group(0)
                 pos = m.end()
-                if want is None or want(block.decode("utf-8", "replace").lower()):
+                if want is None or want(block):
                     rec = _parse_xml_event(block, base + m.start(), index)
                     if rec is not None:
                         yield rec
