@@ -168,7 +168,7 @@ def _render(result: object, console: object) -> None:
     from exwatch.hunt.model import HuntResult
 
     assert isinstance(result, HuntResult)
-    out = Console(width=max(Console().width, 140))
+    out = Console(width=max(Console().width, 160))
     for h in result.hosts:
         c = h.counts
         out.print(
