@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hosts": ("exwatch.cli.hosts", "hosts"),
     "lab": ("exwatch.cli.lab", "lab"),
     "demo": ("exwatch.cli.demo", "demo"),
+    "serve": ("exwatch.cli.serve", "serve"),
+    "cluster": ("exwatch.cli.cluster", "cluster"),
 }
 
 
