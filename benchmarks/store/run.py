@@ -96,7 +96,36 @@ def records(plan: dict[str, Any], day: int, start: int, stop: int) -> list[dict[
     return out
 
 
+def fresh_database(url: str) -> tuple[str, Any]:
+    """For PostgreSQL, a new empty database on the same server (and a function that drops it)."""
+    if not url.startswith("postgresql"):
+        return url, lambda: None
+    from sqlalchemy import create_engine, text
+
+    name = f"exwatch_bench_{os.getpid()}"
+    admin = create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.rsplit("/", 1)[0] + "/" + name, drop
+
+
 def bench(url: str, hosts: int, days: int, seed: int = 1) -> dict[str, Any]:
+    url, drop = fresh_database(url)
+    try:
+        return _bench(url, hosts, days, seed)
+    finally:
+        drop()
+
+
+def _bench(url: str, hosts: int, days: int, seed: int = 1) -> dict[str, Any]:
     plan = make_plan(hosts, days, seed)
     ingest = 0.0
     finish = 0.0

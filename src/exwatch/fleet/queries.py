@@ -139,6 +139,13 @@ def breakdown(
     return {k: counts_from(v) for k, v in sorted(per.items())}
 
 
+def tag_keys(store: Store, wanted: tuple[str, ...]) -> list[str]:
+    """The keys among ``wanted`` that some host carries (an index lookup each)."""
+    tg = t.tags
+    with store.connect() as conn:
+        return [k for k in wanted if conn.execute(select(tg.c.key).where(tg.c.key == k).limit(1)).first()]
+
+
 def _fix_text(detail: str | None, wave: str) -> str | None:
     if not detail:
         return None
@@ -515,4 +522,5 @@ __all__ = [
     "list_hosts",
     "parse_tag",
     "snapshots",
+    "tag_keys",
 ]

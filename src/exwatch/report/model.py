@@ -116,7 +116,7 @@ def build_report(store: Store, options: ReportOptions | None = None) -> dict[str
         breakdowns["cu"] = {
             k: v.to_dict() for k, v in q.breakdown(store, latest.scan_id, main_wave, tag=opts.tag).items()
         }
-        for key in ("organisation", "country", "network"):
+        for key in q.tag_keys(store, ("organisation", "country", "network")):
             by_tag = q.breakdown(store, latest.scan_id, main_wave, by=f"tag:{key}", tag=opts.tag)
             if set(by_tag) - {"(untagged)"}:
                 breakdowns[f"tag:{key}"] = {k: v.to_dict() for k, v in by_tag.items()}
