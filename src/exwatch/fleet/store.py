@@ -334,7 +334,7 @@ class Store:
                 result.append(None)
                 continue
             result.append(host_id)
-            if (rec.get("status") or "exchange") == "exchange":
+            if ident != index.hosts[host_id] and (rec.get("status") or "exchange") == "exchange":
                 merged = index.hosts[host_id].merged(ident)
                 if merged != index.hosts[host_id]:
                     changed[host_id] = merged
@@ -429,11 +429,15 @@ class Store:
         return [None if d is None else self._details[d] for d in digests]
 
     def _write_tags(self, conn: Connection, rows: dict[tuple[int, str], str]) -> None:
-        stmt = self._insert(t.tags)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.tags.c.host_id, t.tags.c.key], set_={"value": stmt.excluded.value}
+        """Upsert tags in one executemany (plain DB-API rows: no per-row statement building)."""
+        mark = "%s" if self.dialect == "postgresql" else "?"
+        sql = (
+            f"INSERT INTO tags (host_id, key, value) VALUES ({mark}, {mark}, {mark}) "
+            "ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value"
         )
-        conn.execute(stmt, [{"host_id": h, "key": k, "value": v} for (h, k), v in rows.items()])
+        items = [(h, k, v) for (h, k), v in rows.items()]
+        for chunk in _chunks(items):
+            conn.exec_driver_sql(sql, list(chunk))
         self._tags.update(rows)
 
     def finish_scan(self, scan_id: int, *, finished_at: datetime | None = None) -> None:
