@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from exwatch.report.model import wave_name
+from exwatch.report.model import WAVE_ORDER, wave_name
 
 CSS = """
 *{box-sizing:border-box}
@@ -64,6 +64,11 @@ def _signed(value: float | None, unit: str, scale: float = 1.0, digits: int = 1)
 def _when(value: str | None, chars: int = 16) -> str:
     """An ISO time shortened for a table cell, with a space instead of the T."""
     return (value or "")[:chars].replace("T", " ")
+
+
+def _in_wave_order(waves: Iterable[str]) -> list[str]:
+    """Wave ids in the knowledge base's order (ProxyLogon first), unknown ones after, by name."""
+    return sorted(waves, key=lambda w: (WAVE_ORDER.index(w) if w in WAVE_ORDER else len(WAVE_ORDER), w))
 
 
 def _state(state: str | None) -> str:
@@ -139,7 +144,8 @@ def _wave_table(report: dict[str, Any]) -> str:
     latest = snaps[-1]
     c7 = report.get("change_7d") or {}
     rows = []
-    for wave, c in latest["waves"].items():
+    for wave in _in_wave_order(latest["waves"]):
+        c = latest["waves"][wave]
         ch = (c7.get("waves") or {}).get(wave) or {}
         bounds = c.get("protected_bounds")
         rows.append(
@@ -352,12 +358,12 @@ def host_page(doc: dict[str, Any], findings: dict[str, Any], *, store: str) -> s
             ["wave", "state", "reason", "fix"],
             [
                 [esc(wave_name(w)), _state(v.get("state")), esc(v.get("reason")), esc(v.get("fix"))]
-                for w, v in doc["verdicts"].items()
+                for w, v in ((w, doc["verdicts"][w]) for w in _in_wave_order(doc["verdicts"]))
             ],
             id="verdicts",
         )
     )
-    waves = sorted({w for s in doc["snapshots"] for w in s["waves"]})
+    waves = _in_wave_order({w for s in doc["snapshots"] for w in s["waves"]})
     parts.append("<h2>Snapshots</h2>")
     parts.append(
         _table(
