@@ -25,6 +25,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	bash scripts/system-deps.sh test
+	bash scripts/system-deps.sh browser
 	CI_REQUIRE_POSTGRES=1 bash scripts/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
