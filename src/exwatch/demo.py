@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from exwatch.config import mask_url
 from exwatch.errors import InputError
 
 # The protected share of Internet-facing Exchange servers for ProxyLogon, 1 - V/U with U = 400,000
@@ -326,6 +327,6 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     echo(SIMULATED_NOTE)
     echo(f"HTML report: {html_path.resolve()}")
     echo(f"JSON report: {json_path.resolve()}   STIX findings: {stix_path.resolve()}")
-    echo(f"store: {db_url}   manifests (ground truth per day): {(out / 'manifests').resolve()}")
+    echo(f"store: {mask_url(db_url)}   manifests (ground truth per day): {(out / 'manifests').resolve()}")
     echo(f"demo finished in {seconds:.0f} s")
     return DemoResult(db_url, report, html_path, json_path, stix_path, manifests, hunted, seconds)

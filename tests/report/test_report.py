@@ -112,9 +112,10 @@ def test_stix_validates(report_db: str) -> None:
 
 def test_cli_report_and_hosts(report_db: str, tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(cli, ["report", "--db", report_db, "--format", "json"])
+    result = runner.invoke(cli, ["report", "--db", report_db, "--format", "json", "--by-build"])
     assert result.exit_code == 1, result.output  # an exposed server: something found
     doc = json.loads(result.stdout)
+    assert doc["breakdown"]["build"]["15.1.2176.2"]["vulnerable"] == 1
     assert set(doc) >= {"snapshots", "change_7d", "hosts_at_risk", "compromised_before_protected"}
     html_out = tmp_path / "r.html"
     result = runner.invoke(cli, ["report", "--db", report_db, "--format", "html", "--out", str(html_out)])

@@ -61,6 +61,9 @@ def _write(text: str, out: Path | None) -> None:
 @click.option("--fit-since", type=WHEN, default=None, help="Start of the window of the attempts fit.")
 @click.option("--fit-until", type=WHEN, default=None, help="End of the window of the attempts fit.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many hosts at risk.")
+@click.option(
+    "--by-build", is_flag=True, help="Add the breakdown per exact build (besides per CU and per tag)."
+)
 @format_option("table", "json", "md", "html", "stix")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to FILE.")
 @db_option
@@ -73,6 +76,7 @@ def report(
     fit_since: datetime | None,
     fit_until: datetime | None,
     limit: int | None,
+    by_build: bool,
     fmt: str,
     out: Path | None,
     db_url: str | None,
@@ -104,6 +108,7 @@ def report(
             limit=limit,
             fit_since=fit_since,
             fit_until=fit_until,
+            by_build=by_build,
         )
         doc = build_report(store, options)
     if fmt == "json":

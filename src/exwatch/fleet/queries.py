@@ -111,7 +111,8 @@ def snapshots(
 def breakdown(
     store: Store, scan_id: int, wave: str, *, by: str = "cu", tag: tuple[str, str] | None = None
 ) -> dict[str, WaveCounts]:
-    """Counts per CU (``by="cu"``) or per value of a tag key (``by="tag:KEY"``) for one snapshot and wave."""
+    """Counts per CU (``by="cu"``), per build (``by="build"``) or per value of a tag key (``by="tag:KEY"``)
+    for one snapshot and wave."""
     s, tg = t.observation_states, t.tags
     conds = [s.c.scan_id == scan_id, s.c.wave == wave]
     source: Any = s
@@ -120,12 +121,16 @@ def breakdown(
         source = source.join(f, and_(f.c.host_id == s.c.host_id, f.c.key == tag[0], f.c.value == tag[1]))
     if by == "cu":
         group: Any = func.coalesce(s.c.cu, "unknown build")
+    elif by == "build":
+        o = t.observations
+        source = source.join(o, and_(o.c.scan_id == s.c.scan_id, o.c.host_id == s.c.host_id))
+        group = func.coalesce(o.c.build, "unknown build")
     elif by.startswith("tag:"):
         g = tg.alias("g")
         source = source.outerjoin(g, and_(g.c.host_id == s.c.host_id, g.c.key == by[4:]))
         group = func.coalesce(g.c.value, "(untagged)")
     else:
-        raise InputError(f"unknown breakdown {by!r}: use cu or tag:KEY")
+        raise InputError(f"unknown breakdown {by!r}: use cu, build or tag:KEY")
     with store.connect() as conn:
         rows = conn.execute(
             select(group.label("g"), s.c.state, func.count())

@@ -47,6 +47,7 @@ class ReportOptions:
     limit: int | None = None
     fit_since: datetime | None = None
     fit_until: datetime | None = None
+    by_build: bool = False
 
 
 def wave_name(wave: str) -> str:
@@ -116,6 +117,11 @@ def build_report(store: Store, options: ReportOptions | None = None) -> dict[str
         breakdowns["cu"] = {
             k: v.to_dict() for k, v in q.breakdown(store, latest.scan_id, main_wave, tag=opts.tag).items()
         }
+        if opts.by_build:
+            breakdowns["build"] = {
+                k: v.to_dict()
+                for k, v in q.breakdown(store, latest.scan_id, main_wave, by="build", tag=opts.tag).items()
+            }
         for key in q.tag_keys(store, ("organisation", "country", "network")):
             by_tag = q.breakdown(store, latest.scan_id, main_wave, by=f"tag:{key}", tag=opts.tag)
             if set(by_tag) - {"(untagged)"}:
