@@ -51,12 +51,12 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _rss_kb(pid: int) -> int:
+def _rss_kb(pid: int, field: str = "VmRSS:") -> int:
     total = 0
     for p in _tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             continue
@@ -89,6 +89,7 @@ class Run:
     ) -> None:
         self.cmd = cmd
         self.peak_kb = 0
+        self.peak_anon_kb = 0
         self.cpu = 0.0
         self.lab_cpu = 0.0
         self._cpu0 = _children_cpu()
@@ -101,6 +102,7 @@ class Run:
     def _sample(self) -> None:
         while self.proc.poll() is None:
             self.peak_kb = max(self.peak_kb, _rss_kb(self.proc.pid))
+            self.peak_anon_kb = max(self.peak_anon_kb, _rss_kb(self.proc.pid, "RssAnon:"))
             time.sleep(0.05)
 
     def wait(self, timeout: float) -> tuple[int, float, str]:
@@ -144,8 +146,11 @@ def unlearnable(server: dict[str, Any]) -> bool:
 
 
 def expected(server: dict[str, Any], key: str) -> dict[str, str]:
-    """The lab's truth, or ``unknown`` everywhere for the servers no scanner can fingerprint."""
-    return dict.fromkeys(server[key], "unknown") if unlearnable(server) else dict(server[key])
+    """The lab's truth; for the servers no scanner can fingerprint, ``unknown`` except a mitigation
+    that the probes see (an aborted request)."""
+    if not unlearnable(server):
+        return dict(server[key])
+    return {w: ("mitigated" if s == "mitigated" else "unknown") for w, s in server[key].items()}
 
 
 def check_verdicts(manifest: dict[str, Any], jsonl: Path) -> tuple[int, list[str]]:
@@ -186,6 +191,8 @@ def run_exwatch(manifest_file: Path, work: Path, probe: bool) -> dict[str, Any]:
         "code": code,
         "seconds": seconds,
         "peak_kb": run.peak_kb,
+        "cpu": run.cpu,
+        "lab_cpu": run.lab_cpu,
         "out": out,
         "stderr": err[-500:],
         "cmd": cmd,
@@ -248,7 +255,15 @@ def run_stream(work: Path) -> dict[str, Any]:
     ]
     run = Run(cmd)
     code, seconds, err = run.wait(7200)
-    return {"code": code, "seconds": seconds, "peak_kb": run.peak_kb, "stderr": err[-500:], "cmd": cmd}
+    return {
+        "code": code,
+        "seconds": seconds,
+        "peak_kb": run.peak_kb,
+        "peak_anon_kb": run.peak_anon_kb,
+        "cpu": run.cpu,
+        "stderr": err[-500:],
+        "cmd": cmd,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             probe_states[rec["address"]] = {w: x["state"] for w, x in rec["waves"].items()}
         probe_scanned = len(probe_states)
         probe_wrong = [
-            s["address"] for s in manifest["servers"] if probe_states.get(s["address"]) != s["truth"]
+            s["address"]
+            for s in manifest["servers"]
+            if probe_states.get(s["address"]) != expected(s, "truth")
         ]
         probe_rate = probe_scanned / ex_probe["seconds"]
         for address in probe_wrong[:5]:
@@ -317,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_stream:
             stream = run_stream(work)
             print(
-                f"stream {STREAM_RANGE}: exit {stream['code']}, {stream['seconds']:.0f} s, peak RSS {stream['peak_kb'] / 1024:.0f} MB"
+                f"stream {STREAM_RANGE}: exit {stream['code']}, {stream['seconds']:.0f} s, "
+                f"peak RSS {stream['peak_kb'] / 1024:.0f} MB (anonymous {stream['peak_anon_kb'] / 1024:.0f} MB)"
             )
     finally:
         lab.send_signal(signal.SIGINT)
@@ -356,8 +374,9 @@ def write_results(path: Path, v: dict[str, Any]) -> None:
         lines += [
             f"Streaming: `exwatch scan {STREAM_RANGE} --yes-large --ports 443` = 1,048,576 loopback targets "
             f"(1,000 listen, the rest refuse), SQLite store: {stream['seconds']:.0f} s "
-            f"({1048576 / stream['seconds']:.0f} targets/s), **peak RSS {stream['peak_kb'] / 1024:.0f} MB** "
-            f"(goal: under 300 MB), exit code {stream['code']}.",
+            f"({1048576 / stream['seconds']:.0f} targets/s, {stream['cpu']:.0f} CPU s), **peak RSS "
+            f"{stream['peak_kb'] / 1024:.0f} MB** (anonymous memory {stream['peak_anon_kb'] / 1024:.0f} MB; "
+            f"goal: under 300 MB), exit code {stream['code']} (the fleet's vulnerable servers are in the range).",
             "",
         ]
     lines += [

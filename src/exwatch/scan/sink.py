@@ -24,6 +24,29 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+# A scan only appends to the store; the store's SQLite tuning for reads (a 1 GB memory map and a
+# 128 MB page cache per connection) would make a million-target scan's resident memory grow with the
+# database file. The scan's own connections use SQLite's defaults instead (a workaround from outside
+# exwatch.fleet: the store offers no option for it).
+LEAN_SQLITE_PRAGMAS = ("PRAGMA mmap_size=0", "PRAGMA cache_size=-8192")
+
+
+def _lean_sqlite(store: Any) -> None:
+    engine = getattr(store, "engine", None)
+    if engine is None or getattr(engine.dialect, "name", "") != "sqlite":
+        return
+    from sqlalchemy import event
+
+    def lean(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in LEAN_SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    event.listen(engine, "connect", lean)
+    engine.dispose()  # connections opened before (migrations) are replaced by lean ones
+
+
 class StoreSink:
     """Results into ``exwatch.fleet`` (SQLite by default, PostgreSQL by URL)."""
 
@@ -31,6 +54,7 @@ class StoreSink:
         from exwatch.fleet import open_store
 
         self.store = open_store(url)
+        _lean_sqlite(self.store)
 
     def start(self, params: dict[str, Any], started_at: datetime | None) -> int:
         return self.store.start_scan(params, started_at=started_at, kind="scan")
