@@ -203,7 +203,10 @@ def test_loopback_host_check(web_db: str) -> None:
     try:
         assert Client(app, host="127.0.0.1:8000").get("/api/health").status_code == 200
         assert Client(app, host="localhost").get("/api/health").status_code == 200
-        assert Client(app, host="attacker.example").get("/api/health").status_code == 400
+        assert Client(app, host="[::1]:8000").get("/api/health").status_code == 200
+        refused = Client(app, host="attacker.example").get("/api/health")
+        assert refused.status_code == 400 and "loopback" in refused.json()["detail"]
+        assert Client(app, host="127.0.0.1.attacker.example").get("/").status_code == 400
     finally:
         app.state.store.close()
 

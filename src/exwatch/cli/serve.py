@@ -61,6 +61,9 @@ def serve(db_url: str | None, host: str, port: int) -> None:
             err=True,
         )
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"exwatch dashboard on http://{shown}:{port}/ (store {mask_url(url)}); Ctrl-C stops it")
+    console.print(
+        f"exwatch dashboard on http://{shown}:{port}/ (store {mask_url(url)}); Ctrl-C stops it",
+        soft_wrap=True,
+    )
     level = "warning" if verbosity() <= 0 else "info"
     uvicorn.run(app, host=host, port=port, log_level=level, access_log=verbosity() > 0)

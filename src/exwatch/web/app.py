@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exwatch import __version__
@@ -62,6 +61,26 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class AllowedHosts:
+    """Answers only requests whose Host header (without the port) is one of ``hosts``; others get a JSON 400."""
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.hosts = {h.lower().strip("[]") for h in hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            raw = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1").lower()
+            name = raw[1 : raw.index("]")] if raw.startswith("[") and "]" in raw else raw.rsplit(":", 1)[0]
+            if name not in self.hosts:
+                response = JSONResponse(
+                    {"detail": "this dashboard answers only on its loopback address"}, status_code=400
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(store_url: str | None, *, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The dashboard and API over the store at ``store_url`` (opened, and migrated, now).
 
@@ -86,7 +105,7 @@ def create_app(store_url: str | None, *, allowed_hosts: Sequence[str] | None = N
     )
     app.state.store = store
     if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+        app.add_middleware(AllowedHosts, hosts=list(allowed_hosts))
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(ExwatchError)
