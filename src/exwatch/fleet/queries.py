@@ -239,14 +239,21 @@ def hosts_at_risk(
 
 
 def _first_protected_any(conn: Connection) -> Any:
-    """Per (host, wave): the first snapshot that saw the host patched or mitigated (a scalar subquery)."""
-    s, sc, f = t.observation_states, t.scans, t.findings
+    """Per (host, wave): the first snapshot that saw the host patched or mitigated (a scalar subquery).
+
+    It walks the host's observations (index host_id, scan_id) and looks each state up by primary key.
+    """
+    s, sc, f, o = t.observation_states, t.scans, t.findings, t.observations
     return (
         select(func.min(sc.c.started_at))
-        .select_from(s.join(sc, sc.c.id == s.c.scan_id))
+        .select_from(
+            o.join(s, and_(s.c.scan_id == o.c.scan_id, s.c.host_id == o.c.host_id)).join(
+                sc, sc.c.id == o.c.scan_id
+            )
+        )
         .where(
             sc.c.finished_at.is_not(None),
-            s.c.host_id == f.c.host_id,
+            o.c.host_id == f.c.host_id,
             s.c.wave == f.c.wave,
             s.c.state.in_(PROTECTED),
         )
@@ -405,9 +412,12 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
             .where(o.c.host_id == host_id)
             .order_by(sc.c.started_at, o.c.scan_id)
         ).all()
+        # per-wave states by primary key, for this host's snapshots only
         states: dict[int, dict[str, str]] = {}
         for scan_id, wave, state in conn.execute(
-            select(s.c.scan_id, s.c.wave, s.c.state).where(s.c.host_id == host_id)
+            select(s.c.scan_id, s.c.wave, s.c.state)
+            .select_from(o.join(s, and_(s.c.scan_id == o.c.scan_id, s.c.host_id == o.c.host_id)))
+            .where(o.c.host_id == host_id)
         ):
             states.setdefault(scan_id, {})[wave] = state
         hunts = conn.execute(

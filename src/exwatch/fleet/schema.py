@@ -82,7 +82,6 @@ observation_states = Table(
     Column("host_id", Integer, ForeignKey("hosts.id"), primary_key=True),
     Column("state", String(16), nullable=False),
     Column("cu", String(64)),
-    Index("ix_observation_states_host", "host_id", "wave", "scan_id"),
     sqlite_with_rowid=False,
 )
 
