@@ -1,0 +1,222 @@
+"""``exwatch cluster``: the scan and the hunt spread over a Dask cluster (the ``cluster`` extra)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from exwatch.cli.common import (
+    EXIT_FOUND,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    db_option,
+    echo_json,
+    format_option,
+    resolve_db,
+    stderr_console,
+    verbosity,
+)
+from exwatch.errors import InputError
+
+
+def _cluster_options(func: Any) -> Any:
+    func = click.option(
+        "--local-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Start a local Dask cluster of N worker processes (loopback only, no dashboard); default 2.",
+    )(func)
+    func = click.option(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (see `dask scheduler`).",
+    )(func)
+    return func
+
+
+@click.group("cluster")
+def cluster() -> None:
+    """Scale out on Dask: a sharded scan of many targets, a hunt of many triage packages.
+
+    Needs the cluster extra: pip install 'exwatch[cluster]'.
+    """
+
+
+@cluster.command(
+    "scan",
+    epilog="Exit codes as for `exwatch scan`: 0 nothing exposed; 1 a vulnerable host; 2 bad input; 3 none "
+    "vulnerable but some targets unreachable or unknown (failed shards count here).",
+)
+@click.argument("targets", nargs=-1)
+@click.option(
+    "--targets-file",
+    "targets_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File of targets, one a line; a lab manifest works too (read by the client, streamed).",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="F",
+    help="Address, CIDR, range, name, or a file of them, never to contact (checked before sharding and on the worker).",
+)
+@_cluster_options
+@click.option("--shard-size", default=256, show_default=True, help="Targets per shard (one Dask task).")
+@click.option(
+    "--in-flight",
+    type=int,
+    default=None,
+    help="Shards submitted at once (default: the cluster's worker threads, at least 2).",
+)
+@click.option(
+    "--ports", default="443,80", show_default=True, help="Ports to scan, e.g. 443,80 or 8443/https."
+)
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Also send the behavioural probes (they leave traces in the logs; authorised targets only).",
+)
+@click.option("--concurrency", default=256, show_default=True, help="Targets scanned at once in each shard.")
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    help="Requests per second over the whole scan, split evenly over the shards in flight (0: no limit).",
+)
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds per request (connect, send, read).")
+@click.option("--yes-large", is_flag=True, help="Allow ranges larger than a /16.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Tag every host of this scan (repeatable).")
+@format_option("table", "json")
+@db_option
+def scan(
+    targets: tuple[str, ...],
+    targets_files: tuple[Path, ...],
+    exclude: tuple[str, ...],
+    scheduler: str | None,
+    local_workers: int | None,
+    shard_size: int,
+    in_flight: int | None,
+    ports: str,
+    probe: bool,
+    concurrency: int,
+    rate: float,
+    timeout: float,
+    yes_large: bool,
+    tags: tuple[str, ...],
+    fmt: str,
+    db_url: str | None,
+) -> None:
+    """Scan TARGETS on a Dask cluster: shards of targets run the scanner on the workers; the results
+    form ONE scan in the store, as `exwatch scan` would write it.
+    """
+    from exwatch.cli.scan import _parse_tags, render_table
+    from exwatch.cluster import cluster_scan, open_client
+    from exwatch.scan.engine import ScanOptions
+    from exwatch.scan.observation import worst_state
+    from exwatch.scan.targets import parse_ports
+
+    if not targets and not targets_files:
+        raise InputError("no target: give TARGET arguments or --targets-file")
+    options = ScanOptions(
+        ports=parse_ports(ports),
+        probe=probe,
+        concurrency=concurrency,
+        rate=rate,
+        timeout=timeout,
+        yes_large=yes_large,
+        exclude=tuple(exclude),
+        targets_files=tuple(str(f) for f in targets_files),
+    )
+    options.validate()
+    url = resolve_db(db_url)
+    err = stderr_console()
+    records: list[dict[str, Any]] = []
+
+    def on_start(scan_id: int, total: int, problems: list[str]) -> None:
+        for message in problems:
+            err.print(f"exwatch: warning: skipped {message}", markup=False, highlight=False)
+        if verbosity() >= 0:
+            err.print(f"cluster scan {scan_id}: {total:,} target(s)", highlight=False)
+
+    with open_client(scheduler, local_workers) as client:
+        result = cluster_scan(
+            client,
+            list(targets),
+            options,
+            url,
+            shard_size=shard_size,
+            in_flight=in_flight,
+            tags=_parse_tags(tags),
+            on_record=records.append if fmt == "json" else None,
+            on_start=on_start,
+        )
+    summary = result.summary
+    if fmt == "json":
+        echo_json(
+            {"summary": result.to_dict(), "hosts": sorted(records, key=lambda r: (worst_state(r), r["key"]))}
+        )
+    else:
+        render_table(summary, Console(width=max(Console().width, 140)))
+        click.echo(
+            f"cluster: {result.shards} shard(s) of up to {result.shard_size}, {result.in_flight} in flight, "
+            f"{result.workers} worker thread(s); failed shards {result.failed_shards}"
+            + (
+                f" ({', '.join(f'{k} {v}' for k, v in result.failed_targets.items())} targets)"
+                if result.failed_targets
+                else ""
+            )
+        )
+    click.get_current_context().exit(summary.exit_code)
+
+
+@cluster.command(
+    "hunt",
+    epilog="Exit codes as for `exwatch hunt`: 0 clean; 1 a likely or confirmed finding; 2 bad input; "
+    "3 nothing above review but some files or packages could not be hunted.",
+)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_cluster_options
+@click.option("--no-store", is_flag=True, help="Do not write the findings to the store.")
+@format_option("table", "json")
+@db_option
+def hunt(
+    paths: tuple[Path, ...],
+    scheduler: str | None,
+    local_workers: int | None,
+    no_store: bool,
+    fmt: str,
+    db_url: str | None,
+) -> None:
+    """Hunt many triage packages on a Dask cluster (each PATH a package, or a folder of packages; one host
+    each). The workers must see the packages at the same paths (local workers or a shared file system).
+    """
+    from exwatch.cli.hunt import _render
+    from exwatch.cluster import cluster_hunt, open_client
+    from exwatch.cluster.hunt import store_hunt
+
+    console = stderr_console()
+    started = datetime.now(UTC)
+    with open_client(scheduler, local_workers) as client:
+        result = cluster_hunt(client, list(paths))
+    if not no_store:
+        store_hunt(result, resolve_db(db_url), started)
+    if fmt == "json":
+        echo_json(result.to_dict())
+    else:
+        _render(result, console)
+    for note in result.stats.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
+    for e in result.errors:
+        console.print(f"[yellow]warning:[/] {e.error}", markup=True, highlight=False)
+    if result.above_review:
+        raise SystemExit(EXIT_FOUND)
+    if result.errors or result.verdict == "incomplete":
+        raise SystemExit(EXIT_INCOMPLETE)
+    raise SystemExit(EXIT_OK)
