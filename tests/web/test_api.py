@@ -188,6 +188,7 @@ def test_openapi_and_headers(client: Client) -> None:
         "/api/health",
     } <= set(spec["paths"])
     assert "/" not in spec["paths"]
+    assert client.get("/api/docs").status_code == 404  # Swagger UI would load its script from a CDN
     r = client.get("/api/health")
     assert "script-src" not in r.headers["content-security-policy"]
     assert r.headers["content-security-policy"].startswith("default-src 'none'")

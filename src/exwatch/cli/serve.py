@@ -36,7 +36,7 @@ def serve(db_url: str | None, host: str, port: int) -> None:
 
     The page (/) shows the headline, the per-wave table, the protected-share chart, the exposed servers
     with their fix and the servers compromised before they were protected; /hosts/ID shows one host.
-    The API is under /api (summary, snapshots, hosts, hosts/ID, findings, health; OpenAPI at /api/docs).
+    The API is under /api (summary, snapshots, hosts, hosts/ID, findings, health; OpenAPI at /api/openapi.json).
 
     There is NO authentication: anyone who can reach the port reads the whole store. It binds to
     127.0.0.1 by default and warns when bound elsewhere; put it behind an authenticating proxy

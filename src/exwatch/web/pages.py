@@ -109,7 +109,7 @@ def layout(title: str, body: str, *, store: str) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        "<header><a href='/'>exwatch dashboard</a><a href='/api/docs'>API</a>"
+        "<header><a href='/'>exwatch dashboard</a><a href='/api/openapi.json'>API</a>"
         f"<span>store {esc(store)} · read-only · no authentication</span></header>"
         f"<main>{body}</main></body></html>"
     )
