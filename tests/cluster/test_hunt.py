@@ -74,3 +74,14 @@ def test_several_paths_and_packages_found(packages: tuple[Path, dict[str, dict[s
         find_packages([root / "nope"])
     with pytest.raises(InputError, match="same host"):
         find_packages([root / "EXCH01", root / "EXCH01"])
+
+
+def test_batching_executor_keeps_the_order_of_the_calls(dask_client: Any) -> None:
+    from exwatch.cluster.executor import BatchingExecutor
+
+    ex = BatchingExecutor(dask_client, threads=2)
+    assert list(ex.map(pow, range(50), [2] * 50)) == [i**2 for i in range(50)]
+    assert list(ex.map(pow, [3], [3])) == [27]
+    assert list(ex.map(pow, [], [])) == []
+    with pytest.raises(ZeroDivisionError):
+        list(BatchingExecutor(dask_client, threads=2, retries=0).map(divmod, [1, 2], [1, 0]))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from exwatch.cluster.connect import require_distributed, worker_threads
+from exwatch.cluster.executor import BatchingExecutor
 from exwatch.errors import InputError
 from exwatch.hunt import HuntOptions, hunt_paths
 from exwatch.hunt.model import FileError, HostResult, HuntResult
@@ -121,8 +122,9 @@ def cluster_hunt(
     if options.host:
         raise InputError("--host names one host; a cluster hunt names each host after its package")
     packages = find_packages(paths)
-    executor = client.get_executor(pure=False, retries=retries)
-    window = packages_in_flight or max(2, 2 * worker_threads(client))
+    threads = worker_threads(client)
+    executor = BatchingExecutor(client, threads, retries=retries)
+    window = packages_in_flight or max(2, 2 * threads)
     per_package = replace(options, jobs=1)
 
     def one(path: Path) -> HuntResult:

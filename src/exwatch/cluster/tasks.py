@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from exwatch.cluster.shards import ShardTargets
@@ -18,3 +19,8 @@ def scan_shard(targets: list[Target], options: ScanOptions, tags: dict[str, str]
     records: list[dict[str, Any]] = []
     run_scan(ShardTargets(targets), options, "null:", tags=tags, on_record=records.append)
     return records
+
+
+def run_batch(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``fn`` over a batch of argument tuples on one worker (one Dask task for many small files)."""
+    return [fn(*args) for args in calls]
