@@ -238,27 +238,40 @@ def hosts_at_risk(
     return out
 
 
-def _first_protected_any(conn: Connection) -> Any:
-    """Per (host, wave): the first snapshot that saw the host patched or mitigated (a scalar subquery).
+def _host_states(conn: Connection, host_id: int, waves: list[str] | None = None) -> list[Any]:
+    """(scan_id, started_at, finished_at, wave, state) of one host in every snapshot that saw it.
 
-    It walks the host's observations (index host_id, scan_id) and looks each state up by primary key.
+    The host's snapshots come from observations (index host_id, scan_id); the states are then looked
+    up by their primary key (scan_id, wave, host_id) with explicit lists, so that no database scans
+    the states table for one host.
     """
-    s, sc, f, o = t.observation_states, t.scans, t.findings, t.observations
-    return (
-        select(func.min(sc.c.started_at))
-        .select_from(
-            o.join(s, and_(s.c.scan_id == o.c.scan_id, s.c.host_id == o.c.host_id)).join(
-                sc, sc.c.id == o.c.scan_id
-            )
-        )
-        .where(
-            sc.c.finished_at.is_not(None),
-            o.c.host_id == f.c.host_id,
-            s.c.wave == f.c.wave,
-            s.c.state.in_(PROTECTED),
-        )
-        .scalar_subquery()
+    o, s, sc, ss = t.observations, t.observation_states, t.scans, t.scan_summary
+    scan_ids = sorted(
+        {int(i) for i in conn.execute(select(o.c.scan_id).where(o.c.host_id == host_id)).scalars()}
     )
+    if not scan_ids:
+        return []
+    if waves is None:
+        waves = sorted(w for w in conn.execute(select(ss.c.wave).distinct()).scalars() if w != "*")
+    if not waves:
+        return []
+    return list(
+        conn.execute(
+            select(s.c.scan_id, sc.c.started_at, sc.c.finished_at, s.c.wave, s.c.state)
+            .join(sc, sc.c.id == s.c.scan_id)
+            .where(s.c.scan_id.in_(scan_ids), s.c.wave.in_(waves), s.c.host_id == host_id)
+        ).all()
+    )
+
+
+def _first_protected(conn: Connection, host_id: int, wave: str) -> datetime | None:
+    """The first finished snapshot that saw the host patched or mitigated for the wave."""
+    times = [
+        row.started_at
+        for row in _host_states(conn, host_id, [wave])
+        if row.finished_at is not None and row.state in PROTECTED
+    ]
+    return from_db(min(times)) if times else None
 
 
 def compromise(store: Store, *, tag: tuple[str, str] | None = None) -> list[dict[str, Any]]:
@@ -288,7 +301,6 @@ def compromise(store: Store, *, tag: tuple[str, str] | None = None) -> list[dict
                 func.count().label("findings"),
                 func.min(e.c.first_vulnerable).label("first_vulnerable"),
                 func.min(e.c.first_protected).label("window_end"),
-                func.min(_first_protected_any(conn)).label("first_protected_any"),
             )
             .select_from(source)
             .where(
@@ -306,7 +318,8 @@ def compromise(store: Store, *, tag: tuple[str, str] | None = None) -> list[dict
         if row.first_vulnerable is not None:
             protected = from_db(row.window_end)
         else:
-            protected = from_db(row.first_protected_any)
+            with store.connect() as conn:
+                protected = _first_protected(conn, row.host_id, row.wave)
         before = evidence is not None and (protected is None or evidence < protected)
         out.append(
             {
@@ -392,10 +405,9 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
     if len(matches) > 1:
         raise InputError(f"{host!r} matches {len(matches)} hosts; use the host id (#N)")
     host_id = matches[0]
-    h, o, s, sc, tg, hu, f = (
+    h, o, sc, tg, hu, f = (
         t.hosts,
         t.observations,
-        t.observation_states,
         t.scans,
         t.tags,
         t.hunts,
@@ -414,12 +426,8 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
         ).all()
         # per-wave states by primary key, for this host's snapshots only
         states: dict[int, dict[str, str]] = {}
-        for scan_id, wave, state in conn.execute(
-            select(s.c.scan_id, s.c.wave, s.c.state)
-            .select_from(o.join(s, and_(s.c.scan_id == o.c.scan_id, s.c.host_id == o.c.host_id)))
-            .where(o.c.host_id == host_id)
-        ):
-            states.setdefault(scan_id, {})[wave] = state
+        for row in _host_states(conn, host_id):
+            states.setdefault(row.scan_id, {})[row.wave] = row.state
         hunts = conn.execute(
             select(hu.c.id, hu.c.started_at, hu.c.verdict, func.count(f.c.id), func.min(f.c.time))
             .outerjoin(f, f.c.hunt_id == hu.c.id)
