@@ -369,6 +369,11 @@ def write_results(path: Path, v: dict[str, Any]) -> None:
         "",
         f"**exwatch / nmap hosts per second: {v['ratio']:.1f}x** (goal: at least 10x, every verdict right).",
         "",
+        f"CPU per host: exwatch {ex['cpu'] / len(v['addresses']) * 1000:.1f} ms (start-up included), nmap "
+        f"{nm['cpu'] / len(v['addresses']) * 1000:.1f} ms: {nm['cpu'] / ex['cpu']:.1f}x less. The wall-clock ratio is "
+        "lower because the lab (a Python TLS server in its own process) needs CPU as well, on two cores shared "
+        "with other work.",
+        "",
     ]
     if stream is not None:
         lines += [
