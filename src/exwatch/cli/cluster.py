@@ -68,7 +68,7 @@ def cluster() -> None:
     help="Address, CIDR, range, name, or a file of them, never to contact (checked before sharding and on the worker).",
 )
 @_cluster_options
-@click.option("--shard-size", default=256, show_default=True, help="Targets per shard (one Dask task).")
+@click.option("--shard-size", default=500, show_default=True, help="Targets per shard (one Dask task).")
 @click.option(
     "--in-flight",
     type=int,

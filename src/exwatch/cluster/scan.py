@@ -63,7 +63,7 @@ def cluster_scan(
     options: ScanOptions | None = None,
     store_url: str | None = None,
     *,
-    shard_size: int = 256,
+    shard_size: int = 500,
     in_flight: int | None = None,
     retries: int = 2,
     tags: Mapping[str, str] | None = None,
