@@ -132,3 +132,37 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     # Same verdicts, host by host, as the uninterrupted scan.
     interrupted_states: dict[str, Any] = {**_states(first), **_states(second)}
     assert {k: interrupted_states[k] for k in all_keys} == _states(full.stdout.splitlines())
+
+
+def test_ctrl_c_stores_what_finished_then_resume(tmp_path: Path) -> None:
+    # Nothing listens on 127.20.64.0/18:18444: 16,384 quick refusals, interrupted after 2,000.
+    db = f"sqlite:///{tmp_path / 'int.db'}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    target = ["127.20.64.0/18", "--ports", "18444/https", "--concurrency", "16", "--retries", "0"]
+    proc = subprocess.Popen(
+        _exwatch("scan", *target, "--db", db, "--format", "jsonl"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    printed = [proc.stdout.readline() for _ in range(2000)]
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    printed += [x for x in rest.splitlines() if x.strip()]
+    assert proc.returncode == 3, err
+    assert "interrupted" in err and "--resume 1" in err
+    stored, rows = _stored(db, 1)
+    # Everything reported before the interrupt reached the store (the writer is drained on the way out).
+    assert stored == {json.loads(x)["key"] for x in printed} and rows == len(stored) < 16384
+    resumed = subprocess.run(
+        _exwatch("scan", "--resume", "1", "--db", db, "--format", "jsonl"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert resumed.returncode == 3, resumed.stderr
+    keys, rows = _stored(db, 1)
+    assert len(keys) == rows == 16384
