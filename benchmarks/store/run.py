@@ -130,6 +130,7 @@ def _bench(url: str, hosts: int, days: int, seed: int = 1) -> dict[str, Any]:
     plan = make_plan(hosts, days, seed)
     ingest = 0.0
     finish = 0.0
+    first_day = (0, 0.0)
     n_obs = 0
     with open_store(url) as store:
         for day in range(days):
@@ -148,6 +149,8 @@ def _bench(url: str, hosts: int, days: int, seed: int = 1) -> dict[str, Any]:
                 file=sys.stderr,
                 flush=True,
             )
+            if day == 0:
+                first_day = (n_obs, ingest + finish)
         report_times = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -170,12 +173,18 @@ def _bench(url: str, hosts: int, days: int, seed: int = 1) -> dict[str, Any]:
         "ingest_s": ingest,
         "finish_s": finish,
         "obs_per_s": n_obs / (ingest + finish),
+        # after the first snapshot (which also inserts every host and tag): the rate of a repeat scan
+        "steady_obs_per_s": (n_obs - first_day[0]) / (ingest + finish - first_day[1]) if days > 1 else None,
         "report_s": statistics.median(report_times),
         "history_ms": statistics.median(history_times) * 1000,
         "history_max_ms": max(history_times) * 1000,
         "headline": doc["headline"],
         "at_risk": len(doc["hosts_at_risk"]),
     }
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def write_results(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -202,14 +211,14 @@ def write_results(results: list[dict[str, Any]], args: argparse.Namespace) -> No
         "report = build_report (headline, trend, change, breakdowns, 50 hosts at risk, compromise), median of 3;",
         "history = host_history of 20 random hosts.",
         "",
-        "| backend | hosts x snapshots | observations | ingest obs/s (goal 50,000) | headline report s (goal 2) "
-        "| host history ms median / max (goal 50) | measured | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | hosts x snapshots | observations | ingest obs/s (goal 50,000) | after the first snapshot "
+        "| headline report s (goal 2) | host history ms median / max (goal 50) | measured | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
             f"| {r['backend']} | {r['hosts']:,} x {r['days']} | {r['observations']:,} | {r['obs_per_s']:,.0f} "
-            f"| {r['report_s']:.2f} | {r['history_ms']:.1f} / {r['history_max_ms']:.1f} | {r['measured']} "
+            f"| {_rate(r.get('steady_obs_per_s'))} | {r['report_s']:.2f} | {r['history_ms']:.1f} / {r['history_max_ms']:.1f} | {r['measured']} "
             f"| {r['load_average']:.1f} |"
         )
     lines += ["", "Headline of the last run: " + results[-1]["headline"], ""]
@@ -240,7 +249,8 @@ def main() -> int:
         results.append(r)
         print(
             f"{r['backend']}: {r['observations']:,} observations in {r['ingest_s'] + r['finish_s']:.1f} s "
-            f"= {r['obs_per_s']:,.0f} obs/s (goal 50,000: x{r['obs_per_s'] / 50_000:.2f}); "
+            f"= {r['obs_per_s']:,.0f} obs/s (goal 50,000: x{r['obs_per_s'] / 50_000:.2f}; after the first "
+            f"snapshot {r['steady_obs_per_s'] or 0:,.0f} obs/s); "
             f"headline report {r['report_s']:.2f} s (goal 2 s); host history {r['history_ms']:.1f} ms "
             f"median, {r['history_max_ms']:.1f} ms max (goal 50 ms)"
         )
