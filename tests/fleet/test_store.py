@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -160,3 +161,30 @@ def test_password_masked_in_repr() -> None:
 def test_bad_url_is_config_error() -> None:
     with pytest.raises(ConfigError):
         open_store("not a url")
+
+
+def test_missing_postgres_extra_is_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match="postgres"):
+        open_store("postgresql://exwatch:pw@127.0.0.1/exwatch")
+
+
+def test_unreachable_postgres_masks_password() -> None:
+    from exwatch.errors import StoreError
+
+    with pytest.raises(StoreError) as info:
+        open_store("postgresql://exwatch:s3cret@127.0.0.1:1/exwatch")
+    assert "s3cret" not in str(info.value) and "127.0.0.1" in str(info.value)
+    with pytest.raises(ConfigError):  # not a database this store knows
+        open_store("mongodb://127.0.0.1/x")
+
+
+def test_store_repr_masks_password(tmp_path: Path) -> None:
+    store = Store.__new__(Store)
+    store.url = "postgresql://exwatch:s3cret@127.0.0.1/exwatch"
+    assert "s3cret" not in repr(store) and "***" in repr(store)
