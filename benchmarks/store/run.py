@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -239,6 +240,17 @@ def main() -> int:
     if args.db is None and os.environ.get("EXWATCH_TEST_PG_URL"):
         urls.append(os.environ["EXWATCH_TEST_PG_URL"])
     results = []
+    try:
+        results = run_all(urls, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the SQLite file of a full run is gigabytes
+    if not args.no_write:
+        write_results(results, args)
+    return 0
+
+
+def run_all(urls: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    results = []
     for url in urls:
         print(
             f"== {url.split('@')[-1]}: {args.hosts:,} hosts x {args.days} snapshots",
@@ -254,9 +266,7 @@ def main() -> int:
             f"headline report {r['report_s']:.2f} s (goal 2 s); host history {r['history_ms']:.1f} ms "
             f"median, {r['history_max_ms']:.1f} ms max (goal 50 ms)"
         )
-    if not args.no_write:
-        write_results(results, args)
-    return 0
+    return results
 
 
 if __name__ == "__main__":
