@@ -211,3 +211,39 @@ def test_exclusions_before_sharding_and_on_the_worker(dask_client: Any, tmp_path
 
 
 HTTPS = 18743
+
+
+SLOW = "127.60.1.33"
+
+
+def slow_shard(targets: list[Target], options: ScanOptions, tags: dict[str, str]) -> list[dict[str, Any]]:
+    """A worker task that hangs on the shard holding SLOW (a stuck worker)."""
+    if any(t.host == SLOW for t in targets):
+        import time
+
+        time.sleep(8)
+    return scan_shard(targets, options, tags)
+
+
+def test_shard_past_its_budget_is_recorded(
+    dask_client: Any, lab200: tuple[Any, dict[str, Any], Path], reference: dict[str, Any]
+) -> None:
+    _fleet, _manifest, path = lab200
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    got: list[dict[str, Any]] = []
+    try:
+        result = cluster_scan(
+            dask_client,
+            [],
+            _options(path),
+            "memory:",
+            shard_size=50,
+            shard_timeout=4.0,
+            on_record=got.append,
+            task=slow_shard,
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert len(got) == len({r["key"] for r in got}) == 200
+    assert result.failed_targets == {"budget": 50} and result.summary.errors["budget"] == 50
+    assert any(SLOW in r["key"] and r["error"] == "budget" for r in got)

@@ -76,6 +76,14 @@ def cluster() -> None:
     help="Shards submitted at once (default: the cluster's worker threads, at least 2).",
 )
 @click.option(
+    "--shard-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Give a shard up after this long (its targets recorded with error class budget); "
+    "default: from the host budget and the rate.",
+)
+@click.option(
     "--ports", default="443,80", show_default=True, help="Ports to scan, e.g. 443,80 or 8443/https."
 )
 @click.option(
@@ -103,6 +111,7 @@ def scan(
     local_workers: int | None,
     shard_size: int,
     in_flight: int | None,
+    shard_timeout: float | None,
     ports: str,
     probe: bool,
     concurrency: int,
@@ -153,6 +162,7 @@ def scan(
             url,
             shard_size=shard_size,
             in_flight=in_flight,
+            shard_timeout=shard_timeout,
             tags=_parse_tags(tags),
             on_record=records.append if fmt == "json" else None,
             on_start=on_start,

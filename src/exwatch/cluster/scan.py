@@ -66,6 +66,7 @@ def cluster_scan(
     shard_size: int = 500,
     in_flight: int | None = None,
     retries: int = 2,
+    shard_timeout: float | None = None,
     tags: Mapping[str, str] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int, list[str]], None] | None = None,
@@ -77,7 +78,8 @@ def cluster_scan(
     once, each with ``rate / in_flight``. A shard whose task fails is retried ``retries`` times by Dask
     (a dead worker's tasks are rescheduled); if it still fails its targets are stored as unreachable
     with error class ``worker``, and a shard past its wall-clock budget with ``budget``: never lost.
-    ``task`` is the worker function (tests pass one that fails on purpose).
+    ``shard_timeout`` overrides that budget (seconds from submission). ``task`` is the worker
+    function (tests pass one that fails on purpose).
     """
     distributed = require_distributed()
     options = options or ScanOptions()
@@ -171,7 +173,7 @@ def cluster_scan(
                         retries=retries,
                         pure=False,
                     )
-                    budget = shard_budget(opts, len(shard.targets)) * (retries + 2)
+                    budget = shard_timeout or shard_budget(opts, len(shard.targets)) * (retries + 2)
                     pending[future] = _InFlight(shard, time.monotonic() + budget)
                 if not pending:
                     break
