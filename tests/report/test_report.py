@@ -140,3 +140,26 @@ def test_cli_report_and_hosts(report_db: str, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no host" in result.output
     result = runner.invoke(cli, ["report", "--db", report_db, "--tag", "bad"])
     assert result.exit_code == 2
+
+
+def test_since_and_wave_filters(report_db: str) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        ["report", "--db", report_db, "--format", "json", "--since", "2021-03-15", "--wave", "proxylogon"],
+    )
+    doc = json.loads(result.stdout)
+    assert [s["time"][:10] for s in doc["snapshots"]] == ["2021-03-15", "2021-03-22"]
+    assert doc["change_7d"]["against_time"][:10] == "2021-03-15"
+    assert doc["filters"] == {"since": "2021-03-15T00:00:00+00:00", "wave": "proxylogon", "tag": None}
+    result = runner.invoke(cli, ["report", "--db", report_db, "--since", "yesterday"])
+    assert result.exit_code == 2
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with open_store(url) as store:
+        doc = build_report(store)
+    assert doc["snapshots"] == [] and doc["change_7d"] is None
+    assert "No finished scan" in doc["headline"]
+    assert render_html(doc).count("<svg") == 3

@@ -74,7 +74,10 @@ def chart_share(report: dict[str, Any]) -> str:
     ax.set_ylabel("patched or mitigated, % of classified")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no finished snapshot", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis_date()
     fig.autofmt_xdate()
     ax.set_title("Protected share over time")
