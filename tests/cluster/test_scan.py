@@ -15,6 +15,8 @@ import pytest
 
 from exwatch.cluster import cluster_scan
 from exwatch.cluster.tasks import scan_shard
+from exwatch.fleet import open_store
+from exwatch.fleet.queries import snapshots
 from exwatch.lab import draw_fleet, run_fleet_in_thread
 from exwatch.scan.engine import ScanOptions, run_scan
 from exwatch.scan.targets import Target, parse_ports
@@ -96,6 +98,11 @@ def test_sharded_scan_equals_single_process_and_truth(
         stored = rows.fetchall()
     assert len(stored) == 200 and len({k for k, _, _ in stored}) == 200
     assert {k: (s, b) for k, s, b in stored} == {k: (r["status"], r["build"]) for k, r in reference.items()}
+    # What `exwatch report` reads: one snapshot, with the scan's counts.
+    with open_store(f"sqlite:///{db}") as store:
+        (snap,) = snapshots(store)
+    assert snap.scan_id == result.summary.scan_id
+    assert snap.statuses == dict(result.summary.statuses)
 
 
 def test_killed_worker_loses_no_host(
