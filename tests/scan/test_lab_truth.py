@@ -15,8 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _unlearnable(server: dict[str, Any]) -> bool:
     """Exchange 2010 behind ADFS in the lab: no response carries its build (no X-OWA-Version on 2010,
-    no logon page behind the federation redirect, no /ecp/ export tool on 2010), yet the lab's
-    ``passive_build`` claims it. No scanner can reach that truth; ours must answer ``unknown``."""
+    no logon page behind the federation redirect, no /ecp/ export tool on 2010): its passive truth is
+    ``unknown``, and with probes only what they see directly (an aborted request) can be known."""
     return server["variant"] == "adfs" and str(server["build"]).startswith("14.")
 
 

@@ -85,6 +85,10 @@ def passive_build(spec: ServerSpec) -> str | None:
     """The build a scan without behavioural probes can learn: full, CU only, or nothing."""
     if not spec.is_exchange or spec.build is None:
         return None
+    if spec.variant == "adfs" and spec.build.startswith("14."):
+        # Exchange 2010 sends no X-OWA-Version, has no /ecp/ export tool, and behind the federation
+        # redirect its logon page (the only place showing its build) is never served: nothing to learn.
+        return None
     if spec.variant == "proxy_strip":
         # No X-OWA-Version, /ecp/ blocked: only the logon page's CU folder is left (2010: full build).
         return cu_path(spec.build)
