@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def scan(
     db_url: str | None,
 ) -> None:
     """Scan TARGETS on a Dask cluster: shards of targets run the scanner on the workers; the results
-    form ONE scan in the store, as `exwatch scan` would write it.
+    form ONE scan in the store, as `exwatch scan` would write it. `-v` prints progress every 5 s.
     """
     from exwatch.cli.scan import _parse_tags, render_table
     from exwatch.cluster import cluster_scan, open_client
@@ -148,7 +149,19 @@ def scan(
     err = stderr_console()
     records: list[dict[str, Any]] = []
 
+    seen = {"done": 0, "total": 0}
+    last = [time.monotonic()]
+
+    def on_record(rec: dict[str, Any]) -> None:
+        if fmt == "json":
+            records.append(rec)
+        seen["done"] += 1
+        if verbosity() >= 1 and time.monotonic() - last[0] >= 5.0:
+            last[0] = time.monotonic()
+            click.echo(f"exwatch: cluster scan: {seen['done']:,}/{seen['total']:,} done", err=True)
+
     def on_start(scan_id: int, total: int, problems: list[str]) -> None:
+        seen["total"] = total
         for message in problems:
             err.print(f"exwatch: warning: skipped {message}", markup=False, highlight=False)
         if verbosity() >= 0:
@@ -164,7 +177,7 @@ def scan(
             in_flight=in_flight,
             shard_timeout=shard_timeout,
             tags=_parse_tags(tags),
-            on_record=records.append if fmt == "json" else None,
+            on_record=on_record,
             on_start=on_start,
         )
     summary = result.summary
