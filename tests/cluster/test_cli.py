@@ -78,6 +78,12 @@ def test_cluster_hunt_cli_on_a_running_scheduler(dask_client: Any, tmp_path: Pat
     assert any(f["wave"] == "proxyshell" for f in data["findings"])
     with sqlite3.connect(db) as conn:
         assert sorted(r[0] for r in conn.execute("select host from hunts")) == ["EXCH07", "EXCH08"]
+    # --since after every log: nothing is found, the hunter's window is forwarded.
+    late = CliRunner().invoke(cli, [*args, "--since", "2030-01-01", "--no-store", "--format", "json"])
+    assert late.exit_code in (0, 3), late.output
+    assert json.loads(late.stdout)["findings"] == []
+    bad = CliRunner().invoke(cli, [*args, "--since", "yesterday"])
+    assert bad.exit_code == 2 and "ISO 8601" in bad.output
 
 
 def test_missing_extra_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -41,6 +41,16 @@ def _cluster_options(func: Any) -> Any:
     return func
 
 
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"not an ISO 8601 time: {value!r}") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 @click.group("cluster")
 def cluster() -> None:
     """Scale out on Dask: a sharded scan of many targets, a hunt of many triage packages.
@@ -206,6 +216,13 @@ def scan(
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_cluster_options
+@click.option(
+    "--since",
+    default=None,
+    metavar="T",
+    help="Only evidence at or after this ISO 8601 time (UTC if no zone).",
+)
+@click.option("--until", default=None, metavar="T", help="Only evidence at or before this time.")
 @click.option("--no-store", is_flag=True, help="Do not write the findings to the store.")
 @format_option("table", "json")
 @db_option
@@ -213,6 +230,8 @@ def hunt(
     paths: tuple[Path, ...],
     scheduler: str | None,
     local_workers: int | None,
+    since: str | None,
+    until: str | None,
     no_store: bool,
     fmt: str,
     db_url: str | None,
@@ -223,11 +242,13 @@ def hunt(
     from exwatch.cli.hunt import _render
     from exwatch.cluster import cluster_hunt, open_client
     from exwatch.cluster.hunt import store_hunt
+    from exwatch.hunt import HuntOptions
 
+    options = HuntOptions(since=_time(since), until=_time(until))
     console = stderr_console()
     started = datetime.now(UTC)
     with open_client(scheduler, local_workers) as client:
-        result = cluster_hunt(client, list(paths))
+        result = cluster_hunt(client, list(paths), options)
     if not no_store:
         store_hunt(result, resolve_db(db_url), started)
     if fmt == "json":
