@@ -121,6 +121,13 @@ CU9 = ["15.2.858.15", "15.2.858.12", "15.2.858.10", "15.2.858.5"]
 
 
 EXCHANGE_404 = ProbeResponse(404, {"X-FEServer": "EX01"}, b"not found")
+ECP_302 = ProbeResponse(
+    302,
+    {
+        "X-FEServer": "EX01",
+        "Location": "https://mail/owa/auth/logon.aspx?url=https%3a%2f%2fmail%2fecp%2f&reason=0",
+    },
+)
 
 
 def _server(
@@ -180,10 +187,12 @@ def test_plan_ecp_folder_probing() -> None:
     result, seen = _plan(
         {
             "/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019),
+            "/ecp/": ECP_302,
             "/ecp/15.2.858.10/exporttool/": ProbeResponse(200, {}, b""),
         }
     )
-    assert seen[-4:] == [
+    assert seen[-5:] == [
+        "/ecp/",  # the ECP virtual directory is published (302 to the logon page)
         "/ecp/15.2.858.65535/exporttool/",  # the decoy first
         "/ecp/15.2.858.15/exporttool/",
         "/ecp/15.2.858.12/exporttool/",
@@ -200,6 +209,7 @@ def test_plan_catch_all_folders_stay_cu_only() -> None:
     answer, seen = _server(
         {
             "/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019),
+            "/ecp/": ECP_302,
         }
     )
 
@@ -213,6 +223,31 @@ def test_plan_catch_all_folders_stay_cu_only() -> None:
     assert (result.build, result.cu_only) == ("15.2.858", True)
     assert seen[-1] == "/ecp/15.2.858.65535/exporttool/"  # no candidate was tried after the decoy said 200
     assert any("meaningless" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_plan_unpublished_ecp_is_not_folder_probed(status: int) -> None:
+    nginx = ProbeResponse(status, {"Server": "nginx"}, b"<html>not found</html>")
+    result, seen = _plan(
+        {"/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019), "/ecp/": nginx},
+        nginx,
+    )
+    # One request to /ecp/ instead of the decoy and every candidate folder: none could answer.
+    assert seen[-1] == "/ecp/" and not any(p.startswith("/ecp/15.2.858.") for p in seen)
+    assert (result.build, result.build_source, result.cu_only) == ("15.2.858", "owa-path", True)
+    assert any("/ecp/" in n and "not probed" in n for n in result.notes)
+
+
+def test_plan_ecp_answering_401_is_folder_probed() -> None:
+    result, seen = _plan(
+        {
+            "/owa/auth/logon.aspx": ProbeResponse(200, {}, LOGON_2019),
+            "/ecp/": ProbeResponse(401, {"WWW-Authenticate": "Negotiate"}),
+            "/ecp/15.2.858.15/exporttool/": ProbeResponse(200, {}, b""),
+        }
+    )
+    assert seen[-3:] == ["/ecp/", "/ecp/15.2.858.65535/exporttool/", "/ecp/15.2.858.15/exporttool/"]
+    assert (result.build, result.build_source) == ("15.2.858.15", "ecp-folder")
 
 
 def test_plan_adfs_redirect_is_noted() -> None:

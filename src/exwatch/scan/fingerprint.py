@@ -24,6 +24,7 @@ EXPORTTOOL_PATH = "/ecp/Current/exporttool/microsoft.exchange.ediscovery.exportt
 EXPORTTOOL_APP = "microsoft.exchange.ediscovery.exporttool.application"
 EXPORTTOOL_DEP = "microsoft.exchange.ediscovery.exporttool"
 MAX_FOLDER_PROBES = 40
+ECP_ABSENT = frozenset({404, 410})  # /ecp/ not published here: no versioned folder can answer either
 
 _BUILD4 = re.compile(r"^\s*(\d{1,2})\.(\d{1,2})\.(\d{1,5})\.(\d{1,5})\s*$")
 _BUILD_ANY = re.compile(r"^\s*(\d{1,2})\.(\d{1,2})\.(\d{1,5})(?:\.(\d{1,5}))?\s*$")
@@ -240,7 +241,7 @@ class Fingerprinter:
 
     Order: ``/owa/service`` (a 401 that carries ``X-OWA-Version``), the logon page (CU, ADFS redirect),
     ``/`` only when nothing looks like Exchange, ``/EWS/Exchange.asmx`` (another 401 carrier), the export
-    tool manifest, then the versioned ECP folders.
+    tool manifest, then (when ``/ecp/`` itself is published) the versioned ECP folders.
 
     ``builds_for_cu(cu)`` returns the catalogue's full builds of a CU such as ``15.2.858`` (newest first);
     ``known_build(build)`` tells whether a full build is in the catalogue (unknown revisions are flagged
@@ -359,6 +360,18 @@ class Fingerprinter:
         assert self.builds_for_cu is not None
         candidates = [b for b in self.builds_for_cu(cu) if b.count(".") == 3][: self.max_folder_probes]
         if not candidates:
+            return
+        # The ECP virtual directory itself first: Exchange answers it (302 to the OWA logon page, or 401),
+        # and a reverse proxy that does not publish ECP (advice since ProxyLogon) answers 404. Its versioned
+        # folders live inside it, so a 404 there saves up to max_folder_probes requests that cannot succeed.
+        ecp = yield _get("/ecp/")
+        self.absorb(ecp)
+        if ecp.status is None:
+            return
+        if ecp.status in ECP_ABSENT:
+            self.notes.append(
+                f"the ECP virtual directory (/ecp/) answers {ecp.status}: its versioned folders were not probed"
+            )
             return
         # A folder no build has: a server (or proxy) that answers 200 to any folder would make the
         # first candidate look installed.
