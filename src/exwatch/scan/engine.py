@@ -38,7 +38,7 @@ from exwatch.scan.probes import (
     judge_probe,
     probe_requests,
 )
-from exwatch.scan.sink import Sink, open_sink
+from exwatch.scan.sink import ScanTotals, Sink, open_sink
 from exwatch.scan.targets import (
     Exclusions,
     Port,
@@ -459,6 +459,7 @@ class ScanSummary:
     problems: list[str] = field(default_factory=list)
     interrupted: bool = False
     peak_in_flight: int = 0
+    whole: ScanTotals | None = None  # a resumed scan: the stored counts of every run of it
 
     MAX_EXPOSED = 10_000
 
@@ -515,10 +516,14 @@ class ScanSummary:
 
     @property
     def exit_code(self) -> int:
-        """1 if any host is vulnerable; 3 if none but some are unreachable or unknown; else 0."""
-        if self.vulnerable:
+        """1 if any host is vulnerable; 3 if none but some are unreachable or unknown; else 0.
+
+        For a resumed scan the hosts stored by its earlier runs count too (``whole``).
+        """
+        whole = self.whole
+        if self.vulnerable or (whole is not None and whole.vulnerable):
             return 1
-        if self.incomplete or self.interrupted:
+        if self.incomplete or self.interrupted or (whole is not None and whole.incomplete):
             return 3
         return 0
 
@@ -539,6 +544,7 @@ class ScanSummary:
             "vulnerable_hosts": self.vulnerable,
             "problems": self.problems,
             "interrupted": self.interrupted,
+            "whole_scan": self.whole.to_dict() if self.whole is not None else None,
         }
 
 
@@ -1066,6 +1072,9 @@ async def scan_async(
         summary = await scanner.run(target_stream(tset, options), done)
         finished = scan_time + timedelta(seconds=summary.seconds) if scan_time else None
         await asyncio.to_thread(sink.finish, scan_id, finished)
+        if resume is not None:
+            # The summary and exit code of a resumed scan cover the hosts its earlier runs stored.
+            summary.whole = await asyncio.to_thread(sink.totals, scan_id)
         return summary
     finally:
         sink.close()

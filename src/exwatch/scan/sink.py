@@ -7,6 +7,8 @@ thread, so the event loop never waits on the database.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -21,7 +23,36 @@ class Sink(Protocol):
     def finish(self, scan_id: int, finished_at: datetime | None) -> None: ...
     def params(self, scan_id: int) -> dict[str, Any]: ...
     def done_keys(self, scan_id: int) -> set[str]: ...
+    def totals(self, scan_id: int) -> ScanTotals | None: ...
     def close(self) -> None: ...
+
+
+@dataclass
+class ScanTotals:
+    """The stored counts of a whole scan (every run of it, a resume included).
+
+    ``statuses``: hosts per status (exchange, not_exchange, unreachable); ``waves``: hosts per wave and
+    state. From the store these are distinct hosts (a host seen on two ports counts once).
+    """
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    waves: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def vulnerable(self) -> bool:
+        """Some wave has a vulnerable host."""
+        return any(c.get("vulnerable", 0) for c in self.waves.values())
+
+    @property
+    def incomplete(self) -> bool:
+        """Some target is unreachable, or some wave's state unknown."""
+        return bool(self.statuses.get("unreachable", 0)) or any(
+            c.get("unknown", 0) for c in self.waves.values()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {"statuses": dict(self.statuses), "waves": {w: dict(c) for w, c in self.waves.items()}}
 
 
 # A scan only appends to the store; the store's SQLite tuning for reads (a 1 GB memory map and a
@@ -71,6 +102,29 @@ class StoreSink:
     def done_keys(self, scan_id: int) -> set[str]:
         return self.store.scan_done_keys(scan_id)
 
+    def totals(self, scan_id: int) -> ScanTotals | None:
+        """The finished scan's stored counts (the store's snapshot summary); None if it is not finished."""
+        from exwatch.fleet.queries import snapshots
+
+        for snap in snapshots(self.store):
+            if snap.scan_id == scan_id:
+                waves = {
+                    wave: {
+                        state: n
+                        for state, n in (
+                            ("vulnerable", c.vulnerable),
+                            ("patched", c.patched),
+                            ("mitigated", c.mitigated),
+                            ("unknown", c.unknown),
+                            ("not_affected", c.not_affected),
+                        )
+                        if n
+                    }
+                    for wave, c in snap.waves.items()
+                }
+                return ScanTotals(dict(snap.statuses), waves)
+        return None
+
     def close(self) -> None:
         self.store.close()
 
@@ -105,6 +159,20 @@ class MemorySink:
 
     def done_keys(self, scan_id: int) -> set[str]:
         return set(self.scans[scan_id]["keys"])
+
+    def totals(self, scan_id: int) -> ScanTotals | None:
+        """Counts over the records kept (None when records are not kept)."""
+        if not self.keep or scan_id not in self.scans:
+            return None
+        statuses: Counter[str] = Counter()
+        waves: dict[str, Counter[str]] = {}
+        for rec in self.scans[scan_id]["records"]:
+            statuses[str(rec.get("status"))] += 1
+            if rec.get("status") != "exchange":
+                continue
+            for wave, v in (rec.get("waves") or {}).items():
+                waves.setdefault(wave, Counter())[str(v.get("state"))] += 1
+        return ScanTotals(dict(statuses), {w: dict(c) for w, c in waves.items()})
 
     def close(self) -> None:
         pass
