@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from exwatch.cli.main import cli
+from exwatch.errors import InputError
 from exwatch.fleet import open_store
 from exwatch.lab import run_fleet_in_thread
 from exwatch.lab.spec import ServerSpec
@@ -113,3 +114,52 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert _run("127.20.6.1", "--concurrency", "0", db=tmp_path / "s.db").exit_code == 2
     help_text = CliRunner().invoke(cli, ["scan", "--help"]).output
     assert "--probe" in help_text and "traces" in help_text
+
+
+def _interrupted_scan(db: Path, stored: str, left: str) -> int:
+    """A scan of ``stored`` and ``left`` whose first run stored only ``stored`` (as a killed run leaves it)."""
+    from exwatch.scan.engine import ScanOptions, run_scan
+    from exwatch.scan.sink import open_sink
+    from exwatch.scan.targets import parse_ports
+
+    options = ScanOptions(ports=parse_ports(f"{PORT}/https"), timeout=2.0)
+    first: list[dict[str, Any]] = []
+    run_scan([stored], options, "null:", on_record=first.append)
+    sink = open_sink(f"sqlite:///{db}")
+    try:
+        params = {"targets": [stored, left], "options": options.to_params(), "tags": {}, "scan_time": None}
+        scan_id = sink.start(params, None)
+        sink.add(scan_id, first)
+    finally:
+        sink.close()
+    return scan_id
+
+
+def test_resume_summary_and_exit_code_cover_the_whole_scan(lab: Any, tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    scan_id = _interrupted_scan(db, VULNERABLE, PATCHED)
+    result = CliRunner().invoke(
+        cli, ["scan", "--resume", str(scan_id), "--db", f"sqlite:///{db}", "--format", "json"]
+    )
+    doc = json.loads(result.stdout)
+    # This run saw only the patched host; the vulnerable one was stored by the first run.
+    assert [h["address"] for h in doc["hosts"]] == [PATCHED]
+    assert doc["summary"]["vulnerable_hosts"] == 0 and doc["summary"]["skipped"] == 1
+    whole = doc["summary"]["whole_scan"]
+    assert whole["statuses"] == {"exchange": 2}
+    assert whole["waves"]["proxyshell"] == {"vulnerable": 1, "patched": 1}
+    assert result.exit_code == 1  # the vulnerable host of the first run counts
+    table = CliRunner().invoke(
+        cli, ["scan", "--resume", str(_interrupted_scan(db, NOBODY, PATCHED)), "--db", f"sqlite:///{db}"]
+    )
+    assert "whole scan" in table.stdout and "unreachable 1" in table.stdout
+    assert table.exit_code == 3  # the unreachable host of the first run leaves the scan incomplete
+
+
+def test_parse_tags() -> None:
+    from exwatch.cli.scan import _parse_tags, parse_tags
+
+    assert parse_tags(("org=ACME", " site = Paris ")) == {"org": "ACME", "site": "Paris"}
+    assert _parse_tags is parse_tags
+    with pytest.raises(InputError, match="expected key=value"):
+        parse_tags(("orphan",))

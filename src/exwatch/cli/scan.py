@@ -58,7 +58,8 @@ STATE_STYLE = {
 }
 
 
-def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+    """``--tag K=V`` values as a dict; anything else is an InputError."""
     out: dict[str, str] = {}
     for tag in tags:
         key, sep, value = tag.partition("=")
@@ -66,6 +67,22 @@ def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
             raise InputError(f"--tag {tag!r}: expected key=value")
         out[key.strip()] = value.strip()
     return out
+
+
+_parse_tags = parse_tags  # the name exwatch.cli.cluster imports
+
+
+def whole_scan_line(summary: ScanSummary) -> str | None:
+    """For a resumed scan, one line with the stored counts of all its runs (None otherwise)."""
+    whole = summary.whole
+    if whole is None:
+        return None
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(whole.statuses.items()))
+    waves = "; ".join(
+        f"{wave}: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
+        for wave, counts in sorted(whole.waves.items())
+    )
+    return f"whole scan {summary.scan_id} (every run): {statuses}" + (f"; {waves}" if waves else "")
 
 
 def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +135,9 @@ def render_table(summary: ScanSummary, console: Console) -> None:
     for wave, counts in summary.waves.items():
         table.add_row(wave, *[str(counts.get(s, 0)) for s in states])
     console.print(table)
+    whole = whole_scan_line(summary)
+    if whole is not None:
+        console.print(whole, markup=False, highlight=False)
     if summary.errors:
         console.print(
             "unreachable by error class: " + ", ".join(f"{k} {v}" for k, v in summary.errors.most_common())
@@ -326,7 +346,7 @@ def scan(
             list(targets),
             options,
             url,
-            tags=_parse_tags(tags),
+            tags=parse_tags(tags),
             resume=resume,
             on_record=on_record,
             progress=on_progress,
@@ -355,4 +375,7 @@ def scan(
             + f"; {summary.vulnerable} vulnerable host(s)",
             highlight=False,
         )
+        whole = whole_scan_line(summary)
+        if whole is not None:
+            err.print(whole, markup=False, highlight=False)
     click.get_current_context().exit(summary.exit_code)
