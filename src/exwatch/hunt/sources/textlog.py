@@ -13,6 +13,7 @@ import codecs
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,9 @@ class LiteralFinder:
                 flags=[hyperscan.HS_FLAG_CASELESS] * len(exprs),
             )
             self._hs = db
+            # Hyperscan's scratch space may serve one scan at a time: each thread that scans with this
+            # (shared, cached) database gets its own (threaded Dask workers, the cluster hunt's client threads).
+            self._hs_scratch = threading.local()
         elif strategy == "ahocorasick":
             import ahocorasick
 
@@ -155,7 +159,12 @@ class LiteralFinder:
             def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: Any) -> None:
                 ends.append(to)
 
-            self._hs.scan(body, match_event_handler=on_match)
+            scratch = getattr(self._hs_scratch, "scratch", None)
+            if scratch is None:
+                import hyperscan
+
+                scratch = self._hs_scratch.scratch = hyperscan.Scratch(self._hs)
+            self._hs.scan(body, match_event_handler=on_match, scratch=scratch)
             ends.sort()
             check = _re2_searcher(self._line_check) if self._line_check is not None else None
             last_ls = -1
