@@ -179,7 +179,13 @@ def unreachable_record(
     )
 
 
-def worst_state(rec: Mapping[str, Any]) -> int:
-    """Sort key: vulnerable hosts first, then unknown, mitigated, patched."""
-    states = [v.get("state") for v in (rec.get("waves") or {}).values() if isinstance(v, dict)]
-    return min((SEVERITY.get(str(s), 9) for s in states), default=9)
+def worst_state(rec: Mapping[str, Any]) -> tuple[int, ...]:
+    """Sort key, worst first: the worst state over the waves, then the per-wave states in wave order
+    (the oldest, most exploited wave weighs most), so a host open to every wave precedes one open to
+    the later waves only."""
+    waves = rec.get("waves") or {}
+    per_wave = [
+        SEVERITY.get(str(v.get("state")), 9) if isinstance(v, dict) else 9
+        for v in (waves.get(w) for w in wave_ids())
+    ]
+    return (min(per_wave, default=9), *per_wave)
