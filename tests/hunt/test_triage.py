@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from exwatch.hunt import HuntOptions, HuntResult, hunt_paths
-
-triage = pytest.importorskip("exwatch.lab.triage")
+from exwatch.lab import triage
 
 SCENARIOS = ["proxylogon", "proxyshell", "proxynotshell", "lookalikes", "clean", "all"]
 
@@ -63,6 +62,10 @@ def test_recall_and_lookalikes(packages: dict[str, tuple[Path, dict[str, Any]]],
     _check(result, truth)
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()} == before
     attacks = [i for i in truth["items"] if i["kind"] == "attack"]
+    if scenario not in ("clean", "lookalikes"):
+        assert attacks, f"scenario {scenario} planted no attack: the recall check above was empty"
+    if scenario in ("lookalikes", "all"):
+        assert any(i["kind"] == "lookalike" for i in truth["items"]), "no look-alike was planted"
     if scenario == "clean":
         assert not attacks and result.hosts[0].verdict in ("clean", "incomplete")
         assert not [f for f in result.findings if f.confidence != "review"]

@@ -81,7 +81,8 @@ def test_web_config_edits_change_answers_and_truth(tmp_path: Path) -> None:
 
 
 def test_mitigate_apply_and_rollback_change_answers(tmp_path: Path) -> None:
-    mitigate = pytest.importorskip("exwatch.mitigate")
+    from exwatch import mitigate
+
     web_config = tmp_path / "web.config"
     web_config.write_text(EMPTY_SITE)
     spec = ServerSpec(
