@@ -236,3 +236,22 @@ def test_httpproxy_without_header_uses_the_documented_fields(tmp_path: Path) -> 
     (root / "HttpProxy_2021030306-2.LOG").write_text(",".join(values[f] for f in HTTPPROXY_FIELDS) + "\n")
     res = hunt_paths([tmp_path / "nohead"], HuntOptions(jobs=1))
     assert [f.evidence.line for f in res.findings if f.rule == "proxylogon.ssrf_progressed"] == [1]
+
+
+def test_store_inside_the_evidence_is_refused(tmp_path: Path) -> None:
+    """A --db inside (or equal to) the evidence is bad input: nothing is created or changed there."""
+    evidence = tmp_path / "EXCH01"
+    (evidence / "Logging").mkdir(parents=True)
+    empty = evidence / "Logging" / "empty.log"
+    empty.write_bytes(b"")  # SQLite would happily turn an empty file into a database
+    before = sorted(p.name for p in evidence.rglob("*"))
+    for db in (evidence / "store.db", empty):
+        res = CliRunner().invoke(cli, ["hunt", str(evidence), "--db", f"sqlite:///{db}"])
+        assert res.exit_code == 2, res.output
+        assert "inside the evidence" in res.output
+    assert sorted(p.name for p in evidence.rglob("*")) == before
+    assert empty.read_bytes() == b""
+    outside = tmp_path / "store.db"
+    res = CliRunner().invoke(cli, ["hunt", str(evidence), "--db", f"sqlite:///{outside}"])
+    assert res.exit_code in (0, 3), res.output
+    assert outside.stat().st_size > 0

@@ -111,10 +111,13 @@ def hunt(
         builtin_rules=not no_builtin,
     )
     console = stderr_console()
+    store_url = None if no_store else resolve_db(db_url)
+    if store_url is not None:
+        _refuse_store_in_evidence(store_url, [*paths, *(p for p in (exchange_path, iis_logs) if p)])
     started = datetime.now(UTC)
     result = hunt_paths(list(paths), options)
-    if not no_store:
-        _store(result, resolve_db(db_url), started, console)
+    if store_url is not None:
+        _store(result, store_url, started, console)
     data = result.to_dict()
     if fmt == "json":
         echo_json(data)
@@ -137,12 +140,22 @@ def hunt(
     raise SystemExit(EXIT_OK)
 
 
-def _store(result: object, url: str, started: datetime, console: object) -> None:
-    try:
-        from exwatch.fleet import open_store
-    except ImportError:
+def _refuse_store_in_evidence(url: str, evidence: list[Path]) -> None:
+    """A SQLite store must not be (or be created) inside the evidence: the hunt never writes there."""
+    if not url.startswith("sqlite:///"):
         return
+    db = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+    for item in evidence:
+        root = item.resolve()
+        if db == root or root in db.parents:
+            raise InputError(
+                f"the store {db} is inside the evidence {item}: give --db elsewhere or --no-store"
+            )
+
+
+def _store(result: object, url: str, started: datetime, console: object) -> None:
     from exwatch.errors import StoreError
+    from exwatch.fleet import open_store
     from exwatch.hunt.model import HuntResult
 
     assert isinstance(result, HuntResult)
@@ -158,7 +171,7 @@ def _store(result: object, url: str, started: datetime, console: object) -> None
                     started_at=started,
                     errors=[e.to_dict() for e in h.errors],
                 )
-    except (StoreError, AttributeError, TypeError) as exc:
+    except StoreError as exc:
         stderr_console().print(f"warning: findings not stored: {exc}", highlight=False)
 
 
