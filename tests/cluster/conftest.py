@@ -19,7 +19,8 @@ HTTP_PORT = 18680
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     """A client of a LocalCluster with two single-threaded worker processes on loopback."""
-    distributed = pytest.importorskip("distributed")
+    import distributed  # exwatch[cluster], in [all]: installed by make test, so never a skip
+
     with (
         distributed.LocalCluster(
             n_workers=2,
