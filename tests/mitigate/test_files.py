@@ -28,6 +28,12 @@ def backups(path: Path) -> list[Path]:
     return sorted(path.parent.glob("web.config.exwatch-*.bak"))
 
 
+def test_sample_sets_are_not_empty() -> None:
+    """The parametrized tests below run over these globs: an empty glob would pass them silently."""
+    assert len(GOOD) == 9 and "utf16_bom_crlf.config" in GOOD
+    assert len(MALFORMED) == 5
+
+
 @pytest.mark.parametrize("name", GOOD)
 def test_apply_check_idempotent_rollback_identity(name: str, copy_config) -> None:  # type: ignore[no-untyped-def]
     path = copy_config(name)
