@@ -67,12 +67,13 @@ def test_recall_and_lookalikes(packages: dict[str, tuple[Path, dict[str, Any]]],
     if scenario in ("lookalikes", "all"):
         assert any(i["kind"] == "lookalike" for i in truth["items"]), "no look-alike was planted"
     if scenario == "clean":
-        assert not attacks and result.hosts[0].verdict in ("clean", "incomplete")
+        assert not attacks and result.hosts[0].verdict == "clean"
         assert not [f for f in result.findings if f.confidence != "review"]
     elif attacks:
         assert result.hosts[0].verdict == "compromised"
     else:
-        assert result.hosts[0].verdict in ("clean", "incomplete")
+        assert result.hosts[0].verdict == "clean"
+    assert result.errors == [], "a generated package is readable from end to end"
     cov = result.hosts[0].coverage
     assert cov["httpproxy"]["first"] and cov["iis"]["first"]
 
