@@ -109,3 +109,13 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_store_inside_the_evidence_is_refused(tmp_path: Path) -> None:
+    """Refused before any worker starts: nothing is created in the package."""
+    package = tmp_path / "EXCH01"
+    package.mkdir()
+    db = f"sqlite:///{package / 'store.db'}"
+    res = CliRunner().invoke(cli, ["cluster", "hunt", str(package), "--local-workers", "1", "--db", db])
+    assert res.exit_code == 2 and "inside the evidence" in res.output
+    assert list(package.iterdir()) == []

@@ -239,18 +239,21 @@ def hunt(
     """Hunt many triage packages on a Dask cluster (each PATH a package, or a folder of packages; one host
     each). The workers must see the packages at the same paths (local workers or a shared file system).
     """
-    from exwatch.cli.hunt import _render
+    from exwatch.cli.hunt import _refuse_store_in_evidence, _render
     from exwatch.cluster import cluster_hunt, open_client
     from exwatch.cluster.hunt import store_hunt
     from exwatch.hunt import HuntOptions
 
     options = HuntOptions(since=_time(since), until=_time(until))
     console = stderr_console()
+    store_url = None if no_store else resolve_db(db_url)
+    if store_url is not None:
+        _refuse_store_in_evidence(store_url, list(paths))
     started = datetime.now(UTC)
     with open_client(scheduler, local_workers) as client:
         result = cluster_hunt(client, list(paths), options)
-    if not no_store:
-        store_hunt(result, resolve_db(db_url), started)
+    if store_url is not None:
+        store_hunt(result, store_url, started)
     if fmt == "json":
         echo_json(result.to_dict())
     else:
