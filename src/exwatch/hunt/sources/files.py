@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from exwatch.hunt.model import ArchiveLimits, FileError
 
@@ -282,6 +283,73 @@ def _expand_tar(path: Path, rel: str, out_dir: Path, budget: _Budget) -> str | N
     return None
 
 
+class _ArchiveBomb(Exception):
+    """Raised from inside py7zr's extraction when the real output passes a limit."""
+
+
+def _limited_7z_factory(out_dir: Path, budget: _Budget, rel: str) -> Any:
+    """A py7zr writer factory that writes each member to ``out_dir`` and counts the bytes really written,
+    so an archive whose headers lie about its sizes is stopped while it expands, not after."""
+    import py7zr.io
+
+    class LimitedWriter(py7zr.io.Py7zIO):
+        def __init__(self, name: str) -> None:
+            # py7zr hands over the output path it computed (absolute, under out_dir) or the member name.
+            given = Path(name)
+            safe: str | None
+            if given.is_absolute():
+                try:
+                    safe = _safe_member(given.resolve().relative_to(out_dir.resolve()).as_posix())
+                except ValueError:
+                    safe = None  # outside the extraction folder: never written
+            else:
+                safe = _safe_member(name)
+            self.path = out_dir / safe if safe else None
+            self.fh: Any = None
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fh = self.path.open("wb")
+            self.length = 0
+
+        def write(self, s: bytes | bytearray) -> int:
+            self.length += len(s)
+            budget.total += len(s)
+            if self.length > budget.limits.max_member_bytes:
+                raise _ArchiveBomb(
+                    f"{rel}: member larger than {budget.limits.max_member_bytes} bytes, stopped"
+                )
+            err = budget.check(rel)
+            if err:
+                raise _ArchiveBomb(err)
+            if self.fh is not None:
+                self.fh.write(s)
+            return len(s)
+
+        def read(self, size: int | None = None) -> bytes:
+            return b""
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            return self.length
+
+        def flush(self) -> None:
+            if self.fh is not None:
+                self.fh.flush()
+
+        def size(self) -> int:
+            return self.length
+
+        def close(self) -> None:
+            if self.fh is not None:
+                self.fh.close()
+                self.fh = None
+
+    class Factory(py7zr.io.WriterFactory):
+        def create(self, filename: str) -> py7zr.io.Py7zIO:
+            return LimitedWriter(filename)
+
+    return Factory()
+
+
 def _expand_7z(path: Path, rel: str, out_dir: Path, budget: _Budget) -> str | None:
     import py7zr
 
@@ -294,11 +362,11 @@ def _expand_7z(path: Path, rel: str, out_dir: Path, budget: _Budget) -> str | No
         if err:
             return err
         budget.total = 0
-        zf.extractall(path=out_dir)
-    # Count what came out, in case the headers lied.
-    for p in out_dir.rglob("*"):
-        if p.is_file():
-            budget.total += p.stat().st_size
+        # The declared sizes may lie: the writers count what really comes out and stop at the limits.
+        try:
+            zf.extractall(path=out_dir, factory=_limited_7z_factory(out_dir, budget, rel))
+        except _ArchiveBomb as exc:
+            return str(exc)
     return budget.check(rel)
 
 
