@@ -24,7 +24,7 @@ from exwatch.config import mask_url
 from exwatch.errors import InputError
 
 # The protected share of Internet-facing Exchange servers for ProxyLogon, 1 - V/U with U = 400,000
-# (RiskIQ's universe), from /work/shared/reference/exposure_timeline.csv:
+# (RiskIQ's universe), as collected in the reference exposure_timeline.csv:
 #   2021-03-09  V "a bit more than 100,000"  RiskIQ via Microsoft  https://securityaffairs.com/115896/security/microsoft-exchange-patched.html
 #   2021-03-10  V 92,072   RiskIQ daily count  https://www.riskiq.com/blog/external-threat-management/microsoft-exchange-server-landscape/
 #   2021-03-11  V 82,731   RiskIQ              (same source)
