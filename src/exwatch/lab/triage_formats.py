@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
+from exwatch.logformats import HTTPPROXY_FIELDS
+
 # Relative locations inside a package (forward slashes; the collected tree mirrors C:\).
 EXCHANGE = "Program Files/Microsoft/Exchange Server/V15"
 LOGGING = f"{EXCHANGE}/Logging"
@@ -40,84 +42,6 @@ HTTPPROXY_PROTOCOLS = (
     "RpcHttp",
 )
 
-# log_formats.md 2.3: the 74 HttpProxy fields of Exchange 2016 CU22, in order.
-HTTPPROXY_FIELDS: tuple[str, ...] = (
-    "DateTime",
-    "RequestId",
-    "MajorVersion",
-    "MinorVersion",
-    "BuildVersion",
-    "RevisionVersion",
-    "ClientRequestId",
-    "Protocol",
-    "UrlHost",
-    "UrlStem",
-    "ProtocolAction",
-    "AuthenticationType",
-    "IsAuthenticated",
-    "AuthenticatedUser",
-    "Organization",
-    "AnchorMailbox",
-    "UserAgent",
-    "ClientIpAddress",
-    "ServerHostName",
-    "HttpStatus",
-    "BackEndStatus",
-    "ErrorCode",
-    "Method",
-    "ProxyAction",
-    "TargetServer",
-    "TargetServerVersion",
-    "RoutingType",
-    "RoutingHint",
-    "BackEndCookie",
-    "ServerLocatorHost",
-    "ServerLocatorLatency",
-    "RequestBytes",
-    "ResponseBytes",
-    "TargetOutstandingRequests",
-    "AuthModulePerfContext",
-    "HttpPipelineLatency",
-    "CalculateTargetBackEndLatency",
-    "GlsLatencyBreakup",
-    "TotalGlsLatency",
-    "AccountForestLatencyBreakup",
-    "TotalAccountForestLatency",
-    "ResourceForestLatencyBreakup",
-    "TotalResourceForestLatency",
-    "ADLatency",
-    "SharedCacheLatencyBreakup",
-    "TotalSharedCacheLatency",
-    "ActivityContextLifeTime",
-    "ModuleToHandlerSwitchingLatency",
-    "ClientReqStreamLatency",
-    "BackendReqInitLatency",
-    "BackendReqStreamLatency",
-    "BackendProcessingLatency",
-    "BackendRespInitLatency",
-    "BackendRespStreamLatency",
-    "ClientRespStreamLatency",
-    "KerberosAuthHeaderLatency",
-    "HandlerCompletionLatency",
-    "RequestHandlerLatency",
-    "HandlerToModuleSwitchingLatency",
-    "ProxyTime",
-    "CoreLatency",
-    "RoutingLatency",
-    "HttpProxyOverhead",
-    "TotalRequestTime",
-    "RouteRefresherLatency",
-    "UrlQuery",
-    "BackEndGenericInfo",
-    "GenericInfo",
-    "GenericErrors",
-    "EdgeTraceId",
-    "DatabaseGuid",
-    "UserADObjectGuid",
-    "PartitionEndpointLookupLatency",
-    "RoutingStatus",
-)
-assert len(HTTPPROXY_FIELDS) == 74
 
 # The field list written after the one restart we plant: the last two fields missing, as a reader
 # that maps columns by position would get wrong (log_formats.md 2.3: "re-read the mapping if a

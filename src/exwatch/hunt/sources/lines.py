@@ -6,6 +6,8 @@ import csv
 import re
 from datetime import UTC, datetime
 
+from exwatch.logformats import HTTPPROXY_FIELDS as _HTTPPROXY_FIELDS
+
 # Sigma's standard webserver field names, mapped to IIS W3C and to HttpProxy fields (log_formats.md 2.3, 6).
 W3C_ALIASES = {
     "cs(User-Agent)": "c-useragent",
@@ -26,82 +28,7 @@ HTTPPROXY_WEB_ALIASES = {
 
 # The 74 HttpProxy fields of Exchange 2016 CU22 (log_formats.md 2.3), used only when a file has no
 # ``#Fields:`` line before its data (a truncated or rotated copy).
-HTTPPROXY_FIELDS = [
-    "DateTime",
-    "RequestId",
-    "MajorVersion",
-    "MinorVersion",
-    "BuildVersion",
-    "RevisionVersion",
-    "ClientRequestId",
-    "Protocol",
-    "UrlHost",
-    "UrlStem",
-    "ProtocolAction",
-    "AuthenticationType",
-    "IsAuthenticated",
-    "AuthenticatedUser",
-    "Organization",
-    "AnchorMailbox",
-    "UserAgent",
-    "ClientIpAddress",
-    "ServerHostName",
-    "HttpStatus",
-    "BackEndStatus",
-    "ErrorCode",
-    "Method",
-    "ProxyAction",
-    "TargetServer",
-    "TargetServerVersion",
-    "RoutingType",
-    "RoutingHint",
-    "BackEndCookie",
-    "ServerLocatorHost",
-    "ServerLocatorLatency",
-    "RequestBytes",
-    "ResponseBytes",
-    "TargetOutstandingRequests",
-    "AuthModulePerfContext",
-    "HttpPipelineLatency",
-    "CalculateTargetBackEndLatency",
-    "GlsLatencyBreakup",
-    "TotalGlsLatency",
-    "AccountForestLatencyBreakup",
-    "TotalAccountForestLatency",
-    "ResourceForestLatencyBreakup",
-    "TotalResourceForestLatency",
-    "ADLatency",
-    "SharedCacheLatencyBreakup",
-    "TotalSharedCacheLatency",
-    "ActivityContextLifeTime",
-    "ModuleToHandlerSwitchingLatency",
-    "ClientReqStreamLatency",
-    "BackendReqInitLatency",
-    "BackendReqStreamLatency",
-    "BackendProcessingLatency",
-    "BackendRespInitLatency",
-    "BackendRespStreamLatency",
-    "ClientRespStreamLatency",
-    "KerberosAuthHeaderLatency",
-    "HandlerCompletionLatency",
-    "RequestHandlerLatency",
-    "HandlerToModuleSwitchingLatency",
-    "ProxyTime",
-    "CoreLatency",
-    "RoutingLatency",
-    "HttpProxyOverhead",
-    "TotalRequestTime",
-    "RouteRefresherLatency",
-    "UrlQuery",
-    "BackEndGenericInfo",
-    "GenericInfo",
-    "GenericErrors",
-    "EdgeTraceId",
-    "DatabaseGuid",
-    "UserADObjectGuid",
-    "PartitionEndpointLookupLatency",
-    "RoutingStatus",
-]
+HTTPPROXY_FIELDS = list(_HTTPPROXY_FIELDS)
 
 _ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?")
 
