@@ -95,9 +95,14 @@ def test_ecp_items_roundtrip(items: dict[str, str]) -> None:
 @given(st.binary(max_size=300))
 def test_parsers_never_crash(data: bytes) -> None:
     text = data.decode("latin-1")
-    split_csv(text)
-    split_w3c(text)
-    parse_ecp_eventdata(text)
+    fields = split_csv(text)
+    assert fields and all(isinstance(f, str) for f in fields)
+    if '"' not in text:
+        assert ",".join(fields) == text  # an unquoted line splits losslessly
+    w3c = split_w3c(text)
+    assert len(w3c) == text.count(" ") + 1 and "-" not in w3c
+    items = parse_ecp_eventdata(text)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in items.items())
 
 
 def test_bad_user_rules_are_usage_errors(tmp_path: Path) -> None:

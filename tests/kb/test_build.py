@@ -121,9 +121,14 @@ def test_never_crashes_with_anything_but_build_error(text: str) -> None:
 @given(st.from_regex(r"[0-9.]{0,25}", fullmatch=True))
 def test_digit_soup(text: str) -> None:
     try:
-        parse_build(text)
+        b = parse_build(text)
     except BuildError:
-        pass
+        return
+    # Accepted only when the text is three or four numbers, and then exactly those numbers.
+    parts = [int(x) for x in text.split(".")]
+    assert len(parts) in (3, 4)
+    assert (b.major, b.minor, b.build, b.revision) == (*parts[:3], parts[3] if len(parts) == 4 else None)
+    assert parse_build(str(b)) == b
 
 
 @given(builds)

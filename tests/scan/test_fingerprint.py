@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exwatch.kb import parse_build
 from exwatch.scan.fingerprint import (
     EXPORTTOOL_PATH,
     Fingerprinter,
     FingerprintResult,
+    ManifestResult,
     cert_names,
     normalise_build,
     owa_signs,
@@ -286,11 +288,17 @@ def test_plan_owa_version_lag_prefers_a_published_manifest_build() -> None:
 @given(st.binary(max_size=4000))
 @settings(max_examples=300, deadline=None)
 def test_parsers_never_crash_on_bytes(data: bytes) -> None:
-    parse_exporttool(data)
-    parse_owa_path(data)
-    page_title(data)
-    owa_signs(ProbeResponse(200, {"Location": data.decode("latin-1")}, data))
-    cert_names(data)
+    assert isinstance(parse_exporttool(data), ManifestResult)
+    owa = parse_owa_path(data)
+    if owa is not None:
+        build, full = owa
+        assert full == (build.count(".") == 3)
+        assert parse_build(build).cu_only is not full
+    title = page_title(data)
+    assert title is None or (isinstance(title, str) and "\n" not in title and title == title.strip())
+    signs = owa_signs(ProbeResponse(200, {"Location": data.decode("latin-1")}, data))
+    assert all(isinstance(x, str) for x in signs)
+    assert cert_names(data) == []  # random bytes are never a DER certificate
 
 
 @given(st.text(max_size=200))
