@@ -17,6 +17,7 @@ from exwatch.cli.common import (
     db_option,
     echo_json,
     format_option,
+    parse_time,
     resolve_db,
     stderr_console,
     verbosity,
@@ -39,16 +40,6 @@ def _cluster_options(func: Any) -> Any:
         help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (see `dask scheduler`).",
     )(func)
     return func
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"not an ISO 8601 time: {value!r}") from exc
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 @click.group("cluster")
@@ -244,7 +235,10 @@ def hunt(
     from exwatch.cluster.hunt import store_hunt
     from exwatch.hunt import HuntOptions
 
-    options = HuntOptions(since=_time(since), until=_time(until))
+    options = HuntOptions(
+        since=parse_time(since, "--since") if since else None,
+        until=parse_time(until, "--until") if until else None,
+    )
     console = stderr_console()
     store_url = None if no_store else resolve_db(db_url)
     if store_url is not None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
 from exwatch.config import default_db_url
+from exwatch.errors import InputError
 
 # Exit codes (DESIGN.md): 0 nothing found; 1 something found; 2 bad input or command;
 # 3 nothing found but some targets or files could not be checked.
@@ -98,3 +100,12 @@ def echo_jsonl(objs: Iterable[Any]) -> None:
         sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False))
         sys.stdout.write("\n")
         sys.stdout.flush()
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time given to ``option``; without a zone it is UTC."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"{option} {text!r} is not an ISO 8601 time (e.g. 2021-03-03T06:49:42Z)") from exc
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)

@@ -16,20 +16,11 @@ from exwatch.cli.common import (
     echo_json,
     echo_jsonl,
     format_option,
+    parse_time,
     resolve_db,
     stderr_console,
 )
 from exwatch.errors import InputError
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"not an ISO 8601 time: {value!r}") from exc
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 @click.command("hunt")
@@ -100,8 +91,8 @@ def hunt(
 
     options = HuntOptions(
         host=host,
-        since=_time(since),
-        until=_time(until),
+        since=parse_time(since, "--since") if since else None,
+        until=parse_time(until, "--until") if until else None,
         rule_dirs=rule_dirs,
         yara_files=yara_files,
         ioc_files=ioc_files,

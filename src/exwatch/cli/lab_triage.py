@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from exwatch.cli.common import echo_json, format_option, stderr_console
+from exwatch.cli.common import echo_json, format_option, parse_time, stderr_console
 from exwatch.errors import InputError
 from exwatch.lab.triage import SCENARIOS, write_triage
 
@@ -26,15 +25,6 @@ def parse_size(text: str) -> int:
     if value > 10**13:
         raise InputError(f"--size {text!r} is too large (at most 10 TB)")
     return int(value)
-
-
-def parse_time(text: str, option: str) -> datetime:
-    """An ISO 8601 time; without a zone it is UTC."""
-    try:
-        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"{option} {text!r} is not an ISO 8601 time (e.g. 2021-03-03T06:49:42Z)") from exc
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _folder_bytes(path: Path) -> tuple[int, int]:
