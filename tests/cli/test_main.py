@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from exwatch import __version__
 from exwatch.cli.main import COMMANDS, cli
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
 def _all_commands(group: click.Group, ctx: click.Context, prefix: str) -> list[str]:
@@ -49,12 +51,12 @@ def test_every_registered_command_imports() -> None:
 
 
 def test_every_command_has_help_and_is_in_readme() -> None:
-    text = README.read_text(encoding="utf-8")
+    text = "\n".join(p.read_text(encoding="utf-8") for p in [README, *DOCS])
     ctx = click.Context(cli)
     commands = _all_commands(cli, ctx, "exwatch")
     assert len(commands) >= len(COMMANDS)
     undocumented = [c for c in commands if not re.search(re.escape(c) + r"\b", text)]
-    assert undocumented == [], f"commands missing from README.md: {undocumented}"
+    assert undocumented == [], f"commands missing from README.md and docs/: {undocumented}"
     for full in commands:
         parts = full.split()[1:]
         result = CliRunner().invoke(cli, [*parts, "--help"])
