@@ -1,0 +1,188 @@
+"""Services, then hosts: fold the (host, port) observations of one host into one host record (pure).
+
+A scan observes services: each (host, port) it was asked to try gives one record (the store keeps them
+all). A host's verdict comes from folding its services with one stated precedence, defined here once
+for the scanner's output and the fleet picture alike:
+
+====  =======================================================================
+rank  service record
+====  =======================================================================
+4     status ``exchange`` with an exact build (``build`` set, not ``cu_only``)
+3     status ``exchange`` with only the CU, or with no build
+2     status ``not_exchange`` (an HTTP server that is not Exchange)
+1     anything else: ``unreachable`` (refused, timeout, reset, TLS errors, DNS, excluded)
+====  =======================================================================
+
+The highest rank wins; between equal ranks the newer observation wins, then the lower port (so the
+result does not depend on the order the records arrive in). The winning service gives the host its
+status, build and error, and ``port`` says which port gave the verdict.
+
+Per-wave states: a host is as exposed as its most exposed way in. Among the Exchange answers of the
+winning rank (same knowledge of the build; their states differ only by probes, e.g. a mitigation on
+one IIS site only) the host takes the most exposed state of each wave. Two Exchange answers whose
+builds disagree (neither is the other or its CU) set ``conflict``, and the host then takes the most
+exposed state of each wave over every Exchange answer: ``vulnerable`` > ``unknown`` > ``mitigated``
+> ``patched`` > ``not_affected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "EXPOSURE",
+    "SERVICE_RANK",
+    "builds_disagree",
+    "fold_services",
+    "host_of",
+    "most_exposed",
+    "ordered",
+    "service_rank",
+]
+
+#: Rank of a service record's answer; the highest wins (see the module docstring).
+SERVICE_RANK: dict[str, int] = {
+    "exchange_build": 4,
+    "exchange_cu": 3,
+    "not_exchange": 2,
+    "other": 1,
+}
+
+#: Per-wave states, most exposed first: a lower number is more exposed.
+EXPOSURE: dict[str, int] = {
+    "vulnerable": 0,
+    "unknown": 1,
+    "mitigated": 2,
+    "patched": 3,
+    "not_affected": 4,
+    "not_exchange": 5,
+    "unreachable": 6,
+}
+
+
+def service_rank(record: Mapping[str, Any]) -> int:
+    """The rank (1 to 4) of one service record's answer."""
+    status = record.get("status")
+    if status == "exchange":
+        if record.get("build") and not record.get("cu_only"):
+            return SERVICE_RANK["exchange_build"]
+        return SERVICE_RANK["exchange_cu"]
+    if status == "not_exchange":
+        return SERVICE_RANK["not_exchange"]
+    return SERVICE_RANK["other"]
+
+
+def _parts(build: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in str(build).split(".") if p.strip())
+
+
+def builds_disagree(a: str | None, b: str | None) -> bool:
+    """Do two reported builds contradict each other? A CU (``15.2.858``) agrees with its full builds."""
+    if not a or not b:
+        return False
+    pa, pb = _parts(a), _parts(b)
+    n = min(len(pa), len(pb))
+    return pa[:n] != pb[:n]
+
+
+def most_exposed(states: Iterable[str]) -> str | None:
+    """The most exposed of some per-wave states (None for none)."""
+    return min(states, key=lambda s: EXPOSURE.get(s, 9), default=None)
+
+
+def host_of(record: Mapping[str, Any]) -> str:
+    """The host a service record belongs to, for grouping one scan's records: the name it was given,
+    else its address, else the host part of its key."""
+    if record.get("name"):
+        return str(record["name"])
+    if record.get("address"):
+        return str(record["address"])
+    key = str(record.get("key") or "")
+    rest = key.split("://", 1)[-1]
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    return rest.rsplit(":", 1)[0]
+
+
+def _port_of(record: Mapping[str, Any]) -> int:
+    try:
+        return int(record.get("port") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def ordered(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Service records best first: rank high, then time new (ISO text), then port low (stable sorts)."""
+    recs = sorted(records, key=lambda r: (_port_of(r), str(r.get("key") or "")))
+    recs.sort(key=lambda r: str(r.get("time") or ""), reverse=True)
+    recs.sort(key=service_rank, reverse=True)
+    return recs
+
+
+def _service(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "key": record.get("key"),
+        "port": record.get("port"),
+        "scheme": record.get("scheme"),
+        "status": record.get("status"),
+        "error": record.get("error"),
+        "build": record.get("build"),
+        "rank": service_rank(record),
+    }
+
+
+def fold_services(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """One host record from the service records of one host (ValueError for none).
+
+    The result is a copy of the winning service record with:
+    ``port`` (and ``key``, ``scheme``) of the service that gave the verdict; ``services``, every
+    service as ``{key, port, scheme, status, error, build, rank}`` sorted by port; ``conflict``, True
+    when two Exchange answers disagree on the build (the builds are listed in ``conflicts``);
+    ``waves`` folded as the module docstring says (each wave's entry comes from the service that
+    had the chosen state, with ``port`` added).
+    """
+    recs = ordered(records)
+    if not recs:
+        raise ValueError("fold_services needs at least one service record")
+    winner = recs[0]
+    host: dict[str, Any] = dict(winner)
+    host["services"] = [_service(r) for r in sorted(recs, key=lambda r: (_port_of(r), str(r.get("key"))))]
+    exchange = [r for r in recs if r.get("status") == "exchange"]
+    builds = sorted({str(r["build"]) for r in exchange if r.get("build")})
+    conflict = any(builds_disagree(a, b) for i, a in enumerate(builds) for b in builds[i + 1 :])
+    host["conflict"] = conflict
+    host["conflicts"] = list(winner.get("conflicts") or [])
+    if conflict:
+        ports = ", ".join(
+            f"{r.get('build')} on port {r.get('port')}" for r in exchange if r.get("build") is not None
+        )
+        host["conflicts"].append(f"build: the services disagree ({ports}); the most exposed state is kept")
+    if len(exchange) > 1:
+        top = service_rank(winner)
+        voters = exchange if conflict else [r for r in exchange if service_rank(r) == top]
+        host["waves"] = _fold_waves(voters)
+    return host
+
+
+def _fold_waves(voters: list[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    wave_ids: list[str] = []
+    for r in voters:
+        for w in r.get("waves") or {}:
+            if w not in wave_ids:
+                wave_ids.append(w)
+    for w in wave_ids:
+        best: tuple[int, Mapping[str, Any], Mapping[str, Any]] | None = None
+        for r in voters:
+            v = (r.get("waves") or {}).get(w)
+            if not isinstance(v, Mapping):
+                continue
+            score = EXPOSURE.get(str(v.get("state")), 9)
+            if best is None or score < best[0]:
+                best = (score, v, r)
+        if best is not None:
+            entry = dict(best[1])
+            entry["port"] = best[2].get("port")
+            out[w] = entry
+    return out
