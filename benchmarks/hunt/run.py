@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -28,8 +27,9 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.method import Comparison, Contestant, compare, machine_line
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_EVTX = Path(__file__).resolve().parents[3] / "shared" / "reference" / "evtx"
@@ -150,6 +150,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="where to write the package (deleted afterwards)")
     ap.add_argument("--evtx-repeat", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3, help="timed runs of each contestant (medians)")
     ap.add_argument(
         "--naive-bytes", type=int, default=200_000_000, help="log sample for the no-pre-filter run"
     )
@@ -175,9 +176,6 @@ def main() -> int:
         print(
             f"package {total / 1e9:.2f} GB ({len(logs)} log files, {log_bytes / 1e9:.2f} GB of logs), generated in {gen:.0f} s; {n_lits} literals"
         )
-        # Warm the page cache once so that no contestant pays the first read.
-        subprocess.run([rg, "-uuu", "-c", "zzzz-never-zzzz", str(pkg)], capture_output=True, check=False)
-
         exw = [
             sys.executable,
             "-m",
@@ -190,7 +188,22 @@ def main() -> int:
             "--jobs",
             str(args.jobs),
         ]
-        t_ex, rc_ex, out = timed(exw)
+        rg_cmd = [rg, "-uuu", "-F", "-j", str(args.jobs), "-c", "-f", str(lit_path), str(pkg)]
+        rgi_cmd = [rg, "-uuu", "-F", "-i", "-j", str(args.jobs), "-c", "-f", str(lit_path), str(pkg)]
+        # benchmarks/method.py: each warmed once, then alternated, medians of --runs.
+        cmp = compare(
+            [
+                Contestant("exwatch hunt", exw),
+                Contestant("rg -F -i", rgi_cmd),
+                Contestant("rg -F", rg_cmd),
+            ],
+            runs=args.runs,
+        )
+        t_ex = cmp.median("exwatch hunt")
+        t_rg = cmp.median("rg -F")
+        t_rgi = cmp.median("rg -F -i")
+        rc_ex = cmp.timings["exwatch hunt"].last["exit"]
+        out = cmp.timings["exwatch hunt"].last["stdout"]
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         import json
 
@@ -214,14 +227,11 @@ def main() -> int:
             )
         )
         print(
-            f"exwatch hunt: {t_ex:.2f} s (exit {rc_ex}), {len(doc['findings'])} findings, recall {hit}/{len(attacks)}, peak RSS of a process {peak_mb:.0f} MB"
+            f"exwatch hunt: median {t_ex:.2f} s (exit {rc_ex}), {len(doc['findings'])} findings, recall {hit}/{len(attacks)}, peak RSS of a process {peak_mb:.0f} MB"
         )
-
-        t_rg, _, _ = timed([rg, "-uuu", "-F", "-j", str(args.jobs), "-c", "-f", str(lit_path), str(pkg)])
-        t_rgi, _, _ = timed(
-            [rg, "-uuu", "-F", "-i", "-j", str(args.jobs), "-c", "-f", str(lit_path), str(pkg)]
+        print(
+            f"ripgrep -F -f: median {t_rg:.2f} s; ripgrep -F -i -f: median {t_rgi:.2f} s; {cmp.load_text()}"
         )
-        print(f"ripgrep -F -f: {t_rg:.2f} s; ripgrep -F -i -f: {t_rgi:.2f} s")
 
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -292,6 +302,7 @@ def main() -> int:
             ev,
             t_naive,
             fr,
+            cmp,
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -317,17 +328,20 @@ def write_results(
     ev: dict[str, float],
     t_naive: float,
     fr: dict[str, float],
+    cmp: Comparison,
 ) -> None:
-    load = os.getloadavg()
     lines = [
         "# exwatch hunt benchmark",
         "",
-        f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {platform.machine()}, {os.cpu_count()} cores shared with other work "
-        f"(load average {load[0]:.1f}), Python {platform.python_version()}. Command: `python -m benchmarks.hunt.run --size {args.size} --jobs {args.jobs}`.",
+        f"{machine_line()} ({cmp.load_text()}). Command: `python -m benchmarks.hunt.run --size {args.size} --jobs {args.jobs} --runs {args.runs}`.",
+        "",
+        f"Method (benchmarks/method.py): each contestant warmed once (page cache, imports), then run in turn, {cmp.runs} times each; medians.",
+        "",
+        *cmp.table(),
         "",
         f"Package: lab triage, all scenarios, {total / 1e9:.2f} GB ({n_logs} log files, {log_bytes / 1e9:.2f} GB of logs); {n_lits} required literals.",
         "",
-        "| Contestant | Time (s) | Notes |",
+        "| Contestant | Median time (s) | Notes |",
         "|---|---|---|",
         f"| exwatch hunt (all rules, --jobs {args.jobs}) | {t_ex:.2f} | exit {rc_ex}, {n_findings} findings, recall {hit}/{n_attacks} planted attack items, peak RSS of one process {peak_mb:.0f} MB |",
         f"| ripgrep `rg -uuu -F -f literals.txt -j {args.jobs}` | {t_rg:.2f} | case-sensitive, counts only |",
