@@ -19,11 +19,11 @@ def test_migrations_from_empty(store_url: str) -> None:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         head = ScriptDirectory.from_config(cfg).get_current_head()
-        assert context.get_current_revision() == head == "0003"
+        assert context.get_current_revision() == head >= "0004"
         tables = set(inspect(conn).get_table_names())
         assert set(metadata.tables) <= tables
         diff = [d for d in compare_metadata(context, metadata) if d[0] not in ("remove_table",)]
         assert diff == []
     # opening again is a no-op
     with open_store(store_url) as again, again.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert MigrationContext.configure(conn).get_current_revision() == head

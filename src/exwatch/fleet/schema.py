@@ -28,6 +28,10 @@ hosts = Table(
     Column("fe_server", String(255), index=True),
     Column("cert", String(512), index=True),
     Column("first_seen", DateTime),
+    # From this time on the host is out of the fleet picture (decommissioned): ``hosts retire``.
+    Column("retired_at", DateTime),
+    # Set on a host whose identity was merged into another one (``hosts merge``); it holds no observation.
+    Column("merged_into", Integer),
 )
 
 # A scan is one snapshot (kind "scan"); its time is started_at (the simulated day in the demo).
@@ -39,6 +43,8 @@ scans = Table(
     Column("params", Text, nullable=False),
     Column("started_at", DateTime, nullable=False, index=True),
     Column("finished_at", DateTime),
+    # True once the fleet picture at this scan's time is in picture_summary (exwatch.fleet.picture).
+    Column("pictured", Boolean),
 )
 
 # What one scan saw of one host.  Per-wave states are in observation_states for GROUP BY.
@@ -143,4 +149,74 @@ host_exposure = Table(
     Column("first_vulnerable", DateTime, nullable=False),
     Column("first_protected", DateTime),
     Index("ix_host_exposure_wave_open", "wave", "first_protected"),
+)
+
+
+# One row per (scan, host): the host's services in that scan folded into one verdict (exwatch.scan.fold):
+# the winning service's status, rank and port, its build, and whether two Exchange answers disagreed.
+scan_hosts = Table(
+    "scan_hosts",
+    metadata,
+    Column("scan_id", Integer, ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True),
+    Column("host_id", Integer, ForeignKey("hosts.id"), primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("port", Integer),
+    Column("build", String(64)),
+    Column("conflict", Boolean),
+    Index("ix_scan_hosts_host", "host_id", "scan_id"),
+    sqlite_with_rowid=False,
+)
+
+# The fleet picture as of the newest pictured scan, kept by exwatch.fleet.picture: each service's
+# latest observation (service_current) and each host's fold of them (host_current).
+service_current = Table(
+    "service_current",
+    metadata,
+    Column("host_id", Integer, primary_key=True),
+    Column("port", Integer, primary_key=True),
+    Column("scan_id", Integer, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("at", DateTime, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+host_current = Table(
+    "host_current",
+    metadata,
+    Column("host_id", Integer, primary_key=True),
+    Column("scan_id", Integer, nullable=False, index=True),
+    Column("status", String(32), nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("port", Integer),
+    Column("seen_at", DateTime, nullable=False),
+)
+
+# Counts of the fleet picture at each pictured scan's time, per wave and state (wave "*": host
+# statuses), split by the scan each host's verdict comes from: "stale" is decided at read time from
+# that scan's age, for any --max-age.  Retired and merged-away hosts are left out.
+picture_summary = Table(
+    "picture_summary",
+    metadata,
+    Column("scan_id", Integer, ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True),
+    Column("wave", String(32), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("source_scan", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+
+# Every identity or lifecycle change a user made (merge, split, retire), with what it moved, so that
+# ``hosts undo ID`` can reverse it.
+host_changes = Table(
+    "host_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("host_id", Integer, nullable=False),
+    Column("other_id", Integer),
+    Column("effective_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("undone_at", DateTime),
 )
