@@ -6,6 +6,8 @@ of Microsoft's build list in the user's data directory, which wins for catalogue
 
 from __future__ import annotations
 
+from datetime import date
+
 from exwatch.kb._build import Build, parse_build
 from exwatch.kb._catalogue import PRODUCTS, CatalogueEntry, product_of
 from exwatch.kb._current import (
@@ -69,12 +71,15 @@ def cve(cve_id: str) -> Cve:
     return _WAVE_DATA.cves[cve_id.upper()]
 
 
-def verdict(build: str | Build) -> Verdict:
+def verdict(build: str | Build, *, as_of: date | None = None) -> Verdict:
     """Per-wave verdict for a build string or Build; BuildError for a string that is not a build.
 
-    Cached per build: a scan calls it once per host.
+    ``as_of``: judge with the knowledge of that day: only the updates and CUs released by then count,
+    so a build fixed by a later update is ``vulnerable`` and the fix named is the one available then
+    (a CVE with no fix released yet is open, with no fix). Cached per build (and day): a scan calls it
+    once per host.
     """
-    engine = current().engine
+    engine = current().engine_as_of(as_of)
     if isinstance(build, Build):
         return engine.verdict(build)
     return engine.verdict_text(build)

@@ -8,8 +8,8 @@ import io
 import json
 import os
 import threading
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from exwatch import config
@@ -76,6 +76,25 @@ class KnowledgeBase:
     waves: WaveData
     engine: Engine
     imported: int  # rows taken from the user's imported list
+    _as_of: dict[date, Engine] = field(default_factory=dict, compare=False, repr=False)
+
+    def engine_as_of(self, day: date | None) -> Engine:
+        """The verdict engine with the knowledge of ``day``: only the builds released by then (None: today).
+
+        A build patched by an update released after ``day`` is judged without that update, and the fix
+        named is the one available that day. Engines are kept per day.
+        """
+        if day is None:
+            return self.engine
+        engine = self._as_of.get(day)
+        if engine is None:
+            with _lock:
+                engine = self._as_of.get(day)
+                if engine is None:
+                    released = Catalogue([e for e in self.catalogue.entries if e.release_date <= day])
+                    engine = Engine(released, self.waves, self.engine.aliases, as_of=day)
+                    self._as_of[day] = engine
+        return engine
 
 
 def build_kb(imported: list[CatalogueEntry] | None = None) -> KnowledgeBase:

@@ -205,11 +205,15 @@ class Engine:
         waves: WaveData,
         aliases: dict[Build, tuple[Build, str]] | None = None,
         today: date | None = None,
+        as_of: date | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.data = waves
         self.aliases = aliases or {}
-        self.today = today or date.today()
+        # as_of: the knowledge of that day. The catalogue given holds only the builds released by then
+        # (see :meth:`KnowledgeBase.engine_as_of`); a fix released later does not exist yet.
+        self.as_of = as_of
+        self.today = as_of or today or date.today()
         self._su: dict[tuple[str, str], _SuIndex | None] = {}
         self._verdict = functools.lru_cache(maxsize=200_000)(self._compute)
         self._by_text = functools.lru_cache(maxsize=200_000)(self._from_text)
@@ -354,9 +358,13 @@ class Engine:
                 cve.id, State.NOT_AFFECTED, f"{product} is not among the products affected by {{cves}}"
             )
         if product in cve.fixed_in_build:
+            if self.as_of is not None and cve.fixed_in_build[product].build not in self.catalogue.by_build:
+                return self._not_yet(cve, cve.fixed_in_build[product].name)
             return self._cve_min_build(b, product, cve)
         su = self.su_index(product, cve.fixed_by)
         title = self.update_title(cve.fixed_by)
+        if su is None and self.as_of is not None:
+            return self._not_yet(cve, title)
         if su is None:
             return CveVerdict(
                 cve.id,
@@ -438,6 +446,14 @@ class Engine:
             None,
             cve.fixed_by,
             later,
+        )
+
+    def _not_yet(self, cve: Cve, update: str) -> CveVerdict:
+        """As of a day before the fixing update: the CVE is open and nothing fixes it yet."""
+        return CveVerdict(
+            cve.id,
+            State.VULNERABLE,
+            f"as of {self.as_of}, no update fixing {{cves}} had been released (the {update} came later): open",
         )
 
     def _cu_names(self, su: _SuIndex) -> str:
@@ -529,6 +545,8 @@ class Engine:
                         f"No security update exists for this CU; update to {target.name} and install "
                         f"{newest.newest.su_name} ({newest.newest.build}) or later"
                     )
+        if not text and self.as_of is not None and any(r.fix_build is None and not r.fix_name for r in open_):
+            text.append(f"No update fixing {wave.name} had been released by {self.as_of}")
         support = self.support_of(product)
         if support == "out_of_support":
             eos = self.data.end_of_support.get(product)
