@@ -395,12 +395,12 @@ def test_apply_refuses_when_a_later_remove_would_drop_the_rule(tmp_path: Path) -
     assert sha256(path) == digest and backups(path) == []
 
 
-def test_symlinked_config_is_edited_through_the_link(copy_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_symlinked_config_is_edited_through_the_link_when_asked(copy_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     real = copy_config("other_rules_comments.config")
     link = tmp_path / "link.config"
     link.symlink_to(real)
     original = real.read_bytes()
-    apply(link, "proxynotshell")
+    apply(link, "proxynotshell", follow_symlinks=True)
     assert link.is_symlink() and b"PowerShell - inbound" in real.read_bytes()
-    rollback(link, "proxynotshell")
+    rollback(link, "proxynotshell", follow_symlinks=True)
     assert link.is_symlink() and real.read_bytes() == original

@@ -20,6 +20,7 @@ from exwatch.cli.common import (
     stderr_console,
 )
 from exwatch.config import ENV_DB, default_db_url
+from exwatch.mitigate.files import DEFAULT_MAX_CONFIG_KB
 
 WAVE_CHOICES = click.Choice(["proxylogon", "proxynotshell", "all"], case_sensitive=False)
 
@@ -32,6 +33,19 @@ web_config_option = click.option(
     required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help=r"The Default Web Site's web.config (normally %SystemDrive%\inetpub\wwwroot\web.config).",
+)
+max_size_option = click.option(
+    "--max-size-kb",
+    "max_kb",
+    type=click.IntRange(1, 4 * 1024 * 1024),
+    default=DEFAULT_MAX_CONFIG_KB,
+    show_default=True,
+    help="Refuse a web.config larger than this (IIS reads at most 250 KB unless MaxWebConfigFileSizeInKB is raised).",
+)
+follow_option = click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Edit the target of a web.config that is a symbolic link (refused by default: it may point anywhere).",
 )
 
 
@@ -65,15 +79,18 @@ def _fix_line(wave: str, fix: dict[str, Any] | None) -> str | None:
     help=r"Exchange install folder: also read every web.config under FrontEnd\HttpProxy for <clear/> and <remove>.",
 )
 @click.option("--build", default=None, help="The server's build, to name the security update that fixes it.")
+@max_size_option
 @format_option("table", "json")
-def check_cmd(web_config: Path, wave: str, exchange_path: Path | None, build: str | None, fmt: str) -> None:
+def check_cmd(
+    web_config: Path, wave: str, exchange_path: Path | None, build: str | None, max_kb: int, fmt: str
+) -> None:
     """Validate the rules in a web.config like Microsoft's HealthChecker.
 
     Exit 0 when every wave is mitigated, 1 when one is not, 3 when a child config could not be read.
     """
     from exwatch.mitigate import check
 
-    result = check(web_config, wave, exchange_path=exchange_path, build=build)
+    result = check(web_config, wave, exchange_path=exchange_path, build=build, max_kb=max_kb)
     if fmt == "json":
         echo_json(result.to_dict())
     else:
@@ -126,15 +143,17 @@ def _print_change(result: Any, fmt: str) -> None:
 @click.option(
     "--force", is_flag=True, help="Replace a rule that has the mitigation's name but a wrong definition."
 )
+@follow_option
+@max_size_option
 @format_option("table", "json")
-def apply_cmd(web_config: Path, wave: str, force: bool, fmt: str) -> None:
+def apply_cmd(web_config: Path, wave: str, force: bool, follow_symlinks: bool, max_kb: int, fmt: str) -> None:
     """Add the rules to a web.config: idempotent, atomic, with a timestamped backup next to it.
 
     The rest of the file is kept byte for byte (comments, attribute order, whitespace, BOM, newlines).
     """
     from exwatch.mitigate import apply
 
-    result = apply(web_config, wave, force=force)
+    result = apply(web_config, wave, force=force, follow_symlinks=follow_symlinks, max_kb=max_kb)
     _print_change(result, fmt)
     stderr_console().print(result.to_dict()["note"], highlight=False, soft_wrap=True)
 
@@ -142,15 +161,17 @@ def apply_cmd(web_config: Path, wave: str, force: bool, fmt: str) -> None:
 @mitigate.command("rollback")
 @web_config_option
 @wave_option
+@follow_option
+@max_size_option
 @format_option("table", "json")
-def rollback_cmd(web_config: Path, wave: str, fmt: str) -> None:
+def rollback_cmd(web_config: Path, wave: str, follow_symlinks: bool, max_kb: int, fmt: str) -> None:
     """Remove the rules (by name, as EOMT's rollback) and what apply created; nothing else.
 
     Roll back after the security update is installed: before it, the server is exposed again.
     """
     from exwatch.mitigate import rollback
 
-    result = rollback(web_config, wave)
+    result = rollback(web_config, wave, follow_symlinks=follow_symlinks, max_kb=max_kb)
     _print_change(result, fmt)
 
 

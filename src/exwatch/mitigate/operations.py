@@ -9,7 +9,7 @@ from typing import Any
 from exwatch.errors import InputError
 from exwatch.kb import verdict
 from exwatch.mitigate.edit import plan_apply, plan_rollback
-from exwatch.mitigate.files import child_configs, read_config, write_atomic
+from exwatch.mitigate.files import DEFAULT_MAX_CONFIG_KB, child_configs, read_config, write_atomic
 from exwatch.mitigate.rules import rules_for, waves_for
 from exwatch.mitigate.webconfig import (
     RuleStatus,
@@ -100,17 +100,26 @@ class CheckResult:
         }
 
 
-def _text_of(path: Path) -> str:
-    text, _ = decode_bytes(read_config(path), str(path))
+def _text_of(path: Path, max_kb: int = DEFAULT_MAX_CONFIG_KB) -> str:
+    text, _ = decode_bytes(read_config(path, max_kb=max_kb), str(path))
     return text
 
 
 def check(
-    path: Path | str, wave: str = "all", *, exchange_path: Path | str | None = None, build: str | None = None
+    path: Path | str,
+    wave: str = "all",
+    *,
+    exchange_path: Path | str | None = None,
+    build: str | None = None,
+    max_kb: int = DEFAULT_MAX_CONFIG_KB,
 ) -> CheckResult:
-    """Validate the mitigation rules in ``path`` like HealthChecker, and child configs that undo them."""
+    """Validate the mitigation rules in ``path`` like HealthChecker, and child configs that undo them.
+
+    It only reads, so it reads through links; a file over ``max_kb`` KB is refused (an InputError
+    for ``path``, an unreadable child for a child config).
+    """
     path = Path(path)
-    root = load(_text_of(path), str(path))
+    root = load(_text_of(path, max_kb), str(path))
     result = CheckResult(path=str(path), waves={}, build=build)
     blocks = site_blocks(root)
     if len(blocks) > 1:
@@ -128,7 +137,7 @@ def check(
         for child in child_configs(Path(exchange_path)):
             result.children.append(str(child))
             try:
-                clears, removes = child_override(_text_of(child), str(child))
+                clears, removes = child_override(_text_of(child, max_kb), str(child))
             except InputError as exc:
                 result.errors.append({"file": str(child), "error": str(exc)})
                 continue
@@ -206,10 +215,12 @@ class ChangeResult:
         }
 
 
-def _change(path: Path | str, action: str, wave: str, force: bool) -> ChangeResult:
+def _change(
+    path: Path | str, action: str, wave: str, force: bool, follow_symlinks: bool, max_kb: int
+) -> ChangeResult:
     path = Path(path)
     label = str(path)
-    original = read_config(path)
+    original = read_config(path, max_kb=max_kb, follow_symlinks=follow_symlinks)
     text, encoded = decode_bytes(original, label)
     rules = rules_for(wave)
     if action == "apply":
@@ -219,16 +230,33 @@ def _change(path: Path | str, action: str, wave: str, force: bool) -> ChangeResu
     result = ChangeResult(action, label, False, edit.added, edit.replaced, edit.removed, edit.present)
     new = encode_text(edit.text, encoded, label)
     if new != original:
-        result.backup = str(write_atomic(path, new, original))
+        result.backup = str(write_atomic(path, new, original, follow_symlinks=follow_symlinks, max_kb=max_kb))
         result.changed = True
     return result
 
 
-def apply(path: Path | str, wave: str = "all", *, force: bool = False) -> ChangeResult:
-    """Add the rules of ``wave`` to the web.config at ``path`` (idempotent; backup kept next to it)."""
-    return _change(path, "apply", wave, force)
+def apply(
+    path: Path | str,
+    wave: str = "all",
+    *,
+    force: bool = False,
+    follow_symlinks: bool = False,
+    max_kb: int = DEFAULT_MAX_CONFIG_KB,
+) -> ChangeResult:
+    """Add the rules of ``wave`` to the web.config at ``path`` (idempotent; backup kept next to it).
+
+    A ``path`` that is a symbolic link is refused unless ``follow_symlinks``; a file over ``max_kb``
+    KB is refused (IIS itself reads at most 250 KB by default).
+    """
+    return _change(path, "apply", wave, force, follow_symlinks, max_kb)
 
 
-def rollback(path: Path | str, wave: str = "all") -> ChangeResult:
-    """Remove the rules of ``wave`` from the web.config at ``path``, and only them."""
-    return _change(path, "rollback", wave, False)
+def rollback(
+    path: Path | str,
+    wave: str = "all",
+    *,
+    follow_symlinks: bool = False,
+    max_kb: int = DEFAULT_MAX_CONFIG_KB,
+) -> ChangeResult:
+    """Remove the rules of ``wave`` from the web.config at ``path``, and only them (same refusals as apply)."""
+    return _change(path, "rollback", wave, False, follow_symlinks, max_kb)
