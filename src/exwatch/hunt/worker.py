@@ -23,14 +23,7 @@ from exwatch.hunt.rules.filerules import path_findings, vdir_config_findings
 from exwatch.hunt.rules.iocs import IocSet, builtin_iocs, load_ioc_file, ua_key
 from exwatch.hunt.rules.sigma_engine import SigmaRuleSpec, load_rules, pair_pattern, required_literals
 from exwatch.hunt.sources.evtx import EvtxReport, read_event_xml, read_evtx, source_families
-from exwatch.hunt.sources.lines import (
-    HTTPPROXY_FIELDS,
-    build_record,
-    keyword_text,
-    parse_fields_header,
-    parse_time,
-    record_time,
-)
+from exwatch.hunt.sources.lines import keyword_text, parse_time, record_time
 from exwatch.hunt.sources.textlog import (
     LiteralFinder,
     decode_line,
@@ -40,6 +33,7 @@ from exwatch.hunt.sources.textlog import (
     sniff_encoding,
     transcode_to_temp,
 )
+from exwatch.logformats import HTTPPROXY_FIELDS, build_record, parse_fields_header
 
 TEXT_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", "exchange_log")
 EVENT_FAMILIES = (

@@ -353,7 +353,7 @@ def decode_line(data: bytes) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    return text.rstrip("\r\n")
+    return text.lstrip("\ufeff").rstrip("\r\n")
 
 
 def first_and_last_lines(fh: IO[bytes], size: int, window: int = 65536) -> tuple[list[bytes], list[bytes]]:
