@@ -63,7 +63,7 @@ DEFAULT_FIELDS = {
         "sc-win32-status",
         "time-taken",
     ],
-    "httpproxy": HTTPPROXY_FIELDS,
+    "httpproxy": list(HTTPPROXY_FIELDS),
     "ecp": ["TimeStamp", "ServerName", "EventId", "EventData"],
     "ecp_activity": ["TimeStamp", "ServerName", "EventId", "EventData"],
 }
