@@ -1,0 +1,160 @@
+"""Change detection (pure): the previous watch state and one round's hosts in, alerts and the next state out.
+
+The state is plain JSON so that the alert log can keep it in the store and a restarted watch goes on
+where the last recorded round left it.  Per host it holds the last *definite* state of each wave
+(``vulnerable``, ``patched``, ``mitigated``, ``not_affected``: an ``unknown`` round changes nothing),
+the waves ever seen vulnerable, how many rounds in a row the host gave no Exchange answer, and whether
+a ``gone`` alert is open.  Per host and wave it remembers a ``compromised`` alert once sent.
+
+Rules, per host (the per-service fold of exwatch.scan.fold has already chosen the verdict):
+
+* an Exchange answer: for each wave with a definite state S and a last definite state P,
+  ``exposed`` if S is vulnerable and the wave was never vulnerable before; ``protection_lost`` if S is
+  vulnerable and P is patched or mitigated; ``protected`` if P is vulnerable and S patched or mitigated.
+  A host with an open ``gone`` gets ``back`` first.
+* no Exchange answer (unreachable, or not Exchange any more) for a host seen as Exchange before:
+  on the second such round in a row, ``gone`` (once).
+* a finding of likely or confirmed confidence for a host: ``compromised`` once per host and wave.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from exwatch.watch.model import PROTECTED, Alert
+
+DEFINITE = frozenset({"vulnerable", "patched", "mitigated", "not_affected"})
+GONE_AFTER = 2  # rounds in a row without an Exchange answer before ``gone``
+
+
+def new_state() -> dict[str, Any]:
+    """The state of a watch that has seen nothing yet."""
+    return {"hosts": {}, "rounds": 0, "last_scan": None, "findings_after": 0, "sinks": {}}
+
+
+def _fix_text(verdict: Mapping[str, Any]) -> str | None:
+    fix = verdict.get("fix")
+    if isinstance(fix, Mapping):
+        text = fix.get("text")
+        if text:
+            return str(text)
+        sus = fix.get("security_update") or []
+        if sus:
+            return f"install build {sus[-1]} or later"
+        if fix.get("cumulative_update"):
+            return f"update to CU {fix['cumulative_update']}"
+        return None
+    return str(fix) if fix else None
+
+
+def detect(
+    state: Mapping[str, Any],
+    hosts: Mapping[str, Mapping[str, Any]],
+    *,
+    scan_id: int,
+    time: str,
+    watch: str = "",
+    waves: Sequence[str] | None = None,
+    findings: Iterable[Mapping[str, Any]] = (),
+) -> tuple[list[Alert], dict[str, Any]]:
+    """Alerts for one round and the state after it.
+
+    ``hosts``: host -> folded host record of this round (``status``, ``address``, ``port``, ``build``,
+    ``waves``: wave -> {state, fix}). ``waves``: only these waves alert (None: all). ``findings``: new
+    findings already attributed to a watched host: ``{host, wave, confidence, rule, id}``.
+    """
+    nxt = copy.deepcopy(dict(state)) if state else new_state()
+    known: dict[str, Any] = nxt.setdefault("hosts", {})
+    alerts: list[Alert] = []
+    wanted = set(waves) if waves else None
+
+    def alert(kind: str, host: str, rec: Mapping[str, Any], **kw: Any) -> None:
+        alerts.append(
+            Alert(
+                kind=kind,
+                time=time,
+                host=host,
+                address=rec.get("address"),
+                port=rec.get("port"),
+                wave=kw.get("wave"),
+                state=kw.get("state"),
+                previous=kw.get("previous"),
+                build=rec.get("build"),
+                fix=kw.get("fix"),
+                scan=scan_id,
+                watch=watch,
+                detail=kw.get("detail"),
+            )
+        )
+
+    for host in sorted(hosts):
+        rec = hosts[host]
+        entry = known.get(host)
+        if rec.get("status") == "exchange":
+            if entry is None:
+                entry = known[host] = {"waves": {}, "ever_vulnerable": [], "missing": 0, "gone": False}
+            if entry.get("gone"):
+                alert("back", host, rec, state="exchange", previous="unreachable")
+                entry["gone"] = False
+            entry["missing"] = 0
+            entry["address"] = rec.get("address")
+            entry["port"] = rec.get("port")
+            entry["build"] = rec.get("build")
+            for wave, verdict in sorted((rec.get("waves") or {}).items()):
+                if not isinstance(verdict, Mapping):
+                    continue
+                now = str(verdict.get("state"))
+                if now not in DEFINITE:
+                    continue
+                before = entry["waves"].get(wave)
+                entry["waves"][wave] = now
+                if wanted is not None and wave not in wanted:
+                    if now == "vulnerable" and wave not in entry["ever_vulnerable"]:
+                        entry["ever_vulnerable"].append(wave)
+                    continue
+                fix = _fix_text(verdict)
+                if now == "vulnerable":
+                    if before in PROTECTED:
+                        kind = "protection_lost"
+                    elif wave not in entry["ever_vulnerable"]:
+                        kind = "exposed"
+                    else:
+                        kind = ""
+                    if wave not in entry["ever_vulnerable"]:
+                        entry["ever_vulnerable"].append(wave)
+                    if kind:
+                        alert(kind, host, rec, wave=wave, state=now, previous=before, fix=fix)
+                elif now in PROTECTED and before == "vulnerable":
+                    alert("protected", host, rec, wave=wave, state=now, previous=before, fix=None)
+        elif entry is not None:
+            entry["missing"] = int(entry.get("missing", 0)) + 1
+            if entry["missing"] >= GONE_AFTER and not entry.get("gone"):
+                entry["gone"] = True
+                last = {
+                    "address": entry.get("address"),
+                    "port": entry.get("port"),
+                    "build": entry.get("build"),
+                }
+                reason = rec.get("error") or rec.get("status")
+                alert("gone", host, last, state=str(rec.get("status")), previous="exchange", detail=reason)
+    for finding in findings:
+        host = str(finding["host"])
+        wave = finding.get("wave") or None
+        if wanted is not None and wave is not None and wave not in wanted:
+            continue
+        entry = known.get(host)
+        if entry is None:
+            entry = known[host] = {"waves": {}, "ever_vulnerable": [], "missing": 0, "gone": False}
+        done = entry.setdefault("compromised", [])
+        if (wave or "") in done:
+            continue
+        done.append(wave or "")
+        last = {"address": entry.get("address"), "port": entry.get("port"), "build": entry.get("build")}
+        previous = entry["waves"].get(wave) if wave else None
+        detail = f"{finding.get('rule')} ({finding.get('confidence')})"
+        alert("compromised", host, last, wave=wave, state="compromised", previous=previous, detail=detail)
+    nxt["rounds"] = int(nxt.get("rounds", 0)) + 1
+    nxt["last_scan"] = scan_id
+    return alerts, nxt
