@@ -66,6 +66,9 @@ from exwatch.errors import InputError
 @format_option("table", "json", "jsonl")
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not write the findings to the store.")
+@click.option(
+    "--no-verify", is_flag=True, help="Hunt a collection package even if it does not match its manifest."
+)
 def hunt(
     paths: tuple[Path, ...],
     host: str | None,
@@ -81,6 +84,7 @@ def hunt(
     fmt: str,
     db_url: str | None,
     no_store: bool,
+    no_verify: bool,
 ) -> None:
     """Hunt PATH... (triage folders or .zip/.7z/.tar.gz archives; none = the live Exchange install on Windows).
 
@@ -100,6 +104,7 @@ def hunt(
         iis_logs=iis_logs,
         jobs=jobs,
         builtin_rules=not no_builtin,
+        verify_collections=not no_verify,
     )
     console = stderr_console()
     store_url = None if no_store else resolve_db(db_url)
@@ -145,6 +150,7 @@ def _refuse_store_in_evidence(url: str, evidence: list[Path]) -> None:
 
 
 def _store(result: object, url: str, started: datetime, console: object) -> None:
+    from exwatch.collect.hunthook import store_builds
     from exwatch.errors import StoreError
     from exwatch.fleet import open_store
     from exwatch.hunt.model import HuntResult
@@ -152,6 +158,9 @@ def _store(result: object, url: str, started: datetime, console: object) -> None
     assert isinstance(result, HuntResult)
     try:
         with open_store(url) as store:
+            # The build a collection package read on the server (exwatch collect), source "collector";
+            # stored first so that the hunt below is linked to that host.
+            store_builds(store, result.stats.get("collector_observations", []), started)
             for h in result.hosts:
                 findings = [f.to_dict() for f in result.findings if f.host == h.host]
                 store.add_hunt(

@@ -11,6 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exwatch.collect.hunthook import adjust_files as collection_files
+from exwatch.collect.hunthook import coverage as collection_coverage
+from exwatch.collect.hunthook import observation as collection_observation
+from exwatch.collect.hunthook import open_for_hunt
+from exwatch.collect.hunthook import warnings as collection_warnings
 from exwatch.errors import InputError
 from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult
 from exwatch.hunt.sources.files import EvidenceFile, cleanup, walk
@@ -118,6 +123,8 @@ def hunt_paths(
     for p in paths:
         if not p.exists() and not p.is_symlink():
             raise InputError(f"{p}: no such file or folder")
+    # Collection packages (exwatch collect) are verified before any work starts and name their host.
+    collections = {p: open_for_hunt(p, check=options.verify_collections) for p in paths}
     tmp_root = tempfile.mkdtemp(prefix="exwatch-hunt-")
     hosts: list[HostResult] = []
     findings: list[Finding] = []
@@ -136,9 +143,13 @@ def hunt_paths(
             own_pool = ProcessPoolExecutor(max_workers=jobs)
             executor = own_pool
         for root in paths:
-            host = _host_name(root, options)
+            collection = collections[root]
+            host = collection.host if collection and not options.host else _host_name(root, options)
             host_errors: list[FileError] = []
             files = list(walk(root, tmp_root, options.limits, host_errors))
+            if collection:
+                files = collection_files(files, collection, tmp_root)
+                stats.setdefault("collector_observations", []).extend(collection_observation(collection))
             tasks = [_task(ev, options, spec) for ev in files]
             # Big files first, so the pool is not left waiting on one large log at the end.
             tasks.sort(key=lambda t: -int(t["size"]))
@@ -196,12 +207,15 @@ def hunt_paths(
                 c: sum(1 for f in host_findings if f.confidence == c)
                 for c in ("confirmed", "likely", "review")
             }
+            if collection:
+                coverage["collection"] = collection_coverage(collection)
             hosts.append(
                 HostResult(
                     host=host,
                     verdict=verdict(host_findings, host_errors, len(tasks)),
                     coverage=coverage,
-                    warnings=coverage_warnings(coverage),
+                    warnings=coverage_warnings(coverage)
+                    + (collection_warnings(collection) if collection else []),
                     counts=counts,
                     errors=host_errors,
                 )

@@ -46,6 +46,8 @@ class HuntOptions:
     max_line: int = 1024 * 1024
     chunk_size: int = 16 * 1024 * 1024
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    # Verify a collection package (exwatch collect) against its manifest before hunting it.
+    verify_collections: bool = True
 
 
 @dataclass

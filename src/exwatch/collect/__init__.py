@@ -1,0 +1,1 @@
+"""exwatch collect: get the evidence off Exchange servers, intact and provably so."""
