@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("exwatch.cli.demo", "demo"),
     "serve": ("exwatch.cli.serve", "serve"),
     "cluster": ("exwatch.cli.cluster", "cluster"),
+    "watch": ("exwatch.cli.watch", "watch"),
+    "import": ("exwatch.cli.imports", "import_"),
 }
 
 
@@ -78,6 +80,18 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int, quiet: bool) -> No
     ctx.obj["verbosity"] = -1 if quiet else verbose
 
 
+def _as_store_error(exc: Exception) -> ExwatchError | None:
+    """A database error from SQLAlchemy (a damaged or locked store) as a one-line StoreError.
+
+    Checked without importing SQLAlchemy: a command that never loaded it cannot have raised it."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    from exwatch.fleet.database import damaged
+
+    return damaged(None, exc)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; known errors become one line on stderr and their exit code, never a traceback."""
     try:
@@ -85,6 +99,12 @@ def main(argv: list[str] | None = None) -> Any:
     except ExwatchError as exc:  # raised outside click's own handling (e.g. in result callbacks)
         click.echo(f"exwatch: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        error = _as_store_error(exc)
+        if error is None:
+            raise
+        click.echo(f"exwatch: error: {error}", err=True)
+        sys.exit(error.exit_code)
 
 
 # click's standalone mode turns exceptions into tracebacks; map ours to one line first.
@@ -97,6 +117,12 @@ def _invoke(ctx: click.Context) -> Any:
     except ExwatchError as exc:
         click.echo(f"exwatch: error: {exc}", err=True)
         ctx.exit(exc.exit_code)
+    except Exception as exc:
+        error = _as_store_error(exc)
+        if error is None:
+            raise
+        click.echo(f"exwatch: error: {error}", err=True)
+        ctx.exit(error.exit_code)
 
 
 cli.invoke = _invoke  # type: ignore[method-assign]
