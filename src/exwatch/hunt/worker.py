@@ -451,7 +451,9 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                     continue
                 parsed += 1
                 rec = build_record(family, fields or [], text)
-                kw = keyword_text(rec)
+                # Keywords search the line as written and its decoded values (a published line pattern such as
+                # MSRC's reads the raw line; a value unquoted by the tokenizer reads as the server saw it).
+                kw = text + "\n" + keyword_text(rec)
                 t = record_time(family, rec, text)
                 if not _in_window(t, since, until):
                     continue

@@ -24,7 +24,8 @@ STANDARD_OWA_AUTH = {
 }
 STANDARD_ECP_AUTH = {"timeoutlogoff.aspx"}
 DEVICE_FOLDERS = ("com", "com1", "con", "aux", "who", "xyz", "zoo", "zing")
-_LSASS = re.compile(r"(^|/)lsass[^/]*\.dmp$")
+# Test-ProxyLogon's wildcard is lsass.*dmp ("lsass." then anything ending in "dmp"): lsass*dmp covers it.
+_LSASS = re.compile(r"(^|/)lsass[^/]*dmp$")
 _PROGRAMDATA_ARCHIVE = re.compile(r"(^|/)programdata/.+\.(zip|7z|rar)$")
 _VDIR = re.compile(
     r"physicalPath\s*=\s*\"(?P<path>[a-z]:\\(?:ProgramData|Users\\All Users)\\(?:COM1?|CON|AUX|WHO|XYZ|ZOO|ZING)(?:\\[^\"]*)?)\"",

@@ -48,6 +48,9 @@ SOURCE_LOGSOURCES: dict[str, tuple[tuple[str | None, str | None, str | None], ..
 # commas written as spaces, JSON-escaped backslashes): a literal for the byte pre-filter never spans them.
 _SPLIT = re.compile(r"[\s\"',+\\]+")
 MIN_LITERAL = 3
+# Shorter literals allowed all the same: '@' is the heart of the autodiscover path confusion; it ranks
+# last (COMMON_TOKENS), so it only ever narrows a pair pattern next to a longer literal.
+SHORT_LITERALS = frozenset({"@"})
 
 
 @dataclass
@@ -109,7 +112,7 @@ def _literal_cover(value: Any) -> frozenset[str] | None:
             pieces.extend(_SPLIT.split(part))
     elif isinstance(value, SigmaNumber):
         pieces.append(str(value.number))
-    pieces = [p.lower() for p in pieces if len(p) >= MIN_LITERAL]
+    pieces = [p.lower() for p in pieces if len(p) >= MIN_LITERAL or p in SHORT_LITERALS]
     if not pieces:
         return None
     return frozenset([max(pieces, key=len)])
@@ -120,6 +123,8 @@ def _literal_cover(value: Any) -> frozenset[str] | None:
 # 8% of IIS lines, 'x-rps-cat=' on none of the normal ones).
 COMMON_TOKENS = frozenset(
     {
+        "@",
+        "%40",
         "/owa/",
         "/owa/auth/",
         "/ecp/",
@@ -152,7 +157,7 @@ COMMON_TOKENS = frozenset(
 
 # Among the routine parts, those on nearly every line (methods, status 200, the busiest folders).
 VERY_COMMON_TOKENS = frozenset(
-    {"post", "get", "200", "302", "/owa/", "/ecp/", "autodiscover", ".js", ".css", ".aspx"}
+    {"post", "get", "200", "302", "/owa/", "/ecp/", "autodiscover", ".js", ".css", ".aspx", "@", "%40"}
 )
 
 
@@ -304,6 +309,14 @@ def _compile(node: Any) -> tuple[Predicate, Groups]:
         if isinstance(value, SigmaNumber):
             text = str(value.number)
             return (lambda r, k: text in k), _g(_literal_cover(value))
+        if isinstance(value, SigmaRegularExpression):
+            # A regular-expression keyword: searched in the record's text (e.g. a published line pattern
+            # such as Microsoft's ``powershell.*autodiscover\.json.*\@.*200``); no literal of its own.
+            kflags = 0
+            for flag in value.flags:
+                kflags |= {"IGNORECASE": re.I, "MULTILINE": re.M, "DOTALL": re.S}.get(flag.name, 0)
+            krx = re.compile(str(value.regexp), kflags)
+            return (lambda r, k: krx.search(k) is not None), ()
         raise InputError(f"Sigma keyword type {type(value).__name__} is not supported")
     raise InputError(f"Sigma condition element {type(node).__name__} is not supported")
 
