@@ -8,9 +8,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import Connection, create_engine, event, select, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, SQLAlchemyError
 
 from exwatch.config import mask_url
 from exwatch.errors import ConfigError, StoreError
@@ -64,13 +64,83 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Any constant: the PostgreSQL advisory lock that serialises exwatch migrations on one database.
+PG_MIGRATION_LOCK = 0x6578_7761_7463_68  # "exwatch"
+DAMAGED_HINT = (
+    "it is damaged or not an exwatch store: restore it from a backup "
+    "(for SQLite, `sqlite3 FILE .recover` saves what it can); nothing was written"
+)
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Serialise migrations between processes that open the same new store at once.
+
+    SQLite: ``BEGIN EXCLUSIVE`` before Alembic reads the version, so the second process waits (busy
+    timeout) and then finds the schema at head (the sqlite3 driver would otherwise run the DDL in
+    autocommit, and both processes would create the tables). PostgreSQL: a transaction-level
+    advisory lock, released at commit.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN EXCLUSIVE")
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (Alembic, scripts shipped in the package)."""
+    """Bring the schema to the newest revision (Alembic, scripts shipped in the package), in one
+    exclusive transaction, then read one row of every table (a damaged store fails here, not later)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
     try:
         with engine.begin() as connection:
+            _lock_for_migration(connection)
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
+    except DatabaseError as exc:
+        raise damaged(engine, exc) from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open or migrate the store {mask_url(str(engine.url))}: {exc}") from exc
+    check_store(engine, thorough=False)
+
+
+def _driver_message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig if orig is not None else exc).split())[:300]
+
+
+def damaged(engine_or_url: Engine | str | None, exc: BaseException) -> StoreError:
+    """The one-line StoreError for a database error met while reading or writing the store."""
+    where = ""
+    if engine_or_url is not None:
+        url = str(engine_or_url.url) if isinstance(engine_or_url, Engine) else engine_or_url
+        where = f" {mask_url(url)}"
+    message = _driver_message(exc)
+    lowered = message.lower()
+    if "locked" in lowered or "could not connect" in lowered or "connection" in lowered:
+        return StoreError(f"the store{where} cannot be used now ({message}); nothing was written")
+    return StoreError(f"the store{where} cannot be read ({message}): {DAMAGED_HINT}")
+
+
+def check_store(engine: Engine, *, thorough: bool = True) -> None:
+    """Raise a StoreError when the store is damaged.
+
+    ``thorough``: on SQLite, ``PRAGMA quick_check`` (reads every page: about a second per few
+    hundred MB); otherwise, and on PostgreSQL, one row of every exwatch table (a few milliseconds).
+    """
+    from exwatch.fleet.schema import metadata
+
+    try:
+        with engine.connect() as conn:
+            if thorough and conn.dialect.name == "sqlite":
+                rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
+                if rows != ["ok"]:
+                    raise StoreError(
+                        f"the store {mask_url(str(engine.url))} failed SQLite's quick_check "
+                        f"({'; '.join(rows)[:300]}): {DAMAGED_HINT}"
+                    )
+            for table in metadata.sorted_tables:
+                conn.execute(select(text("1")).select_from(table).limit(1)).all()
+    except DatabaseError as exc:
+        raise damaged(engine, exc) from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read the store {mask_url(str(engine.url))}: {exc}") from exc

@@ -83,8 +83,15 @@ class StoreSink:
 
     def __init__(self, url: str | None) -> None:
         from exwatch.fleet import open_store
+        from exwatch.fleet.database import check_store
 
         self.store = open_store(url)
+        # A damaged store is refused before a single request is sent (quick_check on SQLite).
+        try:
+            check_store(self.store.engine, thorough=True)
+        except BaseException:
+            self.store.close()
+            raise
         _lean_sqlite(self.store)
 
     def start(self, params: dict[str, Any], started_at: datetime | None) -> int:
