@@ -19,7 +19,7 @@ from exwatch.errors import ExwatchError, InputError, StoreError
 from exwatch.fleet import Store, open_store
 from exwatch.fleet.metrics import STATES
 from exwatch.report.model import WAVE_ORDER
-from exwatch.web import data, pages
+from exwatch.web import alerts, data, pages
 
 State = Literal["vulnerable", "patched", "mitigated", "unknown", "not_affected"]
 Confidence = Literal["confirmed", "likely", "review"]
@@ -122,6 +122,7 @@ def create_app(store_url: str | None, *, allowed_hosts: Sequence[str] | None = N
 
     register_api(app, store)
     register_pages(app, store)
+    app.include_router(alerts.router)
     return app
 
 
