@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("exwatch.cli.demo", "demo"),
     "serve": ("exwatch.cli.serve", "serve"),
     "cluster": ("exwatch.cli.cluster", "cluster"),
+    "collect": ("exwatch.cli.collect", "collect"),
     "watch": ("exwatch.cli.watch", "watch"),
     "import": ("exwatch.cli.imports", "import_"),
 }

@@ -59,7 +59,7 @@ def adjust_files(files: list[Any], manifest: Manifest, tmp_root: str) -> list[An
         out.append(ev)
     stand_in: Path | None = None
     for item in manifest.listing:
-        if item.get("copied") or item["path"] in present:
+        if item["path"] in present:
             continue
         if stand_in is None:
             stand_in = Path(tmp_root) / "listed-not-copied"
