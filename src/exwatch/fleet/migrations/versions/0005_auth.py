@@ -31,7 +31,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("expires_at", sa.DateTime, nullable=False),
     )
-    op.create_index("ix_web_sessions_user", "web_sessions", ["user_id"])
     op.create_table(
         "web_tokens",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -46,6 +45,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("web_tokens")
-    op.drop_index("ix_web_sessions_user", table_name="web_sessions")
     op.drop_table("web_sessions")
     op.drop_table("web_users")
