@@ -153,9 +153,11 @@ def scan(
     seen = {"done": 0, "total": 0}
     last = [time.monotonic()]
 
-    def on_record(rec: dict[str, Any]) -> None:
+    def on_host(rec: dict[str, Any]) -> None:
         if fmt == "json":
             records.append(rec)
+
+    def on_record(rec: dict[str, Any]) -> None:
         seen["done"] += 1
         if verbosity() >= 1 and time.monotonic() - last[0] >= 5.0:
             last[0] = time.monotonic()
@@ -180,6 +182,7 @@ def scan(
             tags=_parse_tags(tags),
             on_record=on_record,
             on_start=on_start,
+            on_host=on_host,
         )
     summary = result.summary
     if fmt == "json":

@@ -6,7 +6,9 @@ everywhere: machine formats on stdout, messages on stderr, the same exit codes.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -86,6 +88,17 @@ def resolve_db(db_url: str | None) -> str:
         if root.get("db_url"):
             return str(root["db_url"])
     return default_db_url()
+
+
+def quiet_stdout() -> None:
+    """Stdout was closed by its reader (``| head -1``): point it at /dev/null, so that nothing more
+    (not even the flush at exit) raises BrokenPipeError; the command then ends with its own line."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a real file (a test runner's buffer): nothing will be flushed to a pipe
 
 
 def echo_json(obj: Any) -> None:

@@ -11,29 +11,34 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from exwatch.cli.common import (
+    EXIT_FOUND,
     EXIT_INCOMPLETE,
     db_option,
     echo_json,
     format_option,
+    quiet_stdout,
     resolve_db,
     stderr_console,
     verbosity,
 )
 from exwatch.errors import InputError
 from exwatch.scan.engine import Progress as ScanProgress
-from exwatch.scan.engine import ScanOptions, ScanSummary, run_scan
-from exwatch.scan.observation import worst_state
+from exwatch.scan.engine import ScanInterrupted, ScanOptions, ScanSummary, run_scan
+from exwatch.scan.observation import host_fix, wave_ids, worst_state
 from exwatch.scan.targets import parse_ports
 
 CSV_FIELDS = (
+    "host",
     "key",
     "target",
     "address",
     "port",
+    "services",
     "status",
     "error",
     "build",
@@ -44,7 +49,11 @@ CSV_FIELDS = (
     "proxylogon",
     "proxyshell",
     "proxynotshell",
+    "conflict",
     "conflicts",
+    "fix",
+    "kb",
+    "fix_build",
     "time",
 )
 STATE_STYLE = {
@@ -85,50 +94,46 @@ def whole_scan_line(summary: ScanSummary) -> str | None:
     return f"whole scan {summary.scan_id} (every run): {statuses}" + (f"; {waves}" if waves else "")
 
 
+def services_text(rec: dict[str, Any]) -> str:
+    """A host's services in a few words: ``443/https exchange; 80/http unreachable (refused)``."""
+    parts = []
+    for svc in rec.get("services") or []:
+        error = f" ({svc['error']})" if svc.get("error") else ""
+        parts.append(f"{svc.get('port')}/{svc.get('scheme')} {svc.get('status')}{error}")
+    return "; ".join(parts)
+
+
 def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
     row = {k: rec.get(k) for k in CSV_FIELDS if k in rec}
     for wave, v in (rec.get("waves") or {}).items():
         row[wave] = v.get("state")
+    row["services"] = services_text(rec)
     row["conflicts"] = "; ".join(rec.get("conflicts") or [])
+    row["kb"] = rec.get("fix_kb") or ""
     return row
 
 
-def _build_key(build: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in build.split("."))
-    except ValueError:
-        return (0,)
-
-
 def fix_summary(rec: dict[str, Any]) -> str:
-    """The one update that closes every exposed wave of a host, in a few words (the kb's fix data)."""
-    need_su: list[str] = []
-    need_cu: list[str] = []
-    for v in rec["waves"].values():
-        if v.get("state") not in ("vulnerable", "unknown"):
-            continue
-        fix = v.get("fix") or {}
-        if fix.get("security_update"):
-            need_su.append(max(fix["security_update"], key=_build_key))
-        elif fix.get("cumulative_update"):
-            need_cu.append(fix["cumulative_update"])
-    if need_cu:
-        return f"update to CU {max(need_cu, key=_build_key)} or later, then its latest SU"
-    if need_su:
-        return f"install SU: build {max(need_su, key=_build_key)} or later"
-    return ""
+    """The one update that closes every exposed wave of a host (the record's ``fix``, else computed)."""
+    if rec.get("fix"):
+        return str(rec["fix"])
+    return str(host_fix(rec)["fix"])
 
 
 def render_table(summary: ScanSummary, console: Console) -> None:
     """Per-wave counts, then the exposed hosts worst first with the update that fixes each."""
     d = summary.to_dict()
     console.print(
-        f"scan {summary.scan_id}: {summary.scanned} target(s) in {summary.seconds:.1f} s"
+        f"scan {summary.scan_id}: {summary.hosts} host(s), {summary.scanned} service(s) in {summary.seconds:.1f} s"
         + (f", {summary.skipped} done before the resume" if summary.skipped else "")
         + f"  ({', '.join(f'{k} {v}' for k, v in sorted(d['statuses'].items()))})"
     )
     states = ["vulnerable", "unknown", "mitigated", "patched", "not_affected"]
-    table = Table(title="Exchange servers per wave", title_justify="left")
+    chosen = summary.waves_selected
+    title = "Exchange servers per wave" + (
+        f" (exit code and exposed list: {', '.join(chosen)})" if chosen else ""
+    )
+    table = Table(title=title, title_justify="left")
     table.add_column("wave")
     for state in states:
         table.add_column(state, justify="right", style=STATE_STYLE[state])
@@ -146,19 +151,31 @@ def render_table(summary: ScanSummary, console: Console) -> None:
     if not exposed:
         console.print("No exposed Exchange server.")
         return
+    wave_cols = list(summary.waves) or list(wave_ids())
     hosts = Table(title="Exposed hosts (worst first)", title_justify="left")
-    for col in ("host", "build", "source", "proxylogon", "proxyshell", "proxynotshell", "fix"):
+    for col in ("host", "port", "build", "source", *wave_cols):
         hosts.add_column(col, overflow="fold")
-    for rec in exposed[:200]:
+    hosts.add_column("fix", overflow="fold", min_width=30)
+    shown = exposed[:200]
+    for rec in shown:
         cells = []
-        for wave in ("proxylogon", "proxyshell", "proxynotshell"):
+        for wave in wave_cols:
             state = (rec["waves"].get(wave) or {}).get("state", "")
             cells.append(f"[{STATE_STYLE.get(state, '')}]{state}[/]")
         source = (rec.get("build_source") or "") + (" (CU only)" if rec.get("cu_only") else "")
-        hosts.add_row(str(rec["key"]), str(rec.get("build") or "?"), source, *cells, fix_summary(rec))
+        port = str(rec.get("port") or "") + (" (conflict)" if rec.get("conflict") else "")
+        hosts.add_row(
+            escape(str(rec.get("host") or rec["key"])),
+            port,
+            str(rec.get("build") or "?"),
+            source,
+            *cells,
+            escape(fix_summary(rec)),
+        )
     console.print(hosts)
-    if len(exposed) > 200 or summary.exposed_dropped:
-        console.print(f"... and {len(exposed) - 200 + summary.exposed_dropped} more (use --format jsonl)")
+    more = summary.exposed_hosts - len(shown)
+    if more > 0:
+        console.print(f"... and {more} more exposed host(s) (use --format jsonl)")
 
 
 @click.command(
@@ -228,6 +245,21 @@ def render_table(summary: ScanSummary, console: Console) -> None:
     help="Finish an interrupted scan with its stored parameters.",
 )
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Tag every host of this scan (repeatable).")
+@click.option(
+    "--wave",
+    "waves",
+    multiple=True,
+    metavar="W",
+    help="Only these waves decide the exit code and the exposed list (repeatable); every wave is stored.",
+)
+@click.option("--no-store", is_flag=True, help="Do not store the scan (print only; it cannot be resumed).")
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    metavar="DATE",
+    help="Verdicts and fixes with the knowledge of that day (only updates released by then), e.g. 2021-03-10.",
+)
 @format_option("table", "json", "jsonl", "csv")
 @db_option
 def scan(
@@ -248,16 +280,27 @@ def scan(
     yes_large: bool,
     resume: int | None,
     tags: tuple[str, ...],
+    waves: tuple[str, ...],
+    no_store: bool,
+    as_of: str | None,
     fmt: str,
     db_url: str | None,
 ) -> None:
     """Scan Exchange servers: build, per-wave state (ProxyLogon, ProxyShell, ProxyNotShell), fix.
 
-    TARGETS are addresses, CIDRs, ranges (10.0.0.1-10.0.0.9, 10.0.0.1-9), host names, URLs, or files
-    of them. Results go to the store as one snapshot; `--resume SCAN_ID` finishes an interrupted scan.
+    TARGETS are addresses, CIDRs, ranges (10.0.0.1-10.0.0.9, 10.0.0.1-9), host names, host:port,
+    [IPv6]:port, URLs, or files of them. Each (host, port) is stored; the output has one record per host,
+    its ports folded (an Exchange answer outranks a refused or non-Exchange port) and the port that gave
+    the verdict named. Results go to the store as one snapshot; `--resume SCAN_ID` finishes an
+    interrupted scan.
     """
     if resume is None and not targets and not targets_files:
         raise InputError("no target: give TARGET arguments, --targets-file, or --resume SCAN_ID")
+    if resume is not None and no_store:
+        raise InputError("--resume continues a stored scan: it cannot be used with --no-store")
+    wave_list = tuple(
+        dict.fromkeys(w.strip().lower() for item in waves for w in item.split(",") if w.strip())
+    )
     options = ScanOptions(
         ports=parse_ports(ports),
         probe=probe,
@@ -273,9 +316,11 @@ def scan(
         yes_large=yes_large,
         exclude=tuple(exclude),
         targets_files=tuple(str(f) for f in targets_files),
+        waves=wave_list,
+        as_of=as_of,
     )
     options.validate()
-    url = resolve_db(db_url)
+    url = "null:" if no_store else resolve_db(db_url)
     err = stderr_console()
     verbose = verbosity()
     out = Console(width=max(Console().width, 140))
@@ -285,12 +330,13 @@ def scan(
         csv_writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
         csv_writer.writeheader()
 
-    def on_record(rec: dict[str, Any]) -> None:
+    def on_host(rec: dict[str, Any]) -> None:
         if fmt == "jsonl":
             sys.stdout.write(json.dumps(rec, default=str, ensure_ascii=False) + "\n")
             sys.stdout.flush()
         elif fmt == "csv" and csv_writer is not None:
             csv_writer.writerow(_csv_row(rec))
+            sys.stdout.flush()
         elif fmt == "json":
             records.append(rec)
 
@@ -306,8 +352,11 @@ def scan(
         for message in problems:
             err.print(f"exwatch: warning: skipped {message}", markup=False, highlight=False)
         if verbose >= 0:
-            err.print(f"scan {scan_id}: {total:,} target(s), store {url.split('://', 1)[0]}", highlight=False)
+            store = "not stored" if no_store else f"store {url.split('://', 1)[0]}"
+            err.print(f"scan {scan_id}: {total:,} service(s) to try, {store}", highlight=False)
         if show_bar:
+            # The bar draws on stderr only: never take over stdout (redirect_stdout=False), where the
+            # machine formats go, whether or not stdout is the terminal too.
             bar = Progress(
                 TextColumn("scan {task.fields[scan]}"),
                 BarColumn(),
@@ -317,7 +366,9 @@ def scan(
                 ),
                 TimeRemainingColumn(),
                 console=err,
-                transient=False,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
             bar.start()
             task_id = bar.add_task("scan", total=total or None, scan=scan_id, rate=0.0, errors=0, vuln=0)
@@ -348,29 +399,35 @@ def scan(
             url,
             tags=parse_tags(tags),
             resume=resume,
-            on_record=on_record,
             progress=on_progress,
             on_start=on_start,
+            on_host=on_host,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if bar is not None:
             bar.stop()
-        scan_id = started.get("id")
-        hint = f": finish it with `exwatch scan --resume {scan_id}`" if scan_id is not None else ""
-        click.echo(f"exwatch: interrupted; finished hosts are stored{hint}", err=True)
-        click.get_current_context().exit(EXIT_INCOMPLETE)
+        stopped(exc, started.get("id"), no_store)
+        return
     if bar is not None:
         bar.stop()
-    if fmt == "json":
-        echo_json(
-            {"summary": summary.to_dict(), "hosts": sorted(records, key=lambda r: (worst_state(r), r["key"]))}
-        )
-    elif fmt == "table":
-        render_table(summary, out)
+    try:
+        if fmt == "json":
+            echo_json(
+                {
+                    "summary": summary.to_dict(),
+                    "hosts": sorted(records, key=lambda r: (worst_state(r), r["key"])),
+                }
+            )
+        elif fmt == "table":
+            render_table(summary, out)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
     if verbose >= 0 and fmt != "table":
         d = summary.to_dict()
         err.print(
-            f"scan {summary.scan_id}: {summary.scanned:,} target(s) in {summary.seconds:.1f} s; "
+            f"scan {summary.scan_id}: {summary.hosts:,} host(s), {summary.scanned:,} service(s) in "
+            f"{summary.seconds:.1f} s; "
             + ", ".join(f"{k} {v}" for k, v in sorted(d["statuses"].items()))
             + f"; {summary.vulnerable} vulnerable host(s)",
             highlight=False,
@@ -379,3 +436,21 @@ def scan(
         if whole is not None:
             err.print(whole, markup=False, highlight=False)
     click.get_current_context().exit(summary.exit_code)
+
+
+def stopped(exc: KeyboardInterrupt, scan_id: int | None, no_store: bool) -> None:
+    """A scan stopped by Ctrl-C or a closed output: one line, and the exit code of what it found."""
+    summary = exc.summary if isinstance(exc, ScanInterrupted) else None
+    reason = exc.reason if isinstance(exc, ScanInterrupted) else "interrupted"
+    if reason == "output closed":
+        quiet_stdout()
+    found = summary is not None and summary.vulnerable > 0
+    if no_store:
+        kept = "nothing stored (--no-store)"
+    elif scan_id is None:
+        kept = "nothing stored"
+    else:
+        kept = f"finished hosts are stored: finish it with `exwatch scan --resume {scan_id}`"
+    what = f"; {summary.vulnerable} vulnerable host(s) so far" if summary is not None else ""
+    click.echo(f"exwatch: {reason}; {kept}{what}", err=True)
+    click.get_current_context().exit(EXIT_FOUND if found else EXIT_INCOMPLETE)

@@ -13,7 +13,15 @@ from exwatch.cluster.connect import require_distributed, worker_threads
 from exwatch.cluster.shards import Scope, Shard, iter_shards, shard_budget, shard_options
 from exwatch.cluster.tasks import scan_shard
 from exwatch.errors import InputError
-from exwatch.scan.engine import ScanOptions, ScanSummary, build_target_set, target_stream
+from exwatch.scan.engine import (
+    ScanOptions,
+    ScanSummary,
+    build_target_set,
+    finish_host,
+    no_target_message,
+    target_stream,
+)
+from exwatch.scan.fold import HostFolder
 from exwatch.scan.observation import unreachable_record
 from exwatch.scan.sink import open_sink
 from exwatch.scan.targets import Target, TargetSet
@@ -71,6 +79,7 @@ def cluster_scan(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int, list[str]], None] | None = None,
     task: ShardTask = scan_shard,
+    on_host: Callable[[dict[str, Any]], None] | None = None,
 ) -> ClusterScanResult:
     """Scan ``targets`` across the workers of ``client``; one observation per target in ONE stored scan.
 
@@ -79,7 +88,9 @@ def cluster_scan(
     (a dead worker's tasks are rescheduled); if it still fails its targets are stored as unreachable
     with error class ``worker``, and a shard past its wall-clock budget with ``budget``: never lost.
     ``shard_timeout`` overrides that budget (seconds from submission). ``task`` is the worker
-    function (tests pass one that fails on purpose).
+    function (tests pass one that fails on purpose). ``on_record`` gets each service record,
+    ``on_host`` each host record (its services folded, as ``exwatch scan`` prints them); the summary
+    counts hosts. A target list with nothing to scan is an InputError before anything is stored.
     """
     distributed = require_distributed()
     options = options or ScanOptions()
@@ -90,6 +101,8 @@ def cluster_scan(
     tset = build_target_set(targets, options)
     total, problems = tset.check(options.yes_large)
     messages = [p.message for p in problems]
+    if total == 0:
+        raise InputError(no_target_message(tset, messages))
     scope = Scope(options.exclude)
     threads = worker_threads(client)
     window = in_flight or max(2, threads)
@@ -105,6 +118,15 @@ def cluster_scan(
     )
     summary = result.summary
     summary.problems = messages
+    summary.waves_selected = tuple(options.waves)
+    folder = HostFolder()
+
+    def emit(hosts: list[dict[str, Any]], *, show: bool = True) -> None:
+        for host in hosts:
+            summary.add(finish_host(host))
+            if show and on_host is not None:
+                on_host(host)
+
     sink = open_sink(store_url)
     try:
         params = {
@@ -121,13 +143,14 @@ def cluster_scan(
         t0 = time.monotonic()
 
         def take(records: list[dict[str, Any]]) -> None:
+            if records:
+                sink.add(scan_id, records)
             for rec in records:
-                summary.add(rec)
+                summary.add_service(rec)
                 summary.requests += int(rec.get("requests") or 0)
                 if on_record is not None:
                     on_record(rec)
-            if records:
-                sink.add(scan_id, records)
+                emit(folder.add(rec))
 
         def give_up(targets_: list[Target], error: str) -> None:
             now = datetime.now(UTC)
@@ -149,6 +172,8 @@ def cluster_scan(
                         exhausted = True
                         break
                     result.shards += 1
+                    for t in (*shard.excluded, *shard.targets):
+                        emit(folder.expect(t.key, t.host_id))
                     if shard.excluded:
                         result.excluded += len(shard.excluded)
                         now = datetime.now(UTC)
@@ -196,10 +221,12 @@ def cluster_scan(
                         future.cancel()
                         result.failed_shards += 1
                         give_up(item.shard.targets, "budget")
-        except KeyboardInterrupt:
+            emit(folder.finish())
+        except BaseException:
             summary.interrupted = True
             for future in pending:
                 future.cancel()
+            emit(folder.finish(), show=False)  # counted (the exit code), not printed
             raise
         finally:
             summary.seconds = time.monotonic() - t0

@@ -21,14 +21,15 @@ import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from exwatch.errors import InputError
 from exwatch.scan.fingerprint import Fingerprinter, cert_names
-from exwatch.scan.observation import builds_for_cu, host_record, known_build
+from exwatch.scan.fold import HostFolder, host_of
+from exwatch.scan.observation import builds_for_cu, host_fix, host_record, known_build
 from exwatch.scan.probes import (
     PROBE_WAVES,
     PROXYSHELL_MAPI_REQUEST,
@@ -381,6 +382,8 @@ class ScanOptions:
     targets_files: tuple[str, ...] = ()
     batch_size: int = 500
     flush_interval: float = 1.0
+    waves: tuple[str, ...] = ()  # waves that decide the exit code and the exposed list (): every wave
+    as_of: str | None = None  # ISO date: verdicts with the knowledge of that day (None: today)
 
     def to_params(self) -> dict[str, Any]:
         """A JSON-ready form (paths made absolute so that a resume from elsewhere finds them)."""
@@ -397,7 +400,7 @@ class ScanOptions:
         kwargs = {k: v for k, v in data.items() if k in known}
         if "ports" in kwargs:
             kwargs["ports"] = parse_ports(",".join(kwargs["ports"]))
-        for key in ("exclude", "targets_files"):
+        for key in ("exclude", "targets_files", "waves"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
@@ -414,6 +417,24 @@ class ScanOptions:
             raise InputError("--max-body must be at least 1024 bytes")
         if not 0 <= self.retries <= 5:
             raise InputError("--retries must be between 0 and 5")
+        if self.waves:
+            from exwatch.scan.observation import wave_ids
+
+            known = wave_ids()
+            bad = [w for w in self.waves if w not in known]
+            if bad:
+                raise InputError(f"unknown wave {bad[0]!r} for --wave; valid: {', '.join(known)}")
+        if self.as_of is not None:
+            self.as_of_date()
+
+    def as_of_date(self) -> date | None:
+        """``as_of`` as a date (InputError for a bad one)."""
+        if self.as_of is None:
+            return None
+        try:
+            return date.fromisoformat(str(self.as_of).strip())
+        except ValueError:
+            raise InputError(f"--as-of {self.as_of!r} is not a date (YYYY-MM-DD)") from None
 
 
 @dataclass
@@ -440,86 +461,109 @@ class Progress:
         return (self.total - self.done) / self.rate
 
 
+EXPOSED_FIELDS = (
+    "key",
+    "host",
+    "target",
+    "address",
+    "port",
+    "name",
+    "build",
+    "build_source",
+    "cu_only",
+    "product",
+    "cu",
+    "fe_server",
+    "waves",
+    "services",
+    "conflict",
+    "fix",
+    "fix_build",
+    "fix_kb",
+)
+
+
 @dataclass
 class ScanSummary:
-    """What a scan found: counts per status, per wave and state, errors, the exposed hosts."""
+    """What a scan found, per host (its services folded): counts per status, per wave and state,
+    errors, the exposed hosts (a list capped at ``MAX_EXPOSED``; every count comes from counters).
+
+    ``waves_selected`` (``--wave``): the waves that decide the exit code and the exposed list; empty
+    means every wave. The per-wave counts cover every wave whatever the selection.
+    """
 
     scan_id: int
     total: int = 0
-    scanned: int = 0
+    scanned: int = 0  # services (host, port) scanned
     skipped: int = 0
     seconds: float = 0.0
     requests: int = 0
+    hosts: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     waves: dict[str, Counter[str]] = field(default_factory=dict)
     conflicts: int = 0
     exposed: list[dict[str, Any]] = field(default_factory=list)
     exposed_dropped: int = 0
+    exposed_hosts: int = 0
+    vulnerable_hosts: int = 0
+    unknown_hosts: int = 0
+    incomplete_hosts: int = 0
     problems: list[str] = field(default_factory=list)
     interrupted: bool = False
+    stop_reason: str | None = None
     peak_in_flight: int = 0
+    waves_selected: tuple[str, ...] = ()
     whole: ScanTotals | None = None  # a resumed scan: the stored counts of every run of it
 
     MAX_EXPOSED = 10_000
 
-    def add(self, rec: Mapping[str, Any]) -> None:
-        """Count one record; keep a short form of it if a wave is exposed."""
+    def add_service(self, rec: Mapping[str, Any]) -> None:
+        """Count one service record (the progress of the scan)."""
         self.scanned += 1
-        self.statuses[str(rec.get("status"))] += 1
+
+    def _chosen(self, wave: str) -> bool:
+        return not self.waves_selected or wave in self.waves_selected
+
+    def add(self, rec: Mapping[str, Any]) -> None:
+        """Count one host record (folded); keep a short form of it if a chosen wave is exposed."""
+        self.hosts += 1
+        status = str(rec.get("status"))
+        self.statuses[status] += 1
         if rec.get("error"):
             self.errors[str(rec["error"])] += 1
-        exposed = False
+        self.conflicts += bool(rec.get("conflict"))
+        vulnerable = unknown = False
         for wave, v in (rec.get("waves") or {}).items():
             state = str(v.get("state"))
             self.waves.setdefault(wave, Counter())[state] += 1
-            exposed = exposed or state in ("vulnerable", "unknown")
-            self.conflicts += bool(v.get("conflict"))
-        if exposed and rec.get("status") == "exchange":
+            if status == "exchange" and self._chosen(wave):
+                vulnerable = vulnerable or state == "vulnerable"
+                unknown = unknown or state == "unknown"
+        self.vulnerable_hosts += vulnerable
+        self.unknown_hosts += unknown
+        self.incomplete_hosts += status == "unreachable" or unknown
+        if vulnerable or unknown:
+            self.exposed_hosts += 1
             if len(self.exposed) < self.MAX_EXPOSED:
-                self.exposed.append(
-                    {
-                        k: rec.get(k)
-                        for k in (
-                            "key",
-                            "target",
-                            "address",
-                            "port",
-                            "name",
-                            "build",
-                            "build_source",
-                            "cu_only",
-                            "product",
-                            "cu",
-                            "fe_server",
-                            "waves",
-                        )
-                    }
-                )
+                self.exposed.append({k: rec.get(k) for k in EXPOSED_FIELDS})
             else:
                 self.exposed_dropped += 1
 
     @property
     def vulnerable(self) -> int:
-        """Hosts with at least one vulnerable wave (counted per wave: the largest wave count)."""
-        return sum(
-            1 for e in self.exposed if any(v.get("state") == "vulnerable" for v in e["waves"].values())
-        ) + (self.exposed_dropped)
+        """Hosts with at least one chosen wave vulnerable."""
+        return self.vulnerable_hosts
 
     @property
     def incomplete(self) -> int:
-        """Targets unreachable, or with a wave whose state is unknown."""
-        unknown = sum(
-            1 for e in self.exposed if any(v.get("state") == "unknown" for v in e["waves"].values())
-        )
-        return self.statuses.get("unreachable", 0) + unknown
+        """Hosts unreachable, or Exchange with a chosen wave whose state is unknown."""
+        return self.incomplete_hosts
 
     @property
     def exit_code(self) -> int:
-        """1 if any host is vulnerable; 3 if none but some are unreachable or unknown; else 0.
-
-        For a resumed scan the hosts stored by its earlier runs count too (``whole``).
-        """
+        """1 if any host is vulnerable; 3 if none but some are unreachable or unknown (or the scan was
+        stopped before its end); else 0. For a resumed scan the hosts its earlier runs stored count too."""
         whole = self.whole
         if self.vulnerable or (whole is not None and whole.vulnerable):
             return 1
@@ -533,6 +577,8 @@ class ScanSummary:
             "scan_id": self.scan_id,
             "total": self.total,
             "scanned": self.scanned,
+            "services": self.scanned,
+            "hosts": self.hosts,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
             "hosts_per_second": round(self.scanned / self.seconds, 1) if self.seconds else None,
@@ -540,12 +586,28 @@ class ScanSummary:
             "statuses": dict(self.statuses),
             "errors": dict(self.errors),
             "waves": {w: dict(c) for w, c in self.waves.items()},
+            "waves_selected": list(self.waves_selected),
             "conflicts": self.conflicts,
-            "vulnerable_hosts": self.vulnerable,
+            "vulnerable_hosts": self.vulnerable_hosts,
+            "unknown_hosts": self.unknown_hosts,
+            "exposed_hosts": self.exposed_hosts,
+            "incomplete_hosts": self.incomplete_hosts,
             "problems": self.problems,
             "interrupted": self.interrupted,
             "whole_scan": self.whole.to_dict() if self.whole is not None else None,
         }
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """The scan stopped before its end (Ctrl-C, or its output closed); ``summary`` has what it found.
+
+    What finished is stored. A KeyboardInterrupt, so that callers that only catch that still do.
+    """
+
+    def __init__(self, summary: ScanSummary, reason: str = "interrupted") -> None:
+        super().__init__(reason)
+        self.summary = summary
+        self.reason = reason
 
 
 class RateLimiter:
@@ -656,15 +718,19 @@ class Scanner:
         on_record: Callable[[dict[str, Any]], None] | None = None,
         progress: Callable[[Progress], None] | None = None,
         total: int = 0,
+        on_host: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.options = options
+        self.on_host = on_host
+        self.folder = HostFolder()
+        self.as_of = options.as_of_date()
         self.sink = sink
         self.scan_id = scan_id
         self.scan_time = scan_time
         self.tags = dict(tags or {})
         self.on_record = on_record
         self.progress = progress
-        self.summary = ScanSummary(scan_id, total=total)
+        self.summary = ScanSummary(scan_id, total=total, waves_selected=tuple(options.waves))
         self.seen = SeenTargets()
         self.exclusions = _exclusions(options.exclude)
         self.tls = client_tls_context()
@@ -865,6 +931,7 @@ class Scanner:
             cert_sha256=sha,
             when=self._now(),
             extra_tags=self.tags,
+            as_of=self.as_of,
         )
         if state.conn is not None:
             rec["requests"] = state.conn.requests
@@ -897,6 +964,7 @@ class Scanner:
                     if skipped % 1000 == 0:
                         await asyncio.sleep(0)
                     continue
+                self.emit_hosts(self.folder.expect(target.key, target.host_id))
                 await queue.put(target)
             for _ in range(workers_n):
                 await queue.put(None)
@@ -912,10 +980,11 @@ class Scanner:
                     rec = await self.scan_target(target)
                 finally:
                     self._in_flight -= 1
-                self.summary.add(rec)
+                self.summary.add_service(rec)
                 if self.on_record is not None:
                     self.on_record(rec)
                 await out.put(rec)
+                self.emit_hosts(self.folder.add(rec))
 
         async def writer() -> None:
             batch: list[dict[str, Any]] = []
@@ -950,8 +1019,12 @@ class Scanner:
                 tg.create_task(producer())
                 for _ in range(workers_n):
                     tg.create_task(worker())
-        except asyncio.CancelledError:
+            self.emit_hosts(self.folder.finish())
+        except BaseException:
+            # Stopped before the end: count the hosts whose services finished (not printed again).
             self.summary.interrupted = True
+            for host in self.folder.finish():
+                self.summary.add(finish_host(host))
             raise
         finally:
             if ticker_task is not None:
@@ -962,6 +1035,14 @@ class Scanner:
             if self.progress:
                 self._report(loop)
         return self.summary
+
+    def emit_hosts(self, hosts: list[dict[str, Any]]) -> None:
+        """Count and hand over host records folded from their services."""
+        for host in hosts:
+            finish_host(host)
+            self.summary.add(host)
+            if self.on_host is not None:
+                self.on_host(host)
 
     async def _drain(self, out: asyncio.Queue[Any], writer_task: asyncio.Task[None]) -> None:
         if not writer_task.done():
@@ -982,6 +1063,13 @@ class Scanner:
                 requests=s.requests,
             )
         )
+
+
+def finish_host(host: dict[str, Any]) -> dict[str, Any]:
+    """Complete a folded host record: its host id and the one fix that closes every open wave."""
+    host["host"] = host_of(host)
+    host.update(host_fix(host))
+    return host
 
 
 def _exclusions(items: Iterable[str]) -> Exclusions:
@@ -1016,6 +1104,15 @@ def target_stream(tset: TargetSet, options: ScanOptions) -> Iterator[Target]:
     return window_shuffle(expand(tset.specs(), tset.ports, rng), rng)
 
 
+def no_target_message(tset: TargetSet, messages: list[str]) -> str:
+    """The one line for a target list that yields nothing to scan."""
+    if messages:
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        return f"nothing to scan: {messages[0]}{more}"
+    files = ", ".join(str(f) for f in tset.files) or ", ".join(tset.items)
+    return f"nothing to scan: {files or 'no target'} names no target"
+
+
 async def scan_async(
     targets: Iterable[str] | TargetSet,
     options: ScanOptions | None = None,
@@ -1027,8 +1124,18 @@ async def scan_async(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, int, list[str]], None] | None = None,
+    on_host: Callable[[dict[str, Any]], None] | None = None,
 ) -> ScanSummary:
     """The asyncio form of :func:`run_scan`."""
+    if resume is None:
+        # The targets are checked before the store is opened: nothing scannable, nothing stored.
+        options = options or ScanOptions()
+        options.validate()
+        tset = build_target_set(targets, options)
+        total, problems = await asyncio.to_thread(tset.check, options.yes_large)
+        messages = [p.message for p in problems]
+        if total == 0:
+            raise InputError(no_target_message(tset, messages))
     sink = open_sink(store_url)
     try:
         done: set[str] = set()
@@ -1040,12 +1147,11 @@ async def scan_async(
             if params.get("scan_time"):
                 scan_time = datetime.fromisoformat(params["scan_time"])
             done = await asyncio.to_thread(sink.done_keys, resume)
-        options = options or ScanOptions()
-        options.validate()
-        tset = build_target_set(targets, options)
-        # One pass before anything is sent: the /16 guard, bad lines, the total for the progress bar.
-        total, problems = await asyncio.to_thread(tset.check, options.yes_large)
-        messages = [p.message for p in problems]
+            options.validate()
+            tset = build_target_set(targets, options)
+            total, problems = await asyncio.to_thread(tset.check, options.yes_large)
+            messages = [p.message for p in problems]
+        assert options is not None
         if resume is None:
             params = {
                 "targets": list(tset.items),
@@ -1067,9 +1173,21 @@ async def scan_async(
             on_record=on_record,
             progress=progress,
             total=total,
+            on_host=on_host,
         )
         scanner.summary.problems = messages
-        summary = await scanner.run(target_stream(tset, options), done)
+        try:
+            summary = await scanner.run(target_stream(tset, options), done)
+        except asyncio.CancelledError:
+            raise ScanInterrupted(scanner.summary, "interrupted") from None
+        except BaseExceptionGroup as group:
+            if group.subgroup(BrokenPipeError) is not None:
+                raise ScanInterrupted(scanner.summary, "output closed") from None
+            if group.subgroup(KeyboardInterrupt) is not None:
+                raise ScanInterrupted(scanner.summary, "interrupted") from None
+            raise
+        except BrokenPipeError:
+            raise ScanInterrupted(scanner.summary, "output closed") from None
         finished = scan_time + timedelta(seconds=summary.seconds) if scan_time else None
         await asyncio.to_thread(sink.finish, scan_id, finished)
         if resume is not None:
@@ -1091,8 +1209,14 @@ def run_scan(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, int, list[str]], None] | None = None,
+    on_host: Callable[[dict[str, Any]], None] | None = None,
 ) -> ScanSummary:
     """Scan ``targets`` and store one observation per target; a plain synchronous call.
+
+    ``on_record`` gets each service (host, port) record as stored; ``on_host`` each host record, its
+    services folded (:mod:`exwatch.scan.fold`), with ``fix``. A target list with nothing to scan is an
+    InputError before anything is stored; a scan stopped by Ctrl-C (or by ``on_host`` raising
+    BrokenPipeError) raises :class:`ScanInterrupted` with the summary so far (what finished is stored).
 
     ``store_url``: a store URL (None: the default store; ``memory:`` keeps records in memory).
     ``scan_time`` dates the snapshot (the demo simulates scans in the past). ``resume``: a scan id
@@ -1109,6 +1233,7 @@ def run_scan(
         on_record=on_record,
         progress=progress,
         on_start=on_start,
+        on_host=on_host,
     )
     try:
         asyncio.get_running_loop()

@@ -33,6 +33,7 @@ from typing import Any
 __all__ = [
     "EXPOSURE",
     "SERVICE_RANK",
+    "HostFolder",
     "builds_disagree",
     "fold_services",
     "host_of",
@@ -186,3 +187,75 @@ def _fold_waves(voters: list[Mapping[str, Any]]) -> dict[str, Any]:
             entry["port"] = best[2].get("port")
             out[w] = entry
     return out
+
+
+class _Pending:
+    __slots__ = ("closed", "records", "remaining")
+
+    def __init__(self) -> None:
+        self.records: list[Mapping[str, Any]] = []
+        self.remaining = 0
+        self.closed = False
+
+
+class HostFolder:
+    """Fold a stream of service records into host records as soon as each host is complete.
+
+    The scan announces each service before it is scanned (:meth:`expect`, in stream order, where a
+    host's services come together); a host is folded when the stream has moved past it and all its
+    announced services came back (:meth:`add`). :meth:`finish` folds what is left (the stream's end, or
+    an interruption: a host then folds over the services that finished). Memory: the services in flight.
+    """
+
+    def __init__(self) -> None:
+        self._host_of: dict[str, str] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._last: str | None = None
+
+    def expect(self, key: str, host: str) -> list[dict[str, Any]]:
+        """A service (its record key) of ``host`` is about to be scanned; returns hosts now complete."""
+        ready: list[dict[str, Any]] = []
+        if self._last is not None and host != self._last:
+            ready.extend(self._close(self._last))
+        self._last = host
+        self._host_of[key] = host
+        pending = self._pending.setdefault(host, _Pending())
+        pending.closed = False
+        pending.remaining += 1
+        return ready
+
+    def add(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A service record came back; returns the host record if its host is now complete."""
+        host = self._host_of.pop(str(record.get("key")), None)
+        if host is None:  # never announced: a host of its own
+            return [fold_services([record])]
+        pending = self._pending[host]
+        pending.records.append(record)
+        pending.remaining -= 1
+        if pending.closed and pending.remaining == 0:
+            del self._pending[host]
+            return [fold_services(pending.records)]
+        return []
+
+    def _close(self, host: str) -> list[dict[str, Any]]:
+        pending = self._pending.get(host)
+        if pending is None:
+            return []
+        pending.closed = True
+        if pending.remaining == 0:
+            del self._pending[host]
+            return [fold_services(pending.records)] if pending.records else []
+        return []
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Fold every host still open over the services that came back (and forget them)."""
+        out = [fold_services(p.records) for p in self._pending.values() if p.records]
+        self._pending.clear()
+        self._host_of.clear()
+        self._last = None
+        return out
+
+    @property
+    def open_hosts(self) -> int:
+        """Hosts announced but not folded yet."""
+        return len(self._pending)

@@ -8,8 +8,9 @@ tags, time, key, plus a few extras (scheme, product, cu, approximate, conflicts,
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from datetime import datetime
+import re
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
 from typing import Any
 
 from exwatch.errors import BuildError
@@ -39,10 +40,10 @@ def wave_ids() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _verdict(build: str) -> Any:
+def _verdict(build: str, as_of: date | None = None) -> Any:
     from exwatch import kb
 
-    return kb.verdict(build)
+    return kb.verdict(build, as_of=as_of)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -69,14 +70,15 @@ def known_build(build: str) -> bool:
 
 
 def build_verdict(
-    build: str | None,
+    build: str | None, as_of: date | None = None
 ) -> tuple[dict[str, tuple[str, str, Any, str | None]], dict[str, Any]]:
-    """Per wave (state, reason, fix, state of the probed CVE) from the kb, and product facts."""
+    """Per wave (state, reason, fix, state of the probed CVE) from the kb (with the knowledge of
+    ``as_of``, None: today), and product facts."""
     waves = wave_ids()
     if not build:
         return {w: ("unknown", "no build could be learnt from outside", None, None) for w in waves}, {}
     try:
-        v = _verdict(build)
+        v = _verdict(build, as_of)
     except BuildError as exc:
         return {w: ("unknown", f"build {build!r} is not understood: {exc}", None, None) for w in waves}, {}
     as_dict = v.to_dict()
@@ -104,8 +106,9 @@ def host_record(
     cert_sha256: str | None,
     when: datetime,
     extra_tags: Mapping[str, str] | None = None,
+    as_of: date | None = None,
 ) -> dict[str, Any]:
-    """Assemble the observation record of one target."""
+    """Assemble the observation record of one target (verdicts with the knowledge of ``as_of``)."""
     tags = {**dict(extra_tags or {}), **dict(target.tags)}
     rec: dict[str, Any] = {
         "key": target.key,
@@ -155,7 +158,7 @@ def host_record(
         cu_only=fp.cu_only if fp.build else None,
         approximate=fp.approximate if fp.build else None,
     )
-    verdicts, facts = build_verdict(fp.build)
+    verdicts, facts = build_verdict(fp.build, as_of)
     rec["product"] = facts.get("product")
     rec["cu"] = facts.get("cu")
     for w in waves:
@@ -189,3 +192,94 @@ def worst_state(rec: Mapping[str, Any]) -> tuple[int, ...]:
         for v in (waves.get(w) for w in wave_ids())
     ]
     return (min(per_wave, default=9), *per_wave)
+
+
+# -- one fix per host ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _entries() -> dict[str, Any]:
+    from exwatch import kb
+
+    return {str(e.build): e for e in kb.catalogue()}
+
+
+def _key(build: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in build.split("."))
+    except ValueError:
+        return (0,)
+
+
+_TARGET_BUILD = re.compile(r"\((\d+\.\d+\.\d+\.\d+)\) or later")
+
+
+def _wave_target(fix: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """The lowest build that closes one wave (and whether it is a CU's release build, to be followed by
+    that CU's latest SU), from the kb's fix: this CU's SU, else the first later CU containing the fix,
+    else the build the kb's sentence names (the newest CU that received the update, and its SU)."""
+    if fix.get("security_update"):
+        return max((str(b) for b in fix["security_update"]), key=_key), False
+    if fix.get("cumulative_update"):
+        return str(fix["cumulative_update"]), True
+    m = _TARGET_BUILD.search(str(fix.get("text") or ""))
+    if m:
+        return m.group(1), False
+    return None
+
+
+def host_fix(rec: Mapping[str, Any], waves: Iterable[str] | None = None) -> dict[str, Any]:
+    """The one update that closes every open wave of a host (vulnerable or unknown), from the kb's fixes.
+
+    Returns ``{"fix": sentence, "fix_build": build or None, "fix_kb": "KB..." or None}``; the sentence is
+    never empty for an exposed host: without a known fixing build it says what is missing (the build, or
+    an update not released yet). ``waves``: only these waves (None: every wave of the record).
+    """
+    chosen = set(waves) if waves else None
+    open_waves = {
+        w: v
+        for w, v in (rec.get("waves") or {}).items()
+        if isinstance(v, Mapping)
+        and v.get("state") in ("vulnerable", "unknown")
+        and (chosen is None or w in chosen)
+    }
+    if not open_waves:
+        return {"fix": "", "fix_build": None, "fix_kb": None}
+    targets: list[tuple[str, bool]] = []
+    missing: list[str] = []
+    for w, v in open_waves.items():
+        target = _wave_target(v.get("fix") or {})
+        if target is None:
+            text = str((v.get("fix") or {}).get("text") or "").strip()
+            missing.append(f"{w}: {text}" if text else f"{w}: no fix is known")
+        else:
+            targets.append(target)
+    if not targets:
+        if not rec.get("build"):
+            return {
+                "fix": "Learn the exact build first (ExSetup.exe's file version on the server), then "
+                "install the latest CU and its latest SU. " + " ".join(missing),
+                "fix_build": None,
+                "fix_kb": None,
+            }
+        return {"fix": " ".join(missing), "fix_build": None, "fix_kb": None}
+    build, is_cu = max(targets, key=lambda t: (_key(t[0]), not t[1]))
+    entry = _entries().get(build)
+    kb_id = entry.kb if entry is not None and entry.kb else None
+    kb_text = f", {kb_id}" if kb_id else ""
+    same_cu = bool(rec.get("build")) and _key(str(rec["build"]))[:3] == _key(build)[:3]
+    if entry is None:
+        text = f"Update to build {build} or later" + (", then install that CU's latest SU" if is_cu else "")
+    elif is_cu:
+        text = f"Update to {entry.product} {entry.cu} (build {build}{kb_text}) or later, then its latest SU"
+    elif entry.su_name and same_cu:
+        text = f"Install {entry.su_name} ({entry.product} {entry.cu}{kb_text}): build {build} or later"
+    elif entry.su_name:
+        text = f"Update to {entry.product} {entry.cu} and install {entry.su_name}{kb_text}: build {build} or later"
+    else:
+        text = f"Update to {entry.product} {entry.cu}{kb_text}: build {build} or later"
+    names = ", ".join(sorted(open_waves))
+    text += f"; closes {names}."
+    if missing:
+        text += " Also: " + " ".join(missing)
+    return {"fix": text, "fix_build": build, "fix_kb": kb_id}

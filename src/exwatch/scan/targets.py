@@ -27,6 +27,9 @@ HTTP_PORTS = frozenset({80, 8000, 8008, 8080})
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?$")
 _TAG = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,63})=(.{0,256})$")
 _SHORT_RANGE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
+# host:port (an IPv4 address or a name) and [IPv6]:port, [IPv6] alone
+_HOST_PORT = re.compile(r"^([^:\[\]/]+):(\d{1,5})$")
+_V6_PORT = re.compile(r"^\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\](?::(\d{1,5}))?$")
 
 
 class TargetError(InputError):
@@ -49,6 +52,11 @@ class Target:
     text: str
     tags: tuple[tuple[str, str], ...] = ()
     name: str | None = None  # a host name (SNI and Host header); None for addresses
+
+    @property
+    def host_id(self) -> str:
+        """The host this service belongs to within one scan: the name given, else the address."""
+        return self.name or self.host
 
     @property
     def key(self) -> str:
@@ -163,6 +171,9 @@ def _parse_head(head: str, source: str, line: int) -> Spec:
     ip = _ip_int(head)
     if ip is not None:
         return Spec("address", ip[0], ip[0], ip[1], int_to_ip(*ip))
+    host_port = _host_port(head, source, line)
+    if host_port is not None:
+        return host_port
     if "/" in head:
         try:
             net = ipaddress.ip_network(head, strict=False)
@@ -184,6 +195,34 @@ def _parse_head(head: str, source: str, line: int) -> Spec:
     if _HOSTNAME.match(head) and not head.replace(".", "").isdigit():
         return Spec("name", host=head.rstrip(".").lower())
     raise TargetError(f"not an address, CIDR, range, host name or URL: {head[:60]!r}", source, line)
+
+
+def _host_port(head: str, source: str, line: int) -> Spec | None:
+    """``host:port``, ``[v6]:port`` or ``[v6]``: one service (the scheme follows the port: 80, 8000,
+    8008 and 8080 speak http, the rest https); None if ``head`` has neither form."""
+    m = _V6_PORT.match(head)
+    if m:
+        host, port_text = m.group(1), m.group(2)
+        ip = _ip_int(host.split("%", 1)[0])
+        if ip is None or ip[1] != 6:
+            raise TargetError(f"bad IPv6 address in {head[:60]!r}", source, line)
+        if port_text is None:
+            return Spec("address", ip[0], ip[0], 6, int_to_ip(*ip))
+    else:
+        m = _HOST_PORT.match(head)
+        if not m:
+            return None
+        host, port_text = m.group(1), m.group(2)
+        ip = _ip_int(host)
+        if ip is None and (not _HOSTNAME.match(host) or host.replace(".", "").isdigit()):
+            raise TargetError(f"bad host in {head[:60]!r} (host:port or [IPv6]:port)", source, line)
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise TargetError(f"bad port {port} in {head[:60]!r}", source, line)
+    scheme = "http" if port in HTTP_PORTS else "https"
+    if ip is not None:
+        return Spec("url", ip[0], ip[0], ip[1], int_to_ip(*ip), port, scheme)
+    return Spec("url", host=host.rstrip(".").lower(), port=port, scheme=scheme)
 
 
 # -- reading files ----------------------------------------------------------------------------
@@ -368,21 +407,79 @@ def expand(
                 yield Target(host, p.number, p.scheme, spec.text, spec.tags, None)
 
 
+def host_groups(targets: Iterable[Target]) -> Iterator[list[Target]]:
+    """Consecutive targets of one host (its ports) as one list."""
+    group: list[Target] = []
+    for target in targets:
+        if group and target.host_id != group[-1].host_id:
+            yield group
+            group = []
+        group.append(target)
+    if group:
+        yield group
+
+
 def window_shuffle(items: Iterable[Target], rng: random.Random, window: int = 4096) -> Iterator[Target]:
-    """Shuffle a stream with bounded memory: keep ``window`` items, emit a random one as each arrives."""
-    buf: list[Target] = []
-    for item in items:
+    """Shuffle a stream with bounded memory: keep ``window`` hosts, emit a random one as each arrives.
+
+    A host's ports stay together (in their order), so that the scan can fold a host's services as soon
+    as they are done.
+    """
+    buf: list[list[Target]] = []
+    for group in host_groups(items):
         if len(buf) < window:
-            buf.append(item)
+            buf.append(group)
             continue
         i = rng.randrange(window)
-        buf[i], item = item, buf[i]
-        yield item
+        buf[i], group = group, buf[i]
+        yield from group
     rng.shuffle(buf)
-    yield from buf
+    for group in buf:
+        yield from group
 
 
 # -- scope ------------------------------------------------------------------------------------
+
+
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(address: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, if any: IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible
+    (``::a.b.c.d``, deprecated), 6to4 (``2002:AABB:CCDD::/48``), NAT64 (``64:ff9b::/96`` of RFC 6052 and
+    the local-use ``64:ff9b:1::/48`` of RFC 8215, last 32 bits) and Teredo (the client's address)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in net for net in _NAT64) or (ip in _V4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def address_views(address: str) -> list[tuple[int, int]]:
+    """Every (integer, version) form under which an address must pass the scope check ([] if it is not
+    an address): itself, the IPv4 address it embeds, and an IPv4 address's IPv4-mapped IPv6 form."""
+    ip = _ip_int(address.split("%", 1)[0])
+    if ip is None:
+        return []
+    views = [ip]
+    if ip[1] == 4:
+        views.append((int(ipaddress.IPv6Address(0xFFFF00000000 | ip[0])), 6))
+    else:
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            views.append((int(inner), 4))
+    return views
 
 
 class Exclusions:
@@ -446,11 +543,15 @@ class Exclusions:
                 return
 
     def address_excluded(self, address: str) -> bool:
-        """Is this address inside an exclusion?"""
-        ip = _ip_int(address.split("%", 1)[0])
-        if ip is None:
+        """Is this address inside an exclusion? An IPv6 address that embeds an IPv4 one (IPv4-mapped,
+        IPv4-compatible, 6to4, NAT64, Teredo) is checked as that IPv4 address too, and an IPv4 address
+        as its IPv4-mapped IPv6 form too: one host, whatever the spelling."""
+        views = address_views(address)
+        if not views:
             return True  # not an address: never connect to it
-        value, version = ip
+        return any(self._inside(value, version) for value, version in views)
+
+    def _inside(self, value: int, version: int) -> bool:
         starts = self._starts[version]
         i = bisect.bisect_right(starts, value) - 1
         return i >= 0 and value <= self._ends[version][i]
