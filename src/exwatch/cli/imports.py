@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from exwatch.cli.common import db_option, echo_json, format_option, resolve_db, stderr_console
+from exwatch.cli.common import db_option, echo_json, format_option, resolve_db, verbosity
 from exwatch.cli.scan import parse_tags
 from exwatch.importers import ImportResult, import_file
 
@@ -31,7 +31,6 @@ def _render(result: ImportResult) -> None:
 
 
 def _run(source: str, path: Path, tags: tuple[str, ...], fmt: str, db_url: str | None) -> None:
-    err = stderr_console()
     result = import_file(source, path, resolve_db(db_url), tags=parse_tags(tags))
     if fmt == "json":
         echo_json(result.to_dict())
@@ -39,12 +38,12 @@ def _run(source: str, path: Path, tags: tuple[str, ...], fmt: str, db_url: str |
         _render(result)
     if result.malformed:
         reasons = ", ".join(f"{r} {n}" for r, n in result.malformed.most_common())
-        err.print(
-            f"exwatch: warning: {result.malformed.total()} malformed item(s) skipped ({reasons}); "
-            + "; ".join(result.examples),
-            markup=False,
-            highlight=False,
-        )
+        if verbosity() >= 0:
+            click.echo(
+                f"exwatch: warning: {result.malformed.total()} malformed item(s) skipped ({reasons}); "
+                + "; ".join(result.examples),
+                err=True,
+            )
     click.get_current_context().exit(result.exit_code)
 
 
