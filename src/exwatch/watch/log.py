@@ -36,13 +36,8 @@ class AlertLog:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        if not has_tables(store):
-            # Until migration 0006 is in the chain (it waits for 0004 and 0005 of other areas), the
-            # tables are created here; 0006 creates them only where they are missing.
-            try:
-                t.metadata.create_all(store.engine, checkfirst=True)
-            except SQLAlchemyError as exc:
-                raise StoreError(f"cannot create the watch tables: {exc}") from exc
+        if not has_tables(store):  # open_store migrates: only a store newer than this code lacks them
+            raise StoreError("the store has no watch tables (migration 0006)")
 
     def load_state(self, name: str) -> dict[str, Any]:
         """The detection state of the watch ``name`` (a fresh one if it never ran)."""
