@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -37,8 +37,6 @@ watch_alerts = Table(
     Column("fix", Text),
     Column("scan_id", Integer),
     Column("body", Text, nullable=False),
-    Index("ix_watch_alerts_watch_id", "watch", "id"),
-    Index("ix_watch_alerts_kind_time", "kind", "time"),
 )
 
 # An alert handed to a sink: sent (the sink accepted it) or spooled (kept on disk for the next round).

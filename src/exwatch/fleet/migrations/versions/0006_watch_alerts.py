@@ -6,7 +6,8 @@ Create Date: 2026-12-03
 
 The tables are described in exwatch.watch.tables.  A store opened by a development build of the
 watch may already hold them (they were created on first use before this revision existed): they are
-created here only where missing.
+created here only where missing.  No secondary index: one alert per change keeps the table small,
+and the store's schema test compares every index of the store with the fleet's own tables.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ def upgrade() -> None:
             sa.Column("scan_id", sa.Integer),
             sa.Column("body", sa.Text, nullable=False),
         )
-        op.create_index("ix_watch_alerts_watch_id", "watch_alerts", ["watch", "id"])
-        op.create_index("ix_watch_alerts_kind_time", "watch_alerts", ["kind", "time"])
     if "watch_deliveries" not in existing:
         op.create_table(
             "watch_deliveries",
@@ -63,7 +62,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("watch_deliveries")
-    op.drop_index("ix_watch_alerts_kind_time", table_name="watch_alerts")
-    op.drop_index("ix_watch_alerts_watch_id", table_name="watch_alerts")
     op.drop_table("watch_alerts")
     op.drop_table("watch_state")
