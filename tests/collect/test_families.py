@@ -4,7 +4,6 @@ lands where the hunt's classifier puts it."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from exwatch.cli.main import main
-from exwatch.collect.families import MANIFEST_NAME, families
+from exwatch.collect.families import MANIFEST_NAME
 from exwatch.collect.manifest import verify
-from exwatch.collect.reference import collect_tree, iis_log_folders, select
+from exwatch.collect.reference import iis_log_folders, select
 from exwatch.hunt import HuntOptions, hunt_paths
 
 BASES = {
