@@ -20,7 +20,7 @@ from exwatch.cli.common import (
     resolve_db,
     stderr_console,
 )
-from exwatch.errors import InputError
+from exwatch.hunt.limits import chosen_limits, limit_options
 
 
 @click.command("hunt")
@@ -69,6 +69,7 @@ from exwatch.errors import InputError
 @click.option(
     "--no-verify", is_flag=True, help="Hunt a collection package even if it does not match its manifest."
 )
+@limit_options
 def hunt(
     paths: tuple[Path, ...],
     host: str | None,
@@ -105,6 +106,7 @@ def hunt(
         jobs=jobs,
         builtin_rules=not no_builtin,
         verify_collections=not no_verify,
+        **chosen_limits(),
     )
     console = stderr_console()
     store_url = None if no_store else resolve_db(db_url)
@@ -137,16 +139,10 @@ def hunt(
 
 
 def _refuse_store_in_evidence(url: str, evidence: list[Path]) -> None:
-    """A SQLite store must not be (or be created) inside the evidence: the hunt never writes there."""
-    if not url.startswith("sqlite:///"):
-        return
-    db = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
-    for item in evidence:
-        root = item.resolve()
-        if db == root or root in db.parents:
-            raise InputError(
-                f"the store {db} is inside the evidence {item}: give --db elsewhere or --no-store"
-            )
+    """A SQLite store must not be (or be created) inside the evidence, whatever the URL spelling."""
+    from exwatch.hunt.limits import refuse_store_in_evidence
+
+    refuse_store_in_evidence(url, evidence)
 
 
 def _store(result: object, url: str, started: datetime, console: object) -> None:

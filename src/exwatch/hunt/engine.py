@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from exwatch.collect.hunthook import open_for_hunt
 from exwatch.collect.hunthook import warnings as collection_warnings
 from exwatch.errors import InputError
 from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult
-from exwatch.hunt.sources.files import EvidenceFile, cleanup, walk
+from exwatch.hunt.sources.files import EvidenceFile, batches, cleanup, walk
 from exwatch.hunt.sources.textlog import default_strategy
 from exwatch.hunt.timeline import coverage_warnings, link_chain, merge_coverage, order, verdict
 from exwatch.hunt.worker import hunt_file, load_bundle
@@ -76,6 +76,8 @@ def _task(ev: EvidenceFile, options: HuntOptions, spec: dict[str, Any]) -> dict[
         "until": options.until.astimezone(UTC).isoformat() if options.until else None,
         "max_line": options.max_line,
         "chunk_size": options.chunk_size,
+        "max_file_bytes": options.max_file_bytes,
+        "temp": ev.temp,
         # A log last written before --since holds no event in the window: read its coverage only
         # (the file-time pre-filter of Velociraptor PR 4367, used only for files older than the window).
         "coverage_only": bool(
@@ -146,18 +148,26 @@ def hunt_paths(
             collection = collections[root]
             host = collection.host if collection and not options.host else _host_name(root, options)
             host_errors: list[FileError] = []
-            files = list(walk(root, tmp_root, options.limits, host_errors))
+            walked = walk(root, tmp_root, options.limits, host_errors)
+            groups: Iterable[list[EvidenceFile]]
             if collection:
-                files = collection_files(files, collection, tmp_root)
+                groups = [collection_files(list(walked), collection, tmp_root)]
                 stats.setdefault("collector_observations", []).extend(collection_observation(collection))
-            tasks = [_task(ev, options, spec) for ev in files]
-            # Big files first, so the pool is not left waiting on one large log at the end.
-            tasks.sort(key=lambda t: -int(t["size"]))
-            results: list[dict[str, Any]]
-            if executor is not None:
-                results = list(executor.map(hunt_file, tasks, chunksize=1 if len(tasks) < 64 else 4))
             else:
-                results = [hunt_file(t) for t in tasks]
+                # Archive members are hunted (and deleted by the worker) in batches while the walk goes on.
+                groups = batches(walked)
+            tasks: list[dict[str, Any]] = []
+            results: list[dict[str, Any]] = []
+            for group in groups:
+                group_tasks = [_task(ev, options, spec) for ev in group]
+                # Big files first, so the pool is not left waiting on one large log at the end.
+                group_tasks.sort(key=lambda t: -int(t["size"]))
+                if executor is not None:
+                    chunk = 1 if len(group_tasks) < 64 else 4
+                    results.extend(executor.map(hunt_file, group_tasks, chunksize=chunk))
+                else:
+                    results.extend(hunt_file(t) for t in group_tasks)
+                tasks.extend(group_tasks)
             host_findings: list[Finding] = []
             per_file_cov = []
             for res in results:

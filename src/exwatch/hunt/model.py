@@ -14,7 +14,8 @@ VERDICTS = ("compromised", "attempted", "clean", "incomplete")
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """Limits that stop an archive bomb: what one archive may expand to."""
+    """Limits that stop an archive bomb: what the archives under one PATH may expand to, all nesting
+    together (bytes written, members, ratio to the archives' own size), and one member's size."""
 
     max_total_bytes: int = 8 * 1024**3
     max_member_bytes: int = 4 * 1024**3
@@ -45,6 +46,8 @@ class HuntOptions:
     strategy: str | None = None
     max_line: int = 1024 * 1024
     chunk_size: int = 16 * 1024 * 1024
+    # Bytes of one log or event file that are read; the rest is reported, not silently dropped.
+    max_file_bytes: int = 16 * 1024**3
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     # Verify a collection package (exwatch collect) against its manifest before hunting it.
     verify_collections: bool = True

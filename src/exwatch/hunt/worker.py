@@ -6,6 +6,7 @@ coverage and errors. Each worker process loads and compiles the rules once (``lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -84,6 +85,9 @@ DOCUMENT_EXTENSIONS = (
     ".htm",
 )
 CONTENT_SCAN_MAX = 10 * 1024 * 1024
+# Pages and handlers IIS runs: larger than CONTENT_SCAN_MAX, their head and tail are still scanned.
+SCRIPT_WINDOW = 256 * 1024
+SCRIPT_EXTENSIONS = (".aspx", ".ashx", ".asmx", ".asp", ".cshtml", ".vbhtml", ".svc", ".config", ".dll")
 HASH_MAX = 200 * 1024 * 1024
 
 
@@ -359,14 +363,43 @@ def hunt_file(task: dict[str, Any]) -> dict[str, Any]:
                 "error": f"{task['rel']}: {type(exc).__name__}: {str(exc)[:200]}",
             }
         )
-    if out["findings"]:
-        try:
-            digest = _sha256(task["path"])
-            for f in out["findings"]:
-                f["evidence"]["sha256"] = digest
-        except OSError:
-            pass
+    except Exception as exc:  # one hostile file must never stop the hunt of the others
+        out["errors"].append(
+            {
+                "file": task["rel"],
+                "kind": "internal",
+                "error": f"{task['rel']}: not fully hunted: {type(exc).__name__}: {str(exc)[:200]}",
+            }
+        )
+    try:
+        if out["findings"]:
+            try:
+                digest = _sha256(task["path"])
+                for f in out["findings"]:
+                    f["evidence"]["sha256"] = digest
+            except OSError:
+                pass
+    finally:
+        if task.get("temp"):
+            # An archive member in the hunt's temp dir: its space is given back as soon as it is hunted.
+            with contextlib.suppress(OSError):
+                os.unlink(task["path"])
     return out
+
+
+class _Limited:
+    """A binary file read up to ``limit`` bytes (the per-file limit of the readers)."""
+
+    def __init__(self, fh: Any, limit: int) -> None:
+        self.fh = fh
+        self.left = limit
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.fh.read(self.left if n is None or n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return bytes(data)
 
 
 def _line_times(lines: list[bytes], most: int = 8) -> list[datetime]:
@@ -418,8 +451,19 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
             candidates = 0
             parsed = 0
             truncated_lines = 0
+            limit = int(task.get("max_file_bytes") or 0)
+            stream: Any = fh
+            if limit and size > limit:
+                stream = _Limited(fh, limit)
+                out["errors"].append(
+                    {
+                        "file": rel,
+                        "kind": "file_limit",
+                        "error": f"{rel}: {size:,} bytes, larger than the limit of {limit:,} (--max-file-bytes): only the first {limit:,} bytes were hunted",
+                    }
+                )
             for cand in iter_candidates(
-                fh,
+                stream,
                 finder,
                 chunk_size=task.get("chunk_size", 16 << 20),
                 max_line=task.get("max_line", 1 << 20),
@@ -549,10 +593,11 @@ def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> N
     report = EvtxReport()
     want = bundle.event_filter()
 
+    limit = int(task.get("max_file_bytes") or 0) or None
     records = (
-        read_evtx(Path(task["path"]), report, want)
+        read_evtx(Path(task["path"]), report, want, limit)
         if task["family"] == "evtx"
-        else read_event_xml(Path(task["path"]), want)
+        else read_event_xml(Path(task["path"]), want, report, limit)
     )
     since, until = task.get("since"), task.get("until")
     n = 0
@@ -600,14 +645,8 @@ def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> N
             seen.add(key)
             unique.append(f)
     out["findings"] = unique
-    for bad in report.bad_chunks:
-        out["errors"].append(
-            {
-                "file": rel,
-                "kind": "evtx_chunk",
-                "error": f"{rel}: {bad}; records of the other chunks were read",
-            }
-        )
+    for kind, problem in report.problems():
+        out["errors"].append({"file": rel, "kind": kind, "error": f"{rel}: {problem}"})
     out["coverage"] = {
         "family": "evtx",
         "first": _iso(first),
@@ -639,21 +678,38 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
         )
     name = rel.lower().rsplit("/", 1)[-1]
     low_name = name
-    if size <= HASH_MAX and (
-        size <= CONTENT_SCAN_MAX or low_name.endswith((".aspx", ".ashx", ".asmx", ".asp", ".dll"))
-    ):
+    script = low_name.endswith(SCRIPT_EXTENSIONS)
+    if size <= HASH_MAX and (size <= CONTENT_SCAN_MAX or script):
         digest = hashlib.sha256()
         data = b""
+        # (offset in the file, bytes) of what the content rules see: all of a small file; the head and
+        # the tail of a large script (a web shell padded past the scan size is still found).
+        parts: list[tuple[int, bytes]] = []
         with open(path, "rb") as fh:
             if size <= CONTENT_SCAN_MAX:
                 data = fh.read(CONTENT_SCAN_MAX + 1)
                 digest.update(data)
+                parts = [(0, data)]
             else:
                 while True:
                     b = fh.read(4 << 20)
                     if not b:
                         break
                     digest.update(b)
+                # Each end is scanned as if it were the file: web-shell rules judge small files
+                # (filesize conditions), which padding would otherwise defeat.
+                fh.seek(0)
+                data = fh.read(SCRIPT_WINDOW)
+                tail_at = size - SCRIPT_WINDOW
+                fh.seek(tail_at)
+                parts = [(0, data), (tail_at, fh.read(SCRIPT_WINDOW))]
+                out["errors"].append(
+                    {
+                        "file": rel,
+                        "kind": "partial_scan",
+                        "error": f"{rel}: {size:,} bytes, above {CONTENT_SCAN_MAX:,}: the content rules scanned its first and last {SCRIPT_WINDOW:,} bytes, {tail_at - SCRIPT_WINDOW:,} bytes in the middle were not scanned (its name and hash were checked)",
+                    }
+                )
         hexd = digest.hexdigest()
         if hexd in bundle.iocs.sha256:
             out["findings"].append(
@@ -673,16 +729,21 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
             import yara_x
 
             scanner = yara_x.Scanner(bundle.yara)
-            try:
-                results = scanner.scan(data)
-            except yara_x.ScanError as exc:
-                out["errors"].append(
-                    {"file": rel, "kind": "yara", "error": f"{rel}: YARA scan failed: {exc}"}
-                )
-            else:
+            matched: set[str] = set()
+            for base, part in parts:
+                try:
+                    results = scanner.scan(part)
+                except yara_x.ScanError as exc:
+                    out["errors"].append(
+                        {"file": rel, "kind": "yara", "error": f"{rel}: YARA scan failed: {exc}"}
+                    )
+                    continue
                 for m in results.matching_rules:
                     meta = dict(m.metadata)
                     rid = str(meta.get("exwatch_id") or f"yara.{m.identifier}")
+                    if rid in matched:
+                        continue
+                    matched.add(rid)
                     # meta.exwatch_evidence names the patterns whose first match is the evidence line.
                     anchor = str(meta.get("exwatch_evidence", "$"))
                     offs = [
@@ -693,7 +754,7 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                     ]
                     offs = offs or [match.offset for p in m.patterns for match in p.matches]
                     off = min(offs) if offs else 0
-                    excerpt = data[off : off + 300].decode("utf-8", "replace")
+                    excerpt = part[off : off + 300].decode("utf-8", "replace")
                     out["findings"].append(
                         _finding(
                             rid,
@@ -702,8 +763,9 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                             confidence=str(meta.get("exwatch_confidence", "likely")),
                             time=mtime,
                             rel=rel,
-                            line=data.count(b"\n", 0, off) + 1,
-                            offset=off,
+                            # Lines are counted in the head only (the middle of a large file is not read).
+                            line=part.count(b"\n", 0, off) + 1 if base == 0 else None,
+                            offset=base + off,
                             excerpt=excerpt,
                             why=f"YARA rule {m.identifier} matched.",
                         )
