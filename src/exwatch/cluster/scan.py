@@ -170,6 +170,7 @@ def cluster_scan(
                     shard = next(shards, None)
                     if shard is None:
                         exhausted = True
+                        emit(folder.end_of_stream())
                         break
                     result.shards += 1
                     for t in (*shard.excluded, *shard.targets):

@@ -966,6 +966,7 @@ class Scanner:
                     continue
                 self.emit_hosts(self.folder.expect(target.key, target.host_id))
                 await queue.put(target)
+            self.emit_hosts(self.folder.end_of_stream())
             for _ in range(workers_n):
                 await queue.put(None)
 

@@ -247,6 +247,11 @@ class HostFolder:
             return [fold_services(pending.records)] if pending.records else []
         return []
 
+    def end_of_stream(self) -> list[dict[str, Any]]:
+        """No more services will be announced: the last host is closed (returned if complete)."""
+        last, self._last = self._last, None
+        return self._close(last) if last is not None else []
+
     def finish(self) -> list[dict[str, Any]]:
         """Fold every host still open over the services that came back (and forget them)."""
         out = [fold_services(p.records) for p in self._pending.values() if p.records]

@@ -247,8 +247,11 @@ def host_fix(rec: Mapping[str, Any], waves: Iterable[str] | None = None) -> dict
         return {"fix": "", "fix_build": None, "fix_kb": None}
     targets: list[tuple[str, bool]] = []
     missing: list[str] = []
+    current = _key(str(rec["build"])) if rec.get("build") else None
     for w, v in open_waves.items():
         target = _wave_target(v.get("fix") or {})
+        if target is not None and current is not None and _key(target[0]) < current:
+            target = None  # never a step down (a build newer than the knowledge of an --as-of day)
         if target is None:
             text = str((v.get("fix") or {}).get("text") or "").strip()
             missing.append(f"{w}: {text}" if text else f"{w}: no fix is known")
