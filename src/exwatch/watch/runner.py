@@ -311,7 +311,9 @@ class Watcher:
             owner = owner or by_text.get(str(r.host or "").lower())
             if owner is None:
                 continue
-            out.append({"host": owner, "wave": r.wave, "confidence": r.confidence, "rule": r.rule, "id": r.id})
+            out.append(
+                {"host": owner, "wave": r.wave, "confidence": r.confidence, "rule": r.rule, "id": r.id}
+            )
         return out, last
 
     # -- delivery ------------------------------------------------------------------------------
