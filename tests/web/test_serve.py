@@ -53,26 +53,29 @@ def test_missing_web_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tm
     assert result.output.startswith("exwatch: error:")
 
 
-def test_help_warns_of_no_authentication() -> None:
+def test_help_explains_authentication() -> None:
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert "NO authentication" in text and "127.0.0.1" in text
+    assert "users add NAME" in text and "loopback" in text and "token create" in text
 
 
-def test_non_loopback_bind_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Bound elsewhere it warns on stderr and accepts any Host header; nothing is bound in this test."""
+def test_loopback_bind_accepts_only_loopback_host_headers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On loopback with no user it serves open, on the pre-bound socket; nothing is served in this test."""
     import uvicorn
 
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
-    result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 's.db'}", "--host", "0.0.0.0"])
+    calls: list[Any] = []
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: calls.append((self, sockets[0].getsockname()))
+    )
+    result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 's.db'}", "--port", "0"])
     assert result.exit_code == 0, result.output
-    assert "warning: serving on 0.0.0.0, not loopback: the dashboard has no authentication" in result.stderr
-    assert calls[0]["host"] == "0.0.0.0" and calls[0]["port"] == 8000
-    calls.clear()
-    result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 's.db'}", "--port", "8123"])
-    assert "warning" not in result.stderr and calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8123
+    assert "warning" not in result.stderr and "open: no dashboard user yet" in result.stderr
+    server, address = calls[0]
+    assert address[0] == "127.0.0.1" and address[1] > 0
+    assert server.config.ssl_certfile is None
 
 
 def _free_port() -> int:

@@ -170,16 +170,31 @@ def fill(store: Store) -> None:
 
 
 class Client:
-    """A synchronous face over httpx's AsyncClient on the app's ASGI interface (no server, no socket)."""
+    """A synchronous face over httpx's AsyncClient on the app's ASGI interface (no server, no socket).
 
-    def __init__(self, app: Any, host: str = "testserver") -> None:
+    Cookies set by the app are kept between requests (as a browser keeps them); redirects are not
+    followed unless asked; ``address`` is the client address the app sees."""
+
+    def __init__(self, app: Any, host: str = "testserver", address: str = "127.0.0.1") -> None:
         self.app = app
         self.base = f"http://{host}"
+        self.address = address
+        self.cookies = httpx.Cookies()
 
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def run() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url=self.base) as client:
-                return await client.get(path, **kwargs)
+            transport = httpx.ASGITransport(app=self.app, client=(self.address, 50000))
+            async with httpx.AsyncClient(
+                transport=transport, base_url=self.base, cookies=self.cookies
+            ) as client:
+                response = await client.request(method, path, **kwargs)
+                self.cookies = httpx.Cookies(client.cookies)
+                return response
 
         return asyncio.run(run())
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)

@@ -10,12 +10,15 @@ from exwatch.errors import ConfigError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from exwatch.web.auth import AuthSettings
+
 EXTRA_HINT = "pip install 'exwatch[web]'"
 
 
 def require_web_extra() -> None:
     """Raise a ConfigError naming the install command when FastAPI or uvicorn is missing."""
     try:
+        import argon2  # noqa: F401
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
@@ -25,12 +28,17 @@ def require_web_extra() -> None:
         ) from exc
 
 
-def create_app(store_url: str | None, *, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+def create_app(
+    store_url: str | None,
+    *,
+    allowed_hosts: Sequence[str] | None = None,
+    auth_settings: AuthSettings | None = None,
+) -> FastAPI:
     """The FastAPI app over the store at ``store_url`` (see ``exwatch.web.app.create_app``)."""
     require_web_extra()
     from exwatch.web.app import create_app as factory
 
-    return factory(store_url, allowed_hosts=allowed_hosts)
+    return factory(store_url, allowed_hosts=allowed_hosts, auth_settings=auth_settings)
 
 
 __all__ = ["EXTRA_HINT", "create_app", "require_web_extra"]
