@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck docs pytest bench clean
+.PHONY: demo test lint typecheck docs pytest bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ pytest: $(STAMP)
 	CI_REQUIRE_POSTGRES=1 bash scripts/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck docs pytest
+
+# make fuzz: the hypothesis tests of tests/fuzz with the "fuzz" profile (10,000 examples each); not in make test.
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest tests/fuzz -p no:cacheprovider --hypothesis-profile=fuzz --hypothesis-show-statistics -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	bash scripts/system-deps.sh bench

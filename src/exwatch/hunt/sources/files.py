@@ -139,6 +139,15 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 def clean_member_name(name: str) -> tuple[str, bool]:
     """The path a member is hunted under, and whether it tried to leave the archive (``..``, absolute,
     drive letter). Backslashes are folder separators (Windows tools write them)."""
+    clean, escaped = _clean_once(name)
+    while True:  # "/A:" loses its "/" and then shows a drive letter: clean until nothing changes
+        again, more = _clean_once(clean)
+        if again == clean:
+            return clean, escaped
+        clean, escaped = again, escaped or more
+
+
+def _clean_once(name: str) -> tuple[str, bool]:
     text = name.replace("\\", "/")
     escaped = text.startswith("/") or bool(_DRIVE.match(text))
     text = _DRIVE.sub("", text)
@@ -271,6 +280,13 @@ def walk(
             )
             continue
         if stat.S_ISDIR(st.st_mode):
+            if p != root and p.is_symlink():
+                # A link to a folder of the evidence: the folder is walked under its own path.
+                if real in p.parents or real == p.parent.resolve():
+                    errors.append(
+                        FileError(rel, f"{rel}: symlink loop (link to a folder above it)", "symlink_loop")
+                    )
+                continue
             key = (st.st_dev, st.st_ino)
             if key in visited:
                 errors.append(FileError(rel, f"{rel}: symlink loop, folder already visited", "symlink_loop"))
@@ -421,7 +437,7 @@ def _expand_zip(path: Path, exp: _Expansion) -> None:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             exp.count()
-            if info.is_dir():
+            if info.filename.endswith("/"):  # a folder (ZipInfo.is_dir fails on an empty name)
                 continue
             mtime = _zip_time(info.date_time)
             if info.file_size == 0 and info.compress_size == 0:
