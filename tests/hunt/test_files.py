@@ -104,7 +104,39 @@ def test_user_iocs_csv_and_stix(tmp_path: Path) -> None:
         )
     )
     res = hunt_paths([root], HuntOptions(jobs=1, ioc_files=(csv_feed, stix)))
-    got = {(f.rule, f.evidence.file) for f in res.findings}
-    assert ("webshell.known_hash", "tools/x.bin") in got
-    assert ("context.attacker_ip", "inetpub/logs/LogFiles/W3SVC1/u_ex1.log") in got
-    assert ("context.user_agent", "inetpub/logs/LogFiles/W3SVC1/u_ex1.log") in got
+    got = {(f.rule, f.title, f.confidence, f.evidence.file) for f in res.findings}
+    # A user's indicator is titled from the user's own file, at the confidence it states (default likely).
+    log = "inetpub/logs/LogFiles/W3SVC1/u_ex1.log"
+    assert ("ioc.user", "Indicator from feed.csv", "likely", "tools/x.bin") in got
+    assert ("ioc.user", "exploitation source", "likely", log) in got
+    assert ("ioc.user", "Indicator from feed.csv", "likely", log) in got
+    assert res.above_review
+
+
+def test_user_ioc_name_description_confidence_and_no_builtin(tmp_path: Path) -> None:
+    root = tmp_path / "EXCH01"
+    (root / "inetpub/logs/LogFiles/W3SVC1").mkdir(parents=True)
+    (root / "inetpub/logs/LogFiles/W3SVC1/u_ex1.log").write_text(
+        IIS_HEAD + "2021-03-05 08:00:00 10.0.0.5 GET /owa/ - 443 - 198.51.100.9 x - 200 0 0 20\n"
+    )
+    (root / "ProgramData").mkdir()
+    (root / "ProgramData/it.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    (root / "root").mkdir()
+    (root / "root/lsass.dmp").write_bytes(b"MDMP")
+    feed = tmp_path / "case.csv"
+    feed.write_text(
+        "type,value,name,description,confidence\n"
+        "ip,198.51.100.9,Case 42 C2,Seen in the firewall on 2021-03-05,confirmed\n"
+        "path,ProgramData/it.zip,Exfil archive,Named by the incident team,review\n"
+    )
+    res = hunt_paths([root], HuntOptions(jobs=1, ioc_files=(feed,), builtin_rules=False))
+    got = {(f.rule, f.title, f.confidence, f.evidence.file) for f in res.findings}
+    assert got == {
+        ("ioc.user", "Case 42 C2", "confirmed", "inetpub/logs/LogFiles/W3SVC1/u_ex1.log"),
+        ("ioc.user", "Exfil archive", "review", "ProgramData/it.zip"),
+    }, got
+    ip = next(f for f in res.findings if f.title == "Case 42 C2")
+    assert ip.description.startswith("Seen in the firewall on 2021-03-05")
+    # --no-builtin: no built-in file check (lsass dump, ProgramData archive) ran.
+    assert not [f for f in res.findings if f.rule.startswith("postexploit.")]
+    assert res.hosts[0].verdict == "compromised"

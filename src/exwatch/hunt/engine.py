@@ -109,6 +109,14 @@ def _host_name(path: Path, options: HuntOptions) -> str:
     return name or "localhost"
 
 
+def _evidence_in_window(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(log files hunted with events in the --since/--until window, all log files): a host with no
+    Exchange evidence at all, or none in the window, is incomplete, never clean."""
+    logs = [r["file"] for r in results if r["family"] != "file"]
+    usable = [r["file"] for r in results if r["family"] != "file" and r.get("in_window", True)]
+    return usable, logs
+
+
 def hunt_paths(
     paths: Sequence[Path],
     options: HuntOptions | None = None,
@@ -219,12 +227,23 @@ def hunt_paths(
             }
             if collection:
                 coverage["collection"] = collection_coverage(collection)
+            usable, logs = _evidence_in_window(results)
+            gap = (
+                ["no Exchange, IIS or event log found: nothing says this host is clean"]
+                if not logs
+                else [
+                    f"--since/--until leave none of the {len(logs)} log files in the window: nothing was hunted"
+                ]
+                if not usable
+                else []
+            )
             hosts.append(
                 HostResult(
                     host=host,
-                    verdict=verdict(host_findings, host_errors, len(tasks)),
+                    verdict=verdict(host_findings, host_errors, len(usable)),
                     coverage=coverage,
-                    warnings=coverage_warnings(coverage)
+                    warnings=gap
+                    + coverage_warnings(coverage)
                     + (collection_warnings(collection) if collection else []),
                     counts=counts,
                     errors=host_errors,

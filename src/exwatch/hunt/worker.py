@@ -104,6 +104,8 @@ class Bundle:
     event_literals: frozenset[str] | None = None
     strategy: str = "re2"
     notes: list[str] = field(default_factory=list)
+    # False with --no-builtin: only the user's rules and indicators run (built-in file checks too are off).
+    builtin: bool = True
     _event_filter: Callable[[bytes], bool] | None = None
 
     def rules_for(self, family: str) -> list[SigmaRuleSpec]:
@@ -254,7 +256,7 @@ def _bundle_cached(
     yfiles = (builtin_yara_files() if builtin else []) + [Path(f) for f in yara_files]
     notes: list[str] = []
     yara = compile_yara(yfiles, notes) if yfiles else None
-    bundle = Bundle(sigma=sigma, iocs=iocs, yara=yara, strategy=strategy, notes=notes)
+    bundle = Bundle(sigma=sigma, iocs=iocs, yara=yara, strategy=strategy, notes=notes, builtin=builtin)
     ev_rules = [r for r in sigma if any(r.applies_to(f) for f in EVENT_FAMILIES)]
     bundle.event_literals = required_literals(ev_rules)
     return bundle
@@ -371,6 +373,17 @@ def hunt_file(task: dict[str, Any]) -> dict[str, Any]:
                 "error": f"{task['rel']}: not fully hunted: {type(exc).__name__}: {str(exc)[:200]}",
             }
         )
+    cov = out["coverage"] or {}
+    first = datetime.fromisoformat(cov["first"].replace("Z", "+00:00")) if cov.get("first") else None
+    last = datetime.fromisoformat(cov["last"].replace("Z", "+00:00")) if cov.get("last") else None
+    since, until = task.get("since"), task.get("until")
+    # Whether this log holds evidence inside --since/--until (a host with none is incomplete, not clean).
+    out["in_window"] = not (
+        task.get("coverage_only")
+        or cov.get("records") == 0
+        or (since and last and last < datetime.fromisoformat(since))
+        or (until and first and first > datetime.fromisoformat(until))
+    )
     try:
         if out["findings"]:
             try:
@@ -444,7 +457,9 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
             first = min(times, default=None)
             last = max(times, default=None)
             out["coverage"] = {"family": family, "first": _iso(first), "last": _iso(last), "bytes": size}
-            if (not rules and not bundle.iocs.ips) or task.get("coverage_only"):
+            if (not rules and not bundle.iocs.ips and not bundle.iocs.user_agents) or task.get(
+                "coverage_only"
+            ):
                 return
             fields: list[str] | None = DEFAULT_FIELDS.get(family)
             header_changes = 0
@@ -555,7 +570,12 @@ def _context(
     if family not in ("httpproxy", "iis"):
         return
     ip = rec.get("c-ip") or rec.get("ClientIpAddress") or ""
-    if ip and ip.strip() in bundle.iocs.ips:
+    ua = rec.get("c-useragent") or rec.get("UserAgent") or ""
+    for kind, value in (("ip", ip.strip()), ("ua", ua_key(ua) if ua else "")):
+        hit = bundle.iocs.user_hit(kind, value) if value else None
+        if hit:
+            out["findings"].append(_user_ioc(hit, kind, value, t, rel, line, offset, text))
+    if ip and ip.strip() in bundle.iocs.ips and not bundle.iocs.user_hit("ip", ip.strip()):
         out["findings"].append(
             _finding(
                 "context.attacker_ip",
@@ -570,8 +590,7 @@ def _context(
                 why=f"Client {ip}: {bundle.iocs.ips[ip.strip()]}.",
             )
         )
-    ua = rec.get("c-useragent") or rec.get("UserAgent") or ""
-    if ua and ua_key(ua) in bundle.iocs.user_agents:
+    if ua and ua_key(ua) in bundle.iocs.user_agents and not bundle.iocs.user_hit("ua", ua_key(ua)):
         out["findings"].append(
             _finding(
                 "context.user_agent",
@@ -586,6 +605,34 @@ def _context(
                 why=f"User-Agent {ua!r}.",
             )
         )
+
+
+def _user_ioc(
+    hit: tuple[str, str, str],
+    kind: str,
+    value: str,
+    t: datetime | None,
+    rel: str,
+    line: int | None,
+    offset: int | None,
+    excerpt: str,
+) -> dict[str, Any]:
+    """A finding for the user's own indicator: titled from their file, at the confidence it states."""
+    title, description, confidence = hit
+    what = {"ip": "address", "ua": "User-Agent", "sha256": "SHA256", "path": "path"}[kind]
+    return _finding(
+        "ioc.user",
+        title=title,
+        text="",
+        confidence=confidence,
+        time=t,
+        rel=rel,
+        line=line,
+        offset=offset,
+        excerpt=excerpt,
+        why=(description + " " if description else "")
+        + f"Matched {what} {value!r} from your indicator file.",
+    )
 
 
 def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
@@ -662,7 +709,23 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
     path = task["path"]
     size = int(task.get("size", 0))
     mtime = datetime.fromtimestamp(float(task.get("mtime", 0)), UTC)
-    for rule_id, why in path_findings(rel, bundle.iocs):
+    from exwatch.hunt.rules.iocs import path_key
+
+    user_path = bundle.iocs.user_hit("path", path_key(rel))
+    if user_path is None:
+        # A user's path indicator may be given with its drive and install folders: compare the tails.
+        key = path_key(rel)
+        user_path = next(
+            (
+                m
+                for (k, v), m in bundle.iocs.user.items()
+                if k == "path" and (key.endswith("/" + v) or v.endswith("/" + key))
+            ),
+            None,
+        )
+    if user_path:
+        out["findings"].append(_user_ioc(user_path, "path", rel, mtime, rel, None, None, rel))
+    for rule_id, why in path_findings(rel, bundle.iocs) if bundle.builtin else ():
         out["findings"].append(
             _finding(
                 rule_id,
@@ -711,7 +774,12 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                     }
                 )
         hexd = digest.hexdigest()
-        if hexd in bundle.iocs.sha256:
+        user_hash = bundle.iocs.user_hit("sha256", hexd)
+        if user_hash:
+            out["findings"].append(
+                _user_ioc(user_hash, "sha256", hexd, mtime, rel, None, 0, f"sha256 {hexd}")
+            )
+        elif hexd in bundle.iocs.sha256:
             out["findings"].append(
                 _finding(
                     "webshell.known_hash",
@@ -770,7 +838,7 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                             why=f"YARA rule {m.identifier} matched.",
                         )
                     )
-        if low_name == "applicationhost.config" and data:
+        if low_name == "applicationhost.config" and data and bundle.builtin:
             text = data.decode("utf-8", "replace")
             for line, off, excerpt in vdir_config_findings(text):
                 out["findings"].append(

@@ -27,6 +27,12 @@ class IocSet:
     user_agents: dict[str, str] = field(default_factory=dict)
     exact_paths: dict[str, str] = field(default_factory=dict)
     path_regexes: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    # Indicators from the user's own files: (kind, normalised value) -> (title, description, confidence).
+    # A hit on one is a finding titled from the user's file at the confidence it states (default likely).
+    user: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
+
+    def user_hit(self, kind: str, value: str) -> tuple[str, str, str] | None:
+        return self.user.get((kind, value))
 
     def literals(self) -> set[str]:
         """Lower-case literals a log line must hold for an IP or User-Agent indicator to match."""
@@ -97,14 +103,21 @@ def load_ioc_file(path: Path, into: IocSet) -> None:
         raise InputError(f"{path}: indicator CSV needs a 'type,value' header")
     for row in rows:
         kind, value = row["type"].strip().lower(), row["value"].strip()
+        title = (row.get("name") or row.get("title") or "").strip() or f"Indicator from {path.name}"
+        description = (row.get("description") or row.get("note") or "").strip()
+        confidence = _confidence(row.get("confidence"), path)
         if kind in ("sha256", "hash"):
             into.sha256[value.lower()] = row.get("note") or str(path.name)
+            into.user[("sha256", value.lower())] = (title, description, confidence)
         elif kind in ("ip", "ipv4", "ipv6", "ipv4-addr"):
             into.ips[value] = row.get("note") or str(path.name)
+            into.user[("ip", value)] = (title, description, confidence)
         elif kind in ("user_agent", "user-agent", "ua"):
             into.user_agents[ua_key(value)] = value
+            into.user[("ua", ua_key(value))] = (title, description, confidence)
         elif kind in ("path", "file"):
             into.exact_paths[path_key(value)] = row.get("note") or str(path.name)
+            into.user[("path", path_key(value))] = (title, description, confidence)
         else:
             raise InputError(f"{path}: unknown indicator type {kind!r}")
 
@@ -122,6 +135,23 @@ _STIX_PATTERNS = (
 )
 
 
+def _confidence(value: object, path: Path) -> str:
+    """A user indicator's confidence: confirmed, likely (default) or review; STIX 0-100 numbers map to
+    confirmed from 85, likely from 50, else review."""
+    if value is None or str(value).strip() == "":
+        return "likely"
+    text = str(value).strip().lower()
+    if text in ("confirmed", "likely", "review"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise InputError(
+            f"{path}: indicator confidence must be confirmed, likely, review or 0-100, not {value!r}"
+        ) from None
+    return "confirmed" if n >= 85 else "likely" if n >= 50 else "review"
+
+
 def _load_stix(path: Path, text: str, into: IocSet) -> None:
     import stix2
     from stix2.exceptions import STIXError
@@ -136,14 +166,23 @@ def _load_stix(path: Path, text: str, into: IocSet) -> None:
             continue
         pattern = str(getattr(obj, "pattern", ""))
         name = str(getattr(obj, "name", "") or path.name)
+        meta = (
+            name,
+            str(getattr(obj, "description", "") or ""),
+            _confidence(getattr(obj, "x_exwatch_confidence", None) or getattr(obj, "confidence", None), path),
+        )
         for rx, kind in _STIX_PATTERNS:
             for value in rx.findall(pattern):
                 value = value.replace("\\\\", "\\")
                 if kind == "sha256":
                     into.sha256[value.lower()] = name
+                    into.user[("sha256", value.lower())] = meta
                 elif kind == "ip":
                     into.ips[value.split("/")[0]] = name
+                    into.user[("ip", value.split("/")[0])] = meta
                 elif kind == "ua":
                     into.user_agents[ua_key(value)] = value
+                    into.user[("ua", ua_key(value))] = meta
                 else:
                     into.exact_paths[path_key(value)] = name
+                    into.user[("path", path_key(value))] = meta
