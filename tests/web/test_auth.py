@@ -209,6 +209,7 @@ def test_cross_site_login_and_logout_are_refused(app: Any) -> None:
     assert r.status_code == 403 and "set-cookie" not in r.headers
     assert login(client).status_code == 303
     assert client.post("/logout", headers=evil).status_code == 403
+    assert client.post("/logout", headers={"sec-fetch-site": "cross-site"}).status_code == 403
     assert client.get("/").status_code == 200
     assert client.post("/login", content=b"x" * 10_000).status_code == 413
 
