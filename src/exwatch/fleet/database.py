@@ -124,8 +124,8 @@ def damaged(engine_or_url: Engine | str | None, exc: BaseException) -> StoreErro
 def check_store(engine: Engine, *, thorough: bool = True) -> None:
     """Raise a StoreError when the store is damaged.
 
-    ``thorough``: on SQLite, ``PRAGMA quick_check`` (reads every page: about a second per few
-    hundred MB); otherwise, and on PostgreSQL, one row of every exwatch table (a few milliseconds).
+    ``thorough``: on SQLite, ``PRAGMA quick_check`` (reads every page of the file); otherwise, and
+    on PostgreSQL, one row of every exwatch table.
     """
     from exwatch.fleet.schema import metadata
 
