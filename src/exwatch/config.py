@@ -12,20 +12,22 @@ ENV_HOME = "EXWATCH_HOME"
 ENV_DB = "EXWATCH_DB"
 
 
-def data_dir() -> Path:
-    """The user's data directory (``EXWATCH_HOME`` overrides it), created on first use."""
+def data_dir(create: bool = True) -> Path:
+    """The user's data directory (``EXWATCH_HOME`` overrides it), created on first use (unless
+    ``create`` is False: commands that only read never create anything)."""
     override = os.environ.get(ENV_HOME)
     path = Path(override) if override else Path(platformdirs.user_data_dir("exwatch", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def default_db_url() -> str:
+def default_db_url(create: bool = True) -> str:
     """The store URL: ``EXWATCH_DB`` if set, else a SQLite file in the data directory."""
     url = os.environ.get(ENV_DB)
     if url:
         return url
-    return f"sqlite:///{data_dir() / 'exwatch.db'}"
+    return f"sqlite:///{data_dir(create) / 'exwatch.db'}"
 
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<tail>@)", re.I)

@@ -151,7 +151,12 @@ def test_since_and_wave_filters(report_db: str) -> None:
     doc = json.loads(result.stdout)
     assert [s["time"][:10] for s in doc["snapshots"]] == ["2021-03-15", "2021-03-22"]
     assert doc["change_7d"]["against_time"][:10] == "2021-03-15"
-    assert doc["filters"] == {"since": "2021-03-15T00:00:00+00:00", "wave": "proxylogon", "tag": None}
+    assert doc["filters"] == {
+        "since": "2021-03-15T00:00:00+00:00",
+        "wave": "proxylogon",
+        "tag": None,
+        "max_age_days": 30.0,
+    }
     result = runner.invoke(cli, ["report", "--db", report_db, "--since", "yesterday"])
     assert result.exit_code == 2
 

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mitigate": ("exwatch.cli.mitigate", "mitigate"),
     "report": ("exwatch.cli.report", "report"),
     "hosts": ("exwatch.cli.hosts", "hosts"),
+    "scans": ("exwatch.cli.scans", "scans"),
     "lab": ("exwatch.cli.lab", "lab"),
     "demo": ("exwatch.cli.demo", "demo"),
     "serve": ("exwatch.cli.serve", "serve"),

@@ -16,12 +16,22 @@ from exwatch.cli.common import (
     db_option,
     echo_json,
     format_option,
-    resolve_db,
     stderr_console,
 )
+from exwatch.cli.readstore import existing_store
 from exwatch.errors import InputError
-from exwatch.fleet import open_store
-from exwatch.fleet.queries import parse_tag
+from exwatch.fleet.queries import check_tag, parse_tag
+
+
+def check_wave(wave: str | None) -> None:
+    """An InputError naming the valid wave ids (from the knowledge base) for an unknown one."""
+    if wave is None:
+        return
+    from exwatch.kb import WAVES
+
+    ids = [w.id for w in WAVES]
+    if wave not in ids:
+        raise InputError(f"unknown wave {wave!r}: use one of {', '.join(ids)}")
 
 
 class _When(click.ParamType):
@@ -56,11 +66,19 @@ def _write(text: str, out: Path | None) -> None:
 
 @click.group(invoke_without_command=True)
 @click.option("--since", type=WHEN, default=None, help="Only snapshots from this date or time on (ISO 8601).")
-@click.option("--wave", default=None, help="Only this wave (proxylogon, proxyshell, proxynotshell).")
+@click.option("--wave", default=None, help="Only this wave (an id from `exwatch kb waves`).")
 @click.option("--tag", "tag_text", default=None, metavar="KEY=VALUE", help="Only hosts with this tag.")
 @click.option("--fit-since", type=WHEN, default=None, help="Start of the window of the attempts fit.")
 @click.option("--fit-until", type=WHEN, default=None, help="End of the window of the attempts fit.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many hosts at risk.")
+@click.option(
+    "--max-age",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    metavar="DAYS",
+    help="A host not re-seen within this many days is stale: shown apart, left out of the share.",
+)
 @click.option(
     "--by-build", is_flag=True, help="Add the breakdown per exact build (besides per CU and per tag)."
 )
@@ -76,6 +94,7 @@ def report(
     fit_since: datetime | None,
     fit_until: datetime | None,
     limit: int | None,
+    max_age: int,
     by_build: bool,
     fmt: str,
     out: Path | None,
@@ -83,19 +102,26 @@ def report(
 ) -> None:
     """Report the fleet's progress: the headline, the trend, exposed servers and compromise.
 
-    The headline gives the patched-or-mitigated share of classified servers, its change in percentage
-    points and the relative fall of the vulnerable count against the snapshot nearest to 7 days
-    earlier. --format html writes one self-contained file with charts; --format stix exports the hunt
+    Every figure is computed over the fleet picture: at each scan's time, every known host's latest
+    verdict (a rescan of one server or one shard updates those hosts only). The headline gives the
+    patched-or-mitigated share of classified servers, its change in percentage points and the
+    relative fall of the vulnerable count against the picture nearest to 7 days earlier. Hosts not
+    re-seen within --max-age days are stale (counted apart); retired hosts leave the fleet. --format html writes one self-contained file with charts; --format stix exports the hunt
     findings as STIX 2.1 (as `exwatch report stix` does).
 
-    Exit codes: 1 if servers are exposed in the latest snapshot or were compromised before they were
-    protected; 0 otherwise.
+    Exit codes: 1 if servers are exposed in the current fleet picture or were compromised before they
+    were protected; 0 otherwise; 2 for no store, an unknown wave or tag.
     """
     if ctx.invoked_subcommand is not None:
         return
+    from datetime import timedelta
+
     from exwatch.report import ReportOptions, build_report
 
-    with open_store(resolve_db(db_url)) as store:
+    check_wave(wave)
+    tag = parse_tag(tag_text)
+    with existing_store(db_url) as store:
+        check_tag(store, tag)
         if fmt == "stix":
             from exwatch.report.stix import bundle_json, findings_bundle
 
@@ -104,8 +130,9 @@ def report(
         options = ReportOptions(
             since=since,
             wave=wave,
-            tag=parse_tag(tag_text),
+            tag=tag,
             limit=limit,
+            max_age=timedelta(days=max_age),
             fit_since=fit_since,
             fit_until=fit_until,
             by_build=by_build,
@@ -139,6 +166,6 @@ def stix(since: datetime | None, out: Path | None, db_url: str | None) -> None:
     """Export the hunt findings as a STIX 2.1 bundle (indicators, observed data, sightings, host identities)."""
     from exwatch.report.stix import bundle_json, findings_bundle
 
-    with open_store(resolve_db(db_url)) as store:
+    with existing_store(db_url) as store:
         bundle = findings_bundle(store, since=since)
     _write(bundle_json(bundle) + "\n", out)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from exwatch.fleet.store import Store, open_store
+from exwatch.fleet.store import Store, open_existing_store, open_store, require_store
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "open_existing_store", "open_store", "require_store"]

@@ -57,6 +57,50 @@ def engine_for(url: str) -> Engine:
     raise ConfigError(f"unsupported store URL {mask_url(url)}: use sqlite:///PATH or postgresql://...")
 
 
+def store_missing(url: str) -> str | None:
+    """Where the store should be, when no exwatch store is there (None when one is).
+
+    Nothing is created: a SQLite file is looked at without opening it for writing, a PostgreSQL
+    database is asked whether it holds the store's tables.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"not a store URL: {mask_url(url)}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None if database.startswith("file:") else database or ":memory:"
+        path = Path(database).expanduser()
+        if not path.is_file() or path.stat().st_size == 0:
+            return str(path)
+        import sqlite3
+
+        try:
+            raw = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                found = raw.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+                ).fetchone()
+            finally:
+                raw.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store {path}: {exc}") from exc
+        return None if found else str(path)
+    if backend in ("postgresql", "postgres"):
+        engine = engine_for(url)
+        try:
+            with engine.connect() as conn:
+                found = conn.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot connect to the store {mask_url(url)}: {exc}") from exc
+        finally:
+            engine.dispose()
+        return None if found else mask_url(url)
+    return None  # engine_for names what is wrong with other URLs
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in SQLITE_PRAGMAS:

@@ -73,6 +73,7 @@ class HostIndex:
         self._by_name: dict[str, int] = {}
         self._by_fe_cert: dict[tuple[str, str], int] = {}
         self._by_fingerprint: dict[str, int] = {}
+        self._aliases: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.hosts)
@@ -89,8 +90,22 @@ class HostIndex:
         if ident.cert and _FINGERPRINT.match(ident.cert):
             self._by_fingerprint[ident.cert] = host_id
 
+    def alias(self, host_id: int, ident: Identity) -> None:
+        """Identifiers of a host merged into ``host_id`` (``hosts merge``): they now name that host."""
+        for value in (ident.name, ident.address, ident.cert):
+            if value:
+                self._aliases[value] = host_id
+
     def match(self, ident: Identity) -> int | None:
         """The known host this identity belongs to, or None for a new host."""
+        found = self._match(ident)
+        if found is None and self._aliases:
+            for value in (ident.name, ident.address, ident.cert):
+                if value and value in self._aliases:
+                    return self._aliases[value]
+        return found
+
+    def _match(self, ident: Identity) -> int | None:
         if ident.name and ident.name in self._by_name:
             return self._by_name[ident.name]
         if ident.address and ident.address in self._by_address:

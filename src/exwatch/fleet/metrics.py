@@ -43,6 +43,8 @@ class WaveCounts:
     mitigated: int = 0
     unknown: int = 0
     not_affected: int = 0
+    # hosts whose verdict is older than the max age: shown apart, outside every other count
+    stale: int = 0
 
     @property
     def protected(self) -> int:
@@ -74,6 +76,7 @@ class WaveCounts:
             "mitigated": self.mitigated,
             "unknown": self.unknown,
             "not_affected": self.not_affected,
+            "stale": self.stale,
             "classified": self.classified,
             "protected_share": self.protected_share,
             "protected_bounds": list(bounds) if bounds else None,

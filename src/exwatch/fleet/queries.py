@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal_column, select
+from sqlalchemy import Connection, and_, func, literal_column, or_, select
 
 from exwatch.errors import InputError
+from exwatch.fleet import picture as pic
 from exwatch.fleet import schema as t
 from exwatch.fleet.metrics import STATES, WaveCounts, counts_from
 from exwatch.fleet.store import PROTECTED, Store
@@ -52,6 +53,183 @@ def parse_tag(text: str | None) -> tuple[str, str] | None:
     return key.strip(), value.strip()
 
 
+DEFAULT_MAX_AGE = timedelta(days=30)
+
+
+@dataclass
+class Picture:
+    """The fleet picture at one scan's time: every known host's latest verdict (not only that scan's).
+
+    ``waves`` and ``statuses`` count the current hosts; ``stale`` counts hosts whose verdict is older
+    than the max age (shown apart, out of the share); ``scan_statuses`` is what this scan itself saw,
+    and ``scope`` the targets it was given.
+    """
+
+    scan_id: int
+    time: datetime
+    waves: dict[str, WaveCounts] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    stale: int = 0
+    scan_statuses: dict[str, int] = field(default_factory=dict)
+    scope: list[str] | None = None
+
+    @property
+    def hosts(self) -> int:
+        return sum(self.statuses.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scan": self.scan_id,
+            "time": self.time.isoformat(),
+            "hosts": self.hosts,
+            "statuses": dict(sorted(self.statuses.items())),
+            "stale": self.stale,
+            "scan_statuses": dict(sorted(self.scan_statuses.items())),
+            "scope": self.scope,
+            "waves": {w: c.to_dict() for w, c in sorted(self.waves.items())},
+        }
+
+
+def scope_of(params_text: str | None) -> list[str] | None:
+    """The targets a scan was given, from its stored parameters (None when it did not say)."""
+    if not params_text:
+        return None
+    try:
+        params = json.loads(params_text)
+    except ValueError:
+        return None
+    targets = params.get("targets") if isinstance(params, dict) else None
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        return [targets]
+    return [str(x) for x in targets]
+
+
+def _is_stale(source_time: datetime | None, at: datetime, max_age: timedelta | None) -> bool:
+    return max_age is not None and source_time is not None and source_time < at - max_age
+
+
+def fleet_series(
+    store: Store,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tag: tuple[str, str] | None = None,
+    max_age: timedelta | None = DEFAULT_MAX_AGE,
+) -> list[Picture]:
+    """The fleet picture at every finished scan's time, in time order (exwatch.fleet.picture).
+
+    Without a tag filter it is read from the per-scan picture summaries; with one it is computed from
+    the observations of the tagged hosts (one set-based query per scan).
+    """
+    sc, ps, ss = t.scans, t.picture_summary, t.scan_summary
+    conds: list[Any] = [pic.finished_scans()]
+    if since is not None:
+        conds.append(sc.c.started_at >= to_db(since))
+    if until is not None:
+        conds.append(sc.c.started_at <= to_db(until))
+    with store.connect() as conn:
+        scans = conn.execute(
+            select(sc.c.id, sc.c.started_at, sc.c.params).where(*conds).order_by(sc.c.started_at, sc.c.id)
+        ).all()
+        if not scans:
+            return []
+        times = {
+            int(i): from_db(w)
+            for i, w in conn.execute(select(sc.c.id, sc.c.started_at).where(pic.finished_scans()))
+        }
+        result = {
+            int(r.id): Picture(int(r.id), from_db(r.started_at) or datetime.min, scope=scope_of(r.params))
+            for r in scans
+        }
+        ids = list(result)
+        rows: list[tuple[int, str, str, int, int]] = []
+        if tag is None:
+            for chunk in _id_chunks(ids):
+                rows += [
+                    (int(a), str(b), str(c), int(d), int(e))
+                    for a, b, c, d, e in conn.execute(
+                        select(ps.c.scan_id, ps.c.wave, ps.c.state, ps.c.source_scan, ps.c.n).where(
+                            ps.c.scan_id.in_(chunk)
+                        )
+                    )
+                ]
+        else:
+            for scan_id in ids:
+                rows += _tagged_picture_counts(conn, scan_id, result[scan_id].time, tag)
+        for chunk in _id_chunks(ids):
+            for scan_id, state, n in conn.execute(
+                select(ss.c.scan_id, ss.c.state, ss.c.n).where(ss.c.scan_id.in_(chunk), ss.c.wave == "*")
+            ):
+                result[int(scan_id)].scan_statuses[str(state)] = int(n)
+    per: dict[tuple[int, str], dict[str, int]] = {}
+    stale_per: dict[tuple[int, str], int] = {}
+    for scan_id, wave, state, source, n in rows:
+        snap = result[scan_id]
+        stale = _is_stale(times.get(source), snap.time, max_age)
+        if wave == pic.HOST_STATUS:
+            if stale:
+                snap.stale += n
+            else:
+                snap.statuses[state] = snap.statuses.get(state, 0) + n
+        elif stale:
+            stale_per[(scan_id, wave)] = stale_per.get((scan_id, wave), 0) + n
+        else:
+            per.setdefault((scan_id, wave), {})
+            per[(scan_id, wave)][state] = per[(scan_id, wave)].get(state, 0) + n
+    for key in set(per) | set(stale_per):
+        counts = counts_from(per.get(key, {}))
+        result[key[0]].waves[key[1]] = WaveCounts(**{**counts.__dict__, "stale": stale_per.get(key, 0)})
+    return list(result.values())
+
+
+def _id_chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _tagged_picture_counts(
+    conn: Connection, scan_id: int, when: datetime, tag: tuple[str, str]
+) -> list[tuple[int, str, str, int, int]]:
+    """The picture's counts at one scan for the hosts carrying a tag, from the observations."""
+    s = t.observation_states
+    hosts = pic.picture_hosts(to_db(when) or when, tag=tag, until_scan=scan_id)
+    out: list[tuple[int, str, str, int, int]] = []
+    for wave, state, source, n in conn.execute(
+        select(s.c.wave, s.c.state, hosts.c.scan_id, func.count())
+        .select_from(hosts.join(s, and_(s.c.scan_id == hosts.c.scan_id, s.c.host_id == hosts.c.host_id)))
+        .group_by(s.c.wave, s.c.state, hosts.c.scan_id)
+    ):
+        out.append((scan_id, str(wave), str(state), int(source), int(n)))
+    for status, source, n in conn.execute(
+        select(hosts.c.status, hosts.c.scan_id, func.count()).group_by(hosts.c.status, hosts.c.scan_id)
+    ):
+        out.append((scan_id, pic.HOST_STATUS, str(status), int(source), int(n)))
+    return out
+
+
+def picture_time(store: Store) -> datetime | None:
+    """The time of the newest pictured scan: the time host_current describes."""
+    sc = t.scans
+    with store.connect() as conn:
+        value = conn.execute(
+            select(func.max(sc.c.started_at)).where(pic.finished_scans(), sc.c.pictured.is_not(None))
+        ).scalar()
+    return from_db(value)
+
+
+def _current(at: datetime | None, max_age: timedelta | None) -> list[Any]:
+    """Conditions on host_current (joined with hosts) for the hosts counted at ``at``: not retired,
+    not merged away, not stale."""
+    hc, h = t.host_current, t.hosts
+    conds: list[Any] = [h.c.merged_into.is_(None)]
+    if at is not None:
+        conds.append(or_(h.c.retired_at.is_(None), h.c.retired_at > to_db(at)))
+        if max_age is not None:
+            conds.append(hc.c.seen_at >= to_db(at - max_age))
+    return conds
+
+
 def snapshots(
     store: Store,
     *,
@@ -59,7 +237,8 @@ def snapshots(
     until: datetime | None = None,
     tag: tuple[str, str] | None = None,
 ) -> list[Snapshot]:
-    """Every finished snapshot in time order with its counts (from scan_summary, or grouped by tag)."""
+    """Every finished scan in time order with what that scan itself saw (from scan_summary, or grouped
+    by tag): the scan's own counts, not the fleet picture (see fleet_series)."""
     sc, ss, s, o, tg = t.scans, t.scan_summary, t.observation_states, t.observations, t.tags
     conds: list[Any] = [sc.c.finished_at.is_not(None), sc.c.kind == "scan"]
     if since is not None:
@@ -109,25 +288,32 @@ def snapshots(
 
 
 def breakdown(
-    store: Store, scan_id: int, wave: str, *, by: str = "cu", tag: tuple[str, str] | None = None
+    store: Store,
+    wave: str,
+    *,
+    by: str = "cu",
+    tag: tuple[str, str] | None = None,
+    max_age: timedelta | None = DEFAULT_MAX_AGE,
 ) -> dict[str, WaveCounts]:
-    """Counts per CU (``by="cu"``), per build (``by="build"``) or per value of a tag key (``by="tag:KEY"``)
-    for one snapshot and wave."""
-    s, tg = t.observation_states, t.tags
-    conds = [s.c.scan_id == scan_id, s.c.wave == wave]
-    source: Any = s
+    """Counts of the current fleet picture per CU (``by="cu"``), per build (``by="build"``) or per value
+    of a tag key (``by="tag:KEY"``) for one wave (stale and retired hosts left out)."""
+    s, tg, hc, h, sh = t.observation_states, t.tags, t.host_current, t.hosts, t.scan_hosts
+    at = picture_time(store)
+    conds = [s.c.wave == wave, *_current(at, max_age)]
+    source: Any = hc.join(h, h.c.id == hc.c.host_id).join(
+        s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id)
+    )
     if tag is not None:
         f = tg.alias("f")
-        source = source.join(f, and_(f.c.host_id == s.c.host_id, f.c.key == tag[0], f.c.value == tag[1]))
+        source = source.join(f, and_(f.c.host_id == hc.c.host_id, f.c.key == tag[0], f.c.value == tag[1]))
     if by == "cu":
         group: Any = func.coalesce(s.c.cu, "unknown build")
     elif by == "build":
-        o = t.observations
-        source = source.join(o, and_(o.c.scan_id == s.c.scan_id, o.c.host_id == s.c.host_id))
-        group = func.coalesce(o.c.build, "unknown build")
+        source = source.join(sh, and_(sh.c.scan_id == hc.c.scan_id, sh.c.host_id == hc.c.host_id))
+        group = func.coalesce(sh.c.build, "unknown build")
     elif by.startswith("tag:"):
         g = tg.alias("g")
-        source = source.outerjoin(g, and_(g.c.host_id == s.c.host_id, g.c.key == by[4:]))
+        source = source.outerjoin(g, and_(g.c.host_id == hc.c.host_id, g.c.key == by[4:]))
         group = func.coalesce(g.c.value, "(untagged)")
     else:
         raise InputError(f"unknown breakdown {by!r}: use cu, build or tag:KEY")
@@ -142,6 +328,33 @@ def breakdown(
     for g_value, state, n in rows:
         per.setdefault(str(g_value), {})[state] = int(n)
     return {k: counts_from(v) for k, v in sorted(per.items())}
+
+
+def tag_values(store: Store) -> dict[str, list[str]]:
+    """Every tag key in the store with its values (for naming the valid ones after a typo)."""
+    tg = t.tags
+    out: dict[str, list[str]] = {}
+    with store.connect() as conn:
+        for key, value in conn.execute(
+            select(tg.c.key, tg.c.value).distinct().order_by(tg.c.key, tg.c.value)
+        ):
+            out.setdefault(str(key), []).append(str(value))
+    return out
+
+
+def check_tag(store: Store, tag: tuple[str, str] | None) -> None:
+    """An InputError naming the valid keys or values when no host carries the tag."""
+    if tag is None:
+        return
+    known = tag_values(store)
+    key, value = tag
+    if key not in known:
+        valid = ", ".join(sorted(known)) or "none (no host is tagged yet)"
+        raise InputError(f"unknown tag key {key!r}: the store's tag keys are {valid}")
+    if value not in known[key]:
+        values = known[key]
+        shown = ", ".join(values[:30]) + (f" (and {len(values) - 30} more)" if len(values) > 30 else "")
+        raise InputError(f"no host has the tag {key}={value}: the values of {key!r} are {shown}")
 
 
 def tag_keys(store: Store, wanted: tuple[str, ...]) -> list[str]:
@@ -166,29 +379,43 @@ def _fix_text(detail: str | None, wave: str) -> str | None:
 
 def hosts_at_risk(
     store: Store,
-    scan_id: int,
     *,
     waves: list[str] | None = None,
     tag: tuple[str, str] | None = None,
     limit: int | None = None,
+    max_age: timedelta | None = DEFAULT_MAX_AGE,
 ) -> list[dict[str, Any]]:
-    """Hosts vulnerable in the snapshot, longest exposed first, with their fix."""
-    s, e, h, o, d, tg, sc = (
+    """Hosts vulnerable in the current fleet picture, longest exposed first, with their fix and the
+    scan whose verdict it is (stale and retired hosts are left out)."""
+    s, e, h, o, d, tg, hc = (
         t.observation_states,
         t.host_exposure,
         t.hosts,
         t.observations,
         t.details,
         t.tags,
-        t.scans,
+        t.host_current,
     )
-    conds = [s.c.scan_id == scan_id, s.c.state == "vulnerable"]
+    at = picture_time(store)
+    conds = [s.c.state == "vulnerable", *_current(at, max_age)]
     if waves:
         conds.append(s.c.wave.in_(waves))
+    # the observation of the service that gave the verdict (the lowest id if it answered twice)
+    verdict_obs = (
+        select(func.min(o.c.id))
+        .where(
+            o.c.scan_id == hc.c.scan_id,
+            o.c.host_id == hc.c.host_id,
+            func.coalesce(o.c.port, 0) == func.coalesce(hc.c.port, 0),
+        )
+        .correlate(hc)
+        .scalar_subquery()
+    )
     source: Any = (
-        s.join(h, h.c.id == s.c.host_id)
+        hc.join(h, h.c.id == hc.c.host_id)
+        .join(s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id))
         .outerjoin(e, and_(e.c.host_id == s.c.host_id, e.c.wave == s.c.wave))
-        .outerjoin(o, and_(o.c.scan_id == s.c.scan_id, o.c.host_id == s.c.host_id))
+        .outerjoin(o, o.c.id == verdict_obs)
         .outerjoin(d, d.c.id == o.c.detail_id)
     )
     if tag is not None:
@@ -201,7 +428,10 @@ def hosts_at_risk(
             h.c.name,
             h.c.fe_server,
             o.c.build,
+            o.c.port,
             s.c.cu,
+            hc.c.scan_id,
+            hc.c.seen_at,
             e.c.first_vulnerable,
             d.c.body,
         )
@@ -212,14 +442,9 @@ def hosts_at_risk(
     if limit is not None:
         query = query.limit(limit)
     with store.connect() as conn:
-        at = from_db(conn.execute(select(sc.c.started_at).where(sc.c.id == scan_id)).scalar())
         rows = conn.execute(query).all()
     out: list[dict[str, Any]] = []
-    seen: set[tuple[int, str]] = set()
     for row in rows:
-        if (row.host_id, row.wave) in seen:  # a host observed twice in one scan
-            continue
-        seen.add((row.host_id, row.wave))
         since = from_db(row.first_vulnerable)
         out.append(
             {
@@ -230,12 +455,38 @@ def hosts_at_risk(
                 "wave": row.wave,
                 "build": row.build,
                 "cu": row.cu,
+                "port": row.port,
+                "scan": row.scan_id,
+                "seen_at": iso(row.seen_at),
                 "exposed_since": since.isoformat() if since else None,
                 "exposed_days": round((at - since).total_seconds() / 86400, 2) if since and at else None,
                 "fix": _fix_text(row.body, row.wave),
             }
         )
     return out
+
+
+def count_in_state(
+    store: Store, state: str, *, waves: list[str] | None = None, max_age: timedelta | None = DEFAULT_MAX_AGE
+) -> int:
+    """How many (host, wave) pairs of the current picture are in ``state``."""
+    s, hc, h = t.observation_states, t.host_current, t.hosts
+    conds = [s.c.state == state, *_current(picture_time(store), max_age)]
+    if waves:
+        conds.append(s.c.wave.in_(waves))
+    with store.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(
+                    hc.join(h, h.c.id == hc.c.host_id).join(
+                        s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id)
+                    )
+                )
+                .where(*conds)
+            ).scalar()
+            or 0
+        )
 
 
 def _host_states(conn: Connection, host_id: int, waves: list[str] | None = None) -> list[Any]:
@@ -372,13 +623,14 @@ def attempts_per_hour(
     until: datetime | None = None,
     tag: tuple[str, str] | None = None,
 ) -> list[tuple[datetime, int]]:
-    """Hunt findings across hosts counted per hour (every finding with a time is one attempt's trace)."""
+    """Hunt findings of confidence confirmed or likely across hosts, counted per hour (each one is one
+    attempt's trace; findings left for review are not counted)."""
     f, tg = t.findings, t.tags
     if store.dialect == "postgresql":
         bucket: Any = func.date_trunc("hour", f.c.time)
     else:
         bucket = func.strftime("%Y-%m-%d %H:00:00", f.c.time)
-    conds: list[Any] = [f.c.time.is_not(None)]
+    conds: list[Any] = [f.c.time.is_not(None), f.c.confidence.in_(EVIDENCE_CONFIDENCE)]
     if since is not None:
         conds.append(f.c.time >= to_db(since))
     if until is not None:
@@ -397,37 +649,59 @@ def attempts_per_hour(
     return [(from_db(hour) or datetime.min, int(n)) for hour, n in rows]
 
 
-def host_history(store: Store, host: str) -> dict[str, Any]:
-    """One host across snapshots and hunts: identity, tags, per-snapshot states, exposure, hunts."""
+def resolve_host(store: Store, host: str) -> int:
+    """The one host a user's word names (#id, address, DNS name, X-FEServer), else an InputError."""
     matches = store.find_hosts(host)
     if not matches:
         raise InputError(f"no host in the store matches {host!r}")
     if len(matches) > 1:
         raise InputError(f"{host!r} matches {len(matches)} hosts; use the host id (#N)")
-    host_id = matches[0]
-    h, o, sc, tg, hu, f = (
+    return matches[0]
+
+
+def host_history(store: Store, host: str) -> dict[str, Any]:
+    """One host across snapshots and hunts: identity, tags, its folded verdict in every scan that saw
+    it (with each service's answer), exposure, hunts, and its current place in the fleet picture."""
+    host_id = resolve_host(store, host)
+    h, o, sc, tg, hu, f, sh, hc = (
         t.hosts,
         t.observations,
         t.scans,
         t.tags,
         t.hunts,
         t.findings,
+        t.scan_hosts,
+        t.host_current,
     )
     with store.connect() as conn:
         ident = conn.execute(select(h).where(h.c.id == host_id)).one()
         tags = dict(conn.execute(select(tg.c.key, tg.c.value).where(tg.c.host_id == host_id)).all())
-        obs = conn.execute(
-            select(
-                o.c.scan_id, sc.c.started_at, o.c.status, o.c.address, o.c.build, o.c.build_source, o.c.error
-            )
-            .join(sc, sc.c.id == o.c.scan_id)
-            .where(o.c.host_id == host_id)
-            .order_by(sc.c.started_at, o.c.scan_id)
+        folded = conn.execute(
+            select(sh, sc.c.started_at)
+            .join(sc, sc.c.id == sh.c.scan_id)
+            .where(sh.c.host_id == host_id)
+            .order_by(sc.c.started_at, sh.c.scan_id)
         ).all()
-        # per-wave states by primary key, for this host's snapshots only
+        services: dict[int, list[dict[str, Any]]] = {}
+        for row in conn.execute(
+            select(o.c.scan_id, o.c.port, o.c.status, o.c.address, o.c.build, o.c.build_source, o.c.error)
+            .where(o.c.host_id == host_id)
+            .order_by(o.c.scan_id, o.c.port, o.c.id)
+        ):
+            services.setdefault(int(row.scan_id), []).append(
+                {
+                    "port": row.port,
+                    "status": row.status,
+                    "address": row.address,
+                    "build": row.build,
+                    "build_source": row.build_source,
+                    "error": row.error,
+                }
+            )
         states: dict[int, dict[str, str]] = {}
         for row in _host_states(conn, host_id):
             states.setdefault(row.scan_id, {})[row.wave] = row.state
+        current = conn.execute(select(hc).where(hc.c.host_id == host_id)).first()
         hunts = conn.execute(
             select(hu.c.id, hu.c.started_at, hu.c.verdict, func.count(f.c.id), func.min(f.c.time))
             .outerjoin(f, f.c.hunt_id == hu.c.id)
@@ -436,22 +710,22 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
             .order_by(hu.c.started_at)
         ).all()
     snapshots_out = []
-    seen_scans: set[int] = set()
-    for row in obs:
-        if row.scan_id in seen_scans:
-            continue
-        seen_scans.add(row.scan_id)
-        when = from_db(row.started_at)
+    for row in folded:
+        svc = services.get(int(row.scan_id), [])
+        winner = next((x for x in svc if x["port"] == row.port), svc[0] if svc else {})
         snapshots_out.append(
             {
                 "scan": row.scan_id,
-                "time": when.isoformat() if when else None,
+                "time": iso(row.started_at),
                 "status": row.status,
-                "address": row.address,
+                "port": row.port,
+                "address": winner.get("address"),
                 "build": row.build,
-                "build_source": row.build_source,
-                "error": row.error,
-                "waves": states.get(row.scan_id, {}),
+                "build_source": winner.get("build_source"),
+                "error": winner.get("error"),
+                "conflict": bool(row.conflict),
+                "services": svc,
+                "waves": states.get(int(row.scan_id), {}),
             }
         )
     return {
@@ -461,7 +735,17 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
         "fe_server": ident.fe_server,
         "cert": ident.cert,
         "first_seen": iso(ident.first_seen),
+        "retired_at": iso(ident.retired_at),
+        "merged_into": ident.merged_into,
         "tags": tags,
+        "current": None
+        if current is None
+        else {
+            "scan": current.scan_id,
+            "status": current.status,
+            "port": current.port,
+            "seen_at": iso(current.seen_at),
+        },
         "snapshots": snapshots_out,
         "exposure": exposure_windows(store, host_id=host_id),
         "hunts": [
@@ -478,29 +762,43 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
 
 
 def list_hosts(
-    store: Store, *, tag: tuple[str, str] | None = None, limit: int | None = None
+    store: Store,
+    *,
+    tag: tuple[str, str] | None = None,
+    limit: int | None = None,
+    max_age: timedelta | None = DEFAULT_MAX_AGE,
+    include_retired: bool = True,
 ) -> list[dict[str, Any]]:
-    """Known hosts with their latest observation's status and build, and their tags."""
-    h, o, tg, sc = t.hosts, t.observations, t.tags, t.scans
-    latest = (
-        select(o.c.host_id, func.max(o.c.scan_id).label("scan_id"))
-        .where(o.c.host_id.is_not(None))
-        .group_by(o.c.host_id)
-    ).subquery()
-    source: Any = (
-        h.outerjoin(latest, latest.c.host_id == h.c.id)
-        .outerjoin(o, and_(o.c.host_id == h.c.id, o.c.scan_id == latest.c.scan_id))
-        .outerjoin(sc, sc.c.id == latest.c.scan_id)
+    """Known hosts with their place in the current fleet picture: folded status, the port and scan that
+    gave it, build, when last seen, stale or retired, conflict, and tags."""
+    h, tg, hc, sh = t.hosts, t.tags, t.host_current, t.scan_hosts
+    at = picture_time(store)
+    source: Any = h.outerjoin(hc, hc.c.host_id == h.c.id).outerjoin(
+        sh, and_(sh.c.scan_id == hc.c.scan_id, sh.c.host_id == hc.c.host_id)
     )
-    conds: list[Any] = []
+    conds: list[Any] = [h.c.merged_into.is_(None)]
     if tag is not None:
         conds.append(
             select(tg.c.host_id)
             .where(tg.c.host_id == h.c.id, tg.c.key == tag[0], tg.c.value == tag[1])
             .exists()
         )
+    if not include_retired:
+        conds.append(h.c.retired_at.is_(None))
     query = (
-        select(h.c.id, h.c.address, h.c.name, h.c.fe_server, o.c.status, o.c.build, sc.c.started_at)
+        select(
+            h.c.id,
+            h.c.address,
+            h.c.name,
+            h.c.fe_server,
+            h.c.retired_at,
+            hc.c.status,
+            hc.c.port,
+            hc.c.scan_id,
+            hc.c.seen_at,
+            sh.c.build,
+            sh.c.conflict,
+        )
         .select_from(source)
         .where(*conds)
         .order_by(h.c.id)
@@ -512,12 +810,10 @@ def list_hosts(
         all_tags: dict[int, dict[str, str]] = {}
         for host_id, key, value in conn.execute(select(tg.c.host_id, tg.c.key, tg.c.value)):
             all_tags.setdefault(host_id, {})[key] = value
-    out, seen = [], set()
+    out = []
     for row in rows:
-        if row.id in seen:
-            continue
-        seen.add(row.id)
-        last = from_db(row.started_at)
+        last = from_db(row.seen_at)
+        retired = from_db(row.retired_at)
         out.append(
             {
                 "host_id": row.id,
@@ -525,8 +821,13 @@ def list_hosts(
                 "name": row.name,
                 "fe_server": row.fe_server,
                 "status": row.status,
+                "port": row.port,
+                "scan": row.scan_id,
                 "build": row.build,
+                "conflict": bool(row.conflict),
                 "last_seen": last.isoformat() if last else None,
+                "stale": bool(at and last and max_age is not None and last < at - max_age),
+                "retired_at": retired.isoformat() if retired else None,
                 "tags": all_tags.get(row.id, {}),
             }
         )
@@ -537,13 +838,21 @@ __all__ = [
     "STATES",
     "Snapshot",
     "attempts_per_hour",
+    "DEFAULT_MAX_AGE",
+    "Picture",
     "breakdown",
+    "check_tag",
     "compromise",
+    "count_in_state",
     "exposure_windows",
+    "fleet_series",
     "host_history",
     "hosts_at_risk",
     "list_hosts",
     "parse_tag",
+    "picture_time",
+    "resolve_host",
     "snapshots",
     "tag_keys",
+    "tag_values",
 ]

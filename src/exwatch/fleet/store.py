@@ -19,10 +19,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from exwatch.config import default_db_url, mask_url
 from exwatch.errors import InputError, StoreError
+from exwatch.fleet import picture
 from exwatch.fleet import schema as t
-from exwatch.fleet.database import engine_for, migrate
+from exwatch.fleet.database import engine_for, migrate, store_missing
 from exwatch.fleet.identity import HostIndex, Identity, identity_of
 from exwatch.fleet.timeutil import now, to_db
+from exwatch.scan.fold import EXPOSURE, builds_disagree, service_rank
 
 BATCH = 5000
 PROTECTED = ("patched", "mitigated")
@@ -46,6 +48,7 @@ OBS_COLUMNS = (
     "detail_id",
 )
 STATE_COLUMNS = ("scan_id", "wave", "host_id", "state", "cu")
+SCAN_HOST_COLUMNS = ("scan_id", "host_id", "status", "rank", "port", "build", "conflict")
 HOST_COLUMNS = ("address", "name", "fe_server", "cert", "first_seen")
 # What an observation says beyond its columns, stored once per distinct body.
 DETAIL_KEYS = ("waves", "probes", "conflicts", "notes")
@@ -91,6 +94,102 @@ def _chunks(rows: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
         yield rows[start : start + size]
 
 
+class HostFold:
+    """One host's services in one scan folded as they arrive (the precedence of exwatch.scan.fold).
+
+    The winner is the highest rank, then the newest, then the lowest port.  Per-wave states: the most
+    exposed over the Exchange answers of the winning rank, or over every Exchange answer when two of
+    them disagree on the build (``conflict``).
+    """
+
+    __slots__ = (
+        "build",
+        "builds",
+        "conflict",
+        "cu",
+        "port",
+        "rank",
+        "states_all",
+        "states_top",
+        "status",
+        "when",
+    )
+
+    def __init__(self) -> None:
+        self.rank = 0
+        self.status = "unreachable"
+        self.port: int | None = None
+        self.build: str | None = None
+        self.cu: str | None = None
+        self.when = ""
+        self.builds: tuple[str, ...] = ()
+        self.conflict = False
+        self.states_top: dict[str, str] = {}
+        self.states_all: dict[str, str] = {}
+
+    def add(self, rec: dict[str, Any], cu: str | None) -> None:
+        rank = service_rank(rec)
+        when = str(rec.get("time") or "")
+        port = rec.get("port")
+        states: dict[str, str] = {}
+        exchange = rec.get("status") == "exchange"
+        if exchange:
+            for wave, verdict in (rec.get("waves") or {}).items():
+                state = verdict.get("state") if isinstance(verdict, dict) else verdict
+                if state in WAVE_STATES:
+                    states[wave] = state
+            build = rec.get("build")
+            if build and build not in self.builds:
+                if any(builds_disagree(build, b) for b in self.builds):
+                    self.conflict = True
+                self.builds = (*self.builds, str(build))
+            _most_exposed_into(self.states_all, states)
+        better = rank > self.rank or (
+            rank == self.rank and (when > self.when or (when == self.when and (port or 0) < (self.port or 0)))
+        )
+        if rank > self.rank:
+            self.states_top = dict(states)
+        elif rank == self.rank and exchange:
+            _most_exposed_into(self.states_top, states)
+        if better:
+            self.rank, self.when, self.port = rank, when, port
+            self.status = str(rec.get("status") or "exchange")
+            self.build = rec.get("build")
+            self.cu = cu
+
+    def states(self) -> dict[str, str]:
+        """The host's per-wave states in this scan (none unless an Exchange answer won)."""
+        if self.rank < 3:
+            return {}
+        return self.states_all if self.conflict else self.states_top
+
+    def key(self) -> tuple[Any, ...]:
+        return (
+            self.status,
+            self.rank,
+            self.port,
+            self.build,
+            self.conflict,
+            tuple(sorted(self.states().items())),
+        )
+
+
+def _most_exposed_into(into: dict[str, str], states: dict[str, str]) -> None:
+    for wave, state in states.items():
+        old = into.get(wave)
+        if old is None or EXPOSURE.get(state, 9) < EXPOSURE.get(old, 9):
+            into[wave] = state
+
+
+class ScanFolds(dict[int, HostFold]):
+    """The folds of one scan's hosts in this process; ``stored``: hosts an earlier run had written."""
+
+    def __init__(self, stored: set[int]) -> None:
+        super().__init__()
+        self.stored = stored
+        self.written: dict[int, tuple[Any, ...]] = {}
+
+
 class Store:
     """One open store; use as a context manager or call close()."""
 
@@ -99,13 +198,15 @@ class Store:
         self.engine = engine_for(url)
         self.dialect = self.engine.dialect.name
         migrate(self.engine)
+        with self._begin() as conn:
+            picture.ensure(conn)
         self._lock = threading.RLock()
         self._index: HostIndex | None = None
         self._index_max_id = 0
         self._tags: dict[tuple[int, str], str] = {}
         self._details: dict[str, int] = {}
         self._detail_bodies: dict[str, int] = {}
-        self._scan_hosts: dict[int, set[int]] = {}
+        self._scan_hosts: dict[int, ScanFolds] = {}
         self._scan_times: dict[int, datetime] = {}
 
     def __repr__(self) -> str:
@@ -122,6 +223,12 @@ class Store:
     def close(self) -> None:
         """Release every connection."""
         self.engine.dispose()
+
+    def forget_identities(self) -> None:
+        """Drop the cached host index (after a merge or a split changed who is who)."""
+        with self._lock:
+            self._index = None
+            self._index_max_id = 0
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -149,13 +256,18 @@ class Store:
             self._index = HostIndex()
             self._index_max_id = 0
             self._tags = {}
+        h = t.hosts
         rows = conn.execute(
-            select(t.hosts.c.id, t.hosts.c.address, t.hosts.c.name, t.hosts.c.fe_server, t.hosts.c.cert)
-            .where(t.hosts.c.id > self._index_max_id)
-            .order_by(t.hosts.c.id)
+            select(h.c.id, h.c.address, h.c.name, h.c.fe_server, h.c.cert, h.c.merged_into)
+            .where(h.c.id > self._index_max_id)
+            .order_by(h.c.id)
         ).all()
         for row in rows:
-            self._index.put(row.id, Identity(row.address, row.name, row.fe_server, row.cert))
+            ident = Identity(row.address, row.name, row.fe_server, row.cert)
+            if row.merged_into is not None:
+                self._index.alias(int(row.merged_into), ident)
+            else:
+                self._index.put(row.id, ident)
             self._index_max_id = max(self._index_max_id, row.id)
         if rows:
             new_ids = {row.id for row in rows}
@@ -216,7 +328,10 @@ class Store:
     def add_observations(self, scan_id: int, records: list[dict[str, Any]]) -> None:
         """Store what a scan saw, in batches; hosts are matched across scans (exwatch.fleet.identity).
 
-        A host observed twice in one scan keeps its first per-wave states (one vote per host).
+        Every (host, port) service record is kept; a host's services in one scan are folded into one
+        verdict (scan_hosts, observation_states) with the precedence of exwatch.scan.fold: an Exchange
+        answer outranks refused, timed-out or non-Exchange ports, and Exchange answers that disagree on
+        the build set ``conflict`` and give each wave its most exposed state.
         """
         if not records:
             return
@@ -227,24 +342,16 @@ class Store:
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             scan_time = self._scan_time(conn, scan_id)
             index = self._host_index(conn)
-            seen = self._scan_hosts.get(scan_id)
-            if seen is None:
-                seen = set(
-                    conn.execute(
-                        select(t.observation_states.c.host_id)
-                        .where(t.observation_states.c.scan_id == scan_id)
-                        .distinct()
-                    ).scalars()
-                )
-                self._scan_hosts[scan_id] = seen
+            folds = self._scan_folds(conn, scan_id)
             host_ids = self._resolve_hosts(conn, records, index, scan_time)
             detail_ids = self._detail_ids(conn, records)
             record_time = self._record_time
             default_time = self._db_time(scan_time)
             obs_rows: list[tuple[Any, ...]] = []
-            state_rows: list[tuple[Any, ...]] = []
             tag_rows: dict[tuple[int, str], str] = {}
             known_tags = self._tags
+            touched: dict[int, HostFold] = {}
+            reload: list[int] = []
             for rec, host_id, detail_id in zip(records, host_ids, detail_ids, strict=True):
                 build = rec.get("build")
                 cu = cu_of(build)
@@ -274,23 +381,95 @@ class Store:
                     for key, value in tags.items():
                         if known_tags.get((host_id, key)) != value:
                             tag_rows[(host_id, str(key))] = str(value)
-                if host_id in seen:
-                    continue
-                seen.add(host_id)
-                waves = rec.get("waves")
-                if not waves:
-                    continue
-                for wave, verdict in waves.items():
-                    state = verdict.get("state") if isinstance(verdict, dict) else verdict
-                    if state in WAVE_STATES:
-                        state_rows.append((scan_id, wave, host_id, state, cu))
+                fold = touched.get(host_id)
+                if fold is None:
+                    fold = folds.get(host_id)
+                    if fold is None:
+                        fold = HostFold()
+                        if host_id in folds.stored:
+                            reload.append(host_id)
+                    touched[host_id] = fold
+                fold.add(rec, cu)
             try:
+                if reload:
+                    self._reload_folds(conn, scan_id, reload, touched)
                 self._bulk(conn, "observations", OBS_COLUMNS, obs_rows)
-                self._bulk(conn, "observation_states", STATE_COLUMNS, state_rows)
+                self._write_folds(conn, scan_id, folds, touched)
                 if tag_rows:
                     self._write_tags(conn, tag_rows)
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot store observations: {exc}") from exc
+
+    def _scan_folds(self, conn: Connection, scan_id: int) -> ScanFolds:
+        """This process's folds of the scan's hosts; hosts stored by an earlier run are reloaded on demand."""
+        folds = self._scan_hosts.get(scan_id)
+        if folds is None:
+            folds = ScanFolds(
+                set(
+                    conn.execute(
+                        select(t.scan_hosts.c.host_id).where(t.scan_hosts.c.scan_id == scan_id)
+                    ).scalars()
+                )
+            )
+            self._scan_hosts[scan_id] = folds
+        return folds
+
+    def _reload_folds(
+        self, conn: Connection, scan_id: int, host_ids: list[int], touched: dict[int, HostFold]
+    ) -> None:
+        """Fold again the services an earlier run of this scan stored for these hosts (a resumed scan)."""
+        o, d = t.observations, t.details
+        for chunk in _chunks(host_ids, 900):
+            rows = conn.execute(
+                select(o.c.host_id, o.c.status, o.c.port, o.c.build, o.c.cu_only, o.c.time, d.c.body)
+                .outerjoin(d, d.c.id == o.c.detail_id)
+                .where(o.c.scan_id == scan_id, o.c.host_id.in_(list(chunk)))
+            ).all()
+            for row in rows:
+                body = json.loads(row.body) if row.body else {}
+                rec = {
+                    "status": row.status,
+                    "port": row.port,
+                    "build": row.build,
+                    "cu_only": row.cu_only,
+                    "time": str(row.time) if row.time is not None else None,
+                    "waves": body.get("waves") or {},
+                }
+                touched[row.host_id].add(rec, cu_of(row.build))
+
+    def _write_folds(
+        self, conn: Connection, scan_id: int, folds: ScanFolds, touched: dict[int, HostFold]
+    ) -> None:
+        """Write the (scan, host) folds that changed: scan_hosts and the per-wave observation_states."""
+        new_hosts: list[tuple[Any, ...]] = []
+        new_states: list[tuple[Any, ...]] = []
+        changed: list[int] = []
+        for host_id, fold in touched.items():
+            written = folds.written.get(host_id)
+            now_key = fold.key()
+            if written == now_key:
+                continue
+            if written is not None or host_id in folds.stored:
+                changed.append(host_id)
+            folds.written[host_id] = now_key
+            folds[host_id] = fold
+            new_hosts.append((scan_id, host_id, fold.status, fold.rank, fold.port, fold.build, fold.conflict))
+            for wave, state in fold.states().items():
+                new_states.append((scan_id, wave, host_id, state, fold.cu))
+        for chunk in _chunks(changed, 900):
+            ids = list(chunk)
+            conn.execute(
+                t.scan_hosts.delete().where(
+                    t.scan_hosts.c.scan_id == scan_id, t.scan_hosts.c.host_id.in_(ids)
+                )
+            )
+            conn.execute(
+                t.observation_states.delete().where(
+                    t.observation_states.c.scan_id == scan_id, t.observation_states.c.host_id.in_(ids)
+                )
+            )
+        self._bulk(conn, "scan_hosts", SCAN_HOST_COLUMNS, new_hosts)
+        self._bulk(conn, "observation_states", STATE_COLUMNS, new_states)
 
     def _record_time(self, value: Any) -> Any:
         """A record's time for the driver; the common ``...T..+00:00`` text is converted without parsing."""
@@ -369,6 +548,12 @@ class Store:
                 if merged != index.hosts[host_id]:
                     changed[host_id] = merged
                     index.put(host_id, merged)
+        # A refused or non-Exchange port of a server first seen in this batch belongs to that server.
+        for position, rec in enumerate(records):
+            if result[position] is None and (rec.get("status") or "exchange") != "exchange":
+                slot = fresh.match(identity_of(rec))
+                if slot is not None:
+                    pending_positions[slot].append(position)
         if pending_idents:
             rows = [
                 (
@@ -488,7 +673,7 @@ class Store:
 
     def finish_scan(self, scan_id: int, *, finished_at: datetime | None = None) -> None:
         """Close a snapshot: record its end and fill its summary counts (one GROUP BY each)."""
-        s, o = t.observation_states, t.observations
+        s = t.observation_states
         with self._begin() as conn:
             self._scan_time(conn, scan_id)
             conn.execute(
@@ -503,18 +688,17 @@ class Store:
                     .group_by(s.c.scan_id, s.c.wave, s.c.state),
                 )
             )
-            # Host-level counts under the wave "*": distinct hosts per status; targets that match
-            # no host count once per observation.
-            distinct = func.count(func.coalesce(o.c.host_id, -o.c.id).distinct())
-            conn.execute(
-                insert(t.scan_summary).from_select(
-                    ["scan_id", "wave", "state", "n"],
-                    select(o.c.scan_id, literal("*", t.scan_summary.c.wave.type), o.c.status, distinct)
-                    .where(o.c.scan_id == scan_id)
-                    .group_by(o.c.scan_id, o.c.status),
+            # Host-level counts under the wave "*": hosts per folded status; targets that match no
+            # host count once per address.
+            picture.attach_unmatched(conn, scan_id)
+            counts = picture.host_status_counts(conn, scan_id)
+            if counts:
+                conn.execute(
+                    insert(t.scan_summary),
+                    [{"scan_id": scan_id, "wave": "*", "state": st, "n": n} for st, n in counts],
                 )
-            )
             self._update_exposure(conn, scan_id)
+            picture.after_finish(conn, scan_id)
         self._scan_hosts.pop(scan_id, None)
         self._refresh_statistics()
 
@@ -526,6 +710,10 @@ class Store:
                 with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     for table in (
                         "hosts",
+                        "scan_hosts",
+                        "host_current",
+                        "service_current",
+                        "picture_summary",
                         "observations",
                         "observation_states",
                         "host_exposure",
@@ -586,7 +774,12 @@ class Store:
                     return [int(i) for i in found]
             ids: set[int] = set()
             for column in (h.c.address, h.c.name, h.c.fe_server):
-                ids.update(conn.execute(select(h.c.id).where(column == word)).scalars())
+                # a host merged into another one is that other host now
+                ids.update(
+                    conn.execute(
+                        select(func.coalesce(h.c.merged_into, h.c.id)).where(column == word)
+                    ).scalars()
+                )
         return sorted(int(i) for i in ids)
 
     def add_hunt(
@@ -649,6 +842,63 @@ class Store:
         return matches[0]
 
 
+def refold(conn: Connection, scan_ids: Iterable[int], host_ids: Iterable[int]) -> None:
+    """Fold again, from their stored service observations, these hosts in these scans (after a merge
+    or a split moved observations between hosts): scan_hosts and observation_states are rewritten."""
+    o, d, sh, s = t.observations, t.details, t.scan_hosts, t.observation_states
+    scans, hosts = sorted(set(scan_ids)), sorted(set(host_ids))
+    if not scans or not hosts:
+        return
+    conn.execute(sh.delete().where(sh.c.scan_id.in_(scans), sh.c.host_id.in_(hosts)))
+    conn.execute(s.delete().where(s.c.scan_id.in_(scans), s.c.host_id.in_(hosts)))
+    folds: dict[tuple[int, int], HostFold] = {}
+    bodies: dict[int, dict[str, Any]] = {}
+    rows = conn.execute(
+        select(
+            o.c.scan_id, o.c.host_id, o.c.status, o.c.port, o.c.build, o.c.cu_only, o.c.time, o.c.detail_id
+        )
+        .where(o.c.scan_id.in_(scans), o.c.host_id.in_(hosts))
+        .order_by(o.c.id)
+    ).all()
+    wanted = {r.detail_id for r in rows if r.detail_id is not None}
+    for chunk in _chunks(sorted(wanted), 900):
+        for detail_id, body in conn.execute(select(d.c.id, d.c.body).where(d.c.id.in_(list(chunk)))):
+            bodies[int(detail_id)] = json.loads(body)
+    for row in rows:
+        body = bodies.get(row.detail_id, {}) if row.detail_id is not None else {}
+        rec = {
+            "status": row.status,
+            "port": row.port,
+            "build": row.build,
+            "cu_only": row.cu_only,
+            "time": str(row.time) if row.time is not None else None,
+            "waves": body.get("waves") or {},
+        }
+        folds.setdefault((int(row.scan_id), int(row.host_id)), HostFold()).add(rec, cu_of(row.build))
+    host_rows = []
+    state_rows = []
+    for (scan_id, host_id), fold in folds.items():
+        host_rows.append(
+            {
+                "scan_id": scan_id,
+                "host_id": host_id,
+                "status": fold.status,
+                "rank": fold.rank,
+                "port": fold.port,
+                "build": fold.build,
+                "conflict": fold.conflict,
+            }
+        )
+        for wave, state in fold.states().items():
+            state_rows.append(
+                {"scan_id": scan_id, "wave": wave, "host_id": host_id, "state": state, "cu": fold.cu}
+            )
+    if host_rows:
+        conn.execute(insert(sh), host_rows)
+    if state_rows:
+        conn.execute(insert(s), state_rows)
+
+
 def rebuild_exposure(conn: Connection) -> None:
     """Recompute every exposure window from all finished snapshots (two GROUP BY passes)."""
     sc, s, e = t.scans, t.observation_states, t.host_exposure
@@ -676,6 +926,24 @@ def rebuild_exposure(conn: Connection) -> None:
         .scalar_subquery()
     )
     conn.execute(update(e).values(first_protected=first_protected))
+
+
+def require_store(url: str | None = None) -> str:
+    """The URL of an existing store, or an InputError (exit 2) saying there is none; nothing is created.
+
+    For the commands that only read (report, hosts, scans, serve): ``None`` means EXWATCH_DB or the
+    SQLite file in the data directory, looked up without creating that directory.
+    """
+    url = url or default_db_url(create=False)
+    where = store_missing(url)
+    if where is not None:
+        raise InputError(f"no store at {where}; run exwatch scan first")
+    return url
+
+
+def open_existing_store(url: str | None = None) -> Store:
+    """Open a store that must already exist (require_store), for commands that only read."""
+    return Store(require_store(url))
 
 
 def open_store(url: str | None = None) -> Store:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exwatch.config import mask_url
@@ -22,7 +22,18 @@ except ImportError:  # pragma: no cover - kb is part of the package
     WAVE_ORDER = ("proxylogon", "proxyshell", "proxynotshell")
     WAVE_NAMES = {}
 
+# The attempts fit is drawn only from this many hours with attempts, and only when it explains the
+# counts (R² at least MIN_FIT_R2) and its 95% interval for the doubling time is bounded.
+MIN_FIT_POINTS = 6
+MIN_FIT_R2 = 0.5
+
 DEFINITIONS = {
+    "fleet_picture": "at each scan's time, every known host's latest observation at or before it, per "
+    "(host, port) service, folded per host (an Exchange answer outranks refused or non-Exchange ports); "
+    "not only the hosts that scan saw",
+    "stale": "a host whose latest verdict is older than the max age (default 30 days) before the picture's "
+    "time: shown and counted apart, left out of the share",
+    "retired": "a host retired with `exwatch hosts retire` leaves the fleet from its retirement date",
     "classified": "vulnerable + patched + mitigated: hosts whose state for the wave is known and to which it applies",
     "protected_share": "(patched + mitigated) / classified",
     "protected_bounds": "the share with every unknown host counted unprotected (low) and protected (high)",
@@ -30,10 +41,12 @@ DEFINITIONS = {
     "exposure_window": "first snapshot that saw the host vulnerable to the first later one that saw it protected",
     "compromised_before_protected": "first finding (confirmed or likely) earlier than the end of the exposure "
     "window, or the host never seen protected",
-    "attempts_per_hour": "hunt findings with a time, across hosts, counted per hour",
+    "attempts_per_hour": "hunt findings of confidence confirmed or likely with a time, across hosts, "
+    "counted per hour",
     "doubling_time": "ln 2 / b of the least-squares fit log(attempts per hour) = a + b * hours, over the chosen "
     "window (default: first hour with attempts to the busiest hour; hours without attempts left out); 95% "
-    "interval from Student's t with n - 2 degrees of freedom",
+    "interval from Student's t with n - 2 degrees of freedom; not given from fewer than "
+    f"{MIN_FIT_POINTS} hours with attempts, nor when R² < {MIN_FIT_R2} or the interval is unbounded",
 }
 
 
@@ -48,6 +61,7 @@ class ReportOptions:
     fit_since: datetime | None = None
     fit_until: datetime | None = None
     by_build: bool = False
+    max_age: timedelta | None = q.DEFAULT_MAX_AGE
 
 
 def wave_name(wave: str) -> str:
@@ -62,7 +76,7 @@ def _wave_key(wave: str) -> tuple[int, str]:
 def build_report(store: Store, options: ReportOptions | None = None) -> dict[str, Any]:
     """Every figure of the report as JSON-ready values."""
     opts = options or ReportOptions()
-    snaps = q.snapshots(store, since=opts.since, tag=opts.tag)
+    snaps = q.fleet_series(store, since=opts.since, tag=opts.tag, max_age=opts.max_age)
     if opts.wave:
         for snap in snaps:
             snap.waves = {w: c for w, c in snap.waves.items() if w == opts.wave}
@@ -90,7 +104,11 @@ def build_report(store: Store, options: ReportOptions | None = None) -> dict[str
             }
     at_risk = (
         q.hosts_at_risk(
-            store, latest.scan_id, waves=[opts.wave] if opts.wave else None, tag=opts.tag, limit=opts.limit
+            store,
+            waves=[opts.wave] if opts.wave else None,
+            tag=opts.tag,
+            limit=opts.limit,
+            max_age=opts.max_age,
         )
         if latest
         else []
@@ -104,26 +122,43 @@ def build_report(store: Store, options: ReportOptions | None = None) -> dict[str
         # Default window: the growth phase, from the first hour with attempts to the busiest hour.
         peak = max(range(len(window)), key=lambda i: window[i][1])
         window = window[: peak + 1]
-    if window:
+    hours_with_attempts = sum(1 for _, n in window if n > 0)
+    if window and hours_with_attempts < MIN_FIT_POINTS:
+        fit_error = (
+            f"too few hours with attempts for a growth fit ({hours_with_attempts}; at least "
+            f"{MIN_FIT_POINTS} needed)"
+        )
+    elif window:
         start = window[0][0]
         try:
-            fit = fit_doubling(
+            fitted = fit_doubling(
                 [(h - start).total_seconds() / 3600 for h, _ in window], [n for _, n in window], start=start
             ).to_dict()
         except InputError as exc:
             fit_error = str(exc)
+        else:
+            weak = []
+            if fitted["r_squared"] < MIN_FIT_R2:
+                weak.append(f"R² {fitted['r_squared']:.2f} below {MIN_FIT_R2}")
+            if fitted["doubling_hours"] is not None and None in fitted["doubling_ci95"]:
+                weak.append("its 95% interval for the doubling time is unbounded")
+            if weak:
+                fit_error = f"no reliable growth fit over {fitted['points']} hours: " + "; ".join(weak)
+            else:
+                fit = fitted
     breakdowns: dict[str, Any] = {}
     if latest is not None and main_wave is not None:
+        age = opts.max_age
         breakdowns["cu"] = {
-            k: v.to_dict() for k, v in q.breakdown(store, latest.scan_id, main_wave, tag=opts.tag).items()
+            k: v.to_dict() for k, v in q.breakdown(store, main_wave, tag=opts.tag, max_age=age).items()
         }
         if opts.by_build:
             breakdowns["build"] = {
                 k: v.to_dict()
-                for k, v in q.breakdown(store, latest.scan_id, main_wave, by="build", tag=opts.tag).items()
+                for k, v in q.breakdown(store, main_wave, by="build", tag=opts.tag, max_age=age).items()
             }
         for key in q.tag_keys(store, ("organisation", "country", "network")):
-            by_tag = q.breakdown(store, latest.scan_id, main_wave, by=f"tag:{key}", tag=opts.tag)
+            by_tag = q.breakdown(store, main_wave, by=f"tag:{key}", tag=opts.tag, max_age=age)
             if set(by_tag) - {"(untagged)"}:
                 breakdowns[f"tag:{key}"] = {k: v.to_dict() for k, v in by_tag.items()}
     report: dict[str, Any] = {
@@ -133,6 +168,7 @@ def build_report(store: Store, options: ReportOptions | None = None) -> dict[str
             "since": opts.since.isoformat() if opts.since else None,
             "wave": opts.wave,
             "tag": f"{opts.tag[0]}={opts.tag[1]}" if opts.tag else None,
+            "max_age_days": opts.max_age.total_seconds() / 86400 if opts.max_age is not None else None,
         },
         "unit": "hosts",
         "wave": main_wave,
@@ -154,7 +190,20 @@ def build_report(store: Store, options: ReportOptions | None = None) -> dict[str
         "definitions": DEFINITIONS,
     }
     report["headline"] = headline(report)
+    report["headline_level"] = headline_level(report)
     return report
+
+
+def headline_level(report: dict[str, Any]) -> str:
+    """How the headline should look: ``unknown`` (nothing classified: never shown as good),
+    ``exposed`` (some server of the wave is vulnerable) or ``protected`` (every classified one is)."""
+    wave = report.get("wave")
+    if not report["snapshots"] or wave is None:
+        return "unknown"
+    counts = report["snapshots"][-1]["waves"].get(wave)
+    if not counts or not counts["classified"]:
+        return "unknown"
+    return "exposed" if counts["vulnerable"] else "protected"
 
 
 def _inside(when: datetime, since: datetime | None, until: datetime | None) -> bool:
@@ -179,7 +228,10 @@ def headline(report: dict[str, Any]) -> str:
     latest = report["snapshots"][-1]
     counts = latest["waves"].get(wave)
     if counts is None or not counts["classified"]:
-        return f"{wave_name(wave)}: no classified server in the latest snapshot ({latest['time'][:10]})."
+        text = f"{wave_name(wave)}: no classified server in the fleet on {latest['time'][:10]}"
+        if latest.get("stale"):
+            text += f" ({latest['stale']:,} stale hosts not counted)"
+        return text + "."
     text = (
         f"{wave_name(wave)}: {_pct(counts['protected_share'])} of {counts['classified']:,} classified servers "
         f"patched or mitigated"
@@ -202,4 +254,6 @@ def headline(report: dict[str, Any]) -> str:
     text += f" on {latest['time'][:10]}"
     if counts["unknown"] and bounds:
         text += f"; {counts['unknown']:,} unknown put it between {_pct(bounds[0])} and {_pct(bounds[1])}"
+    if latest.get("stale"):
+        text += f"; {latest['stale']:,} stale hosts (not re-seen within the max age) not counted"
     return text + "."

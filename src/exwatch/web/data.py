@@ -86,16 +86,20 @@ def summary(store: Store) -> dict[str, Any]:
 
 
 def snapshot_series(store: Store, *, tag: str | None = None) -> list[dict[str, Any]]:
-    """Every finished snapshot in time order with its per-wave counts (optionally of tagged hosts only)."""
-    return [s.to_dict() for s in q.snapshots(store, tag=q.parse_tag(tag))]
+    """The fleet picture at every finished scan's time with its per-wave counts (optionally of tagged
+    hosts only): the report's series."""
+    pair = q.parse_tag(tag)
+    q.check_tag(store, pair)
+    return [s.to_dict() for s in q.fleet_series(store, tag=pair)]
 
 
 def _latest_finished(store: Store) -> tuple[int, str] | None:
+    """The newest scan in the fleet picture (the picture's time is its time)."""
     sc = t.scans
     with store.connect() as conn:
         row = conn.execute(
             select(sc.c.id, sc.c.started_at)
-            .where(sc.c.finished_at.is_not(None), sc.c.kind == "scan")
+            .where(sc.c.finished_at.is_not(None), sc.c.kind == "scan", sc.c.pictured.is_not(None))
             .order_by(sc.c.started_at.desc(), sc.c.id.desc())
             .limit(1)
         ).first()
@@ -117,7 +121,8 @@ def hosts(
     limit: int = 100,
     offset: int = 0,
 ) -> dict[str, Any]:
-    """Hosts in ``state`` for a wave in the latest snapshot, one row per host and wave.
+    """Hosts in ``state`` for a wave in the current fleet picture (every known host's latest verdict,
+    stale and retired hosts left out), one row per host and wave.
 
     ``vulnerable`` (the default) is the report's list of hosts at risk, longest exposed first, with the
     fix; other states are listed by host id.  ``text`` filters on address, name, X-FEServer or build.
@@ -136,33 +141,21 @@ def hosts(
     waves = [wave] if wave else None
     if state == "vulnerable":
         if needle is None and tag_pair is None:
-            total = _count_state(store, scan_id, state, waves)
-            rows = q.hosts_at_risk(store, scan_id, waves=waves, limit=offset + limit)
-            if len(rows) < min(offset + limit, total):  # a host observed twice in one scan used a slot
-                rows = q.hosts_at_risk(store, scan_id, waves=waves)
+            total = q.count_in_state(store, state, waves=waves)
+            rows = q.hosts_at_risk(store, waves=waves, limit=offset + limit)
         else:
-            rows = q.hosts_at_risk(store, scan_id, waves=waves, tag=tag_pair)
+            rows = q.hosts_at_risk(store, waves=waves, tag=tag_pair)
             if needle is not None:
                 rows = [r for r in rows if _matches(r, needle)]
             total = len(rows)
         items = [{**r, "state": state} for r in rows[offset : offset + limit]]
     else:
-        total, items = _hosts_in_state(store, scan_id, state, waves, tag_pair, needle, limit, offset)
+        total, items = _hosts_in_state(store, state, waves, tag_pair, needle, limit, offset)
     return Page(total, limit, offset, items).to_dict(scan=scan_id, time=when, state=state)
-
-
-def _count_state(store: Store, scan_id: int, state: str, waves: list[str] | None) -> int:
-    ss = t.scan_summary
-    conds = [ss.c.scan_id == scan_id, ss.c.state == state, ss.c.wave != "*"]
-    if waves:
-        conds.append(ss.c.wave.in_(waves))
-    with store.connect() as conn:
-        return int(conn.execute(select(func.coalesce(func.sum(ss.c.n), 0)).where(*conds)).scalar() or 0)
 
 
 def _hosts_in_state(
     store: Store,
-    scan_id: int,
     state: str,
     waves: list[str] | None,
     tag: tuple[str, str] | None,
@@ -170,20 +163,34 @@ def _hosts_in_state(
     limit: int,
     offset: int,
 ) -> tuple[int, list[dict[str, Any]]]:
-    s, h, o, d, tg = t.observation_states, t.hosts, t.observations, t.details, t.tags
-    # One observation per host and scan: the first (a host may be observed twice in one scan).
-    first_obs = (
+    s, h, o, d, tg, hc, sh = (
+        t.observation_states,
+        t.hosts,
+        t.observations,
+        t.details,
+        t.tags,
+        t.host_current,
+        t.scan_hosts,
+    )
+    # the observation of the service that gave the host its verdict
+    verdict_obs = (
         select(func.min(o.c.id))
-        .where(o.c.scan_id == s.c.scan_id, o.c.host_id == s.c.host_id)
-        .correlate(s)
+        .where(
+            o.c.scan_id == hc.c.scan_id,
+            o.c.host_id == hc.c.host_id,
+            func.coalesce(o.c.port, 0) == func.coalesce(hc.c.port, 0),
+        )
+        .correlate(hc)
         .scalar_subquery()
     )
     source: Any = (
-        s.join(h, h.c.id == s.c.host_id)
-        .outerjoin(o, o.c.id == first_obs)
+        hc.join(h, h.c.id == hc.c.host_id)
+        .join(s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id))
+        .join(sh, and_(sh.c.scan_id == hc.c.scan_id, sh.c.host_id == hc.c.host_id))
+        .outerjoin(o, o.c.id == verdict_obs)
         .outerjoin(d, d.c.id == o.c.detail_id)
     )
-    conds: list[Any] = [s.c.scan_id == scan_id, s.c.state == state]
+    conds: list[Any] = [s.c.state == state, *q._current(q.picture_time(store), q.DEFAULT_MAX_AGE)]
     if waves:
         conds.append(s.c.wave.in_(waves))
     if tag is not None:
@@ -191,10 +198,10 @@ def _hosts_in_state(
     if needle is not None:
         pattern = f"%{needle}%"
         conds.append(
-            or_(*(func.lower(c).like(pattern) for c in (h.c.address, h.c.name, h.c.fe_server, o.c.build)))
+            or_(*(func.lower(c).like(pattern) for c in (h.c.address, h.c.name, h.c.fe_server, sh.c.build)))
         )
     base = select(
-        s.c.host_id, s.c.wave, h.c.address, h.c.name, h.c.fe_server, o.c.build, s.c.cu, d.c.body
+        s.c.host_id, s.c.wave, h.c.address, h.c.name, h.c.fe_server, sh.c.build, s.c.cu, hc.c.port, d.c.body
     ).select_from(source)
     with store.connect() as conn:
         total = int(
@@ -212,6 +219,7 @@ def _hosts_in_state(
             "wave": r.wave,
             "build": r.build,
             "cu": r.cu,
+            "port": r.port,
             "exposed_since": None,
             "exposed_days": None,
             "fix": q._fix_text(r.body, r.wave),
@@ -234,14 +242,15 @@ def host(store: Store, host_id: int) -> dict[str, Any]:
 
 
 def _latest_verdicts(store: Store, host_id: int) -> dict[str, Any]:
-    o, d, sc = t.observations, t.details, t.scans
+    """The host's verdicts in the fleet picture: the observation of the service that gave them."""
+    o, d, hc = t.observations, t.details, t.host_current
     with store.connect() as conn:
         row = conn.execute(
             select(o.c.scan_id, d.c.body)
-            .join(sc, sc.c.id == o.c.scan_id)
+            .join(hc, and_(hc.c.host_id == o.c.host_id, hc.c.scan_id == o.c.scan_id))
             .outerjoin(d, d.c.id == o.c.detail_id)
-            .where(o.c.host_id == host_id, sc.c.finished_at.is_not(None), o.c.status == "exchange")
-            .order_by(sc.c.started_at.desc(), o.c.scan_id.desc(), o.c.id)
+            .where(o.c.host_id == host_id, o.c.status == "exchange")
+            .order_by((func.coalesce(o.c.port, 0) != func.coalesce(hc.c.port, 0)), o.c.id)
             .limit(1)
         ).first()
     if row is None or not row.body:

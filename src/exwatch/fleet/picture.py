@@ -1,0 +1,448 @@
+"""The fleet picture: every known host's latest observation at or before a time, per service, folded.
+
+DESIGN.md defines it: at time T, each (host, port) service contributes its latest observation from a
+finished scan at or before T; a host's services are folded with the precedence of exwatch.scan.fold
+(an Exchange answer with an exact build outranks one with only the CU, which outranks a non-Exchange
+answer, which outranks refused, timed-out and unreachable ports; the newest wins between equal ranks).
+The host's per-wave states are those of the scan whose service won (that scan's own fold of the host).
+Retired hosts leave the picture from their retirement time; a host whose verdict comes from a scan older
+than ``max_age`` before T is *stale*: shown, counted apart, left out of the share (decided at read time).
+
+The picture is kept incrementally so that the report never replays history:
+
+- ``service_current`` and ``host_current`` hold the picture as of the newest pictured scan;
+- ``picture_summary`` holds, for every pictured scan S, the picture's counts at S's time per wave and
+  state, split by the scan each host's verdict comes from (so stale can be decided for any max age).
+
+finish_scan moves it on by one scan (only the hosts that scan touched are folded again).  A scan that
+arrives out of time order, a deleted scan, a retirement, a merge or a split rebuild it from the first
+scan they affect: the state before that scan is taken with one set-based query (window functions,
+SQLite >= 3.25 and PostgreSQL), then the later scans are stepped through again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    case,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    union,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from exwatch.fleet import schema as t
+from exwatch.fleet.timeutil import to_db
+
+HOST_STATUS = "*"
+
+
+def rank_of(o: Any) -> Any:
+    """The SQL rank of an observation row (the same as exwatch.scan.fold.service_rank)."""
+    return case(
+        (
+            and_(
+                o.c.status == "exchange",
+                o.c.build.is_not(None),
+                or_(o.c.cu_only.is_(None), o.c.cu_only == false()),
+            ),
+            4,
+        ),
+        (o.c.status == "exchange", 3),
+        (o.c.status == "not_exchange", 2),
+        else_=1,
+    )
+
+
+def status_of_rank(rank: Any, fallback: Any) -> Any:
+    """The status a folded rank stands for (rank 1 keeps the observation's own status)."""
+    return case((rank >= 3, "exchange"), (rank == 2, "not_exchange"), else_=fallback)
+
+
+def _upsert(conn: Connection, table: Any) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def finished_scans() -> Any:
+    """The condition for scans that belong in the picture."""
+    sc = t.scans
+    return and_(sc.c.finished_at.is_not(None), sc.c.kind == "scan")
+
+
+def _before_or_at(when: datetime, scan_id: int) -> Any:
+    sc = t.scans
+    return or_(sc.c.started_at < when, and_(sc.c.started_at == when, sc.c.id <= scan_id))
+
+
+def attach_unmatched(conn: Connection, scan_id: int) -> None:
+    """Give observations stored without a host (a refused port of a server created later in the same
+    scan) the host of this scan that has their address."""
+    o, h, sh = t.observations, t.hosts, t.scan_hosts
+    match = (
+        select(func.min(h.c.id))
+        .select_from(h.join(sh, sh.c.host_id == h.c.id))
+        .where(sh.c.scan_id == scan_id, h.c.address == func.lower(o.c.address))
+        .scalar_subquery()
+    )
+    conn.execute(
+        update(o)
+        .where(o.c.scan_id == scan_id, o.c.host_id.is_(None), o.c.address.is_not(None))
+        .values(host_id=match)
+    )
+
+
+def host_status_counts(conn: Connection, scan_id: int) -> list[tuple[str, int]]:
+    """Hosts per folded status in one scan; targets that match no host count once per address."""
+    sh, o = t.scan_hosts, t.observations
+    hosts = conn.execute(
+        select(sh.c.status, func.count()).where(sh.c.scan_id == scan_id).group_by(sh.c.status)
+    ).all()
+    per_address = (
+        select(
+            func.max(rank_of(o)).label("rank"),
+            func.min(o.c.status).label("status"),
+        )
+        .where(o.c.scan_id == scan_id, o.c.host_id.is_(None))
+        .group_by(func.coalesce(o.c.address, o.c.key))
+        .subquery()
+    )
+    status = status_of_rank(per_address.c.rank, per_address.c.status)
+    targets = conn.execute(select(status, func.count()).group_by(status)).all()
+    total: Counter[str] = Counter()
+    for name, n in [*hosts, *targets]:
+        total[str(name)] += int(n)
+    return sorted(total.items())
+
+
+# -- moving the picture on ------------------------------------------------------------------------
+
+
+def _contributions(conn: Connection, touched: Any, retired_after: datetime | None) -> Counter[Any]:
+    """Counts of the current picture's (host_current) hosts among ``touched``, per wave, state and
+    source scan, leaving out hosts retired at or before ``retired_after`` (None: keep all)."""
+    hc, s, h = t.host_current, t.observation_states, t.hosts
+    keep: list[Any] = [hc.c.host_id.in_(touched)]
+    if retired_after is not None:
+        keep.append(or_(h.c.retired_at.is_(None), h.c.retired_at > retired_after))
+    base = hc.join(h, h.c.id == hc.c.host_id)
+    out: Counter[Any] = Counter()
+    rows: list[Any] = list(
+        conn.execute(
+            select(s.c.wave, s.c.state, hc.c.scan_id, func.count())
+            .select_from(base.join(s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id)))
+            .where(*keep)
+            .group_by(s.c.wave, s.c.state, hc.c.scan_id)
+        ).all()
+    )
+    rows += conn.execute(
+        select(literal(HOST_STATUS), hc.c.status, hc.c.scan_id, func.count())
+        .select_from(base)
+        .where(*keep)
+        .group_by(hc.c.status, hc.c.scan_id)
+    ).all()
+    for wave, state, source, n in rows:
+        out[(wave, state, int(source))] += int(n)
+    return out
+
+
+def _refold_hosts(conn: Connection, hosts: Any) -> None:
+    """host_current of these hosts from their services' latest observations (service_current)."""
+    sv, hc = t.service_current, t.host_current
+    conn.execute(hc.delete().where(hc.c.host_id.in_(hosts)))
+    ranked = (
+        select(
+            sv.c.host_id,
+            sv.c.scan_id,
+            sv.c.status,
+            sv.c.rank,
+            sv.c.port,
+            sv.c.at,
+            func.row_number()
+            .over(
+                partition_by=sv.c.host_id,
+                order_by=(sv.c.rank.desc(), sv.c.at.desc(), sv.c.scan_id.desc(), sv.c.port),
+            )
+            .label("rn"),
+        )
+        .where(sv.c.host_id.in_(hosts))
+        .subquery()
+    )
+    conn.execute(
+        insert(hc).from_select(
+            ["host_id", "scan_id", "status", "rank", "port", "seen_at"],
+            select(
+                ranked.c.host_id,
+                ranked.c.scan_id,
+                ranked.c.status,
+                ranked.c.rank,
+                func.nullif(ranked.c.port, 0),
+                ranked.c.at,
+            ).where(ranked.c.rn == 1),
+        )
+    )
+
+
+def _step(conn: Connection, scan_id: int, when: datetime, prev: tuple[int, datetime] | None) -> None:
+    """Move the picture from the previous pictured scan ``prev`` to ``scan_id`` (at ``when``)."""
+    o, h, sv, ps = t.observations, t.hosts, t.service_current, t.picture_summary
+    prev_when = prev[1] if prev else None
+    observed = select(o.c.host_id).where(o.c.scan_id == scan_id, o.c.host_id.is_not(None)).distinct()
+    retiring = select(h.c.id).where(h.c.retired_at <= when)
+    if prev_when is not None:
+        retiring = retiring.where(h.c.retired_at > prev_when)
+    touched = union(observed, retiring).subquery()
+    touched_ids = select(touched.c[0])
+    before = _contributions(conn, touched_ids, prev_when) if prev else Counter()
+    # each service of this scan: its best observation replaces the service's older one
+    rank = func.max(rank_of(o))
+    port = func.coalesce(o.c.port, 0)
+    rows = (
+        select(
+            o.c.host_id,
+            port.label("port"),
+            literal(scan_id).label("scan_id"),
+            rank.label("rank"),
+            status_of_rank(rank, func.min(o.c.status)).label("status"),
+            literal(when, t.scans.c.started_at.type).label("at"),
+        )
+        .where(o.c.scan_id == scan_id, o.c.host_id.is_not(None))
+        .group_by(o.c.host_id, port)
+    )
+    stmt = _upsert(conn, sv).from_select(["host_id", "port", "scan_id", "rank", "status", "at"], rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[sv.c.host_id, sv.c.port],
+        set_={
+            "scan_id": stmt.excluded.scan_id,
+            "rank": stmt.excluded.rank,
+            "status": stmt.excluded.status,
+            "at": stmt.excluded.at,
+        },
+    )
+    conn.execute(stmt)
+    _refold_hosts(conn, observed)
+    after = _contributions(conn, touched_ids, when)
+    summary: Counter[Any] = Counter()
+    if prev:
+        for wave, state, source, n in conn.execute(
+            select(ps.c.wave, ps.c.state, ps.c.source_scan, ps.c.n).where(ps.c.scan_id == prev[0])
+        ):
+            summary[(wave, state, int(source))] += int(n)
+    summary.subtract(before)
+    summary.update(after)
+    conn.execute(ps.delete().where(ps.c.scan_id == scan_id))
+    values = [
+        {"scan_id": scan_id, "wave": w, "state": st, "source_scan": src, "n": n}
+        for (w, st, src), n in sorted(summary.items())
+        if n > 0
+    ]
+    if values:
+        conn.execute(insert(ps), values)
+    conn.execute(update(t.scans).where(t.scans.c.id == scan_id).values(pictured=true()))
+
+
+def _pictured_before(conn: Connection, when: datetime, scan_id: int) -> tuple[int, datetime] | None:
+    sc = t.scans
+    row = conn.execute(
+        select(sc.c.id, sc.c.started_at)
+        .where(finished_scans(), sc.c.pictured == true())
+        .where(or_(sc.c.started_at < when, and_(sc.c.started_at == when, sc.c.id < scan_id)))
+        .order_by(sc.c.started_at.desc(), sc.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (int(row.id), to_db(row.started_at) or when)
+
+
+def after_finish(conn: Connection, scan_id: int) -> None:
+    """Bring the picture up to a scan that has just finished: one step if it is the newest, else a
+    rebuild from it."""
+    sc = t.scans
+    row = conn.execute(select(sc.c.started_at, sc.c.kind).where(sc.c.id == scan_id)).one()
+    if row.kind != "scan":
+        return
+    when = to_db(row.started_at)
+    assert when is not None
+    later = conn.execute(
+        select(func.count())
+        .select_from(sc)
+        .where(
+            sc.c.pictured == true(),
+            sc.c.id != scan_id,
+            or_(sc.c.started_at > when, and_(sc.c.started_at == when, sc.c.id > scan_id)),
+        )
+    ).scalar()
+    unpictured_before = conn.execute(
+        select(func.count())
+        .select_from(sc)
+        .where(
+            finished_scans(),
+            or_(sc.c.pictured.is_(None), sc.c.pictured == false()),
+            sc.c.id != scan_id,
+            or_(sc.c.started_at < when, and_(sc.c.started_at == when, sc.c.id < scan_id)),
+        )
+    ).scalar()
+    already = conn.execute(select(sc.c.pictured).where(sc.c.id == scan_id)).scalar()
+    if unpictured_before:
+        rebuild(conn)
+        return
+    if later or already:
+        rebuild(conn, since=when)
+        return
+    _step(conn, scan_id, when, _pictured_before(conn, when, scan_id))
+
+
+def rebuild(conn: Connection, since: datetime | None = None) -> int:
+    """Rebuild the picture of every finished scan from ``since`` on (None: all); returns how many."""
+    sc, ps, sv, hc = t.scans, t.picture_summary, t.service_current, t.host_current
+    order = (sc.c.started_at, sc.c.id)
+    scans = [
+        (int(r.id), to_db(r.started_at))
+        for r in conn.execute(select(sc.c.id, sc.c.started_at).where(finished_scans()).order_by(*order))
+    ]
+    if since is not None:
+        since = to_db(since)
+    first = next((i for i, (_, when) in enumerate(scans) if since is None or (when and when >= since)), None)
+    # scans no longer finished or pictured past the start are cleared
+    redo = scans[first:] if first is not None else []
+    kept = scans[:first] if first is not None else scans
+    keep_ids = [i for i, _ in kept]
+    conn.execute(ps.delete().where(~ps.c.scan_id.in_(keep_ids) if keep_ids else true()))
+    conn.execute(update(sc).where(~sc.c.id.in_(keep_ids) if keep_ids else true()).values(pictured=null()))
+    conn.execute(sv.delete())
+    conn.execute(hc.delete())
+    prev = kept[-1] if kept else None
+    if prev is not None:
+        pid, pwhen = prev
+        assert pwhen is not None
+        _seed(conn, pid, pwhen)
+    for scan_id, when in redo:
+        assert when is not None
+        _step(conn, scan_id, when, (prev[0], prev[1]) if prev else None)  # type: ignore[arg-type]
+        prev = (scan_id, when)
+    return len(redo)
+
+
+def _seed(conn: Connection, scan_id: int, when: datetime) -> None:
+    """service_current and host_current as of one scan, in one set-based pass over the observations."""
+    o, sc, sv = t.observations, t.scans, t.service_current
+    rank = rank_of(o)
+    port = func.coalesce(o.c.port, 0)
+    latest = (
+        select(
+            o.c.host_id,
+            port.label("port"),
+            o.c.scan_id,
+            rank.label("rank"),
+            status_of_rank(rank, o.c.status).label("status"),
+            sc.c.started_at.label("at"),
+            func.row_number()
+            .over(
+                partition_by=(o.c.host_id, port),
+                order_by=(sc.c.started_at.desc(), sc.c.id.desc(), rank.desc()),
+            )
+            .label("rn"),
+        )
+        .select_from(o.join(sc, sc.c.id == o.c.scan_id))
+        .where(o.c.host_id.is_not(None), finished_scans(), _before_or_at(when, scan_id))
+        .subquery()
+    )
+    conn.execute(
+        insert(sv).from_select(
+            ["host_id", "port", "scan_id", "rank", "status", "at"],
+            select(
+                latest.c.host_id,
+                latest.c.port,
+                latest.c.scan_id,
+                latest.c.rank,
+                latest.c.status,
+                latest.c.at,
+            ).where(latest.c.rn == 1),
+        )
+    )
+    _refold_hosts(conn, select(sv.c.host_id).distinct())
+
+
+def ensure(conn: Connection) -> bool:
+    """Build the picture of finished scans that have none (a store from before the picture existed)."""
+    sc = t.scans
+    missing = conn.execute(
+        select(func.min(sc.c.started_at)).where(
+            finished_scans(), or_(sc.c.pictured.is_(None), sc.c.pictured == false())
+        )
+    ).scalar()
+    if missing is None:
+        return False
+    rebuild(conn)
+    return True
+
+
+def picture_hosts(
+    when: datetime, *, tag: tuple[str, str] | None = None, until_scan: int | None = None
+) -> Any:
+    """A subquery of the picture at ``when`` computed from the observations alone (set-based):
+    host_id, scan_id (the scan whose service won), status, rank, seen_at. For filtered series and checks.
+    """
+    o, sc, tg, h = t.observations, t.scans, t.tags, t.hosts
+    rank = rank_of(o)
+    port = func.coalesce(o.c.port, 0)
+    conds: list[Any] = [o.c.host_id.is_not(None), finished_scans()]
+    if until_scan is not None:
+        conds.append(_before_or_at(when, until_scan))
+    else:
+        conds.append(sc.c.started_at <= when)
+    source: Any = o.join(sc, sc.c.id == o.c.scan_id)
+    if tag is not None:
+        source = source.join(tg, and_(tg.c.host_id == o.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1]))
+    svc = (
+        select(
+            o.c.host_id,
+            port.label("port"),
+            o.c.scan_id,
+            rank.label("rank"),
+            status_of_rank(rank, o.c.status).label("status"),
+            sc.c.started_at.label("at"),
+            func.row_number()
+            .over(
+                partition_by=(o.c.host_id, port),
+                order_by=(sc.c.started_at.desc(), sc.c.id.desc(), rank.desc()),
+            )
+            .label("rn"),
+        )
+        .select_from(source)
+        .where(*conds)
+        .subquery()
+    )
+    best = (
+        select(
+            svc.c.host_id,
+            svc.c.scan_id,
+            svc.c.status,
+            svc.c.rank,
+            svc.c.at.label("seen_at"),
+            func.row_number()
+            .over(
+                partition_by=svc.c.host_id,
+                order_by=(svc.c.rank.desc(), svc.c.at.desc(), svc.c.scan_id.desc(), svc.c.port),
+            )
+            .label("rn2"),
+        )
+        .where(svc.c.rn == 1)
+        .subquery()
+    )
+    return (
+        select(best.c.host_id, best.c.scan_id, best.c.status, best.c.rank, best.c.seen_at)
+        .select_from(best.join(h, h.c.id == best.c.host_id))
+        .where(best.c.rn2 == 1, or_(h.c.retired_at.is_(None), h.c.retired_at > when))
+        .subquery()
+    )
