@@ -84,7 +84,7 @@ def _scan(tmp_path: Path, *targets: str) -> dict[str, dict[str, object]]:
         ],
     )
     assert result.exit_code in (0, 3), result.output
-    return {json.loads(line)["target"]: json.loads(line) for line in result.stdout.splitlines()}
+    return {json.loads(line)["address"]: json.loads(line) for line in result.stdout.splitlines()}
 
 
 def test_ipv4_mapped_targets_of_excluded_addresses_are_not_contacted(
@@ -94,14 +94,16 @@ def test_ipv4_mapped_targets_of_excluded_addresses_are_not_contacted(
         tmp_path,
         "::ffff:127.66.1.98",
         f"http://[::ffff:127.66.1.99]:{PORT}/",
-        f"[::ffff:127.66.1.98]:{PORT}",
+        f"[::ffff:127.66.1.98]:{PORT + 1}",
         "::127.66.1.99",  # IPv4-compatible
         f"::ffff:{ALLOWED}",  # the control: mapped but not excluded, so it is contacted
     )
     assert all(hit == ALLOWED for hit in recorder.hits), recorder.hits
     assert ALLOWED in recorder.hits  # the listener works: the control target got through
-    for target in ("::ffff:127.66.1.98", f"http://[::ffff:127.66.1.99]:{PORT}/", "::127.66.1.99"):
-        assert (hosts[target]["status"], hosts[target]["error"]) == ("unreachable", "excluded")
+    # one host record per address (the two spellings of ::ffff:127.66.1.98 are one host)
+    for address in ("::ffff:7f42:162", "::ffff:7f42:163", "::7f42:163"):
+        assert (hosts[address]["status"], hosts[address]["error"]) == ("unreachable", "excluded")
+        assert all(s["error"] == "excluded" for s in hosts[address]["services"])
 
 
 def test_a_name_resolving_to_an_excluded_address_is_not_contacted(recorder: Recorder, tmp_path: Path) -> None:
