@@ -156,7 +156,8 @@ def tag(host: str, tags: tuple[str, ...], db_url: str | None) -> None:
     "from_text",
     default=None,
     metavar="DATE",
-    help="Retired from this date or time (ISO 8601; default: now).",
+    help="Retired from this date or time (ISO 8601; default: the newest scan's time, so the current "
+    "picture leaves it out).",
 )
 @db_option
 def retire(host: str, from_text: str | None, db_url: str | None) -> None:

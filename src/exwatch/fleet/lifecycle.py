@@ -168,9 +168,13 @@ def _record(conn: Connection, kind: str, host_id: int, other_id: int | None, at:
 
 
 def retire(store: Store, host: str, *, at: datetime | None = None) -> dict[str, Any]:
-    """Retire a host (decommissioned) from ``at`` (default: now): from then on it leaves the fleet."""
+    """Retire a host (decommissioned) from ``at``: from then on it leaves the fleet picture.
+
+    The default is the time of the newest finished scan (now for a store without one), so that the
+    current picture, which is the picture at that scan's time, leaves the host out at once.
+    """
     host_id = q.resolve_host(store, host)
-    when = to_db(at) or now()
+    when = to_db(at) or to_db(q.picture_time(store)) or now()
     h = t.hosts
     with store._begin() as conn:
         before = conn.execute(select(h.c.retired_at).where(h.c.id == host_id)).scalar()
