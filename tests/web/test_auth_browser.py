@@ -7,6 +7,7 @@ the API.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -57,7 +58,10 @@ class Browser:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
             pages = [t for t in json.load(resp) if t["type"] == "page"]
-        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        self.stack = contextlib.ExitStack()
+        self.ws = self.stack.enter_context(
+            connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        )
         self.ids = itertools.count(1)
         self.send("Page.enable")
         self.send("Network.enable")
@@ -130,7 +134,7 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self.stack.close()
         finally:
             self.proc.terminate()
             try:
