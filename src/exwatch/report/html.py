@@ -6,7 +6,7 @@ import html
 import io
 import math
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import matplotlib
@@ -16,8 +16,11 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from exwatch.report.model import wave_name  # noqa: E402
-from exwatch.report.text import STATE_COLUMNS, render_markdown  # noqa: E402
+from exwatch.report.model import (
+    DEFINITIONS,  # noqa: E402
+    wave_name,  # noqa: E402
+)
+from exwatch.report.text import STATE_COLUMNS, _attempt_line, _bounds, _change_lines, _pct  # noqa: E402
 
 COLOURS = {
     "vulnerable": "#c0392b",
@@ -49,6 +52,17 @@ def _num(times: list[datetime]) -> list[float]:
     return [float(mdates.date2num(t)) for t in times]
 
 
+def _time_axis(ax: Any, times: list[datetime]) -> None:
+    """Dates on the x axis over the span of ``times`` with a margin, at least a day each side: one
+    snapshot must not stretch the axis over years (matplotlib's default for a single date)."""
+    ax.xaxis_date()
+    if not times:
+        return
+    lo, hi = min(times), max(times)
+    pad = max((hi - lo) * 0.05, timedelta(days=1))
+    ax.set_xlim(float(mdates.date2num(lo - pad)), float(mdates.date2num(hi + pad)))
+
+
 def chart_share(report: dict[str, Any]) -> str:
     """The protected share over time with its bounds, per wave."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -63,6 +77,10 @@ def chart_share(report: dict[str, Any]) -> str:
         low = [c["protected_bounds"][0] * 100 for _, c in pts]
         high = [c["protected_bounds"][1] * 100 for _, c in pts]
         (line,) = ax.plot(_num(xs), share, marker="o", label=f"{wave_name(wave)} protected share")
+        if len(xs) == 1:  # one point: its bounds as an error bar (an area needs two)
+            ax.errorbar(
+                _num(xs), share, yerr=[[share[0] - low[0]], [high[0] - share[0]]], color=line.get_color()
+            )
         ax.fill_between(
             _num(xs),
             low,
@@ -77,10 +95,10 @@ def chart_share(report: dict[str, Any]) -> str:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower right")
     else:
-        ax.text(0.5, 0.5, "no finished snapshot", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis_date()
+        ax.text(0.5, 0.5, "no classified server yet", ha="center", va="center", transform=ax.transAxes)
+    _time_axis(ax, times)
     fig.autofmt_xdate()
-    ax.set_title("Protected share over time")
+    ax.set_title("Protected share of the fleet over time")
     return _svg(fig)
 
 
@@ -93,18 +111,24 @@ def chart_states(report: dict[str, Any]) -> str:
         series = []
         for state in STATE_COLUMNS:
             series.append([(s["waves"].get(wave) or {}).get(state, 0) for s in report["snapshots"]])
-        ax.stackplot(
-            _num(times),
-            *series,
-            labels=list(STATE_COLUMNS),
-            colors=[COLOURS[s] for s in STATE_COLUMNS],
-            alpha=0.9,
-        )
+        if len(times) == 1:  # one snapshot: a stacked bar (a stacked area needs two points)
+            bottom = 0
+            for state, values in zip(STATE_COLUMNS, series, strict=True):
+                ax.bar(_num(times), values, width=0.5, bottom=bottom, color=COLOURS[state], label=state)
+                bottom += values[0]
+        else:
+            ax.stackplot(
+                _num(times),
+                *series,
+                labels=list(STATE_COLUMNS),
+                colors=[COLOURS[s] for s in STATE_COLUMNS],
+                alpha=0.9,
+            )
         ax.legend(fontsize=7, loc="upper left")
     ax.set_ylabel("hosts")
-    ax.set_title(f"{wave_name(wave or '')} states per snapshot")
+    ax.set_title(f"{wave_name(wave or '')} states in the fleet picture")
     ax.grid(alpha=0.3)
-    ax.xaxis_date()
+    _time_axis(ax, times)
     fig.autofmt_xdate()
     return _svg(fig)
 
@@ -134,21 +158,27 @@ def chart_attempts(report: dict[str, Any]) -> str:
                     else f"fit: rate {fit['rate_per_hour']:+.3f}/h"
                 ),
             )
+        elif att.get("fit_error"):
+            ax.text(
+                0.02, 0.95, f"no fit drawn: {att['fit_error']}", fontsize=7, va="top", transform=ax.transAxes
+            )
         ax.set_yscale("log")
         ax.legend(fontsize=7)
+        _time_axis(ax, xs)
     else:
         ax.text(0.5, 0.5, "no hunt findings", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylabel("attempts per hour")
+        ax.xaxis_date()
+    ax.set_ylabel("attempts per hour (confirmed or likely)")
     ax.set_title("Exploitation attempts across hunted hosts")
     ax.grid(alpha=0.3)
-    ax.xaxis_date()
     fig.autofmt_xdate()
     return _svg(fig)
 
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-h1{font-size:1.5em} .headline{font-size:1.2em;font-weight:600;background:#eef6ee;padding:.6em;border-radius:6px}
+h1{font-size:1.5em} .headline{font-size:1.2em;font-weight:600;padding:.6em;border-radius:6px}
+.headline.protected{background:#eef6ee} .headline.exposed{background:#fdecea} .headline.unknown{background:#eeeeee}
 .note{background:#fff4e0;padding:.5em;border-radius:6px} table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#f3f3f3} td.l,th.l{text-align:left}
 .charts svg{max-width:100%;height:auto}
@@ -182,7 +212,8 @@ def render_html(report: dict[str, Any], *, note: str | None = None, limit: int =
     ]
     if note:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
-    parts.append(f"<p class='headline'>{html.escape(report['headline'])}</p>")
+    level = html.escape(str(report.get("headline_level") or "unknown"))
+    parts.append(f"<p class='headline {level}'>{html.escape(report['headline'])}</p>")
     parts.append("<div class='charts'>")
     parts.append(f"<figure id='chart-share'>{chart_share(report)}</figure>")
     parts.append(f"<figure id='chart-states'>{chart_states(report)}</figure>")
@@ -226,7 +257,42 @@ def render_html(report: dict[str, Any], *, note: str | None = None, limit: int =
             left=5,
         )
     )
-    parts.append("<h2>Details</h2><pre>")
-    parts.append(html.escape(render_markdown(report, limit=0)))
-    parts.append("</pre></body></html>")
+    parts.append("<h2>Details</h2>")
+    parts.append(_details(report))
+    parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _details(report: dict[str, Any]) -> str:
+    """The fleet picture per wave, the change, the attempts and the definitions, as HTML."""
+    out = []
+    for wave in sorted({w for s in report["snapshots"] for w in s["waves"]}):
+        out.append(f"<h3>{html.escape(wave_name(wave))}: the fleet picture at each scan (unit: hosts)</h3>")
+        rows = []
+        for snap in report["snapshots"]:
+            c = snap["waves"].get(wave)
+            if c is None:
+                continue
+            rows.append(
+                [
+                    snap["scan"],
+                    snap["time"][:16].replace("T", " "),
+                    f"{c['hosts']:,}",
+                    *(f"{c[s]:,}" for s in STATE_COLUMNS),
+                    f"{c.get('stale', 0):,}",
+                    _pct(c["protected_share"]),
+                    _bounds(c["protected_bounds"]),
+                ]
+            )
+        out.append(
+            _table(["scan", "time", "hosts", *STATE_COLUMNS, "stale", "protected", "bounds"], rows, left=2)
+        )
+    out.append("<h3>Change</h3><ul>")
+    out.extend(f"<li>{html.escape(line.strip())}</li>" for line in _change_lines(report))
+    out.append("</ul>")
+    out.append(f"<p>{html.escape(_attempt_line(report))}</p>")
+    out.append("<h3>Definitions</h3><dl>")
+    for key, text in report.get("definitions", DEFINITIONS).items():
+        out.append(f"<dt>{html.escape(key)}</dt><dd>{html.escape(text)}</dd>")
+    out.append("</dl>")
+    return "\n".join(out)

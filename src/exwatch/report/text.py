@@ -13,10 +13,6 @@ from exwatch.report.model import wave_name
 STATE_COLUMNS = ("vulnerable", "patched", "mitigated", "unknown", "not_affected")
 
 
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
-
-
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -28,7 +24,7 @@ def _bounds(bounds: list[float] | None) -> str:
 def _change_lines(report: dict[str, Any]) -> list[str]:
     c7 = report.get("change_7d")
     if not c7:
-        return ["Change: no snapshot about 7 days before the latest one."]
+        return ["Change: no fleet picture about 7 days before the latest one."]
     lines = [
         f"Change against scan {c7['against_scan']} ({c7['against_time'][:16]}, {c7['days']:g} days earlier):"
     ]
@@ -71,14 +67,17 @@ def _attempt_line(report: dict[str, Any]) -> str:
 
 
 def render_table(report: dict[str, Any], *, width: int = 130, limit: int = 15) -> str:
-    """The report for a terminal: headline, trend, change, hosts at risk, compromise."""
+    """The report for a terminal: headline, trend, change, hosts at risk, compromise (no text is cut:
+    long cells wrap)."""
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None)
     console.print(report["headline"])
     console.print()
     for wave in sorted({w for s in report["snapshots"] for w in s["waves"]}):
-        table = Table(title=f"{wave_name(wave)}: snapshots (unit: hosts)", title_justify="left")
-        for col in ("scan", "time", "hosts", *STATE_COLUMNS, "protected", "bounds"):
+        table = Table(
+            title=f"{wave_name(wave)}: the fleet picture at each scan (unit: hosts)", title_justify="left"
+        )
+        for col in ("scan", "time", "hosts", *STATE_COLUMNS, "stale", "protected", "bounds"):
             table.add_column(col, justify="right" if col not in ("time",) else "left")
         for snap in report["snapshots"]:
             c = snap["waves"].get(wave)
@@ -89,6 +88,7 @@ def render_table(report: dict[str, Any], *, width: int = 130, limit: int = 15) -
                 snap["time"][:16].replace("T", " "),
                 f"{c['hosts']:,}",
                 *(f"{c[s]:,}" for s in STATE_COLUMNS),
+                f"{c.get('stale', 0):,}",
                 _pct(c["protected_share"]),
                 _bounds(c["protected_bounds"]),
             )
@@ -98,11 +98,11 @@ def render_table(report: dict[str, Any], *, width: int = 130, limit: int = 15) -
     console.print(_attempt_line(report))
     at_risk = report["hosts_at_risk"]
     table = Table(
-        title=f"Exposed servers, longest exposed first ({len(at_risk):,} in the latest snapshot)",
+        title=f"Exposed servers, longest exposed first ({len(at_risk):,} in the fleet picture)",
         title_justify="left",
     )
     for col in ("host", "address", "name", "wave", "build", "exposed since", "days", "fix"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold", min_width=30 if col == "fix" else None)
     for row in at_risk[:limit]:
         table.add_row(
             f"#{row['host_id']}",
@@ -112,13 +112,13 @@ def render_table(report: dict[str, Any], *, width: int = 130, limit: int = 15) -
             row["build"] or "",
             (row["exposed_since"] or "")[:10],
             "" if row["exposed_days"] is None else f"{row['exposed_days']:g}",
-            _short(row["fix"] or "", 70),
+            row["fix"] or "",
         )
     console.print(table)
     cbp = report["compromised_before_protected"]
     table = Table(title=f"Compromised before protected ({len(cbp)} hosts/waves)", title_justify="left")
     for col in ("host", "address", "wave", "first evidence", "protected at", "findings"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in cbp[:limit]:
         table.add_row(
             f"#{row['host_id']}",
@@ -136,9 +136,9 @@ def render_markdown(report: dict[str, Any], *, limit: int = 50) -> str:
     """The report as Markdown (tables in GitHub style)."""
     out = [f"# exwatch report\n\n**{report['headline']}**\n"]
     for wave in sorted({w for s in report["snapshots"] for w in s["waves"]}):
-        out.append(f"\n## {wave_name(wave)}: snapshots (unit: hosts)\n")
-        out.append("| scan | time | hosts | " + " | ".join(STATE_COLUMNS) + " | protected | bounds |")
-        out.append("|" + "---|" * (len(STATE_COLUMNS) + 5))
+        out.append(f"\n## {wave_name(wave)}: the fleet picture at each scan (unit: hosts)\n")
+        out.append("| scan | time | hosts | " + " | ".join(STATE_COLUMNS) + " | stale | protected | bounds |")
+        out.append("|" + "---|" * (len(STATE_COLUMNS) + 6))
         for snap in report["snapshots"]:
             c = snap["waves"].get(wave)
             if c is None:
@@ -148,6 +148,7 @@ def render_markdown(report: dict[str, Any], *, limit: int = 50) -> str:
                 snap["time"][:16],
                 f"{c['hosts']:,}",
                 *(f"{c[s]:,}" for s in STATE_COLUMNS),
+                f"{c.get('stale', 0):,}",
             ]
             cells += [_pct(c["protected_share"]), _bounds(c["protected_bounds"])]
             out.append("| " + " | ".join(cells) + " |")

@@ -22,7 +22,8 @@ header{background:#1d2327;color:#fff;padding:.7em 1.5em;display:flex;gap:1.5em;a
 header a{color:#fff;text-decoration:none;font-weight:600} header span{color:#c3c4c7;font-size:.85em}
 main{max-width:1200px;margin:0 auto;padding:1em 1.5em 3em}
 h1{font-size:1.4em;margin:.6em 0} h2{font-size:1.15em;margin:1.6em 0 .4em}
-.headline{font-size:1.15em;font-weight:600;background:#e7f5ea;border-left:5px solid #27ae60;padding:.7em 1em;border-radius:4px}
+.headline{font-size:1.15em;font-weight:600;background:#eeeeee;border-left:5px solid #8c8f94;padding:.7em 1em;border-radius:4px}
+.headline.protected{background:#e7f5ea;border-color:#27ae60} .headline.exposed{background:#fbeaea;border-color:#c0392b}
 .muted{color:#646970;font-size:.85em}
 table{border-collapse:collapse;background:#fff;font-size:.85em;width:100%}
 td,th{border:1px solid #dcdcde;padding:3px 7px;text-align:left;vertical-align:top}
@@ -165,10 +166,12 @@ def _wave_table(report: dict[str, Any]) -> str:
             ]
         )
     statuses = ", ".join(f"{esc(k.replace('_', ' '))}: {v:,}" for k, v in sorted(latest["statuses"].items()))
-    against = f" Change against the snapshot of {esc(c7['against_time'][:10])}." if c7 else ""
+    against = f" Change against the fleet of {esc(c7['against_time'][:10])}." if c7 else ""
+    stale = latest.get("stale") or 0
     return (
-        f"<p class='muted'>Latest snapshot: scan {esc(latest['scan'])} of {esc(_when(latest['time']))} UTC"
-        f" · targets by status: {statuses or 'none'}.{against}</p>"
+        f"<p class='muted'>Fleet picture at scan {esc(latest['scan'])} of {esc(_when(latest['time']))} UTC"
+        f" (every known host's latest verdict) · hosts by status: {statuses or 'none'}"
+        f" · stale (not re-seen within the max age, not counted): {stale:,}.{against}</p>"
         + _table(
             [
                 "wave",
@@ -252,9 +255,10 @@ def dashboard(
     """The dashboard: headline, per-wave table, share chart, hosts in a state, compromised-before-protected."""
     parts = [
         "<h1>Exchange fleet exposure</h1>",
-        f"<p class='headline' id='headline'>{esc(report['headline'])}</p>",
+        f"<p class='headline {esc(report.get('headline_level') or 'unknown')}' id='headline'>"
+        f"{esc(report['headline'])}</p>",
     ]
-    parts.append("<h2>Latest snapshot per wave</h2>")
+    parts.append("<h2>The fleet now, per wave</h2>")
     parts.append(_wave_table(report))
     if report["snapshots"]:
         parts.append(
