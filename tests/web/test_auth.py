@@ -237,6 +237,8 @@ def run(*args: str, **kwargs: Any) -> Any:
 
 def test_users_add_list_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = f"sqlite:///{tmp_path / 'u.db'}"
+    r = run("serve", "users", "list", "--db", db)  # reading never creates a store
+    assert r.exit_code == 2 and "no store" in r.stderr and not (tmp_path / "u.db").exists()
     r = run("serve", "users", "add", "carol", "--db", db, input=f"{PASSWORD}\n{PASSWORD}\n")
     assert r.exit_code == 0, r.output
     r = run("serve", "users", "add", "dave", "--db", db, input=f"{PASSWORD}\n{PASSWORD}x\n")

@@ -56,14 +56,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _users(db_url: str | None) -> AuthStore:
-    from exwatch.fleet import open_store
+def _users(db_url: str | None, *, create: bool = True) -> AuthStore:
+    """The users and tokens of the store; commands that only read (list, remove, revoke) never create one."""
+    from exwatch.fleet.store import open_existing_store, open_store
     from exwatch.web import require_web_extra
 
     require_web_extra()
     from exwatch.web.auth import AuthStore
 
-    store = open_store(resolve_db(db_url))
+    store = open_store(resolve_db(db_url)) if create else open_existing_store(resolve_db(db_url))
     return AuthStore(store.engine)
 
 
@@ -259,7 +260,7 @@ def users_add(name: str, db_url: str | None) -> None:
 @format_option("table", "json")
 def users_list(db_url: str | None, fmt: str) -> None:
     """The dashboard users, with their live sessions."""
-    auth = _users(db_url)
+    auth = _users(db_url, create=False)
     try:
         rows = auth.list_users()
     finally:
@@ -278,7 +279,7 @@ def users_list(db_url: str | None, fmt: str) -> None:
 @db_option
 def users_remove(name: str, db_url: str | None) -> None:
     """Remove user NAME and end its sessions."""
-    auth = _users(db_url)
+    auth = _users(db_url, create=False)
     try:
         if not auth.remove_user(name):
             raise InputError(f"no dashboard user {name!r}")
@@ -364,7 +365,7 @@ def token_create(name: str, expires: str, write: bool, db_url: str | None) -> No
 @format_option("table", "json")
 def token_list(db_url: str | None, fmt: str) -> None:
     """The API tokens (never their secret): id, name, scope, expiry, last use."""
-    auth = _users(db_url)
+    auth = _users(db_url, create=False)
     try:
         rows = auth.list_tokens()
     finally:
@@ -383,7 +384,7 @@ def token_list(db_url: str | None, fmt: str) -> None:
 @db_option
 def token_revoke(token_id: int, db_url: str | None) -> None:
     """Revoke the token TOKEN_ID (from exwatch serve token list)."""
-    auth = _users(db_url)
+    auth = _users(db_url, create=False)
     try:
         if not auth.revoke_token(token_id):
             raise InputError(f"no API token {token_id}")
