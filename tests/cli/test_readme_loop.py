@@ -28,18 +28,16 @@ EXPECTED = {
     "exwatch scan 127.70.0.0/24 --format jsonl > scan.jsonl": {1},
     "exwatch lab triage --out pkg --size 20MB --seed 3": {0},
     "exwatch hunt pkg --format json > findings.json": {1},  # the package has planted attacks
-    "exwatch mitigate apply --web-config web.config --wave proxylogon": {0},
+    "exwatch mitigate verify https://127.70.0.11/ --wave proxylogon": {0, 1},  # vulnerable, then mitigated
+    "exwatch mitigate apply --web-config lab-state/host0011/web.config --wave proxylogon": {0},
+    "exwatch mitigate rollback --web-config lab-state/host0011/web.config --wave proxylogon": {0},
     "exwatch report": {0, 1},
     "exwatch report --format html --out report.html": {0, 1},
 }
 
 # Steps of the README that fail for a reason outside the scanner, reported to the lead; the test still
 # runs every other step, fails on any other failure, and fails when one of these starts to pass.
-KNOWN_BROKEN = {
-    "exwatch mitigate apply --web-config web.config --wave proxylogon": (
-        "the loop creates no web.config before step 4 (exit 2: web.config: no such file)"
-    ),
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 def readme_loop() -> list[str]:
@@ -85,6 +83,7 @@ def test_readme_five_minute_loop(tmp_path: Path) -> None:
     background: list[subprocess.Popen[bytes]] = []
     results: dict[str, int] = {}
     failures: dict[str, str] = {}
+    verifies: list[int] = []
     try:
         for cmd in commands:
             if cmd.endswith("&"):
@@ -119,6 +118,8 @@ def test_readme_five_minute_loop(tmp_path: Path) -> None:
                     failures[cmd] = f"started={started}, exit {proc.returncode}: {err.decode()[-500:]}"
                 continue
             done = subprocess.run(["sh", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, timeout=300)
+            if cmd.startswith("exwatch mitigate verify"):
+                verifies.append(done.returncode)
             results[cmd] = done.returncode
             want = EXPECTED.get(cmd)
             assert want is not None, f"a new step in the README's loop: {cmd!r}; add its exit code here"
@@ -135,6 +136,8 @@ def test_readme_five_minute_loop(tmp_path: Path) -> None:
     assert not unexpected, unexpected
     fixed = [c for c in KNOWN_BROKEN if c in results and c not in failures]
     assert not fixed, f"these README steps work now: remove them from KNOWN_BROKEN: {fixed}"
+    # the same verify, before and after apply: the lab server host0011 is vulnerable, then mitigated
+    assert verifies == [1, 0], verifies
     assert (tmp_path / "scan.jsonl").stat().st_size > 0
     assert (tmp_path / "report.html").stat().st_size > 0
     assert set(results) >= set(EXPECTED) | {"exwatch serve"}
