@@ -116,8 +116,8 @@ def _flatten_event(event: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     fields: dict[str, str] = {}
     provider = system.get("Provider", {})
     if isinstance(provider, dict):
-        attrs = provider.get("#attributes", {}) or {}
-        fields["Provider_Name"] = str(attrs.get("Name", ""))
+        attrs = provider.get("#attributes")
+        fields["Provider_Name"] = str(attrs.get("Name", "")) if isinstance(attrs, dict) else ""
     event_id = system.get("EventID")
     if isinstance(event_id, dict):
         event_id = event_id.get("#text")
@@ -142,7 +142,8 @@ def _flatten_event(event: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
         elif isinstance(data, list):
             for item in data:
                 if isinstance(item, dict):
-                    name = (item.get("#attributes") or {}).get("Name")
+                    attrs = item.get("#attributes")
+                    name = attrs.get("Name") if isinstance(attrs, dict) else None
                     value = str(item.get("#text", ""))
                     if name:
                         fields[str(name)] = value
