@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from exwatch.collect.hunthook import observation as collection_observation
 from exwatch.collect.hunthook import open_for_hunt
 from exwatch.collect.hunthook import warnings as collection_warnings
 from exwatch.errors import InputError
-from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult
+from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult, iso_text_z
+from exwatch.hunt.nextsteps import fix_by_wave, fix_from_build, next_steps
 from exwatch.hunt.sources.files import EvidenceFile, batches, cleanup, walk
 from exwatch.hunt.sources.textlog import default_strategy
 from exwatch.hunt.timeline import coverage_warnings, link_chain, merge_coverage, order, verdict
@@ -109,6 +112,60 @@ def _host_name(path: Path, options: HuntOptions) -> str:
     return name or "localhost"
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a hunt is: hosts, files and bytes done (the totals grow while archives are walked)."""
+
+    host: str
+    hosts_done: int
+    hosts_total: int
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    elapsed: float
+    host_finished: bool = False
+
+    @property
+    def rate(self) -> float:
+        """Bytes hunted per second so far."""
+        return self.bytes_done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def packages(paths: Sequence[Path], options: HuntOptions) -> list[Path]:
+    """The triage packages under ``paths``, one host each: a folder holding several packages (sub-folders
+    or archives, as ``exwatch cluster hunt`` splits them with ``find_packages``) is several hosts."""
+    from exwatch.cluster.hunt import find_packages
+
+    out: list[Path] = []
+    for p in paths:
+        found = find_packages([p]) if p.is_dir() and not p.is_symlink() else [p]
+        if len(found) < 2 or not all(_holds_volume_folder(f) for f in found):
+            # One package inside a folder, or a sub-folder without a volume folder (W3SVC1, a KAPE "C"
+            # folder): the PATH is one package, named and hunted as given.
+            found = [p]
+        if options.host and len(found) > 1:
+            names = ", ".join(_host_name(f, HuntOptions()) for f in found[:5])
+            raise InputError(
+                f"{p} holds {len(found)} triage packages ({names}{', ...' if len(found) > 5 else ''}); "
+                "--host names one host: give one package with --host, or none to name each after its package"
+            )
+        out.extend(found)
+    return out
+
+
+def _holds_volume_folder(path: Path) -> bool:
+    """An archive, or a folder holding a volume folder (``inetpub``, ``Program Files``, ``Logging``, ...)."""
+    from exwatch.cluster.hunt import PACKAGE_MARKERS
+
+    if not path.is_dir():
+        return True
+    try:
+        return any(e.is_dir() and e.name.lower() in PACKAGE_MARKERS for e in path.iterdir())
+    except OSError:
+        return False
+
+
 def _evidence_in_window(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """(log files hunted with events in the --since/--until window, all log files): a host with no
     Exchange evidence at all, or none in the window, is incomplete, never clean."""
@@ -122,9 +179,10 @@ def hunt_paths(
     options: HuntOptions | None = None,
     *,
     executor: Executor | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> HuntResult:
-    """Hunt every PATH (triage folder, archive, or live install); one host per PATH."""
+    """Hunt every PATH (triage folder, archive, or live install); one host per package: a PATH is one
+    package unless it is a folder of packages (see ``packages``). ``progress`` is called after each file."""
     options = options or HuntOptions()
     spec = _rules_spec(options)
     bundle = load_bundle(spec)  # compile once here: a bad user rule is an InputError before any work starts
@@ -133,6 +191,8 @@ def hunt_paths(
     for p in paths:
         if not p.exists() and not p.is_symlink():
             raise InputError(f"{p}: no such file or folder")
+    if not (options.exchange_path or options.iis_logs):
+        paths = packages(paths, options)
     # Collection packages (exwatch collect) are verified before any work starts and name their host.
     collections = {p: open_for_hunt(p, check=options.verify_collections) for p in paths}
     tmp_root = tempfile.mkdtemp(prefix="exwatch-hunt-")
@@ -147,6 +207,25 @@ def hunt_paths(
         "notes": list(bundle.notes),
     }
     own_pool = None
+    clock = time.monotonic()
+    done = {"files": 0, "bytes": 0, "files_total": 0, "bytes_total": 0}
+
+    def tick(host: str, finished: bool = False) -> None:
+        if progress is not None:
+            progress(
+                Progress(
+                    host,
+                    len(hosts),
+                    len(paths),
+                    done["files"],
+                    done["files_total"],
+                    done["bytes"],
+                    done["bytes_total"],
+                    time.monotonic() - clock,
+                    finished,
+                )
+            )
+
     try:
         jobs = options.jobs or os.cpu_count() or 1
         if executor is None and jobs > 1:
@@ -170,11 +249,18 @@ def hunt_paths(
                 group_tasks = [_task(ev, options, spec) for ev in group]
                 # Big files first, so the pool is not left waiting on one large log at the end.
                 group_tasks.sort(key=lambda t: -int(t["size"]))
+                done["files_total"] += len(group_tasks)
+                done["bytes_total"] += sum(int(t["size"]) for t in group_tasks)
                 if executor is not None:
                     chunk = 1 if len(group_tasks) < 64 else 4
-                    results.extend(executor.map(hunt_file, group_tasks, chunksize=chunk))
+                    hunted: Iterable[dict[str, Any]] = executor.map(hunt_file, group_tasks, chunksize=chunk)
                 else:
-                    results.extend(hunt_file(t) for t in group_tasks)
+                    hunted = (hunt_file(t) for t in group_tasks)
+                for task, res in zip(group_tasks, hunted, strict=True):
+                    results.append(res)
+                    done["files"] += 1
+                    done["bytes"] += int(task["size"])
+                    tick(host)
                 tasks.extend(group_tasks)
             host_findings: list[Finding] = []
             per_file_cov = []
@@ -206,6 +292,8 @@ def hunt_paths(
                                 offset=ev.get("offset"),
                                 excerpt=ev.get("excerpt", ""),
                                 sha256=ev.get("sha256"),
+                                family=res["family"],
+                                facts=dict(ev.get("facts") or {}),
                             ),
                         )
                     )
@@ -227,6 +315,9 @@ def hunt_paths(
             }
             if collection:
                 coverage["collection"] = collection_coverage(collection)
+                coverage["collection"]["collected_at"] = iso_text_z(
+                    coverage["collection"].get("collected_at")
+                )
             usable, logs = _evidence_in_window(results)
             gap = (
                 ["no Exchange, IIS or event log found: nothing says this host is clean"]
@@ -237,9 +328,17 @@ def hunt_paths(
                 if not usable
                 else []
             )
+            link_chain(host_findings)
+            steps = next_steps(host_findings)
+            build = coverage.get("collection", {}).get("build") if collection else None
+            steps["fix"] = (
+                fix_from_build(str(build), steps["waves"], "collection") if build else None
+            ) or fix_by_wave(steps["waves"])
             hosts.append(
                 HostResult(
                     host=host,
+                    source=str(root),
+                    next_steps=steps,
                     verdict=verdict(host_findings, host_errors, len(usable)),
                     coverage=coverage,
                     warnings=gap
@@ -249,11 +348,9 @@ def hunt_paths(
                     errors=host_errors,
                 )
             )
-            link_chain(host_findings)
             findings.extend(host_findings)
             errors.extend(host_errors)
-            if progress:
-                progress(len(hosts), len(paths))
+            tick(host, finished=True)
     finally:
         if own_pool is not None:
             own_pool.shutdown()

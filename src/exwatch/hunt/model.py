@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 CONFIDENCES = ("confirmed", "likely", "review")
 CONFIDENCE_RANK = {"confirmed": 3, "likely": 2, "review": 1}
 VERDICTS = ("compromised", "attempted", "clean", "incomplete")
+
+
+def iso_z(t: datetime | None, *, precise: bool = False) -> str | None:
+    """The one form of a time in hunt output: UTC to the second with ``Z`` (2021-03-03T04:12:09Z).
+
+    A time without a zone is UTC (Exchange and IIS write UTC). Output drops sub-second digits so that
+    findings, coverage and next steps read and compare alike; ``precise`` keeps them (with ``Z``) for
+    the workers' results, which the engine reads back into times.
+    """
+    if t is None:
+        return None
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    if precise:
+        return t.isoformat().replace("+00:00", "Z")
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_text_z(text: str | None) -> str | None:
+    """A time string of a worker's result (``precise`` form) in the output form."""
+    if not text:
+        return None
+    return iso_z(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,10 @@ class Evidence:
     offset: int | None = None
     excerpt: str = ""
     sha256: str | None = None
+    # The evidence family (httpproxy, iis, ecp, oabgenerator, evtx, file, ...) and the facts a responder
+    # acts on, read from the parsed line or event (client_ip, user, url, path, command, cmdlet).
+    family: str = ""
+    facts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"file": self.file}
@@ -73,6 +99,10 @@ class Evidence:
         out["offset"] = self.offset
         out["excerpt"] = self.excerpt
         out["sha256"] = self.sha256
+        if self.family:
+            out["family"] = self.family
+        if self.facts:
+            out["facts"] = dict(self.facts)
         return out
 
 
@@ -97,7 +127,7 @@ class Finding:
             "wave": self.wave,
             "cve": self.cve,
             "confidence": self.confidence,
-            "time": self.time.isoformat().replace("+00:00", "Z") if self.time else None,
+            "time": iso_z(self.time),
             "title": self.title,
             "description": self.description,
             "host": self.host,
@@ -127,16 +157,26 @@ class HostResult:
     warnings: list[str]
     counts: dict[str, int]
     errors: list[FileError] = field(default_factory=list)
+    # The package (PATH, or a package inside a folder of packages) this host was hunted from.
+    source: str = ""
+    # What to do now (exwatch.hunt.nextsteps.next_steps), and where the hunt went in the store.
+    next_steps: dict[str, Any] = field(default_factory=dict)
+    store: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "host": self.host,
+            "source": self.source,
             "verdict": self.verdict,
             "counts": self.counts,
             "errors": len(self.errors),
             "coverage": self.coverage,
             "warnings": self.warnings,
+            "next_steps": self.next_steps,
         }
+        if self.store is not None:
+            out["store"] = self.store
+        return out
 
 
 @dataclass
@@ -160,10 +200,12 @@ class HuntResult:
     def above_review(self) -> bool:
         return any(CONFIDENCE_RANK[f.confidence] > 1 for f in self.findings)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, min_confidence: str = "review") -> dict[str, Any]:
+        """The JSON document; ``min_confidence`` leaves out findings below it (hosts keep every count)."""
+        floor = CONFIDENCE_RANK[min_confidence]
         return {
             "hosts": [h.to_dict() for h in self.hosts],
-            "findings": [f.to_dict() for f in self.findings],
+            "findings": [f.to_dict() for f in self.findings if CONFIDENCE_RANK[f.confidence] >= floor],
             "coverage": {h.host: h.coverage for h in self.hosts},
             "errors": [e.to_dict() for e in self.errors],
         }

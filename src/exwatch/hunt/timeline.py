@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from exwatch.hunt.model import CONFIDENCE_RANK, FileError, Finding
+from exwatch.hunt.model import CONFIDENCE_RANK, FileError, Finding, iso_z
 
 # First known exploitation per wave; exwatch.kb.WAVES is the source when it is installed.
 # Fallback values: ProxyLogon from DIVD's report (log_formats.md 9); ProxyShell and ProxyNotShell from
@@ -50,7 +50,10 @@ def merge_coverage(per_file: list[dict[str, Any]], protocol_of: dict[str, str]) 
                 agg["records"] = agg.get("records", 0) + int(cov["records"])
             for k, pick in (("first", min), ("last", max)):
                 if cov.get(k):
-                    agg[k] = cov[k] if agg[k] is None else pick(agg[k], cov[k])
+                    t = datetime.fromisoformat(cov[k].replace("Z", "+00:00"))
+                    agg[k] = t if agg[k] is None else pick(agg[k], t)
+    for agg in out.values():
+        agg["first"], agg["last"] = iso_z(agg["first"]), iso_z(agg["last"])
     return out
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from exwatch.errors import InputError
+from exwatch.hunt.model import iso_z
+from exwatch.hunt.nextsteps import facts_of
 from exwatch.hunt.rules.catalog import info_for
 from exwatch.hunt.rules.filerules import path_findings, vdir_config_findings
 from exwatch.hunt.rules.iocs import IocSet, builtin_iocs, load_ioc_file, ua_key
@@ -274,7 +276,7 @@ def load_bundle(spec: dict[str, Any]) -> Bundle:
 
 
 def _iso(t: datetime | None) -> str | None:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
+    return iso_z(t, precise=True)  # the one time form of hunt output, sub-seconds kept for the engine
 
 
 def _finding(
@@ -290,6 +292,7 @@ def _finding(
     offset: int | None,
     excerpt: str,
     why: str = "",
+    facts: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     info = info_for(rule_id, title=title, text=text, level_confidence=confidence or "review")
     return {
@@ -307,6 +310,7 @@ def _finding(
             "offset": offset,
             "excerpt": excerpt[:EXCERPT],
             "sha256": None,
+            **({"facts": facts} if facts else {}),
         },
     }
 
@@ -537,6 +541,7 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                                 line=cand.line_no,
                                 offset=cand.offset,
                                 excerpt=text,
+                                facts=facts_of(family, rec),
                             )
                         )
                 if ioc:
@@ -588,6 +593,7 @@ def _context(
                 offset=offset,
                 excerpt=text,
                 why=f"Client {ip}: {bundle.iocs.ips[ip.strip()]}.",
+                facts=facts_of(family, rec),
             )
         )
     if ua and ua_key(ua) in bundle.iocs.user_agents and not bundle.iocs.user_hit("ua", ua_key(ua)):
@@ -681,6 +687,7 @@ def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> N
                             record=rec.record_id,
                             offset=rec.offset,
                             excerpt=f"{rec.fields.get('Provider_Name', '')} {rec.fields.get('EventID', '')}: {rec.text}",
+                            facts=facts_of("event", rec.fields),
                         )
                     )
     # A rule may match in two families (e.g. product windows and process_creation): keep one per record.
@@ -822,7 +829,7 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
                     ]
                     offs = offs or [match.offset for p in m.patterns for match in p.matches]
                     off = min(offs) if offs else 0
-                    excerpt = part[off : off + 300].decode("utf-8", "replace")
+                    excerpt = part[off : off + 300].decode("utf-8", "backslashreplace")
                     out["findings"].append(
                         _finding(
                             rid,

@@ -1,0 +1,291 @@
+"""What a responder does after a hunt: the facts of each finding, safe excerpts, and the next steps.
+
+``facts_of`` runs in the workers on the parsed line or event of a finding (plain data in, plain data
+out); ``next_steps`` runs on a host's findings and lists the files to remove or inspect with their
+SHA-256, the attacker addresses, the accounts used, the first and last evidence time (the window to
+investigate further) and the server's fix (``fix_from_store``, ``fix_from_build`` or ``fix_by_wave``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from exwatch.hunt.model import CONFIDENCE_RANK, Finding, iso_z
+
+FACT_MAX = 300
+EXCERPT_CHARS = 200
+
+# Cmdlet parameters that name a file the cmdlet writes or loads (ProxyShell's export and certificate
+# request shells, a transport agent's DLL).
+_PATH_PARAMS = re.compile(
+    r"-(?:FilePath|RequestFile|AssemblyPath|Path)\s+\"([^\"]+)\"|-(?:FilePath|RequestFile|AssemblyPath)\s+'([^']+)'",
+    re.IGNORECASE,
+)
+
+
+def _clean(value: str | None) -> str:
+    v = (value or "").strip()
+    return "" if v in ("-", "<empty>", "''") else v[:FACT_MAX]
+
+
+def facts_of(family: str, rec: Mapping[str, str]) -> dict[str, str]:
+    """The responder's facts of one parsed log line (``family`` httpproxy, iis, ecp, ...) or event
+    (``family`` event): client_ip, user, url, status, cmdlet, command, path. Empty values are left out."""
+    get = rec.get
+    out: dict[str, str] = {}
+    if family in ("httpproxy", "iis"):
+        out["client_ip"] = _clean(get("c-ip") or get("ClientIpAddress"))
+        out["user"] = _clean(get("cs-username") or get("AuthenticatedUser"))
+        stem = _clean(get("cs-uri-stem") or get("UrlStem"))
+        query = _clean(get("cs-uri-query") or get("UrlQuery"))
+        method = _clean(get("cs-method") or get("Method"))
+        if stem:
+            out["url"] = f"{method + ' ' if method else ''}{stem}{'?' + query if query else ''}"[:FACT_MAX]
+        out["status"] = _clean(get("sc-status") or get("HttpStatus"))
+    elif family in ("ecp", "ecp_activity"):
+        out["user"] = _clean(get("S:USID"))
+        out["cmdlet"] = _clean(get("Cmdlet"))
+        out["url"] = _clean(get("S:URL"))
+    elif family == "oabgenerator":
+        out["path"] = _clean(get("TempFilePath"))
+    elif family == "event":
+        provider = get("Provider_Name") or ""
+        if provider == "MSExchange CmdletLogs":
+            out["cmdlet"] = _clean(get("Data0"))
+            out["user"] = _clean(get("Data2"))
+            m = _PATH_PARAMS.search(get("Data1") or "")
+            if m:
+                out["path"] = _clean(m.group(1) or m.group(2))
+        else:
+            user = _clean(get("User") or get("Detection User"))
+            if not user and _clean(get("SubjectUserName")):
+                domain = _clean(get("SubjectDomainName"))
+                user = f"{domain}\\{get('SubjectUserName')}" if domain else _clean(get("SubjectUserName"))
+            out["user"] = user
+            out["command"] = _clean(get("CommandLine"))
+            out["path"] = _clean(get("TargetFilename"))
+    return {k: v for k, v in out.items() if v}
+
+
+def safe_text(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` fit for a terminal: control, format (bidi, zero-width) and other non-printable characters
+    as escapes (``\\n``, ``\\x00``, ``\\u202e``), cut to ``limit`` characters with ``...`` (an escape is never
+    cut in half). Rich markup is not touched here: print the result as ``rich.text.Text``, never as markup."""
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        if ch == " " or (ch.isprintable() and unicodedata.category(ch) not in ("Cf", "Co", "Cs")):
+            piece = ch
+        elif ch in "\t\n\r":
+            piece = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}[ch]
+        elif ord(ch) < 0x100:
+            piece = f"\\x{ord(ch):02x}"
+        elif ord(ch) < 0x10000:
+            piece = f"\\u{ord(ch):04x}"
+        else:
+            piece = f"\\U{ord(ch):08x}"
+        if used + len(piece) > limit:
+            out.append("...")
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out)
+
+
+def _system_account(user: str) -> bool:
+    low = user.lower()
+    return low.startswith(("nt authority\\", "s-1-5-18", "s-1-5-19", "s-1-5-20")) or low.endswith("$")
+
+
+def _is_internal(address: str) -> bool:
+    try:
+        return not ipaddress.ip_address(address.split("%", 1)[0]).is_global
+    except ValueError:
+        return False
+
+
+def _server_path_key(path: str) -> str:
+    """A path compared without drive, case or slash direction (``C:\\inetpub\\x.aspx`` ~ ``inetpub/x.aspx``)."""
+    p = path.replace("\\", "/").lower()
+    p = re.sub(r"^(?:[a-z]:|//[^/]+/[a-z]\$)", "", p)
+    return p.lstrip("/")
+
+
+def _bump(table: dict[str, dict[str, Any]], key: str, f: Finding, **extra: Any) -> dict[str, Any]:
+    row = table.setdefault(key, {"findings": 0, "first": None, "last": None, "rules": []})
+    row["findings"] += 1
+    if f.rule not in row["rules"]:
+        row["rules"].append(f.rule)
+    if f.time is not None:
+        t = iso_z(f.time)
+        row["first"] = t if row["first"] is None else min(row["first"], t)
+        row["last"] = t if row["last"] is None else max(row["last"], t)
+    row.update({k: v for k, v in extra.items() if v is not None and k not in row})
+    return row
+
+
+def next_steps(findings: Iterable[Finding], *, fix: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The next steps of one host from its findings (likely and confirmed ones; published attacker
+    addresses at any confidence): files to remove (a confirmed finding) or inspect, with SHA-256; files
+    the logs name that the package does not hold; attacker addresses; accounts; the evidence window; the fix."""
+    acted = [f for f in findings if CONFIDENCE_RANK[f.confidence] >= 2]
+    published = [f for f in findings if f.rule == "context.attacker_ip"]
+    files: dict[str, dict[str, Any]] = {}
+    for f in acted:
+        if f.evidence.family == "file":
+            row = _bump(files, f.evidence.file, f, sha256=f.evidence.sha256)
+            best = row.get("confidence", "review")
+            if CONFIDENCE_RANK[f.confidence] > CONFIDENCE_RANK[best]:
+                row["confidence"] = f.confidence
+    held = {_server_path_key(p) for p in files}
+    named: dict[str, dict[str, Any]] = {}
+    for f in acted:
+        path = f.evidence.facts.get("path")
+        if path and f.evidence.family != "file":
+            key = _server_path_key(path)
+            in_package = next(
+                (p for p in files if key.endswith(_server_path_key(p)) or _server_path_key(p).endswith(key)),
+                None,
+            )
+            if in_package is None and key not in held:
+                _bump(
+                    named, path, f, named_in=f"{f.evidence.file}:{f.evidence.line or f.evidence.record or ''}"
+                )
+    addresses: dict[str, dict[str, Any]] = {}
+    for f in [*acted, *published]:
+        ip = f.evidence.facts.get("client_ip")
+        if ip:
+            row = _bump(addresses, ip, f, internal=_is_internal(ip))
+            if f.rule == "context.attacker_ip":
+                row["published"] = True
+    accounts: dict[str, dict[str, Any]] = {}
+    for f in acted:
+        user = f.evidence.facts.get("user")
+        if user:
+            _bump(accounts, user, f, system=_system_account(user))
+    dated = [f.time for f in acted if f.time is not None]
+    file_rows = [
+        {
+            "path": p,
+            "action": "remove" if row.get("confidence") == "confirmed" else "inspect",
+            **row,
+        }
+        for p, row in files.items()
+    ]
+    file_rows.sort(key=lambda r: (r["action"] != "remove", r["first"] or "", r["path"]))
+
+    def rows(table: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
+        out = [{name: k, **v} for k, v in table.items()]
+        out.sort(key=lambda r: (bool(r.get("internal") or r.get("system")), -r["findings"], r[name]))
+        return out
+
+    return {
+        "window": {"first": iso_z(min(dated)), "last": iso_z(max(dated))} if dated else None,
+        "files": file_rows,
+        "files_named_in_logs": rows(named, "path"),
+        "addresses": rows(addresses, "address"),
+        "accounts": rows(accounts, "account"),
+        "waves": sorted({f.wave for f in acted if f.wave in _WAVE_ORDER}, key=_WAVE_ORDER.index),
+        "fix": fix,
+    }
+
+
+_WAVE_ORDER = ["proxylogon", "proxyshell", "proxynotshell"]
+
+
+def fix_by_wave(waves: Iterable[str]) -> dict[str, Any] | None:
+    """The fix when the server's build is not known: per wave, the security update that first fixed its
+    CVEs (exwatch.kb); the exact update for the server's CU needs its build (``exwatch scan``)."""
+    from exwatch import kb
+
+    out: dict[str, str] = {}
+    for w in waves:
+        try:
+            wave = kb.wave(w)
+        except KeyError:
+            continue
+        updates = sorted({kb.cve(c).fixed_by for c in wave.cves})
+        out[w] = (
+            f"{wave.name} ({', '.join(wave.cves)}): install the security update for the server's CU "
+            f"({' and '.join(updates)} or later), or a later CU"
+        )
+    if not out:
+        return None
+    return {
+        "source": "kb",
+        "build": None,
+        "waves": out,
+        "text": "Build not known: scan the server (exwatch scan HOST) for its exact update. "
+        + "; ".join(out.values())
+        + ".",
+    }
+
+
+def fix_from_build(build: str, waves: Iterable[str], source: str) -> dict[str, Any] | None:
+    """The fix for a known build (a collection's build, or the store's), per wave, from ``kb.verdict``."""
+    from exwatch import kb
+    from exwatch.errors import ExwatchError
+
+    try:
+        verdict = kb.verdict(build)
+    except (ExwatchError, ValueError):
+        return None
+    out: dict[str, str] = {}
+    states: dict[str, str] = {}
+    for w, wv in verdict.waves.items():
+        states[w] = wv.state.value
+        if wv.state.value == "vulnerable":
+            out[w] = wv.fix_text or wv.reason
+    wanted = list(waves)
+    text = (
+        "; ".join(f"{kb.wave(w).name}: {t}" for w, t in out.items())
+        if out
+        else f"build {build} is not vulnerable to {', '.join(wanted) or 'any tracked wave'}: the compromise came before the fix, or through another way in"
+    )
+    return {"source": source, "build": build, "states": states, "waves": out, "text": text}
+
+
+def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> dict[str, Any] | None:
+    """The fix of the stored host ``host`` names, from the fleet read API (its latest folded snapshot and,
+    when vulnerable, the fix the scan stored); None when the store has no one host of that name."""
+    from exwatch.errors import InputError
+    from exwatch.fleet import queries
+
+    try:
+        history = queries.host_history(store, host)
+    except InputError:
+        return None
+    snaps = [s for s in history.get("snapshots", []) if s.get("build")]
+    if not snaps:
+        return {
+            "source": "store",
+            "build": None,
+            "host_id": history.get("host_id"),
+            "waves": {},
+            "text": f"host #{history.get('host_id')} is in the store but no scan read its build: scan it (exwatch scan)",
+        }
+    last = snaps[-1]
+    out = fix_from_build(str(last["build"]), waves, "store") or {
+        "source": "store",
+        "build": last["build"],
+        "waves": {},
+        "text": "",
+    }
+    stored = {
+        r["wave"]: r["fix"]
+        for r in queries.hosts_at_risk(store)
+        if r.get("host_id") == history.get("host_id") and r.get("fix")
+    }
+    if stored:
+        out["waves"] = {**out.get("waves", {}), **stored}
+        from exwatch import kb
+
+        out["text"] = "; ".join(f"{kb.wave(w).name}: {t}" for w, t in out["waves"].items())
+    out.update(
+        {"host_id": history.get("host_id"), "scanned_at": last.get("time"), "status": last.get("status")}
+    )
+    return out
