@@ -68,6 +68,10 @@ class SigmaRuleSpec:
     path: str
     groups: Groups = ()
     meta: dict[str, str] = field(default_factory=dict)
+    # Literal requirements as alternatives (see Alternatives); NO_REQUIREMENT when none is known.
+    alternatives: tuple[Groups, ...] = ((),)
+    # Whether the rule reads the keyword text (a record's values joined), which is then built for it.
+    keywords: bool = True
 
     def applies_to(self, source: str) -> bool:
         """Whether this rule's logsource names the source family ``source``."""
@@ -233,8 +237,78 @@ def best_group(groups: Groups) -> frozenset[str] | None:
     return max(groups, key=_cover_score) if groups else None
 
 
-def _compile(node: Any) -> tuple[Predicate, Groups]:
-    """Compile one node of pySigma's condition tree into a predicate and its literal requirements."""
+# Literal requirements as alternatives (a disjunction of conjunctions): a matching record meets every
+# group of at least one alternative. Sharper than ``Groups`` for an OR of ANDs (``/owa/`` and
+# ``/powershell``, or ``/owa/mastermail``). ``((),)`` means "no requirement".
+Alternatives = tuple[Groups, ...]
+NO_REQUIREMENT: Alternatives = ((),)
+MAX_ALTERNATIVES = 16
+
+
+def _collapse(alts: Alternatives) -> Alternatives:
+    """One alternative that every one of ``alts`` implies: the union of their best groups."""
+    if any(not a for a in alts):
+        return NO_REQUIREMENT
+    bests = [best_group(a) for a in alts]
+    return ((frozenset().union(*bests),),)  # type: ignore[arg-type]
+
+
+def _and_alternatives(parts: list[Alternatives]) -> Alternatives:
+    out: list[Groups] = [()]
+    for alts in parts:
+        if alts == NO_REQUIREMENT:
+            continue
+        if len(out) * len(alts) > MAX_ALTERNATIVES:
+            alts = _collapse(alts)
+            if alts == NO_REQUIREMENT:
+                continue
+        out = [tuple(dict.fromkeys(a + b)) for a in out for b in alts]
+    return tuple(out)
+
+
+def _or_alternatives(parts: list[Alternatives]) -> Alternatives:
+    if any(() in a for a in parts):
+        return NO_REQUIREMENT
+    out = tuple(dict.fromkeys(a for alts in parts for a in alts))
+    return _collapse(out) if len(out) > MAX_ALTERNATIVES else out
+
+
+def simplify_alternatives(alts: Alternatives) -> Alternatives:
+    """The same requirement with fewer alternatives: one that holds every group of another is dropped
+    (A or (A and B) is A), and two that differ in one group only become one whose group holds both
+    ((C and a) or (C and b) is C and (a or b)), so a product of ORs folds back into one alternative."""
+    if any(not a for a in alts):
+        return NO_REQUIREMENT
+    cur = [frozenset(a) for a in dict.fromkeys(alts)]
+    changed = True
+    while changed:
+        changed = False
+        cur = [a for a in cur if not any(b < a for b in cur)]
+        for i in range(len(cur)):
+            for j in range(i + 1, len(cur)):
+                a, b = cur[i], cur[j]
+                da, db = a - b, b - a
+                if len(a) == len(b) and len(da) == 1 and len(db) == 1:
+                    merged = (a & b) | {next(iter(da)) | next(iter(db))}
+                    cur = [x for k, x in enumerate(cur) if k not in (i, j)] + [frozenset(merged)]
+                    changed = True
+                    break
+            if changed:
+                break
+    return tuple(tuple(sorted(a, key=lambda g: sorted(g))) for a in cur)
+
+
+# The rules' conditions are first turned into a plain tree of tuples and strings (the IR below), which
+# is what the on-disk rule cache stores; predicates are compiled from it without importing pySigma.
+#   ("and", [n...]) ("or", [n...]) ("not", n)
+#   ("null", field) ("exists", field, bool) ("str", field, regex, cover) ("num", field, text, cover)
+#   ("bool", field, "true"|"false") ("re", field, pattern, flags) ("cidr", field, network)
+#   ("kw", regex, cover) ("kwnum", text, cover) ("kwre", pattern, flags)
+# ``cover`` is the node's one literal (a string) or None.
+
+
+def to_ir(node: Any) -> Any:
+    """pySigma's condition tree as the IR."""
     from sigma.conditions import (
         ConditionAND,
         ConditionFieldEqualsValueExpression,
@@ -252,73 +326,141 @@ def _compile(node: Any) -> tuple[Predicate, Groups]:
         SigmaString,
     )
 
+    def cover(value: Any) -> str | None:
+        c = _literal_cover(value)
+        return next(iter(c)) if c else None
+
+    def flags_of(value: Any) -> int:
+        flags = 0
+        for flag in value.flags:
+            flags |= {"IGNORECASE": re.I, "MULTILINE": re.M, "DOTALL": re.S}.get(flag.name, 0)
+        return flags
+
     if isinstance(node, ConditionAND):
-        compiled = [_compile(a) for a in node.args]
-        preds = [p for p, _ in compiled]
-        groups: Groups = tuple(g for _, gs in compiled for g in gs)
-        return (lambda r, k: all(p(r, k) for p in preds)), groups
+        return ["and", [to_ir(a) for a in node.args]]
     if isinstance(node, ConditionOR):
-        compiled = [_compile(a) for a in node.args]
-        preds = [p for p, _ in compiled]
-        bests = [best_group(gs) for _, gs in compiled]
-        union: Groups = (frozenset().union(*bests),) if all(b is not None for b in bests) else ()  # type: ignore[arg-type]
-        return (lambda r, k: any(p(r, k) for p in preds)), union
+        return ["or", [to_ir(a) for a in node.args]]
     if isinstance(node, ConditionNOT):
-        inner, _ = _compile(node.args[0])
-        return (lambda r, k: not inner(r, k)), ()
+        return ["not", to_ir(node.args[0])]
     if isinstance(node, ConditionFieldEqualsValueExpression):
         name = node.field
         value = node.value
         if isinstance(value, SigmaNull):
-            return (lambda r, k: not r.get(name)), ()
+            return ["null", name]
         if isinstance(value, SigmaExists):
-            want = bool(value.exists)
-            return (lambda r, k: (name in r) == want), ()
+            return ["exists", name, bool(value.exists)]
         if isinstance(value, SigmaString):
-            rx = _sigma_string_regex(value)
-            return (lambda r, k: name in r and rx.fullmatch(r[name]) is not None), _g(_literal_cover(value))
+            return ["str", name, _sigma_string_regex(value).pattern, cover(value)]
         if isinstance(value, SigmaNumber):
-            text = str(value.number)
-            return (lambda r, k: r.get(name, "").strip() == text), _g(_literal_cover(value))
+            return ["num", name, str(value.number), cover(value)]
         if isinstance(value, SigmaBool):
-            text = "true" if value.boolean else "false"
-            return (lambda r, k: r.get(name, "").strip().lower() == text), ()
+            return ["bool", name, "true" if value.boolean else "false"]
         if isinstance(value, SigmaRegularExpression):
-            flags = 0
-            for flag in value.flags:
-                flags |= {"IGNORECASE": re.I, "MULTILINE": re.M, "DOTALL": re.S}.get(flag.name, 0)
-            rx = re.compile(str(value.regexp), flags)
-            return (lambda r, k: name in r and rx.search(r[name]) is not None), ()
+            return ["re", name, str(value.regexp), flags_of(value)]
         if isinstance(value, SigmaCIDRExpression):
-            net = value.network
-
-            def in_net(r: Record, k: str) -> bool:
-                try:
-                    return ipaddress.ip_address(r.get(name, "").strip()) in net
-                except ValueError:
-                    return False
-
-            return in_net, ()
+            return ["cidr", name, str(value.network)]
         raise InputError(f"Sigma value type {type(value).__name__} for field {name!r} is not supported")
     if isinstance(node, ConditionValueExpression):
         value = node.value
         if isinstance(value, SigmaString):
-            rx = _sigma_string_regex(value)
-            # Keywords match anywhere in the record's text (pySigma leaves them unanchored).
-            return (lambda r, k: rx.search(k) is not None), _g(_literal_cover(value))
+            return ["kw", _sigma_string_regex(value).pattern, cover(value)]
         if isinstance(value, SigmaNumber):
-            text = str(value.number)
-            return (lambda r, k: text in k), _g(_literal_cover(value))
+            return ["kwnum", str(value.number), cover(value)]
         if isinstance(value, SigmaRegularExpression):
-            # A regular-expression keyword: searched in the record's text (e.g. a published line pattern
-            # such as Microsoft's ``powershell.*autodiscover\.json.*\@.*200``); no literal of its own.
-            kflags = 0
-            for flag in value.flags:
-                kflags |= {"IGNORECASE": re.I, "MULTILINE": re.M, "DOTALL": re.S}.get(flag.name, 0)
-            krx = re.compile(str(value.regexp), kflags)
-            return (lambda r, k: krx.search(k) is not None), ()
+            return ["kwre", str(value.regexp), flags_of(value)]
         raise InputError(f"Sigma keyword type {type(value).__name__} is not supported")
     raise InputError(f"Sigma condition element {type(node).__name__} is not supported")
+
+
+@dataclass
+class Compiled:
+    """One condition compiled: its predicate, its literal requirements (as groups and as alternatives)
+    and whether it reads the keyword text (Sigma keywords: values without a field)."""
+
+    predicate: Predicate
+    groups: Groups
+    alternatives: Alternatives
+    keywords: bool
+
+
+def _cov(c: Any) -> Groups:
+    if c is None:
+        return ()
+    if not isinstance(c, str):
+        raise ValueError("bad literal in rule IR")
+    return (frozenset([c]),)
+
+
+def compile_ir(node: Any) -> Compiled:
+    """Compile one IR node into a predicate and its literal requirements (ValueError on a bad tree)."""
+    kind = node[0]
+    if kind in ("and", "or"):
+        parts = [compile_ir(a) for a in node[1]]
+        preds = [c.predicate for c in parts]
+        kw = any(c.keywords for c in parts)
+        if kind == "and":
+            groups: Groups = tuple(g for c in parts for g in c.groups)
+            alts = _and_alternatives([c.alternatives for c in parts])
+            return Compiled(lambda r, k: all(p(r, k) for p in preds), groups, alts, kw)
+        bests = [best_group(c.groups) for c in parts]
+        union: Groups = (frozenset().union(*bests),) if all(b is not None for b in bests) else ()  # type: ignore[arg-type]
+        alts = _or_alternatives([c.alternatives for c in parts])
+        return Compiled(lambda r, k: any(p(r, k) for p in preds), union, alts, kw)
+    if kind == "not":
+        inner = compile_ir(node[1])
+        ip = inner.predicate
+        return Compiled(lambda r, k: not ip(r, k), (), NO_REQUIREMENT, inner.keywords)
+    if kind == "null":
+        name = node[1]
+        return Compiled(lambda r, k: not r.get(name), (), NO_REQUIREMENT, False)
+    if kind == "exists":
+        name, want = node[1], bool(node[2])
+        return Compiled(lambda r, k: (name in r) == want, (), NO_REQUIREMENT, False)
+    if kind == "str":
+        name, rx = node[1], re.compile(node[2], re.IGNORECASE | re.DOTALL)
+        g = _cov(node[3])
+        return Compiled(lambda r, k: name in r and rx.fullmatch(r[name]) is not None, g, (g,), False)
+    if kind == "num":
+        name, text = node[1], str(node[2])
+        g = _cov(node[3])
+        return Compiled(lambda r, k: r.get(name, "").strip() == text, g, (g,), False)
+    if kind == "bool":
+        name, text = node[1], str(node[2])
+        return Compiled(lambda r, k: r.get(name, "").strip().lower() == text, (), NO_REQUIREMENT, False)
+    if kind == "re":
+        name, frx = node[1], re.compile(node[2], int(node[3]))
+        return Compiled(lambda r, k: name in r and frx.search(r[name]) is not None, (), NO_REQUIREMENT, False)
+    if kind == "cidr":
+        name, net = node[1], ipaddress.ip_network(node[2], strict=False)
+
+        def in_net(r: Record, k: str) -> bool:
+            try:
+                return ipaddress.ip_address(r.get(name, "").strip()) in net
+            except ValueError:
+                return False
+
+        return Compiled(in_net, (), NO_REQUIREMENT, False)
+    if kind == "kw":
+        krx = re.compile(node[1], re.IGNORECASE | re.DOTALL)
+        g = _cov(node[2])
+        # Keywords match anywhere in the record's text (pySigma leaves them unanchored).
+        return Compiled(lambda r, k: krx.search(k) is not None, g, (g,), True)
+    if kind == "kwnum":
+        ktext = str(node[1])
+        g = _cov(node[2])
+        return Compiled(lambda r, k: ktext in k, g, (g,), True)
+    if kind == "kwre":
+        # A regular-expression keyword: searched in the record's text (e.g. a published line pattern
+        # such as Microsoft's ``powershell.*autodiscover\.json.*\@.*200``); no literal of its own.
+        rrx = re.compile(node[1], int(node[2]))
+        return Compiled(lambda r, k: rrx.search(k) is not None, (), NO_REQUIREMENT, True)
+    raise ValueError(f"unknown rule IR node {kind!r}")
+
+
+def _compile(node: Any) -> tuple[Predicate, Groups]:
+    """Compile one node of pySigma's condition tree into a predicate and its literal requirements."""
+    c = compile_ir(to_ir(node))
+    return c.predicate, c.groups
 
 
 def required_literals(specs: Iterable[SigmaRuleSpec]) -> frozenset[str] | None:
@@ -335,14 +477,7 @@ def _level_confidence(level: str) -> str:
     return {"critical": "confirmed", "high": "likely"}.get(level, "review")
 
 
-def load_rules(paths: Iterable[Path]) -> list[SigmaRuleSpec]:
-    """Load every Sigma rule (``.yml``/``.yaml``) under ``paths``; a bad rule is an InputError naming it."""
-    import yaml
-    from sigma.collection import SigmaCollection
-    from sigma.exceptions import SigmaError
-    from sigma.rule import SigmaRule
-
-    specs: list[SigmaRuleSpec] = []
+def _rule_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -351,45 +486,122 @@ def load_rules(paths: Iterable[Path]) -> list[SigmaRuleSpec]:
             files.append(p)
         else:
             raise InputError(f"{p}: no such Sigma rule file or folder")
+    return files
+
+
+def _parse_rule_file(f: Path, text: str) -> list[dict[str, Any]]:
+    """The rules of one Sigma file as cacheable entries (their conditions in the IR)."""
+    import yaml
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+    from sigma.rule import SigmaRule
+
+    try:
+        collection = SigmaCollection.from_yaml(text)
+    except (SigmaError, ValueError, OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{f}: not a valid Sigma rule: {exc}") from exc
+    out: list[dict[str, Any]] = []
+    for rule in collection.rules:
+        if not isinstance(rule, SigmaRule):
+            continue  # correlation rules need several events; not evaluated here
+        try:
+            conditions = [to_ir(c.parse()) for c in rule.detection.parsed_condition]
+        except SigmaError as exc:
+            raise InputError(f"{f}: Sigma rule {rule.title!r} cannot be parsed: {exc}") from exc
+        custom = dict(getattr(rule, "custom_attributes", {}) or {})
+        meta = {str(k): str(v) for k, v in (custom.get("exwatch") or {}).items()}
+        level = str(rule.level.name).lower() if rule.level else "medium"
+        out.append(
+            {
+                "id": meta.get("id") or f"sigma.{rule.id or rule.title}",
+                "title": rule.title,
+                "description": rule.description or "",
+                "level": level,
+                "tags": [f"{t.namespace}.{t.name}" for t in rule.tags],
+                "logsource": [rule.logsource.category, rule.logsource.product, rule.logsource.service],
+                "conditions": conditions,
+                "path": str(f),
+                "meta": meta or {"confidence": _level_confidence(level)},
+            }
+        )
+    return out
+
+
+def _spec(entry: dict[str, Any]) -> SigmaRuleSpec:
+    """A rule from its entry (ValueError, TypeError, KeyError or re.error when the entry is damaged)."""
+    compiled = [compile_ir(c) for c in entry["conditions"]]
+    if not compiled:
+        raise ValueError("rule without a condition")
+    if len(compiled) == 1:
+        pred, groups, alts = compiled[0].predicate, compiled[0].groups, compiled[0].alternatives
+    else:
+        pred = _any_of([c.predicate for c in compiled])
+        bests = [best_group(c.groups) for c in compiled]
+        groups = (frozenset().union(*bests),) if all(b is not None for b in bests) else ()  # type: ignore[arg-type]
+        alts = _or_alternatives([c.alternatives for c in compiled])
+    cat, prod, svc = entry["logsource"]
+    return SigmaRuleSpec(
+        rule_id=str(entry["id"]),
+        title=str(entry["title"]),
+        description=str(entry["description"]),
+        level=str(entry["level"]),
+        tags=tuple(str(t) for t in entry["tags"]),
+        logsource=(cat, prod, svc),
+        predicate=pred,
+        literals=best_group(groups),
+        groups=groups,
+        path=str(entry["path"]),
+        meta={str(k): str(v) for k, v in dict(entry["meta"]).items()},
+        alternatives=simplify_alternatives(alts),
+        keywords=any(c.keywords for c in compiled),
+    )
+
+
+def _cache_parts(files: list[Path], contents: list[bytes]) -> list[bytes | str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from exwatch import __version__
+
+    try:
+        sigma_version = version("pySigma")
+    except PackageNotFoundError:
+        sigma_version = "?"
+    parts: list[bytes | str] = [__version__, sigma_version, Path(__file__).read_bytes()]
+    for f, b in zip(files, contents, strict=True):
+        parts += [str(f), b]
+    return parts
+
+
+def load_rules(paths: Iterable[Path]) -> list[SigmaRuleSpec]:
+    """Load every Sigma rule (``.yml``/``.yaml``) under ``paths``; a bad rule is an InputError naming it.
+
+    Parsed rules are kept in the on-disk rule cache (:mod:`exwatch.hunt.rules.cache`), keyed by the
+    rule files' bytes: the next start compiles them from there without pySigma."""
+    from exwatch.hunt.rules import cache
+
+    files = _rule_files(paths)
+    contents: list[bytes] = []
     for f in files:
         try:
-            collection = SigmaCollection.from_yaml(f.read_text(encoding="utf-8"))
-        except (SigmaError, ValueError, OSError, yaml.YAMLError) as exc:
+            contents.append(f.read_bytes())
+        except OSError as exc:
             raise InputError(f"{f}: not a valid Sigma rule: {exc}") from exc
-        for rule in collection.rules:
-            if not isinstance(rule, SigmaRule):
-                continue  # correlation rules need several events; not evaluated here
-            try:
-                conditions = rule.detection.parsed_condition
-                compiled = [_compile(c.parse()) for c in conditions]
-            except SigmaError as exc:
-                raise InputError(f"{f}: Sigma rule {rule.title!r} cannot be parsed: {exc}") from exc
-            if len(compiled) == 1:
-                pred, groups = compiled[0]
-            else:
-                pred = _any_of([p for p, _ in compiled])
-                bests = [best_group(gs) for _, gs in compiled]
-                groups = (frozenset().union(*bests),) if all(b is not None for b in bests) else ()  # type: ignore[arg-type]
-            cover = best_group(groups)
-            custom = dict(getattr(rule, "custom_attributes", {}) or {})
-            meta = {str(k): str(v) for k, v in (custom.get("exwatch") or {}).items()}
-            level = str(rule.level.name).lower() if rule.level else "medium"
-            rid = meta.get("id") or f"sigma.{rule.id or rule.title}"
-            specs.append(
-                SigmaRuleSpec(
-                    rule_id=rid,
-                    title=rule.title,
-                    description=rule.description or "",
-                    level=level,
-                    tags=tuple(f"{t.namespace}.{t.name}" for t in rule.tags),
-                    logsource=(rule.logsource.category, rule.logsource.product, rule.logsource.service),
-                    predicate=pred,
-                    literals=cover,
-                    groups=groups,
-                    path=str(f),
-                    meta=meta or {"confidence": _level_confidence(level)},
-                )
-            )
+    key = cache.make_key("sigma", _cache_parts(files, contents))
+    entries = cache.load("sigma", key)
+    if isinstance(entries, list):
+        try:
+            return [_spec(e) for e in entries]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, re.error):
+            pass  # a damaged entry is rebuilt below
+    entries = []
+    for f, b in zip(files, contents, strict=True):
+        try:
+            text = b.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{f}: not a valid Sigma rule: {exc}") from exc
+        entries.extend(_parse_rule_file(f, text))
+    specs = [_spec(e) for e in entries]
+    cache.store("sigma", key, entries)
     return specs
 
 
