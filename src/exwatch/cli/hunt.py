@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from exwatch.cli.common import (
     EXIT_FOUND,
@@ -19,6 +23,7 @@ from exwatch.cli.common import (
     parse_time,
     resolve_db,
     stderr_console,
+    verbosity,
 )
 from exwatch.hunt.limits import chosen_limits, limit_options
 
@@ -63,6 +68,16 @@ from exwatch.hunt.limits import chosen_limits, limit_options
 @click.option("--iis-logs", type=click.Path(path_type=Path), default=None, help="IIS log folder (live hunt).")
 @click.option("--jobs", type=int, default=0, help="Worker processes (default: one per core).")
 @click.option("--no-builtin", is_flag=True, help="Run only the rules given with --rules/--yara/--iocs.")
+@click.option(
+    "--min-confidence",
+    type=click.Choice(["review", "low", "likely", "confirmed"], case_sensitive=False),
+    default=None,
+    help="Show findings at or above this confidence (low = review). Default: likely in the table, every finding in json/jsonl.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every finding, review-level ones included.")
+@click.option(
+    "-v", "--verbose", count=True, help="Progress on stderr (files, bytes/s); same as exwatch -v hunt."
+)
 @format_option("table", "json", "jsonl")
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not write the findings to the store.")
@@ -82,12 +97,19 @@ def hunt(
     iis_logs: Path | None,
     jobs: int,
     no_builtin: bool,
+    min_confidence: str | None,
+    show_all: bool,
+    verbose: int,
     fmt: str,
     db_url: str | None,
     no_store: bool,
     no_verify: bool,
 ) -> None:
     """Hunt PATH... (triage folders or .zip/.7z/.tar.gz archives; none = the live Exchange install on Windows).
+
+    A folder holding several triage packages (sub-folders or archives, each with its own volume
+    folders) is hunted as several hosts. The table shows likely and confirmed findings, then the next
+    steps per host (files with SHA-256, attacker addresses, accounts, the window, the fix).
 
     Exit codes: 0 clean (review-level notes may be listed), 1 a finding of likely or confirmed
     confidence, 3 nothing above review but some files could not be read, 2 bad input.
@@ -112,11 +134,14 @@ def hunt(
     store_url = None if no_store else resolve_db(db_url)
     if store_url is not None:
         _refuse_store_in_evidence(store_url, [*paths, *(p for p in (exchange_path, iis_logs) if p)])
+    floor = "review" if show_all else (min_confidence or ("likely" if fmt == "table" else "review")).lower()
+    floor = "review" if floor == "low" else floor
     started = datetime.now(UTC)
-    result = hunt_paths(list(paths), options)
+    show_progress = verbose + verbosity() >= 1
+    result = hunt_paths(list(paths), options, progress=_progress(console) if show_progress else None)
     if store_url is not None:
-        _store(result, store_url, started, console)
-    data = result.to_dict()
+        _store(result, store_url, started, console, host)
+    data = result.to_dict(floor)
     if fmt == "json":
         echo_json(data)
     elif fmt == "jsonl":
@@ -126,11 +151,11 @@ def hunt(
             + [{"type": "error", **e} for e in data["errors"]]
         )
     else:
-        _render(result, console)
+        _render(result, floor=floor)
     for note in result.stats.get("notes", []):
-        console.print(f"note: {note}", highlight=False)
+        console.print(Text(f"note: {note}"), highlight=False)
     for e in result.errors:
-        console.print(f"[yellow]warning:[/] {e.error}", markup=True, highlight=False)
+        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False)
     if result.above_review:
         raise SystemExit(EXIT_FOUND)
     if result.errors or result.verdict == "incomplete":
@@ -145,11 +170,32 @@ def _refuse_store_in_evidence(url: str, evidence: list[Path]) -> None:
     refuse_store_in_evidence(url, evidence)
 
 
-def _store(result: object, url: str, started: datetime, console: object) -> None:
+def _progress(console: Console) -> Any:
+    """A progress callback printing on stderr, at most every 2 s and at the end of each host."""
+    last = [0.0]
+
+    def report(p: Any) -> None:
+        now = time.monotonic()
+        if not p.host_finished and now - last[0] < 2.0:
+            return
+        last[0] = now
+        line = (
+            f"hunt: {p.host} ({p.hosts_done}/{p.hosts_total} hosts done): {p.files_done}/{p.files_total} files, "
+            f"{p.bytes_done / 1e6:,.1f} of {p.bytes_total / 1e6:,.1f} MB, {p.rate / 1e6:,.1f} MB/s"
+        )
+        console.print(Text(line), highlight=False)
+
+    return report
+
+
+def _store(result: object, url: str, started: datetime, console: Console, given_host: str | None) -> None:
+    """Store each host's hunt; say on stderr (and in the host's ``store`` object) when its name matches
+    no scanned host or several; a host found in the store gets its fix from the store's last scan."""
     from exwatch.collect.hunthook import store_builds
     from exwatch.errors import StoreError
     from exwatch.fleet import open_store
     from exwatch.hunt.model import HuntResult
+    from exwatch.hunt.nextsteps import fix_from_store
 
     assert isinstance(result, HuntResult)
     try:
@@ -158,8 +204,11 @@ def _store(result: object, url: str, started: datetime, console: object) -> None
             # stored first so that the hunt below is linked to that host.
             store_builds(store, result.stats.get("collector_observations", []), started)
             for h in result.hosts:
+                matches = store.find_hosts(h.host)
+                if len(matches) == 1 and h.host.strip().startswith("#"):
+                    _relabel(result, h, store, matches[0])
                 findings = [f.to_dict() for f in result.findings if f.host == h.host]
-                store.add_hunt(
+                hunt_id = store.add_hunt(
                     h.host,
                     verdict=h.verdict,
                     coverage=h.coverage,
@@ -167,44 +216,199 @@ def _store(result: object, url: str, started: datetime, console: object) -> None
                     started_at=started,
                     errors=[e.to_dict() for e in h.errors],
                 )
+                message = None
+                if not matches:
+                    message = (
+                        f"hunt #{hunt_id} of {h.host!r} stored, but no scanned host in the store is named "
+                        f"{h.host!r}: it is linked to no host; hunt again with --host NAME (a name, address "
+                        "or #id from exwatch hosts) to link it"
+                    )
+                elif len(matches) > 1:
+                    message = (
+                        f"hunt #{hunt_id} of {h.host!r} stored, but {h.host!r} matches {len(matches)} hosts in "
+                        "the store: it is linked to none; hunt again with --host #ID to link it"
+                    )
+                h.store = {
+                    "hunt_id": hunt_id,
+                    "host_id": matches[0] if len(matches) == 1 else None,
+                    "linked": len(matches) == 1,
+                    "message": message,
+                }
+                if message:
+                    console.print(Text(f"note: {message}"), highlight=False)
+                if len(matches) == 1:
+                    fix = fix_from_store(store, f"#{matches[0]}", h.next_steps.get("waves", []))
+                    if fix is not None and (fix.get("build") or not h.next_steps.get("fix")):
+                        h.next_steps["fix"] = fix
     except StoreError as exc:
-        stderr_console().print(f"warning: findings not stored: {exc}", highlight=False)
+        stderr_console().print(Text(f"warning: findings not stored: {exc}"), highlight=False)
+    del given_host
 
 
-def _render(result: object, console: object) -> None:
-    from rich.console import Console
+def _relabel(result: Any, h: Any, store: Any, host_id: int) -> None:
+    """``--host #12``: name the hunt after the stored host (its DNS name, else its address)."""
+    from exwatch.fleet import queries
 
-    from exwatch.hunt.model import HuntResult
+    ident = queries.host_history(store, f"#{host_id}")
+    label = ident.get("name") or ident.get("address") or h.host
+    for f in result.findings:
+        if f.host == h.host:
+            f.host = label
+    h.host = label
+
+
+def _render(result: object, _console: object = None, floor: str = "likely") -> None:
+    """The table: per host its verdict and coverage, its findings at or above ``floor`` with the rule's
+    title and a safe excerpt, then its next steps. Evidence text is never read as markup."""
+    from exwatch.hunt.model import CONFIDENCE_RANK, HuntResult, iso_z
+    from exwatch.hunt.nextsteps import safe_text
 
     assert isinstance(result, HuntResult)
-    out = Console(width=max(Console().width, 160))
+    out = Console(width=max(Console().width, 160), highlight=False)
+    rank = CONFIDENCE_RANK[floor]
     for h in result.hosts:
         c = h.counts
         out.print(
-            f"[bold]{h.host}[/]: {h.verdict}  ({c['confirmed']} confirmed, {c['likely']} likely, {c['review']} review)",
-            highlight=False,
+            Text.assemble(
+                (h.host, "bold"),
+                f": {h.verdict}  ({c['confirmed']} confirmed, {c['likely']} likely, {c['review']} review)",
+            )
         )
         for fam, cov in sorted(h.coverage.items()):
             if "first" in cov:
                 out.print(
-                    f"  coverage {fam}: {(cov.get('first') or '?')[:19]} .. {(cov.get('last') or '?')[:19]} ({cov['files']} files)",
-                    highlight=False,
+                    Text(
+                        f"  coverage {fam}: {cov.get('first') or '?'} .. {cov.get('last') or '?'} ({cov['files']} files)"
+                    )
                 )
         for w in h.warnings:
-            out.print(f"  [yellow]coverage warning:[/] {w}", highlight=False)
-    if not result.findings:
-        return
-    table = Table(title="Findings by wave, in time order", show_lines=False)
-    for col, width in (("wave", 13), ("time (UTC)", 19), ("confidence", 10), ("rule", 38), ("evidence", 60)):
-        table.add_column(col, no_wrap=True, max_width=width, min_width=min(width, 19), overflow="ellipsis")
-    last_wave = None
-    for f in result.findings:
-        ev = f.evidence
-        where = ev.file + (f":{ev.line}" if ev.line else "") + (f" record {ev.record}" if ev.record else "")
-        if len(where) > 60:
-            where = "..." + where[-57:]
-        wave = f.wave if f.wave != last_wave else ""
-        last_wave = f.wave
-        when = f.time.strftime("%Y-%m-%d %H:%M:%S") if f.time else "-"
-        table.add_row(wave, when, f.confidence, f.rule, where)
-    out.print(table)
+            out.print(Text.assemble("  ", ("coverage warning:", "yellow"), f" {w}"))
+        mine = [f for f in result.findings if f.host == h.host]
+        shown = [f for f in mine if CONFIDENCE_RANK[f.confidence] >= rank]
+        hidden = len(mine) - len(shown)
+        if shown:
+            table = Table(
+                title=f"Findings on {safe_text(h.host, 60)}, by wave in time order"
+                + (f" ({floor} and above)" if floor != "review" else ""),
+                show_lines=False,
+                title_justify="left",
+            )
+            table.add_column("wave", no_wrap=True, max_width=13)
+            table.add_column("time (UTC)", no_wrap=True, min_width=20)
+            table.add_column("confidence", no_wrap=True, max_width=10)
+            table.add_column("finding", ratio=2, overflow="fold")
+            table.add_column("evidence", ratio=3, overflow="fold")
+            last_wave = None
+            for f in shown:
+                ev = f.evidence
+                where = (
+                    ev.file
+                    + (f":{ev.line}" if ev.line else "")
+                    + (f" record {ev.record}" if ev.record else "")
+                )
+                finding = Text(safe_text(f.title, 120))
+                finding.append("\n" + f.rule, style="dim")
+                evidence = Text(safe_text(where, 160))
+                if ev.excerpt and ev.excerpt != ev.file:
+                    evidence.append("\n" + safe_text(ev.excerpt, 160), style="cyan")
+                table.add_row(
+                    f.wave if f.wave != last_wave else "",
+                    iso_z(f.time) or "-",
+                    f.confidence,
+                    finding,
+                    evidence,
+                )
+                last_wave = f.wave
+            out.print(table)
+        if hidden:
+            out.print(
+                Text(
+                    f"  {hidden} finding(s) below {floor} not shown (--all or --min-confidence review shows them)"
+                )
+            )
+        _render_next_steps(out, h.host, h.next_steps)
+        out.print()
+
+
+LIST_MAX = 20
+
+
+def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
+    from exwatch.hunt.nextsteps import safe_text
+
+    def line(text: str, style: str = "") -> None:
+        out.print(Text(text, style=style), soft_wrap=True)  # a path or SHA-256 is never cut
+
+    def more(rows: list[Any]) -> None:
+        if len(rows) > LIST_MAX:
+            line(f"    ... and {len(rows) - LIST_MAX} more (--format json lists them all)")
+
+    line(f"Next steps for {safe_text(host, 60)}", "bold")
+    window = steps.get("window")
+    if not window:
+        line(
+            "  Nothing likely or confirmed: no action from this hunt (the coverage above says how far back it saw)."
+        )
+    else:
+        line(
+            f"  Window to investigate: {window['first']} .. {window['last']} (first and last likely or confirmed evidence)"
+        )
+    files = steps.get("files", [])
+    for action, head in (
+        ("remove", "Files to remove (a confirmed finding; keep a copy as evidence first):"),
+        ("inspect", "Files to inspect:"),
+    ):
+        rows = [r for r in files if r["action"] == action]
+        if rows:
+            line(f"  {head}")
+            for r in rows[:LIST_MAX]:
+                line(
+                    f"    {safe_text(r['path'], 200)}  sha256 {r.get('sha256') or '-'}  ({', '.join(r['rules'][:3])})"
+                )
+            more(rows)
+    named = steps.get("files_named_in_logs", [])
+    if named:
+        line("  Files the logs name that the package does not hold (look for them on the server):")
+        for r in named[:LIST_MAX]:
+            line(
+                f"    {safe_text(r['path'], 200)}  ({', '.join(r['rules'][:3])}; {safe_text(r.get('named_in', ''), 120)})"
+            )
+        more(named)
+    addresses = steps.get("addresses", [])
+    if addresses:
+        line("  Attacker addresses (block them; search firewall, proxy and other servers' logs for them):")
+        for r in addresses[:LIST_MAX]:
+            notes = [
+                n
+                for n, on in (
+                    ("published attacker list", r.get("published")),
+                    ("internal: a proxy, load balancer or the server itself", r.get("internal")),
+                )
+                if on
+            ]
+            line(
+                f"    {safe_text(r['address'], 60)}  {r['findings']} finding(s) {r['first'] or '?'} .. {r['last'] or '?'}"
+                + (f"  ({'; '.join(notes)})" if notes else "")
+            )
+        more(addresses)
+    accounts = steps.get("accounts", [])
+    if accounts:
+        line(
+            "  Accounts used (reset their passwords, review their sessions, mailbox rules and role assignments):"
+        )
+        for r in accounts[:LIST_MAX]:
+            note = "  (system account: commands ran with the server's own rights)" if r.get("system") else ""
+            line(
+                f"    {safe_text(r['account'], 120)}  {r['findings']} finding(s) {r['first'] or '?'} .. {r['last'] or '?'}{note}"
+            )
+        more(accounts)
+    fix = steps.get("fix")
+    if fix:
+        where = {
+            "store": f"from the store: build {fix.get('build')} seen {fix.get('scanned_at') or ''}".rstrip(),
+            "collection": f"from the collection's build {fix.get('build')}",
+            "kb": "build not known: exwatch scan HOST names the exact update",
+        }.get(str(fix.get("source")), str(fix.get("source")))
+        line(f"  Fix ({where}): {fix.get('text')}")
+    elif window:
+        line("  Fix: scan the server (exwatch scan HOST) for the update its build needs.")

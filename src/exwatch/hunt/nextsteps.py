@@ -101,11 +101,30 @@ def _system_account(user: str) -> bool:
     return low.startswith(("nt authority\\", "s-1-5-18", "s-1-5-19", "s-1-5-20")) or low.endswith("$")
 
 
+_INTERNAL_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
 def _is_internal(address: str) -> bool:
+    """A private (RFC 1918, CGNAT, unique-local), loopback or link-local address: a proxy, a load
+    balancer or the server itself rather than the attacker's own address."""
     try:
-        return not ipaddress.ip_address(address.split("%", 1)[0]).is_global
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
+    return any(ip.version == n.version and ip in n for n in _INTERNAL_NETS)
 
 
 def _server_path_key(path: str) -> str:
@@ -219,9 +238,7 @@ def fix_by_wave(waves: Iterable[str]) -> dict[str, Any] | None:
         "source": "kb",
         "build": None,
         "waves": out,
-        "text": "Build not known: scan the server (exwatch scan HOST) for its exact update. "
-        + "; ".join(out.values())
-        + ".",
+        "text": "; ".join(out.values()),
     }
 
 
