@@ -483,6 +483,7 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
     finder = bundle.finder_for(rule_family)
     pick = bundle.rule_picker(rule_family)
     since, until = task.get("since"), task.get("until")
+    windowed = bool(since or until)
     tmpdir = None
     try:
         with open(path, "rb") as fh:
@@ -556,10 +557,14 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                 rec = build_record(family, fields or [], text)
                 # Keywords search the line as written and its decoded values (a published line pattern such as
                 # MSRC's reads the raw line; a value unquoted by the tokenizer reads as the server saw it).
-                kw = text + "\n" + keyword_text(rec)
-                t = record_time(family, rec, text)
-                if not _in_window(t, since, until):
-                    continue
+                # Built only when a picked rule has keywords; the time only for a window or a finding.
+                kw = text + "\n" + keyword_text(rec) if any(r.keywords for r in picked) else text
+                timed = False
+                t = None
+                if windowed:
+                    t, timed = record_time(family, rec, text), True
+                    if not _in_window(t, since, until):
+                        continue
                 line_rules: set[str] = set()
                 for rule in picked:
                     if rule.rule_id in line_rules:
@@ -570,6 +575,8 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                         matched = False
                     if matched:
                         line_rules.add(rule.rule_id)
+                        if not timed:
+                            t, timed = record_time(family, rec, text), True
                         out["findings"].append(
                             _finding(
                                 rule.rule_id,
@@ -585,6 +592,8 @@ def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> Non
                             )
                         )
                 if ioc:
+                    if not timed:
+                        t, timed = record_time(family, rec, text), True
                     _context(bundle, rec, family, t, rel, cand.line_no, cand.offset, text, out)
             out["stats"].update(
                 {

@@ -307,6 +307,24 @@ def simplify_alternatives(alts: Alternatives) -> Alternatives:
 # ``cover`` is the node's one literal (a string) or None.
 
 
+def _shape(value: Any) -> list[str] | None:
+    """``[kind, needle]`` for a string value that is one plain piece with at most a ``*`` at either end
+    (equals, contains, startswith, endswith), tested with string methods; None for other shapes."""
+    from sigma.types import SpecialChars
+
+    parts = list(value.s)
+    if not parts:
+        return ["eq", ""]
+    star = SpecialChars.WILDCARD_MULTI
+    head = parts[0] == star
+    tail = len(parts) > 1 and parts[-1] == star
+    core = parts[int(head) : len(parts) - int(tail)]
+    if len(core) != 1 or not isinstance(core[0], str):
+        return None
+    kind = {(False, False): "eq", (True, True): "in", (False, True): "start", (True, False): "end"}
+    return [kind[(head, tail)], core[0].lower()]
+
+
 def to_ir(node: Any) -> Any:
     """pySigma's condition tree as the IR."""
     from sigma.conditions import (
@@ -350,7 +368,7 @@ def to_ir(node: Any) -> Any:
         if isinstance(value, SigmaExists):
             return ["exists", name, bool(value.exists)]
         if isinstance(value, SigmaString):
-            return ["str", name, _sigma_string_regex(value).pattern, cover(value)]
+            return ["str", name, _sigma_string_regex(value).pattern, cover(value), _shape(value)]
         if isinstance(value, SigmaNumber):
             return ["num", name, str(value.number), cover(value)]
         if isinstance(value, SigmaBool):
@@ -419,6 +437,9 @@ def compile_ir(node: Any) -> Compiled:
     if kind == "str":
         name, rx = node[1], re.compile(node[2], re.IGNORECASE | re.DOTALL)
         g = _cov(node[3])
+        shape = node[4] if len(node) > 4 else None
+        if shape is not None and str(shape[1]).isascii():
+            return Compiled(_string_test(name, str(shape[0]), str(shape[1]), rx), g, (g,), False)
         return Compiled(lambda r, k: name in r and rx.fullmatch(r[name]) is not None, g, (g,), False)
     if kind == "num":
         name, text = node[1], str(node[2])
@@ -455,6 +476,51 @@ def compile_ir(node: Any) -> Compiled:
         rrx = re.compile(node[1], int(node[2]))
         return Compiled(lambda r, k: rrx.search(k) is not None, (), NO_REQUIREMENT, True)
     raise ValueError(f"unknown rule IR node {kind!r}")
+
+
+def _string_test(name: str, kind: str, needle: str, rx: re.Pattern[str]) -> Predicate:
+    """A Sigma string test with string methods on the lower-cased value (a few times faster than the
+    regular expression). Used for ASCII values only, where lower-casing and the regular expression's
+    IGNORECASE agree; any other value goes to the regular expression."""
+
+    def slow(v: str) -> bool:
+        return rx.fullmatch(v) is not None
+
+    if kind == "in":
+
+        def test(r: Record, k: str) -> bool:
+            v = r.get(name)
+            if v is None:
+                return False
+            return needle in v.lower() if v.isascii() else slow(v)
+
+    elif kind == "start":
+
+        def test(r: Record, k: str) -> bool:
+            v = r.get(name)
+            if v is None:
+                return False
+            return v.lower().startswith(needle) if v.isascii() else slow(v)
+
+    elif kind == "end":
+
+        def test(r: Record, k: str) -> bool:
+            v = r.get(name)
+            if v is None:
+                return False
+            return v.lower().endswith(needle) if v.isascii() else slow(v)
+
+    elif kind == "eq":
+
+        def test(r: Record, k: str) -> bool:
+            v = r.get(name)
+            if v is None:
+                return False
+            return v.lower() == needle if v.isascii() else slow(v)
+
+    else:
+        raise ValueError(f"unknown string test {kind!r}")
+    return test
 
 
 def _compile(node: Any) -> tuple[Predicate, Groups]:
