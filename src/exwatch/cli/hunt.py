@@ -153,9 +153,9 @@ def hunt(
     else:
         _render(result, floor=floor)
     for note in result.stats.get("notes", []):
-        console.print(Text(f"note: {note}"), highlight=False)
+        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
     for e in result.errors:
-        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False)
+        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False, soft_wrap=True)
     if result.above_review:
         raise SystemExit(EXIT_FOUND)
     if result.errors or result.verdict == "incomplete":
@@ -183,7 +183,7 @@ def _progress(console: Console) -> Any:
             f"hunt: {p.host} ({p.hosts_done}/{p.hosts_total} hosts done): {p.files_done}/{p.files_total} files, "
             f"{p.bytes_done / 1e6:,.1f} of {p.bytes_total / 1e6:,.1f} MB, {p.rate / 1e6:,.1f} MB/s"
         )
-        console.print(Text(line), highlight=False)
+        console.print(Text(line), highlight=False, soft_wrap=True)
 
     return report
 
@@ -235,13 +235,13 @@ def _store(result: object, url: str, started: datetime, console: Console, given_
                     "message": message,
                 }
                 if message:
-                    console.print(Text(f"note: {message}"), highlight=False)
+                    console.print(Text(f"note: {message}"), highlight=False, soft_wrap=True)
                 if len(matches) == 1:
                     fix = fix_from_store(store, f"#{matches[0]}", h.next_steps.get("waves", []))
                     if fix is not None and (fix.get("build") or not h.next_steps.get("fix")):
                         h.next_steps["fix"] = fix
     except StoreError as exc:
-        stderr_console().print(Text(f"warning: findings not stored: {exc}"), highlight=False)
+        stderr_console().print(Text(f"warning: findings not stored: {exc}"), highlight=False, soft_wrap=True)
     del given_host
 
 

@@ -259,7 +259,7 @@ def fix_from_build(build: str, waves: Iterable[str], source: str) -> dict[str, A
             out[w] = wv.fix_text or wv.reason
     wanted = list(waves)
     text = (
-        "; ".join(f"{kb.wave(w).name}: {t}" for w, t in out.items())
+        "; ".join(f"{kb.wave(w).name}: {t.rstrip('.')}" for w, t in out.items())
         if out
         else f"build {build} is not vulnerable to {', '.join(wanted) or 'any tracked wave'}: the compromise came before the fix, or through another way in"
     )
@@ -301,7 +301,7 @@ def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> dict[str, Any
         out["waves"] = {**out.get("waves", {}), **stored}
         from exwatch import kb
 
-        out["text"] = "; ".join(f"{kb.wave(w).name}: {t}" for w, t in out["waves"].items())
+        out["text"] = "; ".join(f"{kb.wave(w).name}: {t.rstrip('.')}" for w, t in out["waves"].items())
     out.update(
         {"host_id": history.get("host_id"), "scanned_at": last.get("time"), "status": last.get("status")}
     )
