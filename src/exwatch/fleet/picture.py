@@ -22,6 +22,7 @@ SQLite >= 3.25 and PostgreSQL), then the later scans are stepped through again.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exwatch.fleet import schema as t
+from exwatch.fleet.hostfold import WAVE_STATES, HostFold, cu_of
 from exwatch.fleet.timeutil import to_db
 
 HOST_STATUS = "*"
@@ -130,9 +132,9 @@ def host_status_counts(conn: Connection, scan_id: int) -> list[tuple[str, int]]:
 
 
 def _contributions(conn: Connection, touched: Any, retired_after: datetime | None) -> Counter[Any]:
-    """Counts of the current picture's (host_current) hosts among ``touched``, per wave, state and
-    source scan, leaving out hosts retired at or before ``retired_after`` (None: keep all)."""
-    hc, s, h = t.host_current, t.observation_states, t.hosts
+    """Counts of the current picture's (host_current, host_states) hosts among ``touched``, per wave,
+    state and source scan, leaving out hosts retired at or before ``retired_after`` (None: keep all)."""
+    hc, hs, h = t.host_current, t.host_states, t.hosts
     keep: list[Any] = [hc.c.host_id.in_(touched)]
     if retired_after is not None:
         keep.append(or_(h.c.retired_at.is_(None), h.c.retired_at > retired_after))
@@ -140,10 +142,10 @@ def _contributions(conn: Connection, touched: Any, retired_after: datetime | Non
     out: Counter[Any] = Counter()
     rows: list[Any] = list(
         conn.execute(
-            select(s.c.wave, s.c.state, hc.c.scan_id, func.count())
-            .select_from(base.join(s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id)))
+            select(hs.c.wave, hs.c.state, hc.c.scan_id, func.count())
+            .select_from(base.join(hs, hs.c.host_id == hc.c.host_id))
             .where(*keep)
-            .group_by(s.c.wave, s.c.state, hc.c.scan_id)
+            .group_by(hs.c.wave, hs.c.state, hc.c.scan_id)
         ).all()
     )
     rows += conn.execute(
@@ -157,41 +159,97 @@ def _contributions(conn: Connection, touched: Any, retired_after: datetime | Non
     return out
 
 
+class DetailStates:
+    """Per-wave states of detail bodies, read once per id (bodies are few: they repeat across hosts)."""
+
+    def __init__(self) -> None:
+        self._states: dict[int, dict[str, Any]] = {}
+
+    def load(self, conn: Connection, ids: set[int]) -> None:
+        ds = t.detail_states
+        missing = sorted(i for i in ids if i not in self._states)
+        for start in range(0, len(missing), 900):
+            chunk = missing[start : start + 900]
+            for i in chunk:
+                self._states[i] = {}
+            for detail_id, wave, state in conn.execute(
+                select(ds.c.detail_id, ds.c.wave, ds.c.state).where(ds.c.detail_id.in_(chunk))
+            ):
+                self._states[int(detail_id)][str(wave)] = {"state": str(state)}
+
+    def waves(self, detail_id: int | None) -> dict[str, Any]:
+        return {} if detail_id is None else self._states.get(int(detail_id), {})
+
+
+def fold_services_rows(rows: Any, details: DetailStates) -> dict[int, HostFold]:
+    """Fold service rows (host_id, port, scan_id, rank, status, build, detail_id, at) per host."""
+    folds: dict[int, HostFold] = {}
+    for row in rows:
+        rec = {
+            "status": row.status,
+            "port": row.port or None,
+            "build": row.build,
+            # the stored rank says whether the build was exact (4) or only the CU (3)
+            "cu_only": row.rank == 3 and row.build is not None,
+            "time": str(to_db(row.at)),
+            "waves": details.waves(row.detail_id),
+        }
+        fold = folds.get(row.host_id)
+        if fold is None:
+            fold = folds[row.host_id] = HostFold()
+            fold.scan_id = None
+        before = (fold.rank, fold.when, fold.port)
+        fold.add(rec, cu_of(row.build))
+        if (fold.rank, fold.when, fold.port) != before:
+            fold.scan_id = int(row.scan_id)
+    return folds
+
+
 def _refold_hosts(conn: Connection, hosts: Any) -> None:
-    """host_current of these hosts from their services' latest observations (service_current)."""
-    sv, hc = t.service_current, t.host_current
+    """host_current and host_states of these hosts from their services' latest observations
+    (service_current), folded with the same code as a scan's services (exwatch.fleet.hostfold)."""
+    sv, hc, hs = t.service_current, t.host_current, t.host_states
     conn.execute(hc.delete().where(hc.c.host_id.in_(hosts)))
-    ranked = (
-        select(
-            sv.c.host_id,
-            sv.c.scan_id,
-            sv.c.status,
-            sv.c.rank,
-            sv.c.port,
-            sv.c.at,
-            func.row_number()
-            .over(
-                partition_by=sv.c.host_id,
-                order_by=(sv.c.rank.desc(), sv.c.at.desc(), sv.c.scan_id.desc(), sv.c.port),
-            )
-            .label("rn"),
+    conn.execute(hs.delete().where(hs.c.host_id.in_(hosts)))
+    rows = conn.execute(select(sv).where(sv.c.host_id.in_(hosts)).order_by(sv.c.host_id, sv.c.port)).all()
+    details = DetailStates()
+    details.load(conn, {int(r.detail_id) for r in rows if r.detail_id is not None})
+    folds = fold_services_rows(rows, details)
+    at: dict[tuple[int, int], Any] = {(int(r.host_id), int(r.scan_id)): r.at for r in rows}
+    current = []
+    states = []
+    for host_id, fold in folds.items():
+        current.append(
+            {
+                "host_id": host_id,
+                "scan_id": fold.scan_id,
+                "status": fold.status,
+                "rank": fold.rank,
+                "port": fold.port,
+                "seen_at": at[(host_id, int(fold.scan_id or 0))],
+                "build": fold.build,
+                "cu": fold.cu,
+                "conflict": fold.conflict,
+            }
         )
-        .where(sv.c.host_id.in_(hosts))
-        .subquery()
-    )
-    conn.execute(
-        insert(hc).from_select(
-            ["host_id", "scan_id", "status", "rank", "port", "seen_at"],
-            select(
-                ranked.c.host_id,
-                ranked.c.scan_id,
-                ranked.c.status,
-                ranked.c.rank,
-                func.nullif(ranked.c.port, 0),
-                ranked.c.at,
-            ).where(ranked.c.rn == 1),
-        )
-    )
+        states += [{"host_id": host_id, "wave": w, "state": st} for w, st in fold.states().items()]
+    for start in range(0, len(current), 5000):
+        conn.execute(insert(hc), current[start : start + 5000])
+    for start in range(0, len(states), 5000):
+        conn.execute(insert(hs), states[start : start + 5000])
+
+
+def add_detail_states(conn: Connection, bodies: list[tuple[int, str]]) -> None:
+    """Index the per-wave states of new detail bodies (detail_states)."""
+    rows = []
+    for detail_id, body in bodies:
+        waves = (json.loads(body) if body else {}).get("waves") or {}
+        for wave, verdict in waves.items():
+            state = verdict.get("state") if isinstance(verdict, dict) else verdict
+            if state in WAVE_STATES:
+                rows.append({"detail_id": detail_id, "wave": wave, "state": state})
+    if rows:
+        conn.execute(insert(t.detail_states), rows)
 
 
 def _step(conn: Connection, scan_id: int, when: datetime, prev: tuple[int, datetime] | None) -> None:
@@ -206,29 +264,22 @@ def _step(conn: Connection, scan_id: int, when: datetime, prev: tuple[int, datet
     touched_ids = select(touched.c[0])
     before = _contributions(conn, touched_ids, prev_when) if prev else Counter()
     # each service of this scan: its best observation replaces the service's older one
-    rank = func.max(rank_of(o))
-    port = func.coalesce(o.c.port, 0)
-    rows = (
-        select(
-            o.c.host_id,
-            port.label("port"),
-            literal(scan_id).label("scan_id"),
-            rank.label("rank"),
-            status_of_rank(rank, func.min(o.c.status)).label("status"),
-            literal(when, t.scans.c.started_at.type).label("at"),
-        )
-        .where(o.c.scan_id == scan_id, o.c.host_id.is_not(None))
-        .group_by(o.c.host_id, port)
-    )
-    stmt = _upsert(conn, sv).from_select(["host_id", "port", "scan_id", "rank", "status", "at"], rows)
+    best = _latest_services(select_scan=scan_id)
+    rows = select(
+        best.c.host_id,
+        best.c.port,
+        best.c.scan_id,
+        best.c.rank,
+        best.c.status,
+        best.c.at,
+        best.c.build,
+        best.c.detail_id,
+    ).where(best.c.rn == 1)
+    cols = ["host_id", "port", "scan_id", "rank", "status", "at", "build", "detail_id"]
+    stmt = _upsert(conn, sv).from_select(cols, rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=[sv.c.host_id, sv.c.port],
-        set_={
-            "scan_id": stmt.excluded.scan_id,
-            "rank": stmt.excluded.rank,
-            "status": stmt.excluded.status,
-            "at": stmt.excluded.at,
-        },
+        set_={c: getattr(stmt.excluded, c) for c in cols[2:]},
     )
     conn.execute(stmt)
     _refold_hosts(conn, observed)
@@ -333,12 +384,24 @@ def rebuild(conn: Connection, since: datetime | None = None) -> int:
     return len(redo)
 
 
-def _seed(conn: Connection, scan_id: int, when: datetime) -> None:
-    """service_current and host_current as of one scan, in one set-based pass over the observations."""
-    o, sc, sv = t.observations, t.scans, t.service_current
+def _latest_services(
+    *, select_scan: int | None = None, until: tuple[datetime, int] | None = None, hosts: Any = None
+) -> Any:
+    """A subquery of service observations ranked newest first per (host, port) (``rn`` = 1 is the
+    latest): of one scan (``select_scan``) or of every finished scan up to ``until`` (time, scan id)."""
+    o, sc = t.observations, t.scans
     rank = rank_of(o)
     port = func.coalesce(o.c.port, 0)
-    latest = (
+    conds: list[Any] = [o.c.host_id.is_not(None)]
+    if select_scan is not None:
+        conds.append(o.c.scan_id == select_scan)
+    else:
+        conds.append(finished_scans())
+        if until is not None:
+            conds.append(_before_or_at(*until))
+    if hosts is not None:
+        conds.append(o.c.host_id.in_(hosts))
+    return (
         select(
             o.c.host_id,
             port.label("port"),
@@ -346,36 +409,38 @@ def _seed(conn: Connection, scan_id: int, when: datetime) -> None:
             rank.label("rank"),
             status_of_rank(rank, o.c.status).label("status"),
             sc.c.started_at.label("at"),
+            o.c.build,
+            o.c.detail_id,
             func.row_number()
             .over(
                 partition_by=(o.c.host_id, port),
-                order_by=(sc.c.started_at.desc(), sc.c.id.desc(), rank.desc()),
+                order_by=(sc.c.started_at.desc(), sc.c.id.desc(), rank.desc(), o.c.id),
             )
             .label("rn"),
         )
         .select_from(o.join(sc, sc.c.id == o.c.scan_id))
-        .where(o.c.host_id.is_not(None), finished_scans(), _before_or_at(when, scan_id))
+        .where(*conds)
         .subquery()
     )
-    conn.execute(
-        insert(sv).from_select(
-            ["host_id", "port", "scan_id", "rank", "status", "at"],
-            select(
-                latest.c.host_id,
-                latest.c.port,
-                latest.c.scan_id,
-                latest.c.rank,
-                latest.c.status,
-                latest.c.at,
-            ).where(latest.c.rn == 1),
-        )
-    )
+
+
+def _seed(conn: Connection, scan_id: int, when: datetime) -> None:
+    """service_current and host_current as of one scan, in one set-based pass over the observations."""
+    sv = t.service_current
+    latest = _latest_services(until=(when, scan_id))
+    cols = ["host_id", "port", "scan_id", "rank", "status", "at", "build", "detail_id"]
+    conn.execute(insert(sv).from_select(cols, select(*(latest.c[c] for c in cols)).where(latest.c.rn == 1)))
     _refold_hosts(conn, select(sv.c.host_id).distinct())
 
 
 def ensure(conn: Connection) -> bool:
     """Build the picture of finished scans that have none (a store from before the picture existed)."""
-    sc = t.scans
+    sc, d, ds = t.scans, t.details, t.detail_states
+    if (
+        conn.execute(select(d.c.id).limit(1)).first()
+        and not conn.execute(select(ds.c.detail_id).limit(1)).first()
+    ):
+        add_detail_states(conn, [(int(i), str(b)) for i, b in conn.execute(select(d.c.id, d.c.body))])
     missing = conn.execute(
         select(func.min(sc.c.started_at)).where(
             finished_scans(), or_(sc.c.pictured.is_(None), sc.c.pictured == false())
@@ -387,62 +452,17 @@ def ensure(conn: Connection) -> bool:
     return True
 
 
-def picture_hosts(
-    when: datetime, *, tag: tuple[str, str] | None = None, until_scan: int | None = None
-) -> Any:
-    """A subquery of the picture at ``when`` computed from the observations alone (set-based):
-    host_id, scan_id (the scan whose service won), status, rank, seen_at. For filtered series and checks.
-    """
-    o, sc, tg, h = t.observations, t.scans, t.tags, t.hosts
-    rank = rank_of(o)
-    port = func.coalesce(o.c.port, 0)
-    conds: list[Any] = [o.c.host_id.is_not(None), finished_scans()]
-    if until_scan is not None:
-        conds.append(_before_or_at(when, until_scan))
-    else:
-        conds.append(sc.c.started_at <= when)
-    source: Any = o.join(sc, sc.c.id == o.c.scan_id)
-    if tag is not None:
-        source = source.join(tg, and_(tg.c.host_id == o.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1]))
-    svc = (
-        select(
-            o.c.host_id,
-            port.label("port"),
-            o.c.scan_id,
-            rank.label("rank"),
-            status_of_rank(rank, o.c.status).label("status"),
-            sc.c.started_at.label("at"),
-            func.row_number()
-            .over(
-                partition_by=(o.c.host_id, port),
-                order_by=(sc.c.started_at.desc(), sc.c.id.desc(), rank.desc()),
-            )
-            .label("rn"),
-        )
-        .select_from(source)
-        .where(*conds)
-        .subquery()
-    )
-    best = (
-        select(
-            svc.c.host_id,
-            svc.c.scan_id,
-            svc.c.status,
-            svc.c.rank,
-            svc.c.at.label("seen_at"),
-            func.row_number()
-            .over(
-                partition_by=svc.c.host_id,
-                order_by=(svc.c.rank.desc(), svc.c.at.desc(), svc.c.scan_id.desc(), svc.c.port),
-            )
-            .label("rn2"),
-        )
-        .where(svc.c.rn == 1)
-        .subquery()
-    )
-    return (
-        select(best.c.host_id, best.c.scan_id, best.c.status, best.c.rank, best.c.seen_at)
-        .select_from(best.join(h, h.c.id == best.c.host_id))
-        .where(best.c.rn2 == 1, or_(h.c.retired_at.is_(None), h.c.retired_at > when))
-        .subquery()
-    )
+def picture_at(conn: Connection, when: datetime, scan_id: int, *, hosts: Any = None) -> dict[int, HostFold]:
+    """The fleet picture at one scan (its time ``when``), computed from the observations alone: every
+    host's latest services folded (for filtered series and checks; retired hosts left out).
+    Each fold carries ``scan_id`` (the scan whose service won) and ``when`` (that scan's time)."""
+    h = t.hosts
+    latest = _latest_services(until=(when, scan_id), hosts=hosts)
+    rows = conn.execute(
+        select(latest).where(latest.c.rn == 1).order_by(latest.c.host_id, latest.c.port)
+    ).all()
+    details = DetailStates()
+    details.load(conn, {int(r.detail_id) for r in rows if r.detail_id is not None})
+    folds = fold_services_rows(rows, details)
+    retired = {int(i) for i in conn.execute(select(h.c.id).where(h.c.retired_at <= to_db(when))).scalars()}
+    return {k: v for k, v in folds.items() if k not in retired}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -192,20 +193,20 @@ def _tagged_picture_counts(
     conn: Connection, scan_id: int, when: datetime, tag: tuple[str, str]
 ) -> list[tuple[int, str, str, int, int]]:
     """The picture's counts at one scan for the hosts carrying a tag, from the observations."""
-    s = t.observation_states
-    hosts = pic.picture_hosts(to_db(when) or when, tag=tag, until_scan=scan_id)
-    out: list[tuple[int, str, str, int, int]] = []
-    for wave, state, source, n in conn.execute(
-        select(s.c.wave, s.c.state, hosts.c.scan_id, func.count())
-        .select_from(hosts.join(s, and_(s.c.scan_id == hosts.c.scan_id, s.c.host_id == hosts.c.host_id)))
-        .group_by(s.c.wave, s.c.state, hosts.c.scan_id)
-    ):
-        out.append((scan_id, str(wave), str(state), int(source), int(n)))
-    for status, source, n in conn.execute(
-        select(hosts.c.status, hosts.c.scan_id, func.count()).group_by(hosts.c.status, hosts.c.scan_id)
-    ):
-        out.append((scan_id, pic.HOST_STATUS, str(status), int(source), int(n)))
-    return out
+    tg, h = t.tags, t.hosts
+    tagged = select(tg.c.host_id).where(
+        tg.c.key == tag[0],
+        tg.c.value == tag[1],
+        tg.c.host_id.in_(select(h.c.id).where(h.c.merged_into.is_(None))),
+    )
+    folds = pic.picture_at(conn, to_db(when) or when, scan_id, hosts=tagged)
+    counts: Counter[tuple[str, str, int]] = Counter()
+    for fold in folds.values():
+        source = int(fold.scan_id or 0)
+        counts[(pic.HOST_STATUS, fold.status, source)] += 1
+        for wave, state in fold.states().items():
+            counts[(wave, state, source)] += 1
+    return [(scan_id, w, st, src, n) for (w, st, src), n in counts.items()]
 
 
 def picture_time(store: Store) -> datetime | None:
@@ -297,20 +298,17 @@ def breakdown(
 ) -> dict[str, WaveCounts]:
     """Counts of the current fleet picture per CU (``by="cu"``), per build (``by="build"``) or per value
     of a tag key (``by="tag:KEY"``) for one wave (stale and retired hosts left out)."""
-    s, tg, hc, h, sh = t.observation_states, t.tags, t.host_current, t.hosts, t.scan_hosts
+    s, tg, hc, h = t.host_states, t.tags, t.host_current, t.hosts
     at = picture_time(store)
     conds = [s.c.wave == wave, *_current(at, max_age)]
-    source: Any = hc.join(h, h.c.id == hc.c.host_id).join(
-        s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id)
-    )
+    source: Any = hc.join(h, h.c.id == hc.c.host_id).join(s, s.c.host_id == hc.c.host_id)
     if tag is not None:
         f = tg.alias("f")
         source = source.join(f, and_(f.c.host_id == hc.c.host_id, f.c.key == tag[0], f.c.value == tag[1]))
     if by == "cu":
-        group: Any = func.coalesce(s.c.cu, "unknown build")
+        group: Any = func.coalesce(hc.c.cu, "unknown build")
     elif by == "build":
-        source = source.join(sh, and_(sh.c.scan_id == hc.c.scan_id, sh.c.host_id == hc.c.host_id))
-        group = func.coalesce(sh.c.build, "unknown build")
+        group = func.coalesce(hc.c.build, "unknown build")
     elif by.startswith("tag:"):
         g = tg.alias("g")
         source = source.outerjoin(g, and_(g.c.host_id == hc.c.host_id, g.c.key == by[4:]))
@@ -388,7 +386,7 @@ def hosts_at_risk(
     """Hosts vulnerable in the current fleet picture, longest exposed first, with their fix and the
     scan whose verdict it is (stale and retired hosts are left out)."""
     s, e, h, o, d, tg, hc = (
-        t.observation_states,
+        t.host_states,
         t.host_exposure,
         t.hosts,
         t.observations,
@@ -413,7 +411,7 @@ def hosts_at_risk(
     )
     source: Any = (
         hc.join(h, h.c.id == hc.c.host_id)
-        .join(s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id))
+        .join(s, s.c.host_id == hc.c.host_id)
         .outerjoin(e, and_(e.c.host_id == s.c.host_id, e.c.wave == s.c.wave))
         .outerjoin(o, o.c.id == verdict_obs)
         .outerjoin(d, d.c.id == o.c.detail_id)
@@ -427,9 +425,10 @@ def hosts_at_risk(
             h.c.address,
             h.c.name,
             h.c.fe_server,
-            o.c.build,
-            o.c.port,
-            s.c.cu,
+            hc.c.build,
+            hc.c.port,
+            hc.c.cu,
+            hc.c.conflict,
             hc.c.scan_id,
             hc.c.seen_at,
             e.c.first_vulnerable,
@@ -456,6 +455,7 @@ def hosts_at_risk(
                 "build": row.build,
                 "cu": row.cu,
                 "port": row.port,
+                "conflict": bool(row.conflict),
                 "scan": row.scan_id,
                 "seen_at": iso(row.seen_at),
                 "exposed_since": since.isoformat() if since else None,
@@ -470,7 +470,7 @@ def count_in_state(
     store: Store, state: str, *, waves: list[str] | None = None, max_age: timedelta | None = DEFAULT_MAX_AGE
 ) -> int:
     """How many (host, wave) pairs of the current picture are in ``state``."""
-    s, hc, h = t.observation_states, t.host_current, t.hosts
+    s, hc, h = t.host_states, t.host_current, t.hosts
     conds = [s.c.state == state, *_current(picture_time(store), max_age)]
     if waves:
         conds.append(s.c.wave.in_(waves))
@@ -478,11 +478,7 @@ def count_in_state(
         return int(
             conn.execute(
                 select(func.count())
-                .select_from(
-                    hc.join(h, h.c.id == hc.c.host_id).join(
-                        s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id)
-                    )
-                )
+                .select_from(hc.join(h, h.c.id == hc.c.host_id).join(s, s.c.host_id == hc.c.host_id))
                 .where(*conds)
             ).scalar()
             or 0
@@ -702,6 +698,11 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
         for row in _host_states(conn, host_id):
             states.setdefault(row.scan_id, {})[row.wave] = row.state
         current = conn.execute(select(hc).where(hc.c.host_id == host_id)).first()
+        current_states = dict(
+            conn.execute(
+                select(t.host_states.c.wave, t.host_states.c.state).where(t.host_states.c.host_id == host_id)
+            ).all()
+        )
         hunts = conn.execute(
             select(hu.c.id, hu.c.started_at, hu.c.verdict, func.count(f.c.id), func.min(f.c.time))
             .outerjoin(f, f.c.hunt_id == hu.c.id)
@@ -744,7 +745,10 @@ def host_history(store: Store, host: str) -> dict[str, Any]:
             "scan": current.scan_id,
             "status": current.status,
             "port": current.port,
+            "build": current.build,
+            "conflict": bool(current.conflict),
             "seen_at": iso(current.seen_at),
+            "waves": current_states,
         },
         "snapshots": snapshots_out,
         "exposure": exposure_windows(store, host_id=host_id),
@@ -771,11 +775,9 @@ def list_hosts(
 ) -> list[dict[str, Any]]:
     """Known hosts with their place in the current fleet picture: folded status, the port and scan that
     gave it, build, when last seen, stale or retired, conflict, and tags."""
-    h, tg, hc, sh = t.hosts, t.tags, t.host_current, t.scan_hosts
+    h, tg, hc = t.hosts, t.tags, t.host_current
     at = picture_time(store)
-    source: Any = h.outerjoin(hc, hc.c.host_id == h.c.id).outerjoin(
-        sh, and_(sh.c.scan_id == hc.c.scan_id, sh.c.host_id == hc.c.host_id)
-    )
+    source: Any = h.outerjoin(hc, hc.c.host_id == h.c.id)
     conds: list[Any] = [h.c.merged_into.is_(None)]
     if tag is not None:
         conds.append(
@@ -796,8 +798,8 @@ def list_hosts(
             hc.c.port,
             hc.c.scan_id,
             hc.c.seen_at,
-            sh.c.build,
-            sh.c.conflict,
+            hc.c.build,
+            hc.c.conflict,
         )
         .select_from(source)
         .where(*conds)

@@ -179,6 +179,8 @@ service_current = Table(
     Column("rank", Integer, nullable=False),
     Column("status", String(32), nullable=False),
     Column("at", DateTime, nullable=False),
+    Column("build", String(64)),
+    Column("detail_id", Integer),
     sqlite_with_rowid=False,
 )
 
@@ -191,6 +193,31 @@ host_current = Table(
     Column("rank", Integer, nullable=False),
     Column("port", Integer),
     Column("seen_at", DateTime, nullable=False),
+    Column("build", String(64)),
+    Column("cu", String(64)),
+    Column("conflict", Boolean),
+)
+
+# The current picture's per-wave states of each host: its latest services folded (most exposed among
+# the Exchange answers of the winning rank, or among all of them on a conflict).
+host_states = Table(
+    "host_states",
+    metadata,
+    Column("host_id", Integer, primary_key=True),
+    Column("wave", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# The per-wave states a detail body holds (one row per distinct body and wave): a service's states
+# without parsing JSON in a query.
+detail_states = Table(
+    "detail_states",
+    metadata,
+    Column("detail_id", Integer, primary_key=True),
+    Column("wave", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Counts of the fleet picture at each pictured scan's time, per wave and state (wave "*": host

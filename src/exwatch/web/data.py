@@ -163,14 +163,13 @@ def _hosts_in_state(
     limit: int,
     offset: int,
 ) -> tuple[int, list[dict[str, Any]]]:
-    s, h, o, d, tg, hc, sh = (
-        t.observation_states,
+    s, h, o, d, tg, hc = (
+        t.host_states,
         t.hosts,
         t.observations,
         t.details,
         t.tags,
         t.host_current,
-        t.scan_hosts,
     )
     # the observation of the service that gave the host its verdict
     verdict_obs = (
@@ -185,8 +184,7 @@ def _hosts_in_state(
     )
     source: Any = (
         hc.join(h, h.c.id == hc.c.host_id)
-        .join(s, and_(s.c.scan_id == hc.c.scan_id, s.c.host_id == hc.c.host_id))
-        .join(sh, and_(sh.c.scan_id == hc.c.scan_id, sh.c.host_id == hc.c.host_id))
+        .join(s, s.c.host_id == hc.c.host_id)
         .outerjoin(o, o.c.id == verdict_obs)
         .outerjoin(d, d.c.id == o.c.detail_id)
     )
@@ -198,10 +196,10 @@ def _hosts_in_state(
     if needle is not None:
         pattern = f"%{needle}%"
         conds.append(
-            or_(*(func.lower(c).like(pattern) for c in (h.c.address, h.c.name, h.c.fe_server, sh.c.build)))
+            or_(*(func.lower(c).like(pattern) for c in (h.c.address, h.c.name, h.c.fe_server, hc.c.build)))
         )
     base = select(
-        s.c.host_id, s.c.wave, h.c.address, h.c.name, h.c.fe_server, sh.c.build, s.c.cu, hc.c.port, d.c.body
+        s.c.host_id, s.c.wave, h.c.address, h.c.name, h.c.fe_server, hc.c.build, hc.c.cu, hc.c.port, d.c.body
     ).select_from(source)
     with store.connect() as conn:
         total = int(

@@ -42,6 +42,8 @@ def upgrade() -> None:
         sa.Column("rank", sa.Integer, nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("at", sa.DateTime, nullable=False),
+        sa.Column("build", sa.String(64)),
+        sa.Column("detail_id", sa.Integer),
         sqlite_with_rowid=False,
     )
     op.create_table(
@@ -52,8 +54,25 @@ def upgrade() -> None:
         sa.Column("rank", sa.Integer, nullable=False),
         sa.Column("port", sa.Integer),
         sa.Column("seen_at", sa.DateTime, nullable=False),
+        sa.Column("build", sa.String(64)),
+        sa.Column("cu", sa.String(64)),
+        sa.Column("conflict", sa.Boolean),
     )
     op.create_index("ix_host_current_scan_id", "host_current", ["scan_id"])
+    op.create_table(
+        "host_states",
+        sa.Column("host_id", sa.Integer, primary_key=True),
+        sa.Column("wave", sa.String(32), primary_key=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        "detail_states",
+        sa.Column("detail_id", sa.Integer, primary_key=True),
+        sa.Column("wave", sa.String(32), primary_key=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sqlite_with_rowid=False,
+    )
     op.create_table(
         "picture_summary",
         sa.Column("scan_id", sa.Integer, sa.ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True),
@@ -96,7 +115,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("host_changes", "picture_summary", "host_current", "service_current", "scan_hosts"):
+    for table in (
+        "host_changes",
+        "picture_summary",
+        "detail_states",
+        "host_states",
+        "host_current",
+        "service_current",
+        "scan_hosts",
+    ):
         op.drop_table(table)
     with op.batch_alter_table("scans") as batch:
         batch.drop_column("pictured")

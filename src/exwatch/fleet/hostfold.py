@@ -1,0 +1,119 @@
+"""One host's services folded into one verdict, as they arrive (the precedence of exwatch.scan.fold).
+
+Used for a host's services within one scan (store ingest) and for its latest services across scans
+(the fleet picture), so that both fold the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from exwatch.scan.fold import EXPOSURE, builds_disagree, service_rank
+
+
+@functools.lru_cache(maxsize=65536)
+def cu_of(build: str | None) -> str | None:
+    """The cumulative update key "major.minor.build" of a build string (leading zeros dropped)."""
+    if not build:
+        return None
+    parts = str(build).split(".")
+    if len(parts) < 3:
+        return None
+    try:
+        return ".".join(str(int(p)) for p in parts[:3])
+    except ValueError:
+        return None
+
+
+# Per-wave states kept per host; host-level ones (unreachable, not_exchange) are statuses instead.
+WAVE_STATES = frozenset({"vulnerable", "patched", "mitigated", "unknown", "not_affected"})
+
+
+class HostFold:
+    """One host's services in one scan folded as they arrive (the precedence of exwatch.scan.fold).
+
+    The winner is the highest rank, then the newest, then the lowest port.  Per-wave states: the most
+    exposed over the Exchange answers of the winning rank, or over every Exchange answer when two of
+    them disagree on the build (``conflict``).
+    """
+
+    __slots__ = (
+        "build",
+        "builds",
+        "conflict",
+        "cu",
+        "port",
+        "rank",
+        "scan_id",
+        "states_all",
+        "states_top",
+        "status",
+        "when",
+    )
+
+    def __init__(self) -> None:
+        self.rank = 0
+        self.status = "unreachable"
+        self.port: int | None = None
+        self.build: str | None = None
+        self.cu: str | None = None
+        self.when = ""
+        self.builds: tuple[str, ...] = ()
+        self.conflict = False
+        self.states_top: dict[str, str] = {}
+        self.states_all: dict[str, str] = {}
+        self.scan_id: int | None = None
+
+    def add(self, rec: dict[str, Any], cu: str | None) -> None:
+        rank = service_rank(rec)
+        when = str(rec.get("time") or "")
+        port = rec.get("port")
+        states: dict[str, str] = {}
+        exchange = rec.get("status") == "exchange"
+        if exchange:
+            for wave, verdict in (rec.get("waves") or {}).items():
+                state = verdict.get("state") if isinstance(verdict, dict) else verdict
+                if state in WAVE_STATES:
+                    states[wave] = state
+            build = rec.get("build")
+            if build and build not in self.builds:
+                if any(builds_disagree(build, b) for b in self.builds):
+                    self.conflict = True
+                self.builds = (*self.builds, str(build))
+            _most_exposed_into(self.states_all, states)
+        better = rank > self.rank or (
+            rank == self.rank and (when > self.when or (when == self.when and (port or 0) < (self.port or 0)))
+        )
+        if rank > self.rank:
+            self.states_top = dict(states)
+        elif rank == self.rank and exchange:
+            _most_exposed_into(self.states_top, states)
+        if better:
+            self.rank, self.when, self.port = rank, when, port
+            self.status = str(rec.get("status") or "exchange")
+            self.build = rec.get("build")
+            self.cu = cu
+
+    def states(self) -> dict[str, str]:
+        """The host's per-wave states in this scan (none unless an Exchange answer won)."""
+        if self.rank < 3:
+            return {}
+        return self.states_all if self.conflict else self.states_top
+
+    def key(self) -> tuple[Any, ...]:
+        return (
+            self.status,
+            self.rank,
+            self.port,
+            self.build,
+            self.conflict,
+            tuple(sorted(self.states().items())),
+        )
+
+
+def _most_exposed_into(into: dict[str, str], states: dict[str, str]) -> None:
+    for wave, state in states.items():
+        old = into.get(wave)
+        if old is None or EXPOSURE.get(state, 9) < EXPOSURE.get(old, 9):
+            into[wave] = state
