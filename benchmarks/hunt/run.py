@@ -1,7 +1,7 @@
 """Benchmark of ``exwatch hunt``: ``python -m benchmarks.hunt.run [--size BYTES] [--jobs 2]``.
 
 On a lab triage package (``exwatch.lab.triage.write_triage``, all scenarios; written to a temp dir and
-deleted afterwards), in one run on the same cores:
+deleted afterwards, or an existing one given with ``--package DIR``), in one run on the same cores:
 
 - exwatch's full hunt (every built-in rule: Sigma, YARA-X, indicators), through the CLI;
 - ripgrep searching the same required literals (``rg -F -f literals.txt``; also ``-i``, which is what the
@@ -155,6 +155,17 @@ def main() -> int:
         "--naive-bytes", type=int, default=200_000_000, help="log sample for the no-pre-filter run"
     )
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument(
+        "--package",
+        type=Path,
+        default=None,
+        help="hunt this already generated lab triage package (with its truth.json) instead of writing one",
+    )
+    ap.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the CPU profile by stage (benchmarks/hunt/PROFILE.md, python -m benchmarks.hunt.profile)",
+    )
     args = ap.parse_args()
     rg = shutil.which("rg")
     if rg is None:
@@ -166,7 +177,13 @@ def main() -> int:
     pkg = base / "EXCH01"
     try:
         t0 = time.perf_counter()
-        truth = write_triage(pkg, seed=0, size=args.size, scenarios=("all",))
+        if args.package is not None:
+            import json as _json
+
+            pkg = args.package.resolve()
+            truth = _json.loads((pkg / "truth.json").read_text())
+        else:
+            truth = write_triage(pkg, seed=0, size=args.size, scenarios=("all",))
         gen = time.perf_counter() - t0
         total = sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file())
         logs = log_files(pkg)
@@ -250,7 +267,10 @@ def main() -> int:
                 break
             dst = sample / Path(f).relative_to(pkg)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            os.link(f, dst)
+            try:
+                os.link(f, dst)
+            except OSError:  # another file system (--package elsewhere): a copy
+                shutil.copy2(f, dst)
             taken += os.path.getsize(f)
         t0 = time.perf_counter()
         fast = hunt_paths([sample], HuntOptions(jobs=args.jobs))
@@ -273,6 +293,13 @@ def main() -> int:
             + ", ".join(f"{k} {fr[k]:.0f} MB/s" for k in ("hyperscan", "re2", "ahocorasick", "regex"))
         )
         ev = evtx_rates(args.evtx_repeat)
+        if not args.no_profile:
+            # Where the CPU time goes, stage by stage (written to PROFILE.md, referenced from RESULTS.md).
+            subprocess.run(
+                [sys.executable, "-m", "benchmarks.hunt.profile", str(pkg), "--jobs", str(args.jobs)],
+                check=False,
+                capture_output=True,
+            )
         r_rg = t_ex / t_rg
         r_rgi = t_ex / t_rgi
         r_full = t_full / t_ex
@@ -305,7 +332,7 @@ def main() -> int:
             cmp,
         )
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)  # the temp dir only: a --package is left as it was
     return 0
 
 
@@ -333,7 +360,9 @@ def write_results(
     lines = [
         "# exwatch hunt benchmark",
         "",
-        f"{machine_line()} ({cmp.load_text()}). Command: `python -m benchmarks.hunt.run --size {args.size} --jobs {args.jobs} --runs {args.runs}`.",
+        f"{machine_line()} ({cmp.load_text()}). Command: `python -m benchmarks.hunt.run --size {args.size} --jobs {args.jobs} --runs {args.runs}"
+        + (" --package <lab triage package>" if args.package else "")
+        + "`.",
         "",
         f"Method (benchmarks/method.py): each contestant warmed once (page cache, imports), then run in turn, {cmp.runs} times each; medians.",
         "",
@@ -361,6 +390,12 @@ def write_results(
         f"- RE2 DFA over raw bytes, case-insensitive: {fr['re2']:.0f} MB/s",
         f"- pyahocorasick over the lower-cased text: {fr['ahocorasick']:.0f} MB/s",
         f"- Python `re` bytes alternation over the lower-cased text: {fr['regex']:.0f} MB/s",
+        "",
+    ]
+    lines += [
+        "Where the hunt's CPU time goes, stage by stage, and the cost per candidate line: "
+        "[PROFILE.md](PROFILE.md) (`python -m benchmarks.hunt.profile PACKAGE`, written by this run unless "
+        "`--no-profile`). What bounds the ratio on this machine, and what would move it: [FLOOR.md](FLOOR.md).",
         "",
     ]
     if "python_evtx_rate" in ev:
