@@ -172,7 +172,7 @@ def _refuse_store_in_evidence(url: str, evidence: list[Path]) -> None:
 
 def _progress(console: Console) -> Any:
     """A progress callback printing on stderr, at most every 2 s and at the end of each host."""
-    last = [0.0]
+    last = [time.monotonic()]  # the first line after 2 s: a short hunt prints only its end
 
     def report(p: Any) -> None:
         now = time.monotonic()

@@ -186,7 +186,11 @@ def next_steps(findings: Iterable[Finding], *, fix: dict[str, Any] | None = None
         user = f.evidence.facts.get("user")
         if user:
             _bump(accounts, user, f, system=_system_account(user))
-    dated = [f.time for f in acted if f.time is not None]
+    # The window comes from log and event times; a file's modification time (which a copy may have
+    # reset) only when no log or event dates the compromise.
+    dated = [f.time for f in acted if f.time is not None and f.evidence.family != "file"] or [
+        f.time for f in acted if f.time is not None
+    ]
     file_rows = [
         {
             "path": p,
