@@ -353,6 +353,7 @@ def _through_proxy(state: ServerState, req: Request, resp: Response) -> Response
 
 
 def _exchange(state: ServerState, req: Request, build: str) -> tuple[Response, LogRecord | None]:
+    """The Exchange front end itself (after the rewrite rules): route by path to the answer's shape."""
     path = unquote(req.path)
     low = path.lower()
     host = _host(state, req)
@@ -365,34 +366,7 @@ def _exchange(state: ServerState, req: Request, build: str) -> tuple[Response, L
     # ProxyLogon (CVE-2021-26855): an unpatched front end computes the back end from the cookie.
     m = _COOKIE_TARGET.search(cookie) if protocol in ("Owa", "Ecp") else None
     if m and state.vulnerable.get("proxylogon"):
-        target_host = m.group(2).lower()
-        anchor = f"ServerInfo~{m.group(2)}/{m.group(3)}"
-        hint = (
-            "X-AnonResource-Backend-Cookie"
-            if m.group(1).lower() == "x-anonresource-backend"
-            else "X-BEResource-Cookie"
-        )
-        headers = [*_base_headers(state, build), *cafe, ("X-CalculatedBETarget", target_host), *_aspnet()]
-        if state.variant == "adfs":
-            resp = Response(302, [*headers, ("Location", _adfs_location(host, path))], b"")
-        else:
-            resp = Response(
-                500, [*headers, ("Content-Type", "text/html")], b"NegotiateSecurityContext failed"
-            )
-        record = _log(
-            protocol or "Owa",
-            req,
-            resp,
-            AuthenticationType="FBA",
-            AnchorMailbox=anchor,
-            RoutingHint=hint,
-            TargetServer=target_host,
-            TargetServerVersion="0.00.0003.000",
-            RoutingType="CrossRegion",
-            BackEndStatus=str(resp.status),
-            GenericInfo="ProxyToDownLevel=True;",
-        )
-        return resp, record
+        return _proxylogon_ssrf(state, req, build, m, protocol, host, path)
 
     if low.startswith("/autodiscover/autodiscover.json") and "@" in unquote(req.query):
         return _autodiscover_confusion(state, req, build, host, cafe)
@@ -409,36 +383,7 @@ def _exchange(state: ServerState, req: Request, build: str) -> tuple[Response, L
         return Response(302, hdr, b"", reason="Moved Temporarily"), None
 
     if low in ("/owa", "/owa/", "/owa/auth/logon.aspx", "/ecp", "/ecp/"):
-        ret = "ecp" if low.startswith("/ecp") else "owa/"
-        if state.variant == "adfs":
-            loc = _adfs_location(host, "/" + ret)
-            resp = Response(
-                302, [("Location", loc), *_base_headers(state, build), *cafe, *_aspnet()], _object_moved(loc)
-            )
-            return resp, _log(protocol or "Owa", req, resp, AuthenticationType="Adfs")
-        if low == "/owa/auth/logon.aspx":
-            hdr = [
-                ("Cache-Control", "no-cache, no-store"),
-                ("Content-Type", "text/html; charset=utf-8"),
-                ("Expires", "-1"),
-                ("Pragma", "no-cache"),
-                *_base_headers(state, build),
-                ("X-AspNet-Version", "4.0.30319"),
-                ("X-Frame-Options", "SAMEORIGIN"),
-                ("X-Powered-By", "ASP.NET"),
-            ]
-            resp = Response(200, hdr, logon_page(build))
-            return resp, None if is_2010 else _log("Owa", req, resp, AuthenticationType="FBA")
-        loc = f"{state.scheme}://{host}/owa/auth/logon.aspx?url={state.scheme}%3a%2f%2f{host}%2f{quote(ret, safe='').lower()}&reason=0"
-        hdr = [
-            ("Location", loc),
-            ("Content-Type", "text/html; charset=utf-8"),
-            *_base_headers(state, build),
-            *cafe,
-            *_aspnet(),
-        ]
-        resp = Response(302, hdr, _object_moved(loc))
-        return resp, None if is_2010 else _log(protocol or "Owa", req, resp, AuthenticationType="FBA")
+        return _owa_entry(state, req, build, low, protocol, host, cafe)
 
     folder = cu_path(build)
     static_prefix = f"/owa/{folder}/themes/" if is_2010 else f"/owa/auth/{folder}/themes/"
@@ -460,6 +405,88 @@ def _exchange(state: ServerState, req: Request, build: str) -> tuple[Response, L
         404, [("Content-Type", "text/html"), *_base_headers(state, build), *cafe, *_aspnet()], IIS_404
     )
     return resp, (_log(protocol, req, resp) if protocol and not is_2010 else None)
+
+
+def _proxylogon_ssrf(
+    state: ServerState,
+    req: Request,
+    build: str,
+    m: re.Match[str],
+    protocol: str | None,
+    host: str,
+    path: str,
+) -> tuple[Response, LogRecord | None]:
+    """An unpatched front end routing to the server the cookie names (``m``: the cookie's target)."""
+    target_host = m.group(2).lower()
+    anchor = f"ServerInfo~{m.group(2)}/{m.group(3)}"
+    hint = (
+        "X-AnonResource-Backend-Cookie"
+        if m.group(1).lower() == "x-anonresource-backend"
+        else "X-BEResource-Cookie"
+    )
+    cafe = _cafe(state, build)
+    headers = [*_base_headers(state, build), *cafe, ("X-CalculatedBETarget", target_host), *_aspnet()]
+    if state.variant == "adfs":
+        resp = Response(302, [*headers, ("Location", _adfs_location(host, path))], b"")
+    else:
+        resp = Response(500, [*headers, ("Content-Type", "text/html")], b"NegotiateSecurityContext failed")
+    record = _log(
+        protocol or "Owa",
+        req,
+        resp,
+        AuthenticationType="FBA",
+        AnchorMailbox=anchor,
+        RoutingHint=hint,
+        TargetServer=target_host,
+        TargetServerVersion="0.00.0003.000",
+        RoutingType="CrossRegion",
+        BackEndStatus=str(resp.status),
+        GenericInfo="ProxyToDownLevel=True;",
+    )
+    return resp, record
+
+
+def _owa_entry(
+    state: ServerState,
+    req: Request,
+    build: str,
+    low: str,
+    protocol: str | None,
+    host: str,
+    cafe: list[tuple[str, str]],
+) -> tuple[Response, LogRecord | None]:
+    """The OWA and ECP entry points: the logon page, or a redirect to it (or to ADFS)."""
+    is_2010 = _catalogue.build_tuple(build)[0] == 14
+    ret = "ecp" if low.startswith("/ecp") else "owa/"
+    if state.variant == "adfs":
+        loc = _adfs_location(host, "/" + ret)
+        resp = Response(
+            302, [("Location", loc), *_base_headers(state, build), *cafe, *_aspnet()], _object_moved(loc)
+        )
+        return resp, _log(protocol or "Owa", req, resp, AuthenticationType="Adfs")
+    if low == "/owa/auth/logon.aspx":
+        hdr = [
+            ("Cache-Control", "no-cache, no-store"),
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Expires", "-1"),
+            ("Pragma", "no-cache"),
+            *_base_headers(state, build),
+            ("X-AspNet-Version", "4.0.30319"),
+            ("X-Frame-Options", "SAMEORIGIN"),
+            ("X-Powered-By", "ASP.NET"),
+        ]
+        resp = Response(200, hdr, logon_page(build))
+        return resp, None if is_2010 else _log("Owa", req, resp, AuthenticationType="FBA")
+    loc = f"{state.scheme}://{host}/owa/auth/logon.aspx?url={state.scheme}%3a%2f%2f{host}%2f{quote(ret, safe='').lower()}&reason=0"
+    hdr = [
+        ("Location", loc),
+        ("Content-Type", "text/html; charset=utf-8"),
+        *_base_headers(state, build),
+        *cafe,
+        *_aspnet(),
+    ]
+    resp = Response(302, hdr, _object_moved(loc))
+    return resp, None if is_2010 else _log(protocol or "Owa", req, resp, AuthenticationType="FBA")
 
 
 def _unauthorized(
@@ -523,65 +550,7 @@ def _autodiscover_confusion(
     query = unquote(req.query).lower()
     wants_mapi = "/mapi/nspi" in query
     if state.vulnerable.get("proxyshell"):
-        owa_ver = owa_version(build) if _catalogue.build_tuple(build)[0] != 14 else ""
-        if wants_mapi:
-            body = (
-                "<html><head><title>Exchange MAPI/HTTP Connectivity Endpoint</title></head><body>"
-                "<p>Exchange MAPI/HTTP Connectivity Endpoint<br><br>"
-                f"Version: {owa_ver}<br>Vdir Path: /mapi/nspi/<br><br>"
-                "<b>User:</b> NT AUTHORITY\\SYSTEM<br><b>UPN:</b> <br><b>SID:</b> S-1-5-18<br>"
-                "<b>Organization:</b> <br><b>Authentication:</b> Negotiate<br><b>PUID:</b> <br><b>TenantGuid:</b> <br><br>"
-                f"<b>Cafe:</b> {state.fqdn}<br><b>Mailbox:</b> {state.fqdn}<br></p></body></html>"
-            ).encode()
-            hdr = [
-                ("Content-Type", "text/html"),
-                *_base_headers(state, build),
-                ("X-ServerApplication", f"Exchange/{long_build(owa_ver)}"),
-                *cafe,
-                *_aspnet(),
-            ]
-            resp = Response(200, hdr, body)
-        else:
-            exc = "Microsoft.Exchange.Clients.Owa2.Server.Core.OwaADUserNotFoundException"
-            loc = (
-                f"/owa/auth/errorfe.aspx?httpCode=500&msg=A+mailbox+could+not+be+found+for+NT+AUTHORITY%5cSYSTEM"
-                f"&msgParam=NT+AUTHORITY%5cSYSTEM&owaError={exc}&owaVer={owa_ver}&be={state.netbios}"
-                f"&ts=132700000000000000&fe={state.netbios}&reason=0"
-            )
-            hdr = [
-                ("Location", loc),
-                ("Content-Type", "text/html; charset=utf-8"),
-                *_base_headers(state, build),
-                ("X-OWA-Error", exc),
-                ("X-BEServer", state.netbios),
-                ("X-CalculatedBETarget", state.fqdn),
-                ("X-DiagInfo", state.netbios),
-                *cafe,
-                ("X-OWA-DiagnosticsInfo", "0;0;0"),
-                ("X-OwaSuppLevel", "0"),
-                ("X-UA-Compatible", "IE=EmulateIE7"),
-                (
-                    "Set-Cookie",
-                    "ClientId=LAB0000000000000000000000000000; expires=Fri, 11-Mar-2022 10:00:00 GMT; path=/; secure; HttpOnly",
-                ),
-                (
-                    "Set-Cookie",
-                    "X-BackEndCookie=; expires=Sat, 11-Mar-2000 10:00:00 GMT; path=/autodiscover; secure; HttpOnly",
-                ),
-                *_aspnet(),
-            ]
-            resp = Response(302, hdr, _object_moved(loc))
-        rec = _log(
-            "Autodiscover",
-            req,
-            resp,
-            AuthenticationType="",
-            AnchorMailbox="",
-            RoutingHint="",
-            TargetServer=state.fqdn,
-            AuthenticatedUser="NT AUTHORITY\\SYSTEM",
-        )
-        return resp, rec
+        return _proxyshell_confusion(state, req, build, cafe, wants_mapi)
     if "powershell" in query and state.vulnerable.get("proxynotshell"):
         # Lab convention (the real unauthenticated answer is not documented): the front end still
         # accepts the path confusion and asks for authentication by redirecting to the logon page.
@@ -597,6 +566,71 @@ def _autodiscover_confusion(
         return resp, _log("Autodiscover", req, resp, TargetServer=state.fqdn)
     # Patched (or never affected): an ordinary anonymous autodiscover request.
     return _unauthorized(state, req, build, host, "Autodiscover")
+
+
+def _proxyshell_confusion(
+    state: ServerState, req: Request, build: str, cafe: list[tuple[str, str]], wants_mapi: bool
+) -> tuple[Response, LogRecord | None]:
+    """A front end open to ProxyShell: the back end runs as SYSTEM (the MAPI page, else OWA's error)."""
+    owa_ver = owa_version(build) if _catalogue.build_tuple(build)[0] != 14 else ""
+    if wants_mapi:
+        body = (
+            "<html><head><title>Exchange MAPI/HTTP Connectivity Endpoint</title></head><body>"
+            "<p>Exchange MAPI/HTTP Connectivity Endpoint<br><br>"
+            f"Version: {owa_ver}<br>Vdir Path: /mapi/nspi/<br><br>"
+            "<b>User:</b> NT AUTHORITY\\SYSTEM<br><b>UPN:</b> <br><b>SID:</b> S-1-5-18<br>"
+            "<b>Organization:</b> <br><b>Authentication:</b> Negotiate<br><b>PUID:</b> <br><b>TenantGuid:</b> <br><br>"
+            f"<b>Cafe:</b> {state.fqdn}<br><b>Mailbox:</b> {state.fqdn}<br></p></body></html>"
+        ).encode()
+        hdr = [
+            ("Content-Type", "text/html"),
+            *_base_headers(state, build),
+            ("X-ServerApplication", f"Exchange/{long_build(owa_ver)}"),
+            *cafe,
+            *_aspnet(),
+        ]
+        resp = Response(200, hdr, body)
+    else:
+        exc = "Microsoft.Exchange.Clients.Owa2.Server.Core.OwaADUserNotFoundException"
+        loc = (
+            f"/owa/auth/errorfe.aspx?httpCode=500&msg=A+mailbox+could+not+be+found+for+NT+AUTHORITY%5cSYSTEM"
+            f"&msgParam=NT+AUTHORITY%5cSYSTEM&owaError={exc}&owaVer={owa_ver}&be={state.netbios}"
+            f"&ts=132700000000000000&fe={state.netbios}&reason=0"
+        )
+        hdr = [
+            ("Location", loc),
+            ("Content-Type", "text/html; charset=utf-8"),
+            *_base_headers(state, build),
+            ("X-OWA-Error", exc),
+            ("X-BEServer", state.netbios),
+            ("X-CalculatedBETarget", state.fqdn),
+            ("X-DiagInfo", state.netbios),
+            *cafe,
+            ("X-OWA-DiagnosticsInfo", "0;0;0"),
+            ("X-OwaSuppLevel", "0"),
+            ("X-UA-Compatible", "IE=EmulateIE7"),
+            (
+                "Set-Cookie",
+                "ClientId=LAB0000000000000000000000000000; expires=Fri, 11-Mar-2022 10:00:00 GMT; path=/; secure; HttpOnly",
+            ),
+            (
+                "Set-Cookie",
+                "X-BackEndCookie=; expires=Sat, 11-Mar-2000 10:00:00 GMT; path=/autodiscover; secure; HttpOnly",
+            ),
+            *_aspnet(),
+        ]
+        resp = Response(302, hdr, _object_moved(loc))
+    rec = _log(
+        "Autodiscover",
+        req,
+        resp,
+        AuthenticationType="",
+        AnchorMailbox="",
+        RoutingHint="",
+        TargetServer=state.fqdn,
+        AuthenticatedUser="NT AUTHORITY\\SYSTEM",
+    )
+    return resp, rec
 
 
 def plain_site(state: ServerState, req: Request) -> Response:

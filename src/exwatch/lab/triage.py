@@ -401,16 +401,101 @@ def _defender_routine(t: datetime, eid: int) -> EventSpec:
     )
 
 
+# Routine noise. Benign sources and ids here are illustrative, not checked against real records.
+_CHECK_SCRIPT = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Scripts\\CheckServices.ps1"
+_CHECK_SERVICES = "Get-Service MSExchange* | Where-Object { $_.Status -ne 'Running' }"
+_ROUTINE_SCRIPTS = (
+    _CHECK_SERVICES,
+    "Test-Path -Path 'C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin'",
+    "Get-Counter '\\MSExchangeIS Store(_total)\\RPC Operations/sec' -SampleInterval 5 -MaxSamples 1",
+)
+# (image, command line, parent image, parent command line)
+_ROUTINE_PROCESSES = (
+    (
+        "C:\\Windows\\System32\\svchost.exe",
+        "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule",
+        "C:\\Windows\\System32\\services.exe",
+        "C:\\Windows\\system32\\services.exe",
+    ),
+    (
+        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMWorker.exe",
+        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMWorker.exe" -pipe 1234 -workerType 1',
+        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMHost.exe",
+        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMHost.exe"',
+    ),
+    (
+        "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe",
+        "C:\\Windows\\system32\\wbem\\wmiprvse.exe -secured -Embedding",
+        "C:\\Windows\\System32\\svchost.exe",
+        "C:\\Windows\\system32\\svchost.exe -k DcomLaunch -p",
+    ),
+    (
+        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\Microsoft.Exchange.Search.Service.exe",
+        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\Microsoft.Exchange.Search.Service.exe"',
+        "C:\\Windows\\System32\\services.exe",
+        "C:\\Windows\\system32\\services.exe",
+    ),
+    (
+        "C:\\Windows\\System32\\conhost.exe",
+        "\\??\\C:\\Windows\\system32\\conhost.exe 0xffffffff -ForceV1",
+        "C:\\Windows\\System32\\svchost.exe",
+        "C:\\Windows\\system32\\svchost.exe -k netsvcs -p",
+    ),
+)
+
+
 def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
     """Routine events for each exported log, spread over the window (roughly ``budget`` bytes)."""
     rnd = plan.rnd("events")
-    s = plan.server
-    us = traffic.users(plan.seed, s.domain)
     span = (plan.end - plan.start).total_seconds()
     n_total = max(30, budget // EVENT_AVG)
     out: dict[str, list[EventSpec]] = {f: [] for f in EVENT_FILES}
-    hm_sid = us[0].sid.rsplit("-", 1)[0] + "-1149"
-    # Benign sources and ids here are illustrative routine noise, not checked against real records.
+    _scheduled_events(plan, rnd, out)
+    # One random stream for the whole window: each event's draws follow the previous event's.
+    for _ in range(n_total):
+        t = plan.start + timedelta(seconds=rnd.random() * span)
+        t = t.replace(microsecond=(t.microsecond // 1000) * 1000)
+        r = rnd.random()
+        if r < 0.03:
+            script = rnd.choice(_ROUTINE_SCRIPTS)
+            out[EVT_POWERSHELL].append(script_block(plan, t, script, path=_CHECK_SCRIPT))
+        elif r < 0.05:
+            # Defender's routine: signature updates (2000) and scheduled scans (1000/1001).
+            out[EVT_DEFENDER].append(_defender_routine(t, rnd.choice((2000, 1000, 1001))))
+        elif r < 0.35:
+            out[EVT_APPLICATION].append(_application_routine(plan, rnd, t))
+        elif r < 0.6:
+            out[EVT_MANAGEMENT].append(_management_routine(plan, rnd, t))
+        else:
+            image, cmd, parent, pcmd = rnd.choice(_ROUTINE_PROCESSES)
+            spec = sysmon_process(plan, t, image, cmd, parent, pcmd)
+            out[EVT_SYSMON].append(spec)
+            if rnd.random() < 0.6:
+                out[EVT_SECURITY].append(security_4688(plan, spec))
+    return out
+
+
+def _scheduled_events(plan: Plan, rnd: random.Random, out: dict[str, list[EventSpec]]) -> None:
+    """Scheduled work: Defender signature updates every eight hours, a service check script every six."""
+    t = plan.start
+    while t < plan.end:
+        if t.hour % 8 == 2:
+            out[EVT_DEFENDER].append(_defender_routine(t + timedelta(minutes=rnd.randint(0, 50)), 2000))
+        if t.hour % 6 == 0:
+            out[EVT_POWERSHELL].append(
+                script_block(
+                    plan,
+                    t + timedelta(minutes=5, seconds=rnd.randint(0, 59)),
+                    _CHECK_SERVICES,
+                    path=_CHECK_SCRIPT,
+                )
+            )
+        t += timedelta(hours=1)
+
+
+def _application_routine(plan: Plan, rnd: random.Random, t: datetime) -> EventSpec:
+    """An Application log event of the Exchange services at ``t``."""
+    # (provider, event id, level, data)
     app_kinds = (
         (
             "MSExchange ADAccess",
@@ -419,7 +504,7 @@ def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
             (
                 "w3wp.exe",
                 "Process w3wp.exe (MSExchangeOWAAppPool) (PID=7820). Exchange Active Directory Provider has discovered the following servers: DC01."
-                + s.domain,
+                + plan.server.domain,
             ),
         ),
         ("MSExchangeHM", 1, 4, ("Health Manager Worker process started.",)),
@@ -431,122 +516,46 @@ def _benign_events(plan: Plan, budget: int) -> dict[str, list[EventSpec]]:
             ("The indexing of mailbox database DB01 encountered an unexpected exception.",),
         ),
     )
-    # Scheduled work: Defender signature updates every eight hours, a service check script every six.
-    t = plan.start
-    while t < plan.end:
-        if t.hour % 8 == 2:
-            out[EVT_DEFENDER].append(_defender_routine(t + timedelta(minutes=rnd.randint(0, 50)), 2000))
-        if t.hour % 6 == 0:
-            out[EVT_POWERSHELL].append(
-                script_block(
-                    plan,
-                    t + timedelta(minutes=5, seconds=rnd.randint(0, 59)),
-                    "Get-Service MSExchange* | Where-Object { $_.Status -ne 'Running' }",
-                    path="C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Scripts\\CheckServices.ps1",
-                )
-            )
-        t += timedelta(hours=1)
-    for _ in range(n_total):
-        t = plan.start + timedelta(seconds=rnd.random() * span)
-        t = t.replace(microsecond=(t.microsecond // 1000) * 1000)
-        r = rnd.random()
-        if r < 0.03:
-            out[EVT_POWERSHELL].append(
-                script_block(
-                    plan,
-                    t,
-                    rnd.choice(
-                        (
-                            "Get-Service MSExchange* | Where-Object { $_.Status -ne 'Running' }",
-                            "Test-Path -Path 'C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin'",
-                            "Get-Counter '\\MSExchangeIS Store(_total)\\RPC Operations/sec' -SampleInterval 5 -MaxSamples 1",
-                        )
-                    ),
-                    path="C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Scripts\\CheckServices.ps1",
-                )
-            )
-            continue
-        if r < 0.05:
-            # Defender's routine: signature updates (2000) and scheduled scans (1000/1001).
-            out[EVT_DEFENDER].append(_defender_routine(t, rnd.choice((2000, 1000, 1001))))
-            continue
-        if r < 0.35:
-            prov, eid, lvl, data = rnd.choice(app_kinds)
-            out[EVT_APPLICATION].append(
-                EventSpec(
-                    provider=prov,
-                    event_id=eid,
-                    qualifiers=16388 if lvl == 4 else 32772,
-                    level=lvl,
-                    task=1,
-                    channel="Application",
-                    time=t,
-                    data=data,
-                )
-            )
-        elif r < 0.6:
-            u = rnd.choice(us)
-            cmdlet, params, who, sid = rnd.choice(
-                (
-                    ("Get-Mailbox", f'-Identity "{u.upn}"', "exadmin", us[0].sid),
-                    ("Get-MailboxDatabase", '-Status "True"', "HealthMailbox", hm_sid),
-                    (
-                        "Set-Mailbox",
-                        f'-Identity "{u.upn}" -ProhibitSendQuota "9.5 GB (10,200,547,328 bytes)"',
-                        "exadmin",
-                        us[0].sid,
-                    ),
-                    ("Get-ExchangeServer", f'-Identity "{s.host}"', "HealthMailbox", hm_sid),
-                    ("Test-ServiceHealth", f'-Server "{s.host}"', "HealthMailbox", hm_sid),
-                    (
-                        "Add-MailboxPermission",
-                        f'-Identity "{u.upn}" -User "{us[1].upn}" -AccessRights "FullAccess"',
-                        "exadmin",
-                        us[0].sid,
-                    ),
-                )
-            )
-            out[EVT_MANAGEMENT].append(mgmt_event(plan, t, cmdlet, params, who, sid))
-        else:
-            image, cmd, parent, pcmd = rnd.choice(
-                (
-                    (
-                        "C:\\Windows\\System32\\svchost.exe",
-                        "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule",
-                        "C:\\Windows\\System32\\services.exe",
-                        "C:\\Windows\\system32\\services.exe",
-                    ),
-                    (
-                        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMWorker.exe",
-                        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMWorker.exe" -pipe 1234 -workerType 1',
-                        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMHost.exe",
-                        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\MSExchangeHMHost.exe"',
-                    ),
-                    (
-                        "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe",
-                        "C:\\Windows\\system32\\wbem\\wmiprvse.exe -secured -Embedding",
-                        "C:\\Windows\\System32\\svchost.exe",
-                        "C:\\Windows\\system32\\svchost.exe -k DcomLaunch -p",
-                    ),
-                    (
-                        "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\Microsoft.Exchange.Search.Service.exe",
-                        '"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Bin\\Microsoft.Exchange.Search.Service.exe"',
-                        "C:\\Windows\\System32\\services.exe",
-                        "C:\\Windows\\system32\\services.exe",
-                    ),
-                    (
-                        "C:\\Windows\\System32\\conhost.exe",
-                        "\\??\\C:\\Windows\\system32\\conhost.exe 0xffffffff -ForceV1",
-                        "C:\\Windows\\System32\\svchost.exe",
-                        "C:\\Windows\\system32\\svchost.exe -k netsvcs -p",
-                    ),
-                )
-            )
-            spec = sysmon_process(plan, t, image, cmd, parent, pcmd)
-            out[EVT_SYSMON].append(spec)
-            if rnd.random() < 0.6:
-                out[EVT_SECURITY].append(security_4688(plan, spec))
-    return out
+    prov, eid, lvl, data = rnd.choice(app_kinds)
+    return EventSpec(
+        provider=prov,
+        event_id=eid,
+        qualifiers=16388 if lvl == 4 else 32772,
+        level=lvl,
+        task=1,
+        channel="Application",
+        time=t,
+        data=data,
+    )
+
+
+def _management_routine(plan: Plan, rnd: random.Random, t: datetime) -> EventSpec:
+    """An administrator's or the health mailbox's cmdlet at ``t`` (MSExchange Management)."""
+    s = plan.server
+    us = traffic.users(plan.seed, s.domain)
+    hm_sid = us[0].sid.rsplit("-", 1)[0] + "-1149"
+    u = rnd.choice(us)
+    cmdlet, params, who, sid = rnd.choice(
+        (
+            ("Get-Mailbox", f'-Identity "{u.upn}"', "exadmin", us[0].sid),
+            ("Get-MailboxDatabase", '-Status "True"', "HealthMailbox", hm_sid),
+            (
+                "Set-Mailbox",
+                f'-Identity "{u.upn}" -ProhibitSendQuota "9.5 GB (10,200,547,328 bytes)"',
+                "exadmin",
+                us[0].sid,
+            ),
+            ("Get-ExchangeServer", f'-Identity "{s.host}"', "HealthMailbox", hm_sid),
+            ("Test-ServiceHealth", f'-Server "{s.host}"', "HealthMailbox", hm_sid),
+            (
+                "Add-MailboxPermission",
+                f'-Identity "{u.upn}" -User "{us[1].upn}" -AccessRights "FullAccess"',
+                "exadmin",
+                us[0].sid,
+            ),
+        )
+    )
+    return mgmt_event(plan, t, cmdlet, params, who, sid)
 
 
 def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
