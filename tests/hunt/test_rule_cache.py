@@ -141,10 +141,11 @@ def test_hunt_same_findings_cold_and_cached(tmp_path: Path, exwatch_home: Path) 
         res = hunt_paths([tmp_path / "pkg"], HuntOptions(jobs=1))
         return sorted((f.rule, f.evidence.line) for f in res.findings)
 
-    cold = run()
-    assert _cache_files(exwatch_home)
     from exwatch.hunt import worker
 
+    worker._bundle_cached.cache_clear()  # rules loaded in this test, not by an earlier one
+    cold = run()
+    assert _cache_files(exwatch_home)
     worker._bundle_cached.cache_clear()  # the next hunt loads its rules again, from the disk cache
     warm = run()
     assert cold == warm

@@ -141,11 +141,12 @@ class LiteralFinder:
             ac.make_automaton()
             self._ac = ac
 
-    def positions(self, body: bytes) -> Iterator[int]:
-        """Start positions of the lines of ``body`` holding a literal, in order, each line once."""
+    def positions(self, body: bytes, end: int | None = None) -> Iterator[int]:
+        """Start positions of the lines of ``body[:end]`` holding a literal, in order, each line once
+        (``end`` spares the reader a copy of its block)."""
+        n = len(body) if end is None else end
         if self.all_lines:
             pos = 0
-            n = len(body)
             while pos < n:
                 yield pos
                 nl = body.find(b"\n", pos)
@@ -164,21 +165,27 @@ class LiteralFinder:
                 import hyperscan
 
                 scratch = self._hs_scratch.scratch = hyperscan.Scratch(self._hs)
-            self._hs.scan(body, match_event_handler=on_match, scratch=scratch)
+            self._hs.scan(
+                body if n == len(body) else memoryview(body)[:n],
+                match_event_handler=on_match,
+                scratch=scratch,
+            )
             ends.sort()
             check = _re2_searcher(self._line_check) if self._line_check is not None else None
             last_ls = -1
-            for end in ends:
-                ls = body.rfind(b"\n", 0, end) + 1
+            for stop in ends:
+                ls = body.rfind(b"\n", 0, stop) + 1
                 if ls == last_ls:
                     continue
                 last_ls = ls
                 if check is not None:
-                    le = body.find(b"\n", end)
-                    if check(body, ls, len(body) if le < 0 else le) < 0:
+                    le = body.find(b"\n", stop, n)
+                    if check(body, ls, n if le < 0 else le) < 0:
                         continue
                 yield ls
             return
+        if n != len(body):
+            body = body[:n]
         if self._ac is not None:
             low = body.lower()
             text = low.decode("latin-1")
@@ -284,6 +291,10 @@ def iter_candidates(
     long_line_no = 0
     long_hit = False
     long_carry = b""
+    try:
+        seekable = bool(fh.seekable())
+    except (AttributeError, OSError, ValueError):
+        seekable = False
     while True:
         block = fh.read(chunk_size)
         eof = not block
@@ -322,25 +333,33 @@ def iter_candidates(
                 continue
             tail = data
             continue
+        body = data
         if eof:
-            body, tail = data, b""
+            end, tail = len(data), b""
+        elif seekable and not tail:
+            # The unfinished last line is read again with the next block (a seek back): no copy of
+            # the block (``tail + block``, ``data[:cut + 1]``) at every read, which cost as much CPU
+            # as the Hyperscan search itself.
+            end, tail = cut + 1, b""
+            if end < len(data):
+                fh.seek(end - len(data), os.SEEK_CUR)
         else:
-            body, tail = data[: cut + 1], data[cut + 1 :]
+            end, tail = cut + 1, data[cut + 1 :]
         last_ls = 0
         line_no = base_line
-        for ls in finder.positions(body):
+        for ls in finder.positions(body, end):
             line_no += body.count(b"\n", last_ls, ls)
             last_ls = ls
-            le = body.find(b"\n", ls)
+            le = body.find(b"\n", ls, end)
             if le < 0:
-                le = len(body)
+                le = end
             length = le - ls
             if length > max_line:
                 yield CandidateLine(line_no, base_offset + ls, body[ls : ls + max_line], truncated=True)
             else:
                 yield CandidateLine(line_no, base_offset + ls, body[ls:le])
-        base_line += body.count(b"\n")
-        base_offset += len(body)
+        base_line += body.count(b"\n", 0, end)
+        base_offset += end
         if eof:
             return
 
