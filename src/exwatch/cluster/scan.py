@@ -13,17 +13,10 @@ from exwatch.cluster.connect import require_distributed, worker_threads
 from exwatch.cluster.shards import Scope, Shard, iter_shards, shard_budget, shard_options
 from exwatch.cluster.tasks import scan_shard
 from exwatch.errors import InputError
-from exwatch.scan.engine import (
-    ScanOptions,
-    ScanSummary,
-    build_target_set,
-    finish_host,
-    no_target_message,
-    target_stream,
-)
-from exwatch.scan.fold import HostFolder
 from exwatch.scan.observation import unreachable_record
-from exwatch.scan.sink import open_sink
+from exwatch.scan.options import ScanOptions
+from exwatch.scan.run import ScanHooks, ScanRun
+from exwatch.scan.summary import ScanSummary
 from exwatch.scan.targets import Target, TargetSet
 
 ShardTask = Callable[[list[Target], ScanOptions, dict[str, str]], list[dict[str, Any]]]
@@ -97,141 +90,147 @@ def cluster_scan(
     options.validate()
     if shard_size < 1:
         raise InputError("--shard-size must be at least 1")
-    tags = dict(tags or {})
-    tset = build_target_set(targets, options)
-    total, problems = tset.check(options.yes_large)
-    messages = [p.message for p in problems]
-    if total == 0:
-        raise InputError(no_target_message(tset, messages))
+    hooks = ScanHooks(on_record=on_record, on_host=on_host, on_start=on_start)
+    run = ScanRun(targets, options, store_url, tags=tags, hooks=hooks)  # targets checked: InputError
     scope = Scope(options.exclude)
     threads = worker_threads(client)
     window = in_flight or max(2, threads)
     if window < 1:
         raise InputError("--in-flight must be at least 1")
-    base = shard_options(options, window, scope.worker_items())
+    run.extra_params["cluster"] = {"shard_size": shard_size, "in_flight": window, "worker_threads": threads}
+    pump = _ShardPump(client, distributed, run, scope, window, task, retries, shard_timeout)
     result = ClusterScanResult(
-        ScanSummary(0, total=total),
+        run.summary,
         shard_size=shard_size,
         in_flight=window,
         workers=threads,
-        shard_rate=base.rate,
+        shard_rate=shard_options(run.options, window, scope.worker_items()).rate,
     )
-    summary = result.summary
-    summary.problems = messages
-    summary.waves_selected = tuple(options.waves)
-    folder = HostFolder()
-
-    def emit(hosts: list[dict[str, Any]], *, show: bool = True) -> None:
-        for host in hosts:
-            summary.add(finish_host(host))
-            if show and on_host is not None:
-                on_host(host)
-
-    sink = open_sink(store_url)
+    pump.result = result
     try:
-        params = {
-            "targets": list(tset.items),
-            "options": options.to_params(),
-            "tags": tags,
-            "scan_time": None,
-            "cluster": {"shard_size": shard_size, "in_flight": window, "worker_threads": threads},
-        }
-        scan_id = sink.start(params, None)
-        summary.scan_id = scan_id
-        if on_start is not None:
-            on_start(scan_id, total, messages)
+        run.start()
+        result.summary = run.summary
+        run.announce()
         t0 = time.monotonic()
-
-        def take(records: list[dict[str, Any]]) -> None:
-            if records:
-                sink.add(scan_id, records)
-            for rec in records:
-                summary.add_service(rec)
-                summary.requests += int(rec.get("requests") or 0)
-                if on_record is not None:
-                    on_record(rec)
-                emit(folder.add(rec))
-
-        def give_up(targets_: list[Target], error: str) -> None:
-            now = datetime.now(UTC)
-            recs = [unreachable_record(t, None, error, now, extra_tags=tags) for t in targets_]
-            for rec in recs:
-                rec["elapsed"] = 0.0
-            result.failed_targets[error] = result.failed_targets.get(error, 0) + len(recs)
-            take(recs)
-
-        token = uuid.uuid4().hex[:12]
-        shards = iter_shards(target_stream(tset, options), shard_size, scope)
-        pending: dict[Any, _InFlight] = {}
-        exhausted = False
         try:
-            while True:
-                while not exhausted and len(pending) < window:
-                    shard = next(shards, None)
-                    if shard is None:
-                        exhausted = True
-                        emit(folder.end_of_stream())
-                        break
-                    result.shards += 1
-                    for t in (*shard.excluded, *shard.targets):
-                        emit(folder.expect(t.key, t.host_id))
-                    if shard.excluded:
-                        result.excluded += len(shard.excluded)
-                        now = datetime.now(UTC)
-                        excl = [
-                            unreachable_record(
-                                t, t.host if t.name is None else None, "excluded", now, extra_tags=tags
-                            )
-                            for t in shard.excluded
-                        ]
-                        for rec in excl:
-                            rec["elapsed"] = 0.0
-                        take(excl)
-                    if not shard.targets:
-                        continue
-                    opts = shard_options(options, window, scope.worker_items())
-                    future = client.submit(
-                        task,
-                        shard.targets,
-                        opts,
-                        tags,
-                        key=f"exwatch-shard-{token}-{shard.index}",
-                        retries=retries,
-                        pure=False,
-                    )
-                    budget = shard_timeout or shard_budget(opts, len(shard.targets)) * (retries + 2)
-                    pending[future] = _InFlight(shard, time.monotonic() + budget)
-                if not pending:
-                    break
-                try:
-                    done, _ = distributed.wait(list(pending), timeout=2.0, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    done = set()
-                for future in done:
-                    item = pending.pop(future)
-                    if future.status == "finished":
-                        take(future.result())
-                    else:
-                        result.failed_shards += 1
-                        give_up(item.shard.targets, "worker")
-                    future.release()
-                now_m = time.monotonic()
-                for future, item in list(pending.items()):
-                    if now_m > item.deadline:
-                        pending.pop(future)
-                        future.cancel()
-                        result.failed_shards += 1
-                        give_up(item.shard.targets, "budget")
-            emit(folder.finish())
+            pump.pump(shard_size)
         except BaseException:
-            summary.interrupted = True
-            for future in pending:
-                future.cancel()
-            emit(folder.finish(), show=False)  # counted (the exit code), not printed
+            pump.cancel()
+            run.abort(time.monotonic() - t0)  # counted (the exit code), not printed
             raise
-        finally:
-            summary.seconds = time.monotonic() - t0
-        sink.finish(scan_id, None)
+        run.finish(time.monotonic() - t0)
     finally:
-        sink.close()
+        run.close()
     return result
+
+
+class _ShardPump:
+    """Keeps ``window`` shards in flight and hands every record they bring back to the run."""
+
+    def __init__(
+        self,
+        client: Any,
+        distributed: Any,
+        run: ScanRun,
+        scope: Scope,
+        window: int,
+        task: ShardTask,
+        retries: int,
+        shard_timeout: float | None,
+    ) -> None:
+        self.client = client
+        self.distributed = distributed
+        self.run = run
+        self.scope = scope
+        self.window = window
+        self.task = task
+        self.retries = retries
+        self.shard_timeout = shard_timeout
+        self.token = uuid.uuid4().hex[:12]
+        self.pending: dict[Any, _InFlight] = {}
+        self.result: ClusterScanResult | None = None
+
+    def take(self, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            self.run.summary.requests += int(rec.get("requests") or 0)
+            self.run.add(rec)
+
+    def give_up(self, targets: list[Target], error: str, *, address: bool = False) -> None:
+        """Targets that no worker scanned, stored as unreachable with ``error`` as the class."""
+        assert self.result is not None
+        now = datetime.now(UTC)
+        recs = []
+        for t in targets:
+            rec = unreachable_record(
+                t, t.host if address and t.name is None else None, error, now, extra_tags=self.run.tags
+            )
+            rec["elapsed"] = 0.0
+            recs.append(rec)
+        if error != "excluded":
+            self.result.failed_targets[error] = self.result.failed_targets.get(error, 0) + len(recs)
+        self.take(recs)
+
+    def pump(self, shard_size: int) -> None:
+        shards = iter_shards(self.run.targets(), shard_size, self.scope)
+        exhausted = False
+        while True:
+            while not exhausted and len(self.pending) < self.window:
+                shard = next(shards, None)
+                if shard is None:
+                    exhausted = True
+                    self.run.end_of_stream()
+                    break
+                self.submit(shard)
+            if not self.pending:
+                break
+            self.collect()
+        self.run.emit(self.run.folder.finish())
+
+    def submit(self, shard: Shard) -> None:
+        assert self.result is not None
+        self.result.shards += 1
+        for t in (*shard.excluded, *shard.targets):
+            self.run.expect(t)
+        if shard.excluded:
+            self.result.excluded += len(shard.excluded)
+            self.give_up(shard.excluded, "excluded", address=True)
+        if not shard.targets:
+            return
+        opts = shard_options(self.run.options, self.window, self.scope.worker_items())
+        future = self.client.submit(
+            self.task,
+            shard.targets,
+            opts,
+            self.run.tags,
+            key=f"exwatch-shard-{self.token}-{shard.index}",
+            retries=self.retries,
+            pure=False,
+        )
+        budget = self.shard_timeout or shard_budget(opts, len(shard.targets)) * (self.retries + 2)
+        self.pending[future] = _InFlight(shard, time.monotonic() + budget)
+
+    def collect(self) -> None:
+        assert self.result is not None
+        try:
+            done, _ = self.distributed.wait(list(self.pending), timeout=2.0, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = set()
+        for future in done:
+            item = self.pending.pop(future)
+            if future.status == "finished":
+                self.take(future.result())
+            else:
+                self.result.failed_shards += 1
+                self.give_up(item.shard.targets, "worker")
+            future.release()
+        now = time.monotonic()
+        for future, item in list(self.pending.items()):
+            if now > item.deadline:
+                self.pending.pop(future)
+                future.cancel()
+                self.result.failed_shards += 1
+                self.give_up(item.shard.targets, "budget")
+
+    def cancel(self) -> None:
+        for future in self.pending:
+            future.cancel()
