@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from exwatch.scan.fold import EXPOSURE, builds_disagree, service_rank
+from exwatch.scan.fold import EXPOSURE, builds_disagree
 
 
 @functools.lru_cache(maxsize=65536)
@@ -31,7 +31,7 @@ WAVE_STATES = frozenset({"vulnerable", "patched", "mitigated", "unknown", "not_a
 
 
 class HostFold:
-    """One host's services in one scan folded as they arrive (the precedence of exwatch.scan.fold).
+    """One host's services (ranks as exwatch.scan.fold.service_rank: tests/fleet check they agree) in one scan folded as they arrive (the precedence of exwatch.scan.fold).
 
     The winner is the highest rank, then the newest, then the lowest port.  Per-wave states: the most
     exposed over the Exchange answers of the winning rank, or over every Exchange answer when two of
@@ -66,22 +66,45 @@ class HostFold:
         self.scan_id: int | None = None
 
     def add(self, rec: dict[str, Any], cu: str | None) -> None:
-        rank = service_rank(rec)
+        status = rec.get("status") or "exchange"
+        exchange = status == "exchange"
+        build = rec.get("build")
+        if exchange:
+            rank = 4 if build and not rec.get("cu_only") else 3
+        else:
+            rank = 2 if status == "not_exchange" else 1
         when = str(rec.get("time") or "")
         port = rec.get("port")
-        states: dict[str, str] = {}
-        exchange = rec.get("status") == "exchange"
         if exchange:
-            for wave, verdict in (rec.get("waves") or {}).items():
-                state = verdict.get("state") if isinstance(verdict, dict) else verdict
-                if state in WAVE_STATES:
-                    states[wave] = state
-            build = rec.get("build")
-            if build and build not in self.builds:
-                if any(builds_disagree(build, b) for b in self.builds):
-                    self.conflict = True
-                self.builds = (*self.builds, str(build))
+            states: dict[str, str] = {}
+            waves = rec.get("waves")
+            if waves:
+                for wave, verdict in waves.items():
+                    state = verdict.get("state") if isinstance(verdict, dict) else verdict
+                    if state in WAVE_STATES:
+                        states[wave] = state
+            if build:
+                if not self.builds:
+                    self.builds = (str(build),)
+                elif build not in self.builds:
+                    if any(builds_disagree(build, b) for b in self.builds):
+                        self.conflict = True
+                    self.builds = (*self.builds, str(build))
+            if self.rank == 0:  # the first answer: nothing to fold yet (the common case)
+                self.states_all = states
+                self.states_top = dict(states)
+                self.rank, self.when, self.port, self.status, self.build, self.cu = (
+                    rank,
+                    when,
+                    port,
+                    status,
+                    build,
+                    cu,
+                )
+                return
             _most_exposed_into(self.states_all, states)
+        else:
+            states = {}
         better = rank > self.rank or (
             rank == self.rank and (when > self.when or (when == self.when and (port or 0) < (self.port or 0)))
         )
@@ -91,8 +114,8 @@ class HostFold:
             _most_exposed_into(self.states_top, states)
         if better:
             self.rank, self.when, self.port = rank, when, port
-            self.status = str(rec.get("status") or "exchange")
-            self.build = rec.get("build")
+            self.status = str(status)
+            self.build = build
             self.cu = cu
 
     def states(self) -> dict[str, str]:

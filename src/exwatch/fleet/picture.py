@@ -207,36 +207,100 @@ def fold_services_rows(rows: Any, details: DetailStates) -> dict[int, HostFold]:
 
 def _refold_hosts(conn: Connection, hosts: Any) -> None:
     """host_current and host_states of these hosts from their services' latest observations
-    (service_current), folded with the same code as a scan's services (exwatch.fleet.hostfold)."""
-    sv, hc, hs = t.service_current, t.host_current, t.host_states
+    (service_current), folded as a scan's services are (exwatch.fleet.hostfold).
+
+    A host with one service (the common case) is copied in SQL; hosts with several are folded here.
+    """
+    sv, hc, hs, ds = t.service_current, t.host_current, t.host_states, t.detail_states
     conn.execute(hc.delete().where(hc.c.host_id.in_(hosts)))
     conn.execute(hs.delete().where(hs.c.host_id.in_(hosts)))
-    rows = conn.execute(select(sv).where(sv.c.host_id.in_(hosts)).order_by(sv.c.host_id, sv.c.port)).all()
+    counts = (
+        select(sv.c.host_id, func.count().label("n"))
+        .where(sv.c.host_id.in_(hosts))
+        .group_by(sv.c.host_id)
+        .subquery()
+    )
+    single = select(counts.c.host_id).where(counts.c.n == 1)
+    conn.execute(
+        insert(hc).from_select(
+            list(HC_COLUMNS),
+            select(
+                sv.c.host_id,
+                sv.c.scan_id,
+                sv.c.status,
+                sv.c.rank,
+                func.nullif(sv.c.port, 0),
+                sv.c.at,
+                sv.c.build,
+                sv.c.cu,
+                false(),
+            ).where(sv.c.host_id.in_(single)),
+        )
+    )
+    conn.execute(
+        insert(hs).from_select(
+            ["host_id", "wave", "state"],
+            select(sv.c.host_id, ds.c.wave, ds.c.state)
+            .select_from(sv.join(ds, ds.c.detail_id == sv.c.detail_id))
+            .where(sv.c.host_id.in_(single), sv.c.rank >= 3),
+        )
+    )
+    several = select(counts.c.host_id).where(counts.c.n > 1)
+    rows = conn.execute(select(sv).where(sv.c.host_id.in_(several)).order_by(sv.c.host_id, sv.c.port)).all()
+    if not rows:
+        return
     details = DetailStates()
     details.load(conn, {int(r.detail_id) for r in rows if r.detail_id is not None})
     folds = fold_services_rows(rows, details)
     at: dict[tuple[int, int], Any] = {(int(r.host_id), int(r.scan_id)): r.at for r in rows}
-    current = []
-    states = []
+    current: list[tuple[Any, ...]] = []
+    states: list[tuple[Any, ...]] = []
     for host_id, fold in folds.items():
+        scan = int(fold.scan_id or 0)
         current.append(
-            {
-                "host_id": host_id,
-                "scan_id": fold.scan_id,
-                "status": fold.status,
-                "rank": fold.rank,
-                "port": fold.port,
-                "seen_at": at[(host_id, int(fold.scan_id or 0))],
-                "build": fold.build,
-                "cu": fold.cu,
-                "conflict": fold.conflict,
-            }
+            (
+                host_id,
+                scan,
+                fold.status,
+                fold.rank,
+                fold.port,
+                at[(host_id, scan)],
+                fold.build,
+                fold.cu,
+                fold.conflict,
+            )
         )
-        states += [{"host_id": host_id, "wave": w, "state": st} for w, st in fold.states().items()]
-    for start in range(0, len(current), 5000):
-        conn.execute(insert(hc), current[start : start + 5000])
-    for start in range(0, len(states), 5000):
-        conn.execute(insert(hs), states[start : start + 5000])
+        states += [(host_id, w, st) for w, st in fold.states().items()]
+    bulk(conn, "host_current", HC_COLUMNS, current)
+    bulk(conn, "host_states", ("host_id", "wave", "state"), states)
+
+
+HC_COLUMNS = ("host_id", "scan_id", "status", "rank", "port", "seen_at", "build", "cu", "conflict")
+
+
+def bulk(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many plain rows: COPY on PostgreSQL, one executemany per 5,000 on SQLite."""
+    if not rows:
+        return
+    cols = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+    # times in SQLAlchemy's own SQLite text layout, so that they compare as text with its parameters
+    times = [i for i, v in enumerate(rows[0]) if isinstance(v, datetime)]
+    if times:
+        rows = [
+            tuple(v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for v in row)
+            for row in rows
+        ]
+    for start in range(0, len(rows), 5000):
+        conn.exec_driver_sql(sql, rows[start : start + 5000])
 
 
 def add_detail_states(conn: Connection, bodies: list[tuple[int, str]]) -> None:
@@ -273,9 +337,10 @@ def _step(conn: Connection, scan_id: int, when: datetime, prev: tuple[int, datet
         best.c.status,
         best.c.at,
         best.c.build,
+        best.c.cu,
         best.c.detail_id,
     ).where(best.c.rn == 1)
-    cols = ["host_id", "port", "scan_id", "rank", "status", "at", "build", "detail_id"]
+    cols = ["host_id", "port", "scan_id", "rank", "status", "at", "build", "cu", "detail_id"]
     stmt = _upsert(conn, sv).from_select(cols, rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=[sv.c.host_id, sv.c.port],
@@ -410,6 +475,7 @@ def _latest_services(
             status_of_rank(rank, o.c.status).label("status"),
             sc.c.started_at.label("at"),
             o.c.build,
+            o.c.cu,
             o.c.detail_id,
             func.row_number()
             .over(
@@ -428,7 +494,7 @@ def _seed(conn: Connection, scan_id: int, when: datetime) -> None:
     """service_current and host_current as of one scan, in one set-based pass over the observations."""
     sv = t.service_current
     latest = _latest_services(until=(when, scan_id))
-    cols = ["host_id", "port", "scan_id", "rank", "status", "at", "build", "detail_id"]
+    cols = ["host_id", "port", "scan_id", "rank", "status", "at", "build", "cu", "detail_id"]
     conn.execute(insert(sv).from_select(cols, select(*(latest.c[c] for c in cols)).where(latest.c.rn == 1)))
     _refold_hosts(conn, select(sv.c.host_id).distinct())
 

@@ -180,6 +180,7 @@ service_current = Table(
     Column("status", String(32), nullable=False),
     Column("at", DateTime, nullable=False),
     Column("build", String(64)),
+    Column("cu", String(64)),
     Column("detail_id", Integer),
     sqlite_with_rowid=False,
 )

@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("at", sa.DateTime, nullable=False),
         sa.Column("build", sa.String(64)),
+        sa.Column("cu", sa.String(64)),
         sa.Column("detail_id", sa.Integer),
         sqlite_with_rowid=False,
     )
