@@ -127,10 +127,9 @@ def scan(
     """Scan TARGETS on a Dask cluster: shards of targets run the scanner on the workers; the results
     form ONE scan in the store, as `exwatch scan` would write it. `-v` prints progress every 5 s.
     """
-    from exwatch.cli.scan import _parse_tags, render_table
+    from exwatch.cli.scan import parse_tags
     from exwatch.cluster import cluster_scan, open_client
-    from exwatch.scan.engine import ScanOptions
-    from exwatch.scan.observation import worst_state
+    from exwatch.scan.options import ScanOptions
     from exwatch.scan.targets import parse_ports
 
     if not targets and not targets_files:
@@ -147,29 +146,7 @@ def scan(
     )
     options.validate()
     url = resolve_db(db_url)
-    err = stderr_console()
-    records: list[dict[str, Any]] = []
-
-    seen = {"done": 0, "total": 0}
-    last = [time.monotonic()]
-
-    def on_host(rec: dict[str, Any]) -> None:
-        if fmt == "json":
-            records.append(rec)
-
-    def on_record(rec: dict[str, Any]) -> None:
-        seen["done"] += 1
-        if verbosity() >= 1 and time.monotonic() - last[0] >= 5.0:
-            last[0] = time.monotonic()
-            click.echo(f"exwatch: cluster scan: {seen['done']:,}/{seen['total']:,} done", err=True)
-
-    def on_start(scan_id: int, total: int, problems: list[str]) -> None:
-        seen["total"] = total
-        for message in problems:
-            err.print(f"exwatch: warning: skipped {message}", markup=False, highlight=False)
-        if verbosity() >= 0:
-            err.print(f"cluster scan {scan_id}: {total:,} target(s)", highlight=False)
-
+    shown = _ClusterProgress(fmt)
     with open_client(scheduler, local_workers) as client:
         result = cluster_scan(
             client,
@@ -179,28 +156,57 @@ def scan(
             shard_size=shard_size,
             in_flight=in_flight,
             shard_timeout=shard_timeout,
-            tags=_parse_tags(tags),
-            on_record=on_record,
-            on_start=on_start,
-            on_host=on_host,
+            tags=parse_tags(tags),
+            on_record=shown.record,
+            on_start=shown.start,
+            on_host=shown.host,
         )
-    summary = result.summary
-    if fmt == "json":
-        echo_json(
-            {"summary": result.to_dict(), "hosts": sorted(records, key=lambda r: (worst_state(r), r["key"]))}
-        )
-    else:
-        render_table(summary, Console(width=max(Console().width, 140)))
+    shown.finish(result)
+    click.get_current_context().exit(result.summary.exit_code)
+
+
+class _ClusterProgress:
+    """What `cluster scan` prints: a line every 5 s with -v, then the table or the JSON document."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.err = stderr_console()
+        self.records: list[dict[str, Any]] = []
+        self.done = self.total = 0
+        self.last = time.monotonic()
+
+    def host(self, rec: dict[str, Any]) -> None:
+        if self.fmt == "json":
+            self.records.append(rec)
+
+    def record(self, rec: dict[str, Any]) -> None:
+        self.done += 1
+        if verbosity() >= 1 and time.monotonic() - self.last >= 5.0:
+            self.last = time.monotonic()
+            click.echo(f"exwatch: cluster scan: {self.done:,}/{self.total:,} done", err=True)
+
+    def start(self, scan_id: int, total: int, problems: list[str]) -> None:
+        self.total = total
+        for message in problems:
+            self.err.print(f"exwatch: warning: skipped {message}", markup=False, highlight=False)
+        if verbosity() >= 0:
+            self.err.print(f"cluster scan {scan_id}: {total:,} target(s)", highlight=False)
+
+    def finish(self, result: Any) -> None:
+        from exwatch.cli.scan import render_table
+        from exwatch.scan.observation import worst_state
+
+        if self.fmt == "json":
+            hosts = sorted(self.records, key=lambda r: (worst_state(r), r["key"]))
+            echo_json({"summary": result.to_dict(), "hosts": hosts})
+            return
+        render_table(result.summary, Console(width=max(Console().width, 140)))
+        failed = ", ".join(f"{k} {v}" for k, v in result.failed_targets.items())
         click.echo(
             f"cluster: {result.shards} shard(s) of up to {result.shard_size}, {result.in_flight} in flight, "
             f"{result.workers} worker thread(s); failed shards {result.failed_shards}"
-            + (
-                f" ({', '.join(f'{k} {v}' for k, v in result.failed_targets.items())} targets)"
-                if result.failed_targets
-                else ""
-            )
+            + (f" ({failed} targets)" if failed else "")
         )
-    click.get_current_context().exit(summary.exit_code)
 
 
 @cluster.command(

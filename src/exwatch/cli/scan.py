@@ -7,13 +7,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from exwatch.cli.common import (
     EXIT_FOUND,
@@ -27,10 +23,13 @@ from exwatch.cli.common import (
     verbosity,
 )
 from exwatch.errors import InputError
-from exwatch.scan.engine import Progress as ScanProgress
-from exwatch.scan.engine import ScanInterrupted, ScanOptions, ScanSummary, run_scan
-from exwatch.scan.observation import host_fix, wave_ids, worst_state
-from exwatch.scan.targets import parse_ports
+
+if TYPE_CHECKING:  # the engine, rich and the knowledge base load when a scan runs, not for --help
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from exwatch.scan.summary import Progress as ScanProgress
+    from exwatch.scan.summary import ScanSummary
 
 CSV_FIELDS = (
     "host",
@@ -117,11 +116,18 @@ def fix_summary(rec: dict[str, Any]) -> str:
     """The one update that closes every exposed wave of a host (the record's ``fix``, else computed)."""
     if rec.get("fix"):
         return str(rec["fix"])
+    from exwatch.scan.observation import host_fix
+
     return str(host_fix(rec)["fix"])
 
 
 def render_table(summary: ScanSummary, console: Console) -> None:
     """Per-wave counts, then the exposed hosts worst first with the update that fixes each."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from exwatch.scan.observation import wave_ids, worst_state
+
     d = summary.to_dict()
     console.print(
         f"scan {summary.scan_id}: {summary.hosts} host(s), {summary.scanned} service(s) in {summary.seconds:.1f} s"
@@ -294,13 +300,11 @@ def scan(
     the verdict named. Results go to the store as one snapshot; `--resume SCAN_ID` finishes an
     interrupted scan.
     """
-    if resume is None and not targets and not targets_files:
-        raise InputError("no target: give TARGET arguments, --targets-file, or --resume SCAN_ID")
-    if resume is not None and no_store:
-        raise InputError("--resume continues a stored scan: it cannot be used with --no-store")
-    wave_list = tuple(
-        dict.fromkeys(w.strip().lower() for item in waves for w in item.split(",") if w.strip())
-    )
+    _check_arguments(bool(targets or targets_files), resume, no_store)
+    from exwatch.scan.engine import run_scan
+    from exwatch.scan.options import ScanOptions
+    from exwatch.scan.targets import parse_ports
+
     options = ScanOptions(
         ports=parse_ports(ports),
         probe=probe,
@@ -316,82 +320,13 @@ def scan(
         yes_large=yes_large,
         exclude=tuple(exclude),
         targets_files=tuple(str(f) for f in targets_files),
-        waves=wave_list,
+        waves=wave_list(waves),
         as_of=as_of,
     )
     options.validate()
     url = "null:" if no_store else resolve_db(db_url)
-    err = stderr_console()
-    verbose = verbosity()
-    out = Console(width=max(Console().width, 140))
-    records: list[dict[str, Any]] = []
-    csv_writer: csv.DictWriter[str] | None = None
-    if fmt == "csv":
-        csv_writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        csv_writer.writeheader()
-
-    def on_host(rec: dict[str, Any]) -> None:
-        if fmt == "jsonl":
-            sys.stdout.write(json.dumps(rec, default=str, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-        elif fmt == "csv" and csv_writer is not None:
-            csv_writer.writerow(_csv_row(rec))
-            sys.stdout.flush()
-        elif fmt == "json":
-            records.append(rec)
-
-    started: dict[str, int] = {}
-    show_bar = verbose >= 0 and sys.stderr.isatty()
-    bar: Progress | None = None
-    task_id: Any = None
-    last_line = [0.0]
-
-    def on_start(scan_id: int, total: int, problems: list[str]) -> None:
-        nonlocal bar, task_id
-        started["id"] = scan_id
-        for message in problems:
-            err.print(f"exwatch: warning: skipped {message}", markup=False, highlight=False)
-        if verbose >= 0:
-            store = "not stored" if no_store else f"store {url.split('://', 1)[0]}"
-            err.print(f"scan {scan_id}: {total:,} service(s) to try, {store}", highlight=False)
-        if show_bar:
-            # The bar draws on stderr only: never take over stdout (redirect_stdout=False), where the
-            # machine formats go, whether or not stdout is the terminal too.
-            bar = Progress(
-                TextColumn("scan {task.fields[scan]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn(
-                    "{task.fields[rate]:.0f}/s, {task.fields[errors]} unreachable, {task.fields[vuln]} vulnerable"
-                ),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-                redirect_stdout=False,
-                redirect_stderr=False,
-            )
-            bar.start()
-            task_id = bar.add_task("scan", total=total or None, scan=scan_id, rate=0.0, errors=0, vuln=0)
-
-    def on_progress(p: ScanProgress) -> None:
-        if bar is not None:
-            bar.update(
-                task_id,
-                completed=p.done,
-                total=p.total or None,
-                rate=p.rate,
-                errors=p.errors,
-                vuln=p.vulnerable,
-            )
-        elif verbose >= 1 and time.monotonic() - last_line[0] >= 5.0:
-            last_line[0] = time.monotonic()
-            eta = f", {p.eta:.0f} s left" if p.eta is not None else ""
-            click.echo(
-                f"exwatch: scan: {p.done:,}/{p.total:,} done, {p.rate:.0f}/s, {p.errors:,} unreachable, "
-                f"{p.vulnerable:,} vulnerable{eta}",
-                err=True,
-            )
-
+    output = HostOutput(fmt)
+    display = ProgressDisplay(url, no_store)
     try:
         summary = run_scan(
             list(targets),
@@ -399,33 +334,144 @@ def scan(
             url,
             tags=parse_tags(tags),
             resume=resume,
-            progress=on_progress,
-            on_start=on_start,
-            on_host=on_host,
+            progress=display.update,
+            on_start=display.start,
+            on_host=output.host,
         )
     except KeyboardInterrupt as exc:
-        if bar is not None:
-            bar.stop()
-        stopped(exc, started.get("id"), no_store)
+        display.stop()
+        stopped(exc, display.scan_id, no_store)
         return
-    if bar is not None:
-        bar.stop()
-    try:
-        if fmt == "json":
-            echo_json(
-                {
-                    "summary": summary.to_dict(),
-                    "hosts": sorted(records, key=lambda r: (worst_state(r), r["key"])),
-                }
+    display.stop()
+    output.finish(summary)
+    display.summary_line(summary, fmt)
+    click.get_current_context().exit(summary.exit_code)
+
+
+def _check_arguments(has_targets: bool, resume: int | None, no_store: bool) -> None:
+    if resume is None and not has_targets:
+        raise InputError("no target: give TARGET arguments, --targets-file, or --resume SCAN_ID")
+    if resume is not None and no_store:
+        raise InputError("--resume continues a stored scan: it cannot be used with --no-store")
+
+
+def wave_list(waves: tuple[str, ...]) -> tuple[str, ...]:
+    """``--wave`` values (repeatable, comma-separated) in order, lower case, once each."""
+    return tuple(dict.fromkeys(w.strip().lower() for item in waves for w in item.split(",") if w.strip()))
+
+
+class HostOutput:
+    """Host records to stdout as they come (jsonl, csv) or at the end (json, table)."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.records: list[dict[str, Any]] = []
+        self.csv: csv.DictWriter[str] | None = None
+        if fmt == "csv":
+            self.csv = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            self.csv.writeheader()
+
+    def host(self, rec: dict[str, Any]) -> None:
+        if self.fmt == "jsonl":
+            sys.stdout.write(json.dumps(rec, default=str, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif self.csv is not None:
+            self.csv.writerow(_csv_row(rec))
+            sys.stdout.flush()
+        elif self.fmt == "json":
+            self.records.append(rec)
+
+    def finish(self, summary: ScanSummary) -> None:
+        from rich.console import Console
+
+        from exwatch.scan.observation import worst_state
+
+        try:
+            if self.fmt == "json":
+                hosts = sorted(self.records, key=lambda r: (worst_state(r), r["key"]))
+                echo_json({"summary": summary.to_dict(), "hosts": hosts})
+            elif self.fmt == "table":
+                render_table(summary, Console(width=max(Console().width, 140)))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            quiet_stdout()
+
+
+class ProgressDisplay:
+    """The scan's progress on stderr: a bar on a terminal, a line every 5 s with -v otherwise."""
+
+    def __init__(self, url: str, no_store: bool) -> None:
+        self.err = stderr_console()
+        self.verbose = verbosity()
+        self.url = url
+        self.no_store = no_store
+        self.scan_id: int | None = None
+        self.bar: Progress | None = None
+        self.task_id: Any = None
+        self.last_line = 0.0
+
+    def start(self, scan_id: int, total: int, problems: list[str]) -> None:
+        self.scan_id = scan_id
+        for message in problems:
+            self.err.print(f"exwatch: warning: skipped {message}", markup=False, highlight=False)
+        if self.verbose >= 0:
+            store = "not stored" if self.no_store else f"store {self.url.split('://', 1)[0]}"
+            self.err.print(f"scan {scan_id}: {total:,} service(s) to try, {store}", highlight=False)
+        if self.verbose >= 0 and sys.stderr.isatty():
+            self._start_bar(scan_id, total)
+
+    def _start_bar(self, scan_id: int, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        # The bar draws on stderr only: never take over stdout (redirect_stdout=False), where the
+        # machine formats go, whether or not stdout is the terminal too.
+        self.bar = Progress(
+            TextColumn("scan {task.fields[scan]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "{task.fields[rate]:.0f}/s, {task.fields[errors]} unreachable, {task.fields[vuln]} vulnerable"
+            ),
+            TimeRemainingColumn(),
+            console=self.err,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self.bar.start()
+        self.task_id = self.bar.add_task(
+            "scan", total=total or None, scan=scan_id, rate=0.0, errors=0, vuln=0
+        )
+
+    def update(self, p: ScanProgress) -> None:
+        if self.bar is not None:
+            self.bar.update(
+                self.task_id,
+                completed=p.done,
+                total=p.total or None,
+                rate=p.rate,
+                errors=p.errors,
+                vuln=p.vulnerable,
             )
-        elif fmt == "table":
-            render_table(summary, out)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        quiet_stdout()
-    if verbose >= 0 and fmt != "table":
+        elif self.verbose >= 1 and time.monotonic() - self.last_line >= 5.0:
+            self.last_line = time.monotonic()
+            eta = f", {p.eta:.0f} s left" if p.eta is not None else ""
+            click.echo(
+                f"exwatch: scan: {p.done:,}/{p.total:,} done, {p.rate:.0f}/s, {p.errors:,} unreachable, "
+                f"{p.vulnerable:,} vulnerable{eta}",
+                err=True,
+            )
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def summary_line(self, summary: ScanSummary, fmt: str) -> None:
+        """For the machine formats, the summary in one line on stderr (the table has it already)."""
+        if self.verbose < 0 or fmt == "table":
+            return
         d = summary.to_dict()
-        err.print(
+        self.err.print(
             f"scan {summary.scan_id}: {summary.hosts:,} host(s), {summary.scanned:,} service(s) in "
             f"{summary.seconds:.1f} s; "
             + ", ".join(f"{k} {v}" for k, v in sorted(d["statuses"].items()))
@@ -434,12 +480,13 @@ def scan(
         )
         whole = whole_scan_line(summary)
         if whole is not None:
-            err.print(whole, markup=False, highlight=False)
-    click.get_current_context().exit(summary.exit_code)
+            self.err.print(whole, markup=False, highlight=False)
 
 
 def stopped(exc: KeyboardInterrupt, scan_id: int | None, no_store: bool) -> None:
     """A scan stopped by Ctrl-C or a closed output: one line, and the exit code of what it found."""
+    from exwatch.scan.summary import ScanInterrupted
+
     summary = exc.summary if isinstance(exc, ScanInterrupted) else None
     reason = exc.reason if isinstance(exc, ScanInterrupted) else "interrupted"
     if reason == "output closed":
