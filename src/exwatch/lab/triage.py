@@ -58,7 +58,7 @@ from exwatch.lab.triage_formats import (
     iis_header,
     oabgen_file_name,
 )
-from exwatch.lab.triage_scenarios import (
+from exwatch.lab.triage_plan import (
     EVENT_FILES,
     EVT_APPLICATION,
     EVT_DEFENDER,
@@ -66,21 +66,23 @@ from exwatch.lab.triage_scenarios import (
     EVT_POWERSHELL,
     EVT_SECURITY,
     EVT_SYSMON,
-    SCENARIOS,
     LinePlant,
     Plan,
-    ensure_utc,
-    lookalikes,
     mgmt_event,
     mirror_process_events,
+    script_block,
+    security_4688,
+    sysmon_process,
+)
+from exwatch.lab.triage_scenarios import (
+    SCENARIOS,
+    ensure_utc,
+    lookalikes,
     proxylogon,
     proxynotshell,
     proxyshell,
-    script_block,
-    security_4688,
     standard_lookalike_files,
     standard_web_files,
-    sysmon_process,
 )
 
 __all__ = ["DEFAULT_START", "SCENARIOS", "write_triage"]
