@@ -52,14 +52,14 @@ def _num(times: list[datetime]) -> list[float]:
     return [float(mdates.date2num(t)) for t in times]
 
 
-def _time_axis(ax: Any, times: list[datetime]) -> None:
+def _time_axis(ax: Any, times: list[datetime], min_pad: timedelta = timedelta(days=1)) -> None:
     """Dates on the x axis over the span of ``times`` with a margin, at least a day each side: one
     snapshot must not stretch the axis over years (matplotlib's default for a single date)."""
     ax.xaxis_date()
     if not times:
         return
     lo, hi = min(times), max(times)
-    pad = max((hi - lo) * 0.05, timedelta(days=1))
+    pad = max((hi - lo) * 0.05, min_pad)
     ax.set_xlim(float(mdates.date2num(lo - pad)), float(mdates.date2num(hi + pad)))
 
 
@@ -164,7 +164,7 @@ def chart_attempts(report: dict[str, Any]) -> str:
             )
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-        _time_axis(ax, xs)
+        _time_axis(ax, xs, timedelta(hours=2))
     else:
         ax.text(0.5, 0.5, "no hunt findings", ha="center", va="center", transform=ax.transAxes)
         ax.xaxis_date()
