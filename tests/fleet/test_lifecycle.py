@@ -177,3 +177,13 @@ def test_scans_cli(store_url: str, store: Store) -> None:
     assert lc.list_scans(store) == []
     out = runner.invoke(cli, ["scans", "show", "99", "--db", store_url])
     assert out.exit_code == 2 and "no scan 99" in out.output
+
+
+def test_an_empty_scan_does_not_hide_the_fleet(store: Store) -> None:
+    scan(store, 0, [rec("127.75.8.1", "vulnerable"), rec("127.75.8.2", "patched")])
+    empty = store.start_scan({"targets": []}, started_at=T0 + timedelta(days=1))
+    store.finish_scan(empty)
+    series = q.fleet_series(store)
+    assert [s.hosts for s in series] == [2, 2]
+    assert series[-1].waves["proxylogon"].vulnerable == 1 and series[-1].scan_statuses == {}
+    assert [h["address"] for h in q.hosts_at_risk(store)] == ["127.75.8.1"]
