@@ -42,7 +42,7 @@ def stages(pkg: Path) -> dict[str, Any]:
     """CPU seconds of each stage of the hunt over ``pkg`` (one process)."""
     out: dict[str, Any] = {}
     t0 = _cpu()
-    from exwatch.hunt import worker
+    from exwatch.hunt import HuntTask, RuleSpec, worker
     from exwatch.hunt.limits import ArchiveLimits
     from exwatch.hunt.rules import cache
     from exwatch.hunt.sources.files import walk
@@ -61,12 +61,12 @@ def stages(pkg: Path) -> dict[str, Any]:
     worker.load_rules([worker.builtin_sigma_dir()])
     out["rules, from the disk cache"] = _cpu() - t
     t = _cpu()
-    bundle = worker.load_bundle({"builtin": True})
+    bundle = worker.load_bundle(RuleSpec())
     out["bundle (rules, YARA-X, indicators)"] = _cpu() - t
     t = _cpu()
     files = list(walk(pkg, tempfile.mkdtemp(prefix="exwatch-prof-"), ArchiveLimits(), []))
     out["walk"] = _cpu() - t
-    text = [f for f in files if f.family in worker.TEXT_FAMILIES]
+    text = [f for f in files if f.family in worker.TEXT_LOG_FAMILIES]
 
     def fam(f: Any) -> str:
         return "httpproxy" if f.family == "exchange_log" else str(f.family)
@@ -95,19 +95,10 @@ def stages(pkg: Path) -> dict[str, Any]:
     sizes: collections.Counter[str] = collections.Counter()
     for f in files:
         t = _cpu()
-        worker.hunt_file(
-            {
-                "path": f.path,
-                "rel": f.rel,
-                "family": f.family,
-                "size": f.size,
-                "mtime": f.mtime,
-                "rules": {"builtin": True},
-            }
-        )
+        worker.hunt_file(HuntTask(path=f.path, rel=f.rel, family=f.family, size=f.size, mtime=f.mtime))
         kind = (
             "text logs"
-            if f.family in worker.TEXT_FAMILIES
+            if f.family in worker.TEXT_LOG_FAMILIES
             else "event logs"
             if "evtx" in f.family
             else "files"

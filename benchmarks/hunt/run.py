@@ -38,9 +38,10 @@ TEXT_SUFFIXES = (".log",)
 
 def literals_file(path: Path) -> int:
     """Write the union of the required literals of every log family, one per line."""
+    from exwatch.hunt import RuleSpec
     from exwatch.hunt.worker import load_bundle
 
-    bundle = load_bundle({"builtin": True})
+    bundle = load_bundle(RuleSpec())
     lits: set[str] = set()
     for fam in ("httpproxy", "ecp", "oabgenerator", "iis"):
         lits |= set(bundle.finder_for(fam).literals)
@@ -86,6 +87,7 @@ def log_files(root: Path) -> list[str]:
 
 def finder_rates(files: list[str], limit: int = 64 * 1024 * 1024) -> dict[str, float]:
     """MB/s of each pre-filter strategy over the first ``limit`` bytes of the largest IIS log."""
+    from exwatch.hunt import RuleSpec
     from exwatch.hunt.sources.textlog import LiteralFinder
     from exwatch.hunt.worker import load_bundle
 
@@ -93,7 +95,7 @@ def finder_rates(files: list[str], limit: int = 64 * 1024 * 1024) -> dict[str, f
     biggest = max(iis, key=os.path.getsize)
     with open(biggest, "rb") as fh:
         data = fh.read(limit)
-    lits = load_bundle({"builtin": True}).finder_for("iis").literals
+    lits = load_bundle(RuleSpec()).finder_for("iis").literals
     out: dict[str, float] = {}
     for strategy in ("hyperscan", "re2", "ahocorasick", "regex"):
         finder = LiteralFinder(lits, strategy)

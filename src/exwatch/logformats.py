@@ -82,6 +82,29 @@ HTTPPROXY_FIELDS: tuple[str, ...] = (
 )
 assert len(HTTPPROXY_FIELDS) == 74
 
+# The ECP server log and ECP activity log fields (shared/reference/log_formats.md 3 and 4).
+ECP_FIELDS: tuple[str, ...] = ("TimeStamp", "ServerName", "EventId", "EventData")
+
+# The default IIS W3C field set (shared/reference/log_formats.md 6): what IIS writes unless configured
+# otherwise, and what the hunt assumes for an IIS log that lost its ``#Fields:`` header.
+IIS_FIELDS: tuple[str, ...] = (
+    "date",
+    "time",
+    "s-ip",
+    "cs-method",
+    "cs-uri-stem",
+    "cs-uri-query",
+    "s-port",
+    "cs-username",
+    "c-ip",
+    "cs(User-Agent)",
+    "cs(Referer)",
+    "sc-status",
+    "sc-substatus",
+    "sc-win32-status",
+    "time-taken",
+)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Tokenizers: one state machine per format, over the field grammar (never a regex over the whole line).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exwatch.hunt import RuleSpec
 from exwatch.hunt.rules.catalog import catalogue
 from exwatch.hunt.worker import load_bundle
 
@@ -24,7 +25,7 @@ def test_rule_ids_md_matches_catalogue() -> None:
 
 
 def test_every_shipped_sigma_rule_has_a_catalogued_id() -> None:
-    bundle = load_bundle({"builtin": True})
+    bundle = load_bundle(RuleSpec())
     ids = {r.rule_id for r in bundle.sigma}
     assert ids <= set(catalogue())
     assert len(ids) >= 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,6 @@ from rich.table import Table
 from rich.text import Text
 
 from exwatch.cli.common import (
-    EXIT_FOUND,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
     db_option,
     echo_json,
     echo_jsonl,
@@ -25,7 +23,21 @@ from exwatch.cli.common import (
     stderr_console,
     verbosity,
 )
-from exwatch.hunt.limits import chosen_limits, limit_options
+from exwatch.hunt import (
+    CONFIDENCE_RANK,
+    Finding,
+    HuntOptions,
+    HuntResult,
+    Progress,
+    apply_limits,
+    centre_excerpt,
+    hunt_paths,
+    iso_z,
+    limit_options,
+    record_hunt,
+    refuse_store_in_evidence,
+    safe_text,
+)
 
 
 @click.command("hunt")
@@ -114,8 +126,6 @@ def hunt(
     Exit codes: 0 clean (review-level notes may be listed), 1 a finding of likely or confirmed
     confidence, 3 nothing above review but some files could not be read, 2 bad input.
     """
-    from exwatch.hunt import HuntOptions, hunt_paths
-
     options = HuntOptions(
         host=host,
         since=parse_time(since, "--since") if since else None,
@@ -128,7 +138,6 @@ def hunt(
         jobs=jobs,
         builtin_rules=not no_builtin,
         verify_collections=not no_verify,
-        **chosen_limits(),
     )
     console = stderr_console()
     store_url = None if no_store else resolve_db(db_url)
@@ -138,35 +147,37 @@ def hunt(
     floor = "review" if floor == "low" else floor
     started = datetime.now(UTC)
     show_progress = verbose + verbosity() >= 1
-    result = hunt_paths(list(paths), options, progress=_progress(console) if show_progress else None)
+    result = hunt_paths(
+        list(paths), apply_limits(options), progress=_progress(console) if show_progress else None
+    )
     if store_url is not None:
-        _store(result, store_url, started, console, host)
+        _store(result, store_url, started, console)
+    _output(result, fmt, floor)
+    for note in result.stats.get("notes", []):
+        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
+    for e in result.errors:
+        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False, soft_wrap=True)
+    raise SystemExit(result.exit_code)
+
+
+def _output(result: HuntResult, fmt: str, floor: str) -> None:
+    """The result on stdout: the JSON document, JSON lines (one per host, finding and error), or the table."""
+    if fmt == "table":
+        _render(result, floor=floor)
+        return
     data = result.to_dict(floor)
     if fmt == "json":
         echo_json(data)
-    elif fmt == "jsonl":
+    else:
         echo_jsonl(
             [{"type": "host", **h} for h in data["hosts"]]
             + [{"type": "finding", **f} for f in data["findings"]]
             + [{"type": "error", **e} for e in data["errors"]]
         )
-    else:
-        _render(result, floor=floor)
-    for note in result.stats.get("notes", []):
-        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
-    for e in result.errors:
-        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False, soft_wrap=True)
-    if result.above_review:
-        raise SystemExit(EXIT_FOUND)
-    if result.errors or result.verdict == "incomplete":
-        raise SystemExit(EXIT_INCOMPLETE)
-    raise SystemExit(EXIT_OK)
 
 
 def _refuse_store_in_evidence(url: str, evidence: list[Path]) -> None:
     """A SQLite store must not be (or be created) inside the evidence, whatever the URL spelling."""
-    from exwatch.hunt.limits import refuse_store_in_evidence
-
     refuse_store_in_evidence(url, evidence)
 
 
@@ -174,7 +185,7 @@ def _progress(console: Console) -> Any:
     """A progress callback printing on stderr, at most every 2 s and at the end of each host."""
     last = [time.monotonic()]  # the first line after 2 s: a short hunt prints only its end
 
-    def report(p: Any) -> None:
+    def report(p: Progress) -> None:
         now = time.monotonic()
         if not p.host_finished and now - last[0] < 2.0:
             return
@@ -188,82 +199,26 @@ def _progress(console: Console) -> Any:
     return report
 
 
-def _store(result: object, url: str, started: datetime, console: Console, given_host: str | None) -> None:
-    """Store each host's hunt; say on stderr (and in the host's ``store`` object) when its name matches
-    no scanned host or several; a host found in the store gets its fix from the store's last scan."""
-    from exwatch.collect.hunthook import store_builds
+def _store(result: HuntResult, url: str, started: datetime, console: Console) -> None:
+    """Store each host's hunt (``exwatch.hunt.record_hunt``); say on stderr when its name matches no
+    scanned host or several. A store that cannot be written is a warning: the findings are still shown."""
     from exwatch.errors import StoreError
     from exwatch.fleet import open_store
-    from exwatch.hunt.model import HuntResult
-    from exwatch.hunt.nextsteps import fix_from_store
 
-    assert isinstance(result, HuntResult)
     try:
         with open_store(url) as store:
-            # The build a collection package read on the server (exwatch collect), source "collector";
-            # stored first so that the hunt below is linked to that host.
-            store_builds(store, result.stats.get("collector_observations", []), started)
-            for h in result.hosts:
-                matches = store.find_hosts(h.host)
-                if len(matches) == 1 and h.host.strip().startswith("#"):
-                    _relabel(result, h, store, matches[0])
-                findings = [f.to_dict() for f in result.findings if f.host == h.host]
-                hunt_id = store.add_hunt(
-                    h.host,
-                    verdict=h.verdict,
-                    coverage=h.coverage,
-                    findings=findings,
-                    started_at=started,
-                    errors=[e.to_dict() for e in h.errors],
-                )
-                message = None
-                if not matches:
-                    message = (
-                        f"hunt #{hunt_id} of {h.host!r} stored, but no scanned host in the store is named "
-                        f"{h.host!r}: it is linked to no host; hunt again with --host NAME (a name, address "
-                        "or #id from exwatch hosts) to link it"
-                    )
-                elif len(matches) > 1:
-                    message = (
-                        f"hunt #{hunt_id} of {h.host!r} stored, but {h.host!r} matches {len(matches)} hosts in "
-                        "the store: it is linked to none; hunt again with --host #ID to link it"
-                    )
-                h.store = {
-                    "hunt_id": hunt_id,
-                    "host_id": matches[0] if len(matches) == 1 else None,
-                    "linked": len(matches) == 1,
-                    "message": message,
-                }
-                if message:
-                    console.print(Text(f"note: {message}"), highlight=False, soft_wrap=True)
-                if len(matches) == 1:
-                    fix = fix_from_store(store, f"#{matches[0]}", h.next_steps.get("waves", []))
-                    if fix is not None and (fix.get("build") or not h.next_steps.get("fix")):
-                        h.next_steps["fix"] = fix
+            stored = record_hunt(store, result, started_at=started)
     except StoreError as exc:
         stderr_console().print(Text(f"warning: findings not stored: {exc}"), highlight=False, soft_wrap=True)
-    del given_host
+        return
+    for s in stored:
+        if s.message:
+            console.print(Text(f"note: {s.message}"), highlight=False, soft_wrap=True)
 
 
-def _relabel(result: Any, h: Any, store: Any, host_id: int) -> None:
-    """``--host #12``: name the hunt after the stored host (its DNS name, else its address)."""
-    from exwatch.fleet import queries
-
-    ident = queries.host_history(store, f"#{host_id}")
-    label = ident.get("name") or ident.get("address") or h.host
-    for f in result.findings:
-        if f.host == h.host:
-            f.host = label
-    h.host = label
-
-
-def _render(result: object, _console: object = None, floor: str = "likely") -> None:
+def _render(result: HuntResult, _console: object = None, floor: str = "likely") -> None:
     """The table: per host its verdict and coverage, its findings at or above ``floor`` with the rule's
     title and a safe excerpt, then its next steps. Evidence text is never read as markup."""
-    from exwatch.hunt.model import CONFIDENCE_RANK, HuntResult, iso_z
-    from exwatch.hunt.nextsteps import safe_text
-
-    assert isinstance(result, HuntResult)
     out = Console(width=max(Console().width, 160), highlight=False)
     rank = CONFIDENCE_RANK[floor]
     for h in result.hosts:
@@ -287,39 +242,7 @@ def _render(result: object, _console: object = None, floor: str = "likely") -> N
         shown = [f for f in mine if CONFIDENCE_RANK[f.confidence] >= rank]
         hidden = len(mine) - len(shown)
         if shown:
-            table = Table(
-                title=f"Findings on {safe_text(h.host, 60)}, by wave in time order"
-                + (f" ({floor} and above)" if floor != "review" else ""),
-                show_lines=False,
-                title_justify="left",
-            )
-            table.add_column("wave", no_wrap=True, max_width=13)
-            table.add_column("time (UTC)", no_wrap=True, min_width=20)
-            table.add_column("confidence", no_wrap=True, max_width=10)
-            table.add_column("finding", ratio=2, overflow="fold")
-            table.add_column("evidence", ratio=3, overflow="fold")
-            last_wave = None
-            for f in shown:
-                ev = f.evidence
-                where = (
-                    ev.file
-                    + (f":{ev.line}" if ev.line else "")
-                    + (f" record {ev.record}" if ev.record else "")
-                )
-                finding = Text(safe_text(f.title, 120))
-                finding.append("\n" + f.rule, style="dim")
-                evidence = Text(safe_text(where, 160))
-                if ev.excerpt and ev.excerpt != ev.file:
-                    evidence.append("\n" + safe_text(ev.excerpt, 160), style="cyan")
-                table.add_row(
-                    f.wave if f.wave != last_wave else "",
-                    iso_z(f.time) or "-",
-                    f.confidence,
-                    finding,
-                    evidence,
-                )
-                last_wave = f.wave
-            out.print(table)
+            out.print(_findings_table(h.host, shown, floor))
         if hidden:
             out.print(
                 Text(
@@ -330,18 +253,46 @@ def _render(result: object, _console: object = None, floor: str = "likely") -> N
         out.print()
 
 
+EXCERPT_WIDTH = 160
+
+
+def _findings_table(host: str, shown: list[Finding], floor: str) -> Table:
+    """One host's findings by wave in time order: where each is, and an excerpt of the evidence centred
+    on the matched part ("…" where it is cut)."""
+    table = Table(
+        title=f"Findings on {safe_text(host, 60)}, by wave in time order"
+        + (f" ({floor} and above)" if floor != "review" else ""),
+        show_lines=False,
+        title_justify="left",
+    )
+    table.add_column("wave", no_wrap=True, max_width=13)
+    table.add_column("time (UTC)", no_wrap=True, min_width=20)
+    table.add_column("confidence", no_wrap=True, max_width=10)
+    table.add_column("finding", ratio=2, overflow="fold")
+    table.add_column("evidence", ratio=3, overflow="fold")
+    last_wave = None
+    for f in shown:
+        ev = f.evidence
+        where = ev.file + (f":{ev.line}" if ev.line else "") + (f" record {ev.record}" if ev.record else "")
+        finding = Text(safe_text(f.title, 120))
+        finding.append("\n" + f.rule, style="dim")
+        evidence = Text(safe_text(where, EXCERPT_WIDTH))
+        if ev.excerpt and ev.excerpt != ev.file:
+            view, _ = centre_excerpt(ev.excerpt, EXCERPT_WIDTH, ev.focus)
+            evidence.append("\n" + safe_text(view, EXCERPT_WIDTH), style="cyan")
+        table.add_row(
+            f.wave if f.wave != last_wave else "", iso_z(f.time) or "-", f.confidence, finding, evidence
+        )
+        last_wave = f.wave
+    return table
+
+
 LIST_MAX = 20
 
 
 def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
-    from exwatch.hunt.nextsteps import safe_text
-
     def line(text: str, style: str = "") -> None:
         out.print(Text(text, style=style), soft_wrap=True)  # a path or SHA-256 is never cut
-
-    def more(rows: list[Any]) -> None:
-        if len(rows) > LIST_MAX:
-            line(f"    ... and {len(rows) - LIST_MAX} more (--format json lists them all)")
 
     line(f"Next steps for {safe_text(host, 60)}", "bold")
     window = steps.get("window")
@@ -353,6 +304,27 @@ def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
         line(
             f"  Window to investigate: {window['first']} .. {window['last']} (first and last likely or confirmed evidence)"
         )
+    _render_files(line, steps)
+    _render_people(line, steps)
+    fix = steps.get("fix")
+    if fix:
+        where = {
+            "store": f"from the store: build {fix.get('build')} seen {fix.get('scanned_at') or ''}".rstrip(),
+            "collection": f"from the collection's build {fix.get('build')}",
+            "kb": "build not known: exwatch scan HOST names the exact update",
+        }.get(str(fix.get("source")), str(fix.get("source")))
+        line(f"  Fix ({where}): {fix.get('text')}")
+    elif window:
+        line("  Fix: scan the server (exwatch scan HOST) for the update its build needs.")
+
+
+def _more(line: Callable[[str], None], rows: list[Any]) -> None:
+    if len(rows) > LIST_MAX:
+        line(f"    ... and {len(rows) - LIST_MAX} more (--format json lists them all)")
+
+
+def _render_files(line: Callable[[str], None], steps: dict[str, Any]) -> None:
+    """The files to remove or inspect, and the files the logs name that the package does not hold."""
     files = steps.get("files", [])
     for action, head in (
         ("remove", "Files to remove (a confirmed finding; keep a copy as evidence first):"),
@@ -365,7 +337,7 @@ def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
                 line(
                     f"    {safe_text(r['path'], 200)}  sha256 {r.get('sha256') or '-'}  ({', '.join(r['rules'][:3])})"
                 )
-            more(rows)
+            _more(line, rows)
     named = steps.get("files_named_in_logs", [])
     if named:
         line("  Files the logs name that the package does not hold (look for them on the server):")
@@ -373,7 +345,11 @@ def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
             line(
                 f"    {safe_text(r['path'], 200)}  ({', '.join(r['rules'][:3])}; {safe_text(r.get('named_in', ''), 120)})"
             )
-        more(named)
+        _more(line, named)
+
+
+def _render_people(line: Callable[[str], None], steps: dict[str, Any]) -> None:
+    """The attacker addresses and the accounts used."""
     addresses = steps.get("addresses", [])
     if addresses:
         line("  Attacker addresses (block them; search firewall, proxy and other servers' logs for them):")
@@ -390,7 +366,7 @@ def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
                 f"    {safe_text(r['address'], 60)}  {r['findings']} finding(s) {r['first'] or '?'} .. {r['last'] or '?'}"
                 + (f"  ({'; '.join(notes)})" if notes else "")
             )
-        more(addresses)
+        _more(line, addresses)
     accounts = steps.get("accounts", [])
     if accounts:
         line(
@@ -401,14 +377,4 @@ def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
             line(
                 f"    {safe_text(r['account'], 120)}  {r['findings']} finding(s) {r['first'] or '?'} .. {r['last'] or '?'}{note}"
             )
-        more(accounts)
-    fix = steps.get("fix")
-    if fix:
-        where = {
-            "store": f"from the store: build {fix.get('build')} seen {fix.get('scanned_at') or ''}".rstrip(),
-            "collection": f"from the collection's build {fix.get('build')}",
-            "kb": "build not known: exwatch scan HOST names the exact update",
-        }.get(str(fix.get("source")), str(fix.get("source")))
-        line(f"  Fix ({where}): {fix.get('text')}")
-    elif window:
-        line("  Fix: scan the server (exwatch scan HOST) for the update its build needs.")
+        _more(line, accounts)

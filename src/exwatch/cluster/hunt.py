@@ -12,78 +12,19 @@ from typing import Any
 from exwatch.cluster.connect import require_distributed, worker_threads
 from exwatch.cluster.executor import BatchingExecutor
 from exwatch.errors import InputError
-from exwatch.hunt import HuntOptions, hunt_paths
-from exwatch.hunt.model import FileError, HostResult, HuntResult
-from exwatch.hunt.sources.files import is_archive
-from exwatch.hunt.timeline import order
-
-# Top-level folder names of a collected Windows/Exchange volume: a folder holding one of these is a
-# triage package itself, not a folder of packages.
-PACKAGE_MARKERS = frozenset(
-    {
-        "program files",
-        "program files (x86)",
-        "programdata",
-        "windows",
-        "inetpub",
-        "eventlogs",
-        "exchange server",
-        "v15",
-        "logging",
-        "frontend",
-        "clientaccess",
-        "httpproxy",
-        "logs",
-    }
+from exwatch.hunt import (
+    FileError,
+    HostResult,
+    HuntOptions,
+    HuntResult,
+    find_packages,
+    hunt_paths,
+    order,
+    package_host,
+    record_hunt,
 )
 
-
-def _is_package_folder(path: Path) -> bool:
-    try:
-        entries = list(path.iterdir())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot list the folder: {exc.strerror or exc}") from exc
-    if not entries:
-        return True
-    for entry in entries:
-        if entry.is_dir():
-            if entry.name.lower() in PACKAGE_MARKERS:
-                return True
-        elif not is_archive(entry.name):
-            return True
-    return False
-
-
-def find_packages(paths: Sequence[Path]) -> list[Path]:
-    """The triage packages (one host each) named by ``paths``.
-
-    A PATH is a package if it is an archive, or a folder that holds files or a volume folder
-    (``Program Files``, ``inetpub``, ``Windows``, ...); otherwise it is a folder of packages, and each
-    of its sub-folders and archives is one package.
-    """
-    out: list[Path] = []
-    for p in paths:
-        if not p.exists():
-            raise InputError(f"{p}: no such file or folder")
-        if p.is_dir() and not _is_package_folder(p):
-            out.extend(sorted(e for e in p.iterdir() if e.is_dir() or is_archive(e.name)))
-        else:
-            out.append(p)
-    if not out:
-        raise InputError("no triage package to hunt")
-    names = [_host(p) for p in out]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"two packages would be the same host: {', '.join(dupes[:5])} (rename one)")
-    return out
-
-
-def _host(path: Path) -> str:
-    name = path.name
-    for suffix in (".tar.gz", ".tgz", ".zip", ".7z", ".tar"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+__all__ = ["cluster_hunt", "find_packages", "merge_results", "store_hunt"]
 
 
 def _failed(path: Path, exc: BaseException) -> HuntResult:
@@ -92,7 +33,7 @@ def _failed(path: Path, exc: BaseException) -> HuntResult:
         str(path), f"{path.name}: hunt failed on the cluster: {type(exc).__name__}: {exc}", "worker"
     )
     host = HostResult(
-        host=_host(path),
+        host=package_host(path),
         verdict="incomplete",
         coverage={},
         warnings=[],
@@ -163,20 +104,8 @@ def merge_results(parts: Sequence[HuntResult]) -> HuntResult:
 
 
 def store_hunt(result: HuntResult, store_url: str | None, started_at: datetime | None = None) -> list[int]:
-    """Record each host's verdict, coverage, findings and errors with the store's ``add_hunt``."""
+    """Record each host's verdict, coverage, findings and errors (``exwatch.hunt.record_hunt``); the hunt ids."""
     from exwatch.fleet import open_store
 
-    ids: list[int] = []
     with open_store(store_url) as store:
-        for h in result.hosts:
-            ids.append(
-                store.add_hunt(
-                    h.host,
-                    verdict=h.verdict,
-                    coverage=h.coverage,
-                    findings=[f.to_dict() for f in result.findings if f.host == h.host],
-                    started_at=started_at,
-                    errors=[e.to_dict() for e in h.errors],
-                )
-            )
-    return ids
+        return [s.hunt_id for s in record_hunt(store, result, started_at=started_at)]

@@ -8,8 +8,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,22 @@ from exwatch.collect.hunthook import coverage as collection_coverage
 from exwatch.collect.hunthook import observation as collection_observation
 from exwatch.collect.hunthook import open_for_hunt
 from exwatch.collect.hunthook import warnings as collection_warnings
+from exwatch.collect.manifest import Manifest
 from exwatch.errors import InputError
-from exwatch.hunt.model import Evidence, FileError, Finding, HostResult, HuntOptions, HuntResult, iso_text_z
+from exwatch.hunt.model import (
+    FileError,
+    FileHunt,
+    Finding,
+    HostResult,
+    HuntOptions,
+    HuntResult,
+    HuntTask,
+    RuleSpec,
+    iso_text_z,
+)
 from exwatch.hunt.nextsteps import fix_by_wave, fix_from_build, next_steps
-from exwatch.hunt.sources.files import EvidenceFile, batches, cleanup, walk
+from exwatch.hunt.packages import find_packages, holds_volume_folder, package_host
+from exwatch.hunt.sources.files import TEXT_LOG_FAMILIES, EvidenceFile, batches, cleanup, walk
 from exwatch.hunt.sources.textlog import default_strategy
 from exwatch.hunt.timeline import coverage_warnings, link_chain, merge_coverage, order, verdict
 from exwatch.hunt.worker import hunt_file, load_bundle
@@ -56,40 +68,38 @@ def live_install_paths(options: HuntOptions) -> list[Path]:
     return [Path(install), Path(f"{drive}\\inetpub")]
 
 
-def _rules_spec(options: HuntOptions, strategy: str | None = None) -> dict[str, Any]:
+def rule_spec(options: HuntOptions, strategy: str | None = None) -> RuleSpec:
+    """The rules ``options`` asks for, as the workers get them."""
     strategy = strategy or options.strategy or default_strategy()
-    return {
-        "builtin": options.builtin_rules,
-        "rule_dirs": [str(p) for p in options.rule_dirs],
-        "yara_files": [str(p) for p in options.yara_files],
-        "ioc_files": [str(p) for p in options.ioc_files],
-        "strategy": strategy if options.prefilter else "none",
-    }
+    return RuleSpec(
+        builtin=options.builtin_rules,
+        rule_dirs=tuple(str(p) for p in options.rule_dirs),
+        yara_files=tuple(str(p) for p in options.yara_files),
+        ioc_files=tuple(str(p) for p in options.ioc_files),
+        strategy=strategy if options.prefilter else "none",
+    )
 
 
-def _task(ev: EvidenceFile, options: HuntOptions, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "path": ev.path,
-        "rel": ev.rel,
-        "family": ev.family,
-        "size": ev.size,
-        "mtime": ev.mtime,
-        "rules": spec,
-        "since": options.since.astimezone(UTC).isoformat() if options.since else None,
-        "until": options.until.astimezone(UTC).isoformat() if options.until else None,
-        "max_line": options.max_line,
-        "chunk_size": options.chunk_size,
-        "max_file_bytes": options.max_file_bytes,
-        "temp": ev.temp,
+def _task(ev: EvidenceFile, options: HuntOptions, spec: RuleSpec) -> HuntTask:
+    return HuntTask(
+        path=ev.path,
+        rel=ev.rel,
+        family=ev.family,
+        size=ev.size,
+        mtime=ev.mtime,
+        rules=spec,
+        since=options.since.astimezone(UTC) if options.since else None,
+        until=options.until.astimezone(UTC) if options.until else None,
+        max_line=options.max_line,
+        chunk_size=options.chunk_size,
+        max_file_bytes=options.max_file_bytes,
+        temp=ev.temp,
         # A log last written before --since holds no event in the window: read its coverage only
         # (the file-time pre-filter of Velociraptor PR 4367, used only for files older than the window).
-        "coverage_only": bool(
+        coverage_only=bool(
             options.since and ev.family in TEXT_LOG_FAMILIES and ev.mtime < options.since.timestamp()
         ),
-    }
-
-
-TEXT_LOG_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", "exchange_log")
+    )
 
 
 def _protocol(rel: str) -> str | None:
@@ -103,13 +113,7 @@ def _protocol(rel: str) -> str | None:
 
 
 def _host_name(path: Path, options: HuntOptions) -> str:
-    if options.host:
-        return options.host
-    name = path.name
-    for suffix in (".tar.gz", ".tgz", ".zip", ".7z", ".tar"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name or "localhost"
+    return options.host or package_host(path)
 
 
 @dataclass(frozen=True)
@@ -135,17 +139,15 @@ class Progress:
 def packages(paths: Sequence[Path], options: HuntOptions) -> list[Path]:
     """The triage packages under ``paths``, one host each: a folder holding several packages (sub-folders
     or archives, as ``exwatch cluster hunt`` splits them with ``find_packages``) is several hosts."""
-    from exwatch.cluster.hunt import find_packages
-
     out: list[Path] = []
     for p in paths:
         found = find_packages([p]) if p.is_dir() and not p.is_symlink() else [p]
-        if len(found) < 2 or not all(_holds_volume_folder(f) for f in found):
+        if len(found) < 2 or not all(holds_volume_folder(f) for f in found):
             # One package inside a folder, or a sub-folder without a volume folder (W3SVC1, a KAPE "C"
             # folder): the PATH is one package, named and hunted as given.
             found = [p]
         if options.host and len(found) > 1:
-            names = ", ".join(_host_name(f, HuntOptions()) for f in found[:5])
+            names = ", ".join(package_host(f) for f in found[:5])
             raise InputError(
                 f"{p} holds {len(found)} triage packages ({names}{', ...' if len(found) > 5 else ''}); "
                 "--host names one host: give one package with --host, or none to name each after its package"
@@ -154,24 +156,24 @@ def packages(paths: Sequence[Path], options: HuntOptions) -> list[Path]:
     return out
 
 
-def _holds_volume_folder(path: Path) -> bool:
-    """An archive, or a folder holding a volume folder (``inetpub``, ``Program Files``, ``Logging``, ...)."""
-    from exwatch.cluster.hunt import PACKAGE_MARKERS
-
-    if not path.is_dir():
-        return True
-    try:
-        return any(e.is_dir() and e.name.lower() in PACKAGE_MARKERS for e in path.iterdir())
-    except OSError:
-        return False
-
-
-def _evidence_in_window(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+def _evidence_in_window(results: list[FileHunt]) -> tuple[list[str], list[str]]:
     """(log files hunted with events in the --since/--until window, all log files): a host with no
     Exchange evidence at all, or none in the window, is incomplete, never clean."""
-    logs = [r["file"] for r in results if r["family"] != "file"]
-    usable = [r["file"] for r in results if r["family"] != "file" and r.get("in_window", True)]
+    logs = [r.file for r in results if r.family != "file"]
+    usable = [r.file for r in results if r.family != "file" and r.in_window]
     return usable, logs
+
+
+def _paths_to_hunt(paths: Sequence[Path], options: HuntOptions) -> list[Path]:
+    """The packages to hunt: those under ``paths``, or the live install's folders when none is given."""
+    if not paths:
+        paths = live_install_paths(options)
+    for p in paths:
+        if not p.exists() and not p.is_symlink():
+            raise InputError(f"{p}: no such file or folder")
+    if not (options.exchange_path or options.iis_logs):
+        return packages(paths, options)
+    return list(paths)
 
 
 def hunt_paths(
@@ -184,175 +186,169 @@ def hunt_paths(
     """Hunt every PATH (triage folder, archive, or live install); one host per package: a PATH is one
     package unless it is a folder of packages (see ``packages``). ``progress`` is called after each file."""
     options = options or HuntOptions()
-    spec = _rules_spec(options)
+    spec = rule_spec(options)
     bundle = load_bundle(spec)  # compile once here: a bad user rule is an InputError before any work starts
-    if not paths:
-        paths = live_install_paths(options)
-    for p in paths:
-        if not p.exists() and not p.is_symlink():
-            raise InputError(f"{p}: no such file or folder")
-    if not (options.exchange_path or options.iis_logs):
-        paths = packages(paths, options)
+    roots = _paths_to_hunt(paths, options)
     # Collection packages (exwatch collect) are verified before any work starts and name their host.
-    collections = {p: open_for_hunt(p, check=options.verify_collections) for p in paths}
+    collections = {p: open_for_hunt(p, check=options.verify_collections) for p in roots}
+    run = _Run(options, spec, len(roots), progress, list(bundle.notes))
     tmp_root = tempfile.mkdtemp(prefix="exwatch-hunt-")
-    hosts: list[HostResult] = []
-    findings: list[Finding] = []
-    errors: list[FileError] = []
-    stats: dict[str, Any] = {
-        "files": 0,
-        "bytes": 0,
-        "candidates": 0,
-        "parsed": 0,
-        "notes": list(bundle.notes),
-    }
     own_pool = None
-    clock = time.monotonic()
-    done = {"files": 0, "bytes": 0, "files_total": 0, "bytes_total": 0}
-
-    def tick(host: str, finished: bool = False) -> None:
-        if progress is not None:
-            progress(
-                Progress(
-                    host,
-                    len(hosts),
-                    len(paths),
-                    done["files"],
-                    done["files_total"],
-                    done["bytes"],
-                    done["bytes_total"],
-                    time.monotonic() - clock,
-                    finished,
-                )
-            )
-
     try:
         jobs = options.jobs or os.cpu_count() or 1
         if executor is None and jobs > 1:
             own_pool = ProcessPoolExecutor(max_workers=jobs)
             executor = own_pool
-        for root in paths:
-            collection = collections[root]
-            host = collection.host if collection and not options.host else _host_name(root, options)
-            host_errors: list[FileError] = []
-            walked = walk(root, tmp_root, options.limits, host_errors)
-            groups: Iterable[list[EvidenceFile]]
-            if collection:
-                groups = [collection_files(list(walked), collection, tmp_root)]
-                stats.setdefault("collector_observations", []).extend(collection_observation(collection))
-            else:
-                # Archive members are hunted (and deleted by the worker) in batches while the walk goes on.
-                groups = batches(walked)
-            tasks: list[dict[str, Any]] = []
-            results: list[dict[str, Any]] = []
-            for group in groups:
-                group_tasks = [_task(ev, options, spec) for ev in group]
-                # Big files first, so the pool is not left waiting on one large log at the end.
-                group_tasks.sort(key=lambda t: -int(t["size"]))
-                done["files_total"] += len(group_tasks)
-                done["bytes_total"] += sum(int(t["size"]) for t in group_tasks)
-                if executor is not None:
-                    chunk = 1 if len(group_tasks) < 64 else 4
-                    hunted: Iterable[dict[str, Any]] = executor.map(hunt_file, group_tasks, chunksize=chunk)
-                else:
-                    hunted = (hunt_file(t) for t in group_tasks)
-                for task, res in zip(group_tasks, hunted, strict=True):
-                    results.append(res)
-                    done["files"] += 1
-                    done["bytes"] += int(task["size"])
-                    tick(host)
-                tasks.extend(group_tasks)
-            host_findings: list[Finding] = []
-            per_file_cov = []
-            for res in results:
-                for e in res["errors"]:
-                    host_errors.append(FileError(e["file"], e["error"], e["kind"]))
-                if res["coverage"]:
-                    per_file_cov.append({**res["coverage"], "file": res["file"]})
-                stats["candidates"] += int(res["stats"].get("candidates", 0))
-                stats["parsed"] += int(res["stats"].get("parsed", 0))
-                for f in res["findings"]:
-                    ev = f["evidence"]
-                    host_findings.append(
-                        Finding(
-                            rule=f["rule"],
-                            wave=f["wave"],
-                            cve=f["cve"],
-                            confidence=f["confidence"],
-                            time=datetime.fromisoformat(f["time"].replace("Z", "+00:00"))
-                            if f["time"]
-                            else None,
-                            title=f["title"],
-                            description=f["description"],
-                            host=host,
-                            evidence=Evidence(
-                                file=ev["file"],
-                                line=ev.get("line"),
-                                record=ev.get("record"),
-                                offset=ev.get("offset"),
-                                excerpt=ev.get("excerpt", ""),
-                                sha256=ev.get("sha256"),
-                                family=res["family"],
-                                facts=dict(ev.get("facts") or {}),
-                            ),
-                        )
-                    )
-            stats["files"] += len(tasks)
-            stats["bytes"] += sum(int(t["size"]) for t in tasks)
-            coverage = merge_coverage(
-                [c for c in per_file_cov if c["family"] != "files"],
-                {t["rel"]: _protocol(t["rel"]) or "" for t in tasks},
-            )
-            files_cov = [c for c in per_file_cov if c["family"] == "files"]
-            if files_cov:
-                coverage["files"] = {
-                    "files": len(files_cov),
-                    "bytes": sum(int(c.get("bytes", 0)) for c in files_cov),
-                }
-            counts = {
-                c: sum(1 for f in host_findings if f.confidence == c)
-                for c in ("confirmed", "likely", "review")
-            }
-            if collection:
-                coverage["collection"] = collection_coverage(collection)
-                coverage["collection"]["collected_at"] = iso_text_z(
-                    coverage["collection"].get("collected_at")
-                )
-            usable, logs = _evidence_in_window(results)
-            gap = (
-                ["no Exchange, IIS or event log found: nothing says this host is clean"]
-                if not logs
-                else [
-                    f"--since/--until leave none of the {len(logs)} log files in the window: nothing was hunted"
-                ]
-                if not usable
-                else []
-            )
-            link_chain(host_findings)
-            steps = next_steps(host_findings)
-            build = coverage.get("collection", {}).get("build") if collection else None
-            steps["fix"] = (
-                fix_from_build(str(build), steps["waves"], "collection") if build else None
-            ) or fix_by_wave(steps["waves"])
-            hosts.append(
-                HostResult(
-                    host=host,
-                    source=str(root),
-                    next_steps=steps,
-                    verdict=verdict(host_findings, host_errors, len(usable)),
-                    coverage=coverage,
-                    warnings=gap
-                    + coverage_warnings(coverage)
-                    + (collection_warnings(collection) if collection else []),
-                    counts=counts,
-                    errors=host_errors,
-                )
-            )
-            findings.extend(host_findings)
-            errors.extend(host_errors)
-            tick(host, finished=True)
+        for root in roots:
+            run.hunt_host(root, collections[root], tmp_root, executor)
     finally:
         if own_pool is not None:
             own_pool.shutdown()
         cleanup(tmp_root)
-    return HuntResult(hosts=hosts, findings=order(findings), errors=errors, stats=stats)
+    return HuntResult(hosts=run.hosts, findings=order(run.findings), errors=run.errors, stats=run.stats)
+
+
+class _Run:
+    """One hunt under way: the hosts done so far, their findings and errors, counters and progress."""
+
+    def __init__(
+        self,
+        options: HuntOptions,
+        spec: RuleSpec,
+        hosts_total: int,
+        progress: Callable[[Progress], None] | None,
+        notes: list[str],
+    ) -> None:
+        self.options = options
+        self.spec = spec
+        self.hosts_total = hosts_total
+        self.progress = progress
+        self.hosts: list[HostResult] = []
+        self.findings: list[Finding] = []
+        self.errors: list[FileError] = []
+        # Free-form counters and notes of the whole hunt (JSON edge: ``stats`` of the result).
+        self.stats: dict[str, Any] = {"files": 0, "bytes": 0, "candidates": 0, "parsed": 0, "notes": notes}
+        self.clock = time.monotonic()
+        self.files_done = self.bytes_done = self.files_total = self.bytes_total = 0
+
+    def tick(self, host: str, finished: bool = False) -> None:
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    host,
+                    len(self.hosts),
+                    self.hosts_total,
+                    self.files_done,
+                    self.files_total,
+                    self.bytes_done,
+                    self.bytes_total,
+                    time.monotonic() - self.clock,
+                    finished,
+                )
+            )
+
+    def hunt_host(
+        self, root: Path, collection: Manifest | None, tmp_root: str, executor: Executor | None
+    ) -> None:
+        """Walk one package, hunt its files, and add its host result."""
+        options = self.options
+        host = collection.host if collection and not options.host else _host_name(root, options)
+        host_errors: list[FileError] = []
+        walked = walk(root, tmp_root, options.limits, host_errors)
+        groups: Iterable[list[EvidenceFile]]
+        if collection:
+            groups = [collection_files(list(walked), collection, tmp_root)]
+            self.stats.setdefault("collector_observations", []).extend(collection_observation(collection))
+        else:
+            # Archive members are hunted (and deleted by the worker) in batches while the walk goes on.
+            groups = batches(walked)
+        tasks: list[HuntTask] = []
+        results: list[FileHunt] = []
+        for group in groups:
+            group_tasks = [_task(ev, options, self.spec) for ev in group]
+            results.extend(self._hunt_group(host, group_tasks, executor))
+            tasks.extend(group_tasks)
+        host_findings: list[Finding] = []
+        for res in results:
+            host_errors.extend(res.errors)
+            self.stats["candidates"] += res.stats.candidates
+            self.stats["parsed"] += res.stats.parsed
+            host_findings.extend(replace(f, host=host) for f in res.findings)
+        self.stats["files"] += len(tasks)
+        self.stats["bytes"] += sum(t.size for t in tasks)
+        host_findings = link_chain(host_findings)
+        self.hosts.append(_host_result(host, root, tasks, results, host_findings, host_errors, collection))
+        self.findings.extend(host_findings)
+        self.errors.extend(host_errors)
+        self.tick(host, finished=True)
+
+    def _hunt_group(self, host: str, tasks: list[HuntTask], executor: Executor | None) -> list[FileHunt]:
+        # Big files first, so the pool is not left waiting on one large log at the end.
+        tasks.sort(key=lambda t: -t.size)
+        self.files_total += len(tasks)
+        self.bytes_total += sum(t.size for t in tasks)
+        hunted: Iterable[FileHunt]
+        if executor is not None:
+            hunted = executor.map(hunt_file, tasks, chunksize=1 if len(tasks) < 64 else 4)
+        else:
+            hunted = (hunt_file(t) for t in tasks)
+        results = []
+        for task, res in zip(tasks, hunted, strict=True):
+            results.append(res)
+            self.files_done += 1
+            self.bytes_done += task.size
+            self.tick(host)
+        return results
+
+
+def _host_coverage(tasks: list[HuntTask], results: list[FileHunt]) -> dict[str, dict[str, Any]]:
+    """The coverage of one host per log family (and HttpProxy protocol), and of its other files."""
+    per_file = [(r.file, r.coverage) for r in results if r.coverage is not None]
+    coverage = merge_coverage(
+        [(f, c) for f, c in per_file if c.family != "files"],
+        {t.rel: _protocol(t.rel) or "" for t in tasks},
+    )
+    files_cov = [c for _, c in per_file if c.family == "files"]
+    if files_cov:
+        coverage["files"] = {"files": len(files_cov), "bytes": sum(c.bytes for c in files_cov)}
+    return coverage
+
+
+def _host_result(
+    host: str,
+    root: Path,
+    tasks: list[HuntTask],
+    results: list[FileHunt],
+    findings: list[Finding],
+    errors: list[FileError],
+    collection: Manifest | None,
+) -> HostResult:
+    """One host's verdict, coverage, warnings, counts and next steps."""
+    coverage = _host_coverage(tasks, results)
+    counts = {c: sum(1 for f in findings if f.confidence == c) for c in ("confirmed", "likely", "review")}
+    if collection:
+        coverage["collection"] = collection_coverage(collection)
+        coverage["collection"]["collected_at"] = iso_text_z(coverage["collection"].get("collected_at"))
+    usable, logs = _evidence_in_window(results)
+    gap = (
+        ["no Exchange, IIS or event log found: nothing says this host is clean"]
+        if not logs
+        else [f"--since/--until leave none of the {len(logs)} log files in the window: nothing was hunted"]
+        if not usable
+        else []
+    )
+    steps = next_steps(findings)
+    build = coverage.get("collection", {}).get("build") if collection else None
+    steps["fix"] = (
+        fix_from_build(str(build), steps["waves"], "collection") if build else None
+    ) or fix_by_wave(steps["waves"])
+    return HostResult(
+        host=host,
+        source=str(root),
+        next_steps=steps,
+        verdict=verdict(findings, errors, len(usable)),
+        coverage=coverage,
+        warnings=gap + coverage_warnings(coverage) + (collection_warnings(collection) if collection else []),
+        counts=counts,
+        errors=errors,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -125,12 +126,12 @@ def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def chosen_limits() -> dict[str, Any]:
-    """The HuntOptions fields (``max_file_bytes``, ``limits``) from the options of the current command."""
+def apply_limits(options: HuntOptions) -> HuntOptions:
+    """``options`` with the limits (``max_file_bytes``, ``limits``) the current command's options chose."""
     ctx = click.get_current_context()
     values = dict(ctx.meta.get("exwatch.hunt.limits", {}))
     max_file = int(values.pop("max_file_bytes", _DEFAULT_OPTIONS.max_file_bytes))
-    return {"max_file_bytes": max_file, "limits": ArchiveLimits(**values)}
+    return replace(options, max_file_bytes=max_file, limits=ArchiveLimits(**values))
 
 
 def sqlite_file(url: str) -> Path | None:

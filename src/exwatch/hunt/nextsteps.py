@@ -18,6 +18,7 @@ from exwatch.hunt.model import CONFIDENCE_RANK, Finding, iso_z
 
 FACT_MAX = 300
 EXCERPT_CHARS = 200
+ELLIPSIS = "\u2026"
 
 # Cmdlet parameters that name a file the cmdlet writes or loads (ProxyShell's export and certificate
 # request shells, a transport agent's DLL).
@@ -94,6 +95,22 @@ def safe_text(text: str, limit: int = EXCERPT_CHARS) -> str:
         out.append(piece)
         used += len(piece)
     return "".join(out)
+
+
+def centre_excerpt(text: str, width: int, focus: int | None) -> tuple[str, int | None]:
+    """``text`` cut to at most ``width`` characters around ``focus`` (where the matched part starts), with
+    an ellipsis where it is cut: the start of the text when the match shows there (a third of the width
+    left after it), else a window holding the match a third of the way in. Returns the excerpt and
+    where the match starts in it."""
+    if len(text) <= width:
+        return text, focus
+    if focus is None or focus < width - width // 3:
+        return text[: width - 1] + ELLIPSIS, focus
+    start = max(1, min(focus - width // 3, len(text) - (width - 1)))
+    end = min(len(text), start + width - 2)
+    if end == len(text):
+        start = max(1, len(text) - (width - 1))
+    return ELLIPSIS + text[start:end] + (ELLIPSIS if end < len(text) else ""), focus - start + 1
 
 
 def _system_account(user: str) -> bool:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from exwatch.hunt.model import CONFIDENCE_RANK, FileError, Finding, iso_z
+from exwatch.hunt.model import CONFIDENCE_RANK, FileCoverage, FileError, Finding, iso_z
 
-# First known exploitation per wave; exwatch.kb.WAVES is the source when it is installed.
-# Fallback values: ProxyLogon from DIVD's report (log_formats.md 9); ProxyShell and ProxyNotShell from
-# the first public exploitation reports (August 2021, August 2022).
-_FALLBACK_FIRST = {
-    "proxylogon": date(2021, 1, 3),
-    "proxyshell": date(2021, 8, 5),
-    "proxynotshell": date(2022, 8, 1),
-}
 FAMILY_WAVES = {
     "httpproxy": ("proxylogon", "proxyshell", "proxynotshell"),
     "iis": ("proxylogon", "proxyshell", "proxynotshell"),
@@ -25,32 +19,30 @@ FAMILY_WAVES = {
 
 
 def first_exploited() -> dict[str, date]:
-    """Wave id -> first known exploitation date."""
-    try:
-        from exwatch.kb import WAVES
+    """Wave id -> first known exploitation date (exwatch.kb, with its sources)."""
+    from exwatch.kb import WAVES
 
-        return {w.id: w.first_exploited for w in WAVES}
-    except (ImportError, AttributeError):
-        return dict(_FALLBACK_FIRST)
+    return {w.id: w.first_exploited for w in WAVES}
 
 
-def merge_coverage(per_file: list[dict[str, Any]], protocol_of: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per family (and HttpProxy protocol folder): first and last event time, file count and bytes."""
+def merge_coverage(
+    per_file: Iterable[tuple[str, FileCoverage]], protocol_of: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Per family (and HttpProxy protocol folder) of (file, its coverage): first and last event time,
+    file count, bytes and event records; the JSON form of a host's coverage."""
     out: dict[str, dict[str, Any]] = {}
-    for cov in per_file:
-        fam = cov["family"]
-        keys = [fam]
-        if fam == "httpproxy" and protocol_of.get(cov["file"]):
-            keys.append(f"httpproxy/{protocol_of[cov['file']]}")
+    for file, cov in per_file:
+        keys = [cov.family]
+        if cov.family == "httpproxy" and protocol_of.get(file):
+            keys.append(f"httpproxy/{protocol_of[file]}")
         for key in keys:
             agg = out.setdefault(key, {"first": None, "last": None, "files": 0, "bytes": 0})
             agg["files"] += 1
-            agg["bytes"] += int(cov.get("bytes", 0) or 0)
-            if "records" in cov:
-                agg["records"] = agg.get("records", 0) + int(cov["records"])
-            for k, pick in (("first", min), ("last", max)):
-                if cov.get(k):
-                    t = datetime.fromisoformat(cov[k].replace("Z", "+00:00"))
+            agg["bytes"] += cov.bytes
+            if cov.records is not None:
+                agg["records"] = agg.get("records", 0) + cov.records
+            for k, t, pick in (("first", cov.first, min), ("last", cov.last, max)):
+                if t is not None:
                     agg[k] = t if agg[k] is None else pick(agg[k], t)
     for agg in out.values():
         agg["first"], agg["last"] = iso_z(agg["first"]), iso_z(agg["last"])
@@ -116,10 +108,11 @@ def verdict(findings: list[Finding], errors: list[FileError], files_hunted: int)
 CHAIN_RULES = ("proxylogon.ssrf_progressed", "proxylogon.ecp_reset_vdir", "proxylogon.ssrf_attempt")
 
 
-def link_chain(findings: list[Finding], window_s: float = 120.0) -> None:
-    """Drill down from an SSRF hit to the other logs (detections.md PL-2): name, in the description of each
-    ProxyLogon SSRF finding, the findings of other files within ``window_s`` seconds of it."""
+def link_chain(findings: list[Finding], window_s: float = 120.0) -> list[Finding]:
+    """Drill down from an SSRF hit to the other logs (detections.md PL-2): the findings, where each
+    ProxyLogon SSRF finding's description names the findings of other files within ``window_s`` seconds."""
     dated = sorted((f for f in findings if f.time is not None), key=lambda f: f.time)  # type: ignore[arg-type,return-value]
+    related: dict[int, str] = {}
     for f in dated:
         if f.rule not in CHAIN_RULES:
             continue
@@ -140,4 +133,7 @@ def link_chain(findings: list[Finding], window_s: float = 120.0) -> None:
                 f"({(g.time - f.time).total_seconds():+.0f} s)"  # type: ignore[operator]
                 for g in near[:5]
             ]
-            f.description += " Related evidence in other logs: " + "; ".join(parts) + "."
+            related[id(f)] = " Related evidence in other logs: " + "; ".join(parts) + "."
+    return [
+        replace(f, description=f.description + related[id(f)]) if id(f) in related else f for f in findings
+    ]

@@ -1,7 +1,8 @@
 """Hunting one file: plain top-level functions over plain data, so a process pool or Dask can run them.
 
-``hunt_file(task)`` takes a dict (the file, its family, the rule sources) and returns a dict of findings,
-coverage and errors. Each worker process loads and compiles the rules once (``load_bundle`` is cached).
+``hunt_file(task)`` takes a ``HuntTask`` (the file, its family, the rule sources) and returns a
+``FileHunt`` (findings without host, errors, coverage, counters). Each worker process loads and
+compiles the rules once (``load_bundle`` is cached).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -19,8 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from exwatch.errors import InputError
-from exwatch.hunt.model import iso_z
-from exwatch.hunt.nextsteps import facts_of
+from exwatch.hunt.model import (
+    Evidence,
+    FileCoverage,
+    FileError,
+    FileHunt,
+    FileStats,
+    Finding,
+    HuntTask,
+    RuleSpec,
+    as_utc,
+)
+from exwatch.hunt.nextsteps import centre_excerpt, facts_of
 from exwatch.hunt.rules.catalog import info_for
 from exwatch.hunt.rules.filerules import path_findings, vdir_config_findings
 from exwatch.hunt.rules.iocs import IocSet, builtin_iocs, load_ioc_file, ua_key
@@ -31,9 +43,11 @@ from exwatch.hunt.rules.sigma_engine import (
     pair_pattern,
     required_literals,
 )
-from exwatch.hunt.sources.evtx import EvtxReport, read_event_xml, read_evtx, source_families
+from exwatch.hunt.sources.evtx import EventRecord, EvtxReport, read_event_xml, read_evtx, source_families
+from exwatch.hunt.sources.files import TEXT_LOG_FAMILIES
 from exwatch.hunt.sources.lines import keyword_text, parse_time, record_time
 from exwatch.hunt.sources.textlog import (
+    CandidateLine,
     LiteralFinder,
     decode_line,
     default_strategy,
@@ -42,9 +56,8 @@ from exwatch.hunt.sources.textlog import (
     sniff_encoding,
     transcode_to_temp,
 )
-from exwatch.logformats import HTTPPROXY_FIELDS, build_record, parse_fields_header
+from exwatch.logformats import ECP_FIELDS, HTTPPROXY_FIELDS, IIS_FIELDS, build_record, parse_fields_header
 
-TEXT_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", "exchange_log")
 EVENT_FAMILIES = (
     "windows",
     "msexchange-management",
@@ -54,27 +67,12 @@ EVENT_FAMILIES = (
     "powershell",
     "windefend",
 )
-DEFAULT_FIELDS = {
-    "iis": [
-        "date",
-        "time",
-        "s-ip",
-        "cs-method",
-        "cs-uri-stem",
-        "cs-uri-query",
-        "s-port",
-        "cs-username",
-        "c-ip",
-        "cs(User-Agent)",
-        "cs(Referer)",
-        "sc-status",
-        "sc-substatus",
-        "sc-win32-status",
-        "time-taken",
-    ],
-    "httpproxy": list(HTTPPROXY_FIELDS),
-    "ecp": ["TimeStamp", "ServerName", "EventId", "EventData"],
-    "ecp_activity": ["TimeStamp", "ServerName", "EventId", "EventData"],
+# The fields of a log that lost its ``#Fields:`` header (each file's own header wins).
+DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
+    "iis": IIS_FIELDS,
+    "httpproxy": HTTPPROXY_FIELDS,
+    "ecp": ECP_FIELDS,
+    "ecp_activity": ECP_FIELDS,
 }
 EXCERPT = 600
 # Documents and rule files that quote web-shell code (a write-up, a YARA file, an IOC list) are not
@@ -304,63 +302,157 @@ def _bundle_cached(
     return bundle
 
 
-def load_bundle(spec: dict[str, Any]) -> Bundle:
+def load_bundle(spec: RuleSpec) -> Bundle:
     """The compiled rules described by ``spec`` (cached per process)."""
     return _bundle_cached(
-        bool(spec.get("builtin", True)),
-        tuple(spec.get("rule_dirs", ())),
-        tuple(spec.get("yara_files", ())),
-        tuple(spec.get("ioc_files", ())),
-        str(spec.get("strategy") or default_strategy()),
+        spec.builtin,
+        tuple(spec.rule_dirs),
+        tuple(spec.yara_files),
+        tuple(spec.ioc_files),
+        spec.strategy or default_strategy(),
     )
 
 
-def _iso(t: datetime | None) -> str | None:
-    return iso_z(t, precise=True)  # the one time form of hunt output, sub-seconds kept for the engine
+def match_at(low: str, rule: SigmaRuleSpec) -> int | None:
+    """Where the matched part of a lower-cased line or event text starts, from the rule's literals: of
+    the first alternative whose literal groups are all in ``low``, the group found furthest in (the part
+    that made the match, beyond what every line of the kind shares). None for a rule without literals."""
+    for alt in rule.alternatives:
+        spots: list[int] = []
+        for group in alt:
+            found = [i for lit in group if (i := low.find(lit)) >= 0]
+            if not found:
+                break
+            spots.append(min(found))
+        else:
+            if spots:
+                return max(spots)
+    return None
 
 
-def _finding(
-    rule_id: str,
-    *,
-    title: str,
-    text: str,
-    confidence: str | None,
-    time: datetime | None,
-    rel: str,
-    line: int | None = None,
-    record: int | None = None,
-    offset: int | None,
-    excerpt: str,
-    why: str = "",
-    facts: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    info = info_for(rule_id, title=title, text=text, level_confidence=confidence or "review")
-    return {
-        "rule": rule_id,
-        "wave": info.wave,
-        "cve": info.cve,
-        "confidence": info.confidence,
-        "time": _iso(time),
-        "title": title or info.meaning,
-        "description": (why + " " if why else "") + info.description,
-        "evidence": {
-            "file": rel,
-            **({"line": line} if line is not None else {}),
-            **({"record": record} if record is not None else {}),
-            "offset": offset,
-            "excerpt": excerpt[:EXCERPT],
-            "sha256": None,
-            **({"facts": facts} if facts else {}),
-        },
-    }
+class _FileOut:
+    """What the hunt of one file gathers: findings (without host), errors, coverage and counters."""
+
+    def __init__(self, task: HuntTask) -> None:
+        self.task = task
+        self.findings: list[Finding] = []
+        self.errors: list[FileError] = []
+        self.coverage: FileCoverage | None = None
+        self.stats = FileStats()
+
+    def error(self, kind: str, message: str) -> None:
+        self.errors.append(FileError(self.task.rel, message, kind))
+
+    def count(self, **counters: Any) -> None:
+        self.stats = replace(self.stats, **counters)
+
+    def add(
+        self,
+        rule_id: str,
+        *,
+        title: str,
+        text: str,
+        confidence: str | None,
+        time: datetime | None,
+        line: int | None = None,
+        record: int | None = None,
+        offset: int | None,
+        excerpt: str,
+        why: str = "",
+        facts: dict[str, str] | None = None,
+        focus: int | None = None,
+    ) -> None:
+        """A finding of ``rule_id`` in this file; ``focus`` is where the matched part starts in
+        ``excerpt`` (the excerpt is centred on it when it lies past the cut)."""
+        info = info_for(rule_id, title=title, text=text, level_confidence=confidence or "review")
+        cut, at = centre_excerpt(excerpt, EXCERPT, focus)
+        self.findings.append(
+            Finding(
+                rule=rule_id,
+                wave=info.wave,
+                cve=info.cve,
+                confidence=info.confidence,
+                time=as_utc(time),
+                title=title or info.meaning,
+                description=(why + " " if why else "") + info.description,
+                host="",
+                evidence=Evidence(
+                    file=self.task.rel,
+                    line=line,
+                    record=record,
+                    offset=offset,
+                    excerpt=cut,
+                    family=self.task.family,
+                    facts=dict(facts) if facts else {},
+                    focus=at,
+                ),
+            )
+        )
+
+    def add_rule(self, rule: SigmaRuleSpec, *, time: datetime | None, excerpt: str, **where: Any) -> None:
+        """A finding of a Sigma rule, its excerpt centred on the rule's literals."""
+        self.add(
+            rule.rule_id,
+            title=rule.title,
+            text=f"{rule.title} {' '.join(rule.tags)}",
+            confidence=rule.meta.get("confidence"),
+            time=time,
+            excerpt=excerpt,
+            focus=match_at(excerpt.lower(), rule),
+            **where,
+        )
+
+    def add_user_ioc(
+        self,
+        hit: tuple[str, str, str],
+        kind: str,
+        value: str,
+        t: datetime | None,
+        *,
+        line: int | None,
+        offset: int | None,
+        excerpt: str,
+    ) -> None:
+        """A finding for the user's own indicator: titled from their file, at the confidence it states."""
+        title, description, confidence = hit
+        what = {"ip": "address", "ua": "User-Agent", "sha256": "SHA256", "path": "path"}[kind]
+        self.add(
+            "ioc.user",
+            title=title,
+            text="",
+            confidence=confidence,
+            time=t,
+            line=line,
+            offset=offset,
+            excerpt=excerpt,
+            why=(description + " " if description else "")
+            + f"Matched {what} {value!r} from your indicator file.",
+            focus=_found(excerpt, value),
+        )
+
+    def result(self, in_window: bool) -> FileHunt:
+        return FileHunt(
+            file=self.task.rel,
+            family=self.task.family,
+            findings=tuple(self.findings),
+            errors=tuple(self.errors),
+            coverage=self.coverage,
+            stats=self.stats,
+            in_window=in_window,
+        )
 
 
-def _in_window(t: datetime | None, since: str | None, until: str | None) -> bool:
+def _found(text: str, value: str) -> int | None:
+    at = text.find(value) if value else -1
+    return at if at >= 0 else None
+
+
+def _in_window(t: datetime | None, since: datetime | None, until: datetime | None) -> bool:
     if t is None:
         return True
-    if since and t < datetime.fromisoformat(since):
+    if since and t < since:
         return False
-    return not (until and t > datetime.fromisoformat(until))
+    return not (until and t > until)
 
 
 def _sha256(path: str) -> str:
@@ -374,74 +466,48 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def hunt_file(task: dict[str, Any]) -> dict[str, Any]:
+def hunt_file(task: HuntTask) -> FileHunt:
     """Hunt one evidence file; never raises for a bad file (the problem comes back in ``errors``)."""
-    family = task["family"]
-    out: dict[str, Any] = {
-        "file": task["rel"],
-        "family": family,
-        "findings": [],
-        "errors": [],
-        "coverage": None,
-        "stats": {},
-    }
+    out = _FileOut(task)
     try:
-        bundle = load_bundle(task["rules"])
-        if family in TEXT_FAMILIES:
+        bundle = load_bundle(task.rules)
+        if task.family in TEXT_LOG_FAMILIES:
             _hunt_text(task, bundle, out)
-        elif family in ("evtx", "evtx_xml"):
+        elif task.family in ("evtx", "evtx_xml"):
             _hunt_events(task, bundle, out)
         else:
             _hunt_plain(task, bundle, out)
     except OSError as exc:
-        out["errors"].append(
-            {
-                "file": task["rel"],
-                "kind": "unreadable",
-                "error": f"cannot read {task['rel']}: {exc.strerror or exc}",
-            }
-        )
+        out.error("unreadable", f"cannot read {task.rel}: {exc.strerror or exc}")
     except (ValueError, RuntimeError, UnicodeError, MemoryError) as exc:
-        out["errors"].append(
-            {
-                "file": task["rel"],
-                "kind": "parse",
-                "error": f"{task['rel']}: {type(exc).__name__}: {str(exc)[:200]}",
-            }
-        )
+        out.error("parse", f"{task.rel}: {type(exc).__name__}: {str(exc)[:200]}")
     except Exception as exc:  # one hostile file must never stop the hunt of the others
-        out["errors"].append(
-            {
-                "file": task["rel"],
-                "kind": "internal",
-                "error": f"{task['rel']}: not fully hunted: {type(exc).__name__}: {str(exc)[:200]}",
-            }
-        )
-    cov = out["coverage"] or {}
-    first = datetime.fromisoformat(cov["first"].replace("Z", "+00:00")) if cov.get("first") else None
-    last = datetime.fromisoformat(cov["last"].replace("Z", "+00:00")) if cov.get("last") else None
-    since, until = task.get("since"), task.get("until")
-    # Whether this log holds evidence inside --since/--until (a host with none is incomplete, not clean).
-    out["in_window"] = not (
-        task.get("coverage_only")
-        or cov.get("records") == 0
-        or (since and last and last < datetime.fromisoformat(since))
-        or (until and first and first > datetime.fromisoformat(until))
-    )
+        out.error("internal", f"{task.rel}: not fully hunted: {type(exc).__name__}: {str(exc)[:200]}")
     try:
-        if out["findings"]:
+        if out.findings:
             try:
-                digest = _sha256(task["path"])
-                for f in out["findings"]:
-                    f["evidence"]["sha256"] = digest
+                digest = _sha256(task.path)
+                out.findings = [replace(f, evidence=replace(f.evidence, sha256=digest)) for f in out.findings]
             except OSError:
                 pass
     finally:
-        if task.get("temp"):
+        if task.temp:
             # An archive member in the hunt's temp dir: its space is given back as soon as it is hunted.
             with contextlib.suppress(OSError):
-                os.unlink(task["path"])
-    return out
+                os.unlink(task.path)
+    return out.result(_holds_window(task, out.coverage))
+
+
+def _holds_window(task: HuntTask, cov: FileCoverage | None) -> bool:
+    """Whether a log holds evidence inside --since/--until (a host with none is incomplete, not clean)."""
+    first = cov.first if cov else None
+    last = cov.last if cov else None
+    return not (
+        task.coverage_only
+        or (cov is not None and cov.records == 0)
+        or (task.since and last and last < task.since)
+        or (task.until and first and first > task.until)
+    )
 
 
 class _Limited:
@@ -477,140 +543,133 @@ def _line_times(lines: list[bytes], most: int = 8) -> list[datetime]:
     return out
 
 
-def _hunt_text(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
-    family = task["family"]
-    rel = task["rel"]
-    path = task["path"]
-    rule_family = "httpproxy" if family == "exchange_log" else family
-    rules = bundle.rules_for(rule_family)
-    finder = bundle.finder_for(rule_family)
-    pick = bundle.rule_picker(rule_family)
-    since, until = task.get("since"), task.get("until")
-    windowed = bool(since or until)
-    tmpdir = None
+def _as_utf8(path: str, out: _FileOut, tmpdirs: list[str]) -> str:
+    """``path``, or a UTF-8 copy of it in a temp dir (added to ``tmpdirs``) for a UTF-16 log."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        fh.seek(0)
+        encoding = sniff_encoding(head)
+        if encoding == "utf-8":
+            return path
+        tmpdirs.append(tempfile.mkdtemp(prefix="exwatch-enc-"))
+        copy = str(transcode_to_temp(fh, encoding, tmpdirs[-1]))
+        out.count(encoding=encoding)
+        return copy
+
+
+def _hunt_text(task: HuntTask, bundle: Bundle, out: _FileOut) -> None:
+    rule_family = "httpproxy" if task.family == "exchange_log" else task.family
+    tmpdirs: list[str] = []
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-            fh.seek(0)
-            encoding = sniff_encoding(head)
-            if encoding != "utf-8":
-                tmpdir = tempfile.mkdtemp(prefix="exwatch-enc-")
-                path = str(transcode_to_temp(fh, encoding, tmpdir))
-                out["stats"]["encoding"] = encoding
+        path = _as_utf8(task.path, out, tmpdirs)
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
             head_lines, tail_lines = first_and_last_lines(fh, size)
             # Logs are written in time order; min and max over both ends also hold when a few lines are not.
             times = _line_times(head_lines) + _line_times(tail_lines[::-1])
-            first = min(times, default=None)
-            last = max(times, default=None)
-            out["coverage"] = {"family": family, "first": _iso(first), "last": _iso(last), "bytes": size}
-            if (not rules and not bundle.iocs.ips and not bundle.iocs.user_agents) or task.get(
-                "coverage_only"
-            ):
+            out.coverage = FileCoverage(
+                task.family, as_utc(min(times, default=None)), as_utc(max(times, default=None)), size
+            )
+            rules = bundle.rules_for(rule_family)
+            if (not rules and not bundle.iocs.ips and not bundle.iocs.user_agents) or task.coverage_only:
                 return
-            fields: list[str] | None = DEFAULT_FIELDS.get(family)
-            header_changes = 0
-            candidates = 0
-            parsed = 0
-            truncated_lines = 0
-            limit = int(task.get("max_file_bytes") or 0)
             stream: Any = fh
+            limit = task.max_file_bytes
             if limit and size > limit:
                 stream = _Limited(fh, limit)
-                out["errors"].append(
-                    {
-                        "file": rel,
-                        "kind": "file_limit",
-                        "error": f"{rel}: {size:,} bytes, larger than the limit of {limit:,} (--max-file-bytes): only the first {limit:,} bytes were hunted",
-                    }
+                out.error(
+                    "file_limit",
+                    f"{task.rel}: {size:,} bytes, larger than the limit of {limit:,} (--max-file-bytes): only the first {limit:,} bytes were hunted",
                 )
-            for cand in iter_candidates(
-                stream,
-                finder,
-                chunk_size=task.get("chunk_size", 16 << 20),
-                max_line=task.get("max_line", 1 << 20),
-            ):
-                text = decode_line(cand.data)
-                if text.startswith("#"):
-                    if text[:8].lower() == "#fields:":
-                        fields = parse_fields_header(text)
-                        header_changes += 1
-                    continue
-                if not text.strip():
-                    continue
-                candidates += 1
-                if cand.truncated:
-                    truncated_lines += 1
-                    out["errors"].append(
-                        {
-                            "file": rel,
-                            "kind": "long_line",
-                            "error": f"{rel}: line {cand.line_no} longer than {task.get('max_line', 1 << 20)} bytes; only its start was parsed",
-                        }
-                    )
-                if fields is None and family != "oabgenerator":
-                    fields = []
-                # Only the rules whose required literals are all on this line can match it; a line
-                # no rule and no indicator can match is not parsed at all.
-                picked, ioc = pick(text.lower())
-                if not picked and not ioc:
-                    continue
-                parsed += 1
-                rec = build_record(family, fields or [], text)
-                # Keywords search the line as written and its decoded values (a published line pattern such as
-                # MSRC's reads the raw line; a value unquoted by the tokenizer reads as the server saw it).
-                # Built only when a picked rule has keywords; the time only for a window or a finding.
-                kw = text + "\n" + keyword_text(rec) if any(r.keywords for r in picked) else text
-                timed = False
-                t = None
-                if windowed:
-                    t, timed = record_time(family, rec, text), True
-                    if not _in_window(t, since, until):
-                        continue
-                line_rules: set[str] = set()
-                for rule in picked:
-                    if rule.rule_id in line_rules:
-                        continue  # two rule files may share an id (variants of one detection)
-                    try:
-                        matched = rule.predicate(rec, kw)
-                    except (KeyError, TypeError, ValueError):
-                        matched = False
-                    if matched:
-                        line_rules.add(rule.rule_id)
-                        if not timed:
-                            t, timed = record_time(family, rec, text), True
-                        out["findings"].append(
-                            _finding(
-                                rule.rule_id,
-                                title=rule.title,
-                                text=f"{rule.title} {' '.join(rule.tags)}",
-                                confidence=rule.meta.get("confidence"),
-                                time=t,
-                                rel=rel,
-                                line=cand.line_no,
-                                offset=cand.offset,
-                                excerpt=text,
-                                facts=facts_of(family, rec),
-                            )
-                        )
-                if ioc:
-                    if not timed:
-                        t, timed = record_time(family, rec, text), True
-                    _context(bundle, rec, family, t, rel, cand.line_no, cand.offset, text, out)
-            out["stats"].update(
-                {
-                    "candidates": candidates,
-                    "parsed": parsed,
-                    "headers": header_changes,
-                    "truncated": truncated_lines,
-                }
-            )
+            _TextScan(task, bundle, rule_family, out).run(stream)
     finally:
-        if tmpdir:
-            import shutil
-
+        for tmpdir in tmpdirs:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class _TextScan:
+    """The candidate lines of one text log (the pre-filter's), each parsed and matched only when a rule
+    or an indicator can match it."""
+
+    def __init__(self, task: HuntTask, bundle: Bundle, rule_family: str, out: _FileOut) -> None:
+        self.task = task
+        self.bundle = bundle
+        self.family = task.family
+        self.finder = bundle.finder_for(rule_family)
+        self.pick = bundle.rule_picker(rule_family)
+        self.out = out
+        self.fields: list[str] | None = (
+            list(DEFAULT_FIELDS[task.family]) if task.family in DEFAULT_FIELDS else None
+        )
+        self.windowed = bool(task.since or task.until)
+        self.headers = self.candidates = self.parsed = self.truncated = 0
+
+    def run(self, stream: Any) -> None:
+        task = self.task
+        for cand in iter_candidates(stream, self.finder, chunk_size=task.chunk_size, max_line=task.max_line):
+            text = decode_line(cand.data)
+            if text.startswith("#"):
+                if text[:8].lower() == "#fields:":
+                    self.fields = parse_fields_header(text)
+                    self.headers += 1
+                continue
+            if not text.strip():
+                continue
+            self.candidates += 1
+            if cand.truncated:
+                self.truncated += 1
+                self.out.error(
+                    "long_line",
+                    f"{task.rel}: line {cand.line_no} longer than {task.max_line} bytes; only its start was parsed",
+                )
+            if self.fields is None and self.family != "oabgenerator":
+                self.fields = []
+            self.line(cand, text)
+        self.out.count(
+            candidates=self.candidates, parsed=self.parsed, headers=self.headers, truncated=self.truncated
+        )
+
+    def line(self, cand: CandidateLine, text: str) -> None:
+        # Only the rules whose required literals are all on this line can match it; a line
+        # no rule and no indicator can match is not parsed at all.
+        picked, ioc = self.pick(text.lower())
+        if not picked and not ioc:
+            return
+        self.parsed += 1
+        family = self.family
+        rec = build_record(family, self.fields or [], text)
+        # Keywords search the line as written and its decoded values (a published line pattern such as
+        # MSRC's reads the raw line; a value unquoted by the tokenizer reads as the server saw it).
+        # Built only when a picked rule has keywords; the time only for a window or a finding.
+        kw = text + "\n" + keyword_text(rec) if any(r.keywords for r in picked) else text
+        t = record_time(family, rec, text) if self.windowed else None
+        if self.windowed and not _in_window(t, self.task.since, self.task.until):
+            return
+        timed = self.windowed
+        line_rules: set[str] = set()
+        for rule in picked:
+            if rule.rule_id in line_rules:
+                continue  # two rule files may share an id (variants of one detection)
+            try:
+                matched = rule.predicate(rec, kw)
+            except (KeyError, TypeError, ValueError):
+                matched = False
+            if matched:
+                line_rules.add(rule.rule_id)
+                if not timed:
+                    t, timed = record_time(family, rec, text), True
+                self.out.add_rule(
+                    rule,
+                    time=t,
+                    line=cand.line_no,
+                    offset=cand.offset,
+                    excerpt=text,
+                    facts=facts_of(family, rec),
+                )
+        if ioc:
+            if not timed:
+                t = record_time(family, rec, text)
+            _context(self.bundle, rec, family, t, cand, text, self.out)
 
 
 def _context(
@@ -618,11 +677,9 @@ def _context(
     rec: dict[str, str],
     family: str,
     t: datetime | None,
-    rel: str,
-    line: int,
-    offset: int,
+    cand: CandidateLine,
     text: str,
-    out: dict[str, Any],
+    out: _FileOut,
 ) -> None:
     if family not in ("httpproxy", "iis"):
         return
@@ -631,80 +688,45 @@ def _context(
     for kind, value in (("ip", ip.strip()), ("ua", ua_key(ua) if ua else "")):
         hit = bundle.iocs.user_hit(kind, value) if value else None
         if hit:
-            out["findings"].append(_user_ioc(hit, kind, value, t, rel, line, offset, text))
+            out.add_user_ioc(hit, kind, value, t, line=cand.line_no, offset=cand.offset, excerpt=text)
     if ip and ip.strip() in bundle.iocs.ips and not bundle.iocs.user_hit("ip", ip.strip()):
-        out["findings"].append(
-            _finding(
-                "context.attacker_ip",
-                title="Published attacker IP address",
-                text="",
-                confidence=None,
-                time=t,
-                rel=rel,
-                line=line,
-                offset=offset,
-                excerpt=text,
-                why=f"Client {ip}: {bundle.iocs.ips[ip.strip()]}.",
-                facts=facts_of(family, rec),
-            )
+        out.add(
+            "context.attacker_ip",
+            title="Published attacker IP address",
+            text="",
+            confidence=None,
+            time=t,
+            why=f"Client {ip}: {bundle.iocs.ips[ip.strip()]}.",
+            facts=facts_of(family, rec),
+            line=cand.line_no,
+            offset=cand.offset,
+            excerpt=text,
+            focus=_found(text, ip.strip()),
         )
     if ua and ua_key(ua) in bundle.iocs.user_agents and not bundle.iocs.user_hit("ua", ua_key(ua)):
-        out["findings"].append(
-            _finding(
-                "context.user_agent",
-                title="User-Agent reported in March 2021 exploitation",
-                text="",
-                confidence=None,
-                time=t,
-                rel=rel,
-                line=line,
-                offset=offset,
-                excerpt=text,
-                why=f"User-Agent {ua!r}.",
-            )
+        out.add(
+            "context.user_agent",
+            title="User-Agent reported in March 2021 exploitation",
+            text="",
+            confidence=None,
+            time=t,
+            why=f"User-Agent {ua!r}.",
+            line=cand.line_no,
+            offset=cand.offset,
+            excerpt=text,
+            focus=_found(text, ua) if _found(text, ua) is not None else _found(text, ua.replace(" ", "+")),
         )
 
 
-def _user_ioc(
-    hit: tuple[str, str, str],
-    kind: str,
-    value: str,
-    t: datetime | None,
-    rel: str,
-    line: int | None,
-    offset: int | None,
-    excerpt: str,
-) -> dict[str, Any]:
-    """A finding for the user's own indicator: titled from their file, at the confidence it states."""
-    title, description, confidence = hit
-    what = {"ip": "address", "ua": "User-Agent", "sha256": "SHA256", "path": "path"}[kind]
-    return _finding(
-        "ioc.user",
-        title=title,
-        text="",
-        confidence=confidence,
-        time=t,
-        rel=rel,
-        line=line,
-        offset=offset,
-        excerpt=excerpt,
-        why=(description + " " if description else "")
-        + f"Matched {what} {value!r} from your indicator file.",
-    )
-
-
-def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
-    rel = task["rel"]
+def _hunt_events(task: HuntTask, bundle: Bundle, out: _FileOut) -> None:
     report = EvtxReport()
     want = bundle.event_filter()
-
-    limit = int(task.get("max_file_bytes") or 0) or None
+    limit = task.max_file_bytes or None
     records = (
-        read_evtx(Path(task["path"]), report, want, limit)
-        if task["family"] == "evtx"
-        else read_event_xml(Path(task["path"]), want, report, limit)
+        read_evtx(Path(task.path), report, want, limit)
+        if task.family == "evtx"
+        else read_event_xml(Path(task.path), want, report, limit)
     )
-    since, until = task.get("since"), task.get("until")
     n = 0
     first: datetime | None = None
     last: datetime | None = None
@@ -716,64 +738,83 @@ def _hunt_events(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> N
             last = rec.time if last is None or rec.time > last else last
         if rec.source:
             channels.add(rec.source)
-        if not rec.parsed:
-            continue
-        if not _in_window(rec.time, since, until):
-            continue
-        low = (rec.text + " " + " ".join(rec.fields.values())).lower()
-        for fam in source_families(rec.fields):
-            for rule in bundle.rule_picker(fam)(low)[0]:
-                try:
-                    matched = rule.predicate(rec.fields, rec.text)
-                except (KeyError, TypeError, ValueError):
-                    matched = False
-                if matched:
-                    out["findings"].append(
-                        _finding(
-                            rule.rule_id,
-                            title=rule.title,
-                            text=f"{rule.title} {' '.join(rule.tags)}",
-                            confidence=rule.meta.get("confidence"),
-                            time=rec.time,
-                            rel=rel,
-                            record=rec.record_id,
-                            offset=rec.offset,
-                            excerpt=f"{rec.fields.get('Provider_Name', '')} {rec.fields.get('EventID', '')}: {rec.text}",
-                            facts=facts_of("event", rec.fields),
-                        )
-                    )
+        if rec.parsed and _in_window(rec.time, task.since, task.until):
+            _match_event(bundle, rec, out)
     # A rule may match in two families (e.g. product windows and process_creation): keep one per record.
-    seen: set[tuple[str, Any]] = set()
+    seen: set[tuple[str, int | None]] = set()
     unique = []
-    for f in out["findings"]:
-        key = (f["rule"], f["evidence"].get("record"))
+    for f in out.findings:
+        key = (f.rule, f.evidence.record)
         if key not in seen:
             seen.add(key)
             unique.append(f)
-    out["findings"] = unique
+    out.findings = unique
     for kind, problem in report.problems():
-        out["errors"].append({"file": rel, "kind": kind, "error": f"{rel}: {problem}"})
-    out["coverage"] = {
-        "family": "evtx",
-        "first": _iso(first),
-        "last": _iso(last),
-        "records": n,
-        "channels": sorted(channels),
-    }
-    out["stats"]["records"] = n
+        out.error(kind, f"{task.rel}: {problem}")
+    out.coverage = FileCoverage(
+        "evtx", as_utc(first), as_utc(last), records=n, channels=tuple(sorted(channels))
+    )
+    out.count(records=n)
 
 
-def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> None:
-    rel = task["rel"]
-    path = task["path"]
-    size = int(task.get("size", 0))
-    mtime = datetime.fromtimestamp(float(task.get("mtime", 0)), UTC)
+def _match_event(bundle: Bundle, rec: EventRecord, out: _FileOut) -> None:
+    low = (rec.text + " " + " ".join(rec.fields.values())).lower()
+    for fam in source_families(rec.fields):
+        for rule in bundle.rule_picker(fam)(low)[0]:
+            try:
+                matched = rule.predicate(rec.fields, rec.text)
+            except (KeyError, TypeError, ValueError):
+                matched = False
+            if matched:
+                out.add_rule(
+                    rule,
+                    time=rec.time,
+                    record=rec.record_id,
+                    offset=rec.offset,
+                    excerpt=f"{rec.fields.get('Provider_Name', '')} {rec.fields.get('EventID', '')}: {rec.text}",
+                    facts=facts_of("event", rec.fields),
+                )
+
+
+def _hunt_plain(task: HuntTask, bundle: Bundle, out: _FileOut) -> None:
+    rel = task.rel
+    mtime = datetime.fromtimestamp(float(task.mtime), UTC)
+    _path_checks(task, bundle, out, mtime)
+    name = rel.lower().rsplit("/", 1)[-1]
+    size = int(task.size)
+    if size <= HASH_MAX and (size <= CONTENT_SCAN_MAX or name.endswith(SCRIPT_EXTENSIONS)):
+        hexd, parts = _read_content(task, out)
+        _hash_checks(bundle, out, mtime, hexd)
+        data = parts[0][1] if parts else b""
+        if data and bundle.yara is not None and not name.endswith(DOCUMENT_EXTENSIONS):
+            _yara_checks(bundle, out, mtime, parts)
+        if name == "applicationhost.config" and data and bundle.builtin:
+            for line, off, excerpt in vdir_config_findings(data.decode("utf-8", "replace")):
+                out.add(
+                    "proxyshell.iis_vdir_config",
+                    title="",
+                    text="",
+                    confidence=None,
+                    time=mtime,
+                    line=line,
+                    offset=off,
+                    excerpt=excerpt,
+                )
+    if not _in_window(mtime, task.since, task.until):
+        # --since/--until select file evidence by modification time, like log evidence by event time.
+        out.findings = []
+    out.coverage = FileCoverage("files", as_utc(mtime), as_utc(mtime), size)
+
+
+def _path_checks(task: HuntTask, bundle: Bundle, out: _FileOut, mtime: datetime) -> None:
+    """The user's path indicators and the built-in path rules (known web-shell names and folders)."""
     from exwatch.hunt.rules.iocs import path_key
 
-    user_path = bundle.iocs.user_hit("path", path_key(rel))
+    rel = task.rel
+    key = path_key(rel)
+    user_path = bundle.iocs.user_hit("path", key)
     if user_path is None:
         # A user's path indicator may be given with its drive and install folders: compare the tails.
-        key = path_key(rel)
         user_path = next(
             (
                 m
@@ -783,137 +824,100 @@ def _hunt_plain(task: dict[str, Any], bundle: Bundle, out: dict[str, Any]) -> No
             None,
         )
     if user_path:
-        out["findings"].append(_user_ioc(user_path, "path", rel, mtime, rel, None, None, rel))
+        out.add_user_ioc(user_path, "path", rel, mtime, line=None, offset=None, excerpt=rel)
     for rule_id, why in path_findings(rel, bundle.iocs) if bundle.builtin else ():
-        out["findings"].append(
-            _finding(
-                rule_id,
-                title="",
-                text="",
-                confidence=None,
-                time=mtime,
-                rel=rel,
-                offset=None,
-                excerpt=rel,
-                why=why.capitalize() + ".",
-            )
+        out.add(
+            rule_id,
+            title="",
+            text="",
+            confidence=None,
+            time=mtime,
+            offset=None,
+            excerpt=rel,
+            why=why.capitalize() + ".",
         )
-    name = rel.lower().rsplit("/", 1)[-1]
-    low_name = name
-    script = low_name.endswith(SCRIPT_EXTENSIONS)
-    if size <= HASH_MAX and (size <= CONTENT_SCAN_MAX or script):
-        digest = hashlib.sha256()
-        data = b""
-        # (offset in the file, bytes) of what the content rules see: all of a small file; the head and
-        # the tail of a large script (a web shell padded past the scan size is still found).
-        parts: list[tuple[int, bytes]] = []
-        with open(path, "rb") as fh:
-            if size <= CONTENT_SCAN_MAX:
-                data = fh.read(CONTENT_SCAN_MAX + 1)
-                digest.update(data)
-                parts = [(0, data)]
-            else:
-                while True:
-                    b = fh.read(4 << 20)
-                    if not b:
-                        break
-                    digest.update(b)
-                # Each end is scanned as if it were the file: web-shell rules judge small files
-                # (filesize conditions), which padding would otherwise defeat.
-                fh.seek(0)
-                data = fh.read(SCRIPT_WINDOW)
-                tail_at = size - SCRIPT_WINDOW
-                fh.seek(tail_at)
-                parts = [(0, data), (tail_at, fh.read(SCRIPT_WINDOW))]
-                out["errors"].append(
-                    {
-                        "file": rel,
-                        "kind": "partial_scan",
-                        "error": f"{rel}: {size:,} bytes, above {CONTENT_SCAN_MAX:,}: the content rules scanned its first and last {SCRIPT_WINDOW:,} bytes, {tail_at - SCRIPT_WINDOW:,} bytes in the middle were not scanned (its name and hash were checked)",
-                    }
-                )
-        hexd = digest.hexdigest()
-        user_hash = bundle.iocs.user_hit("sha256", hexd)
-        if user_hash:
-            out["findings"].append(
-                _user_ioc(user_hash, "sha256", hexd, mtime, rel, None, 0, f"sha256 {hexd}")
-            )
-        elif hexd in bundle.iocs.sha256:
-            out["findings"].append(
-                _finding(
-                    "webshell.known_hash",
-                    title="",
-                    text="",
-                    confidence=None,
-                    time=mtime,
-                    rel=rel,
-                    offset=0,
-                    excerpt=f"sha256 {hexd}",
-                    why=f"SHA256 listed as {bundle.iocs.sha256[hexd]}.",
-                )
-            )
-        if data and bundle.yara is not None and not low_name.endswith(DOCUMENT_EXTENSIONS):
-            import yara_x
 
-            scanner = yara_x.Scanner(bundle.yara)
-            matched: set[str] = set()
-            for base, part in parts:
-                try:
-                    results = scanner.scan(part)
-                except yara_x.ScanError as exc:
-                    out["errors"].append(
-                        {"file": rel, "kind": "yara", "error": f"{rel}: YARA scan failed: {exc}"}
-                    )
-                    continue
-                for m in results.matching_rules:
-                    meta = dict(m.metadata)
-                    rid = str(meta.get("exwatch_id") or f"yara.{m.identifier}")
-                    if rid in matched:
-                        continue
-                    matched.add(rid)
-                    # meta.exwatch_evidence names the patterns whose first match is the evidence line.
-                    anchor = str(meta.get("exwatch_evidence", "$"))
-                    offs = [
-                        match.offset
-                        for p in m.patterns
-                        if p.identifier.startswith(anchor)
-                        for match in p.matches
-                    ]
-                    offs = offs or [match.offset for p in m.patterns for match in p.matches]
-                    off = min(offs) if offs else 0
-                    excerpt = part[off : off + 300].decode("utf-8", "backslashreplace")
-                    out["findings"].append(
-                        _finding(
-                            rid,
-                            title=str(meta.get("description") or m.identifier),
-                            text=f"{m.identifier} {meta.get('description', '')} webshell",
-                            confidence=str(meta.get("exwatch_confidence", "likely")),
-                            time=mtime,
-                            rel=rel,
-                            # Lines are counted in the head only (the middle of a large file is not read).
-                            line=part.count(b"\n", 0, off) + 1 if base == 0 else None,
-                            offset=base + off,
-                            excerpt=excerpt,
-                            why=f"YARA rule {m.identifier} matched.",
-                        )
-                    )
-        if low_name == "applicationhost.config" and data and bundle.builtin:
-            text = data.decode("utf-8", "replace")
-            for line, off, excerpt in vdir_config_findings(text):
-                out["findings"].append(
-                    _finding(
-                        "proxyshell.iis_vdir_config",
-                        title="",
-                        text="",
-                        confidence=None,
-                        time=mtime,
-                        rel=rel,
-                        line=line,
-                        offset=off,
-                        excerpt=excerpt,
-                    )
-                )
-    if not _in_window(mtime, task.get("since"), task.get("until")):
-        # --since/--until select file evidence by modification time, like log evidence by event time.
-        out["findings"] = []
-    out["coverage"] = {"family": "files", "first": _iso(mtime), "last": _iso(mtime), "bytes": size}
+
+def _read_content(task: HuntTask, out: _FileOut) -> tuple[str, list[tuple[int, bytes]]]:
+    """The file's SHA-256 and (offset in the file, bytes) of what the content rules see: all of a small
+    file; the head and the tail of a large script (a web shell padded past the scan size is still found)."""
+    size = int(task.size)
+    digest = hashlib.sha256()
+    with open(task.path, "rb") as fh:
+        if size <= CONTENT_SCAN_MAX:
+            data = fh.read(CONTENT_SCAN_MAX + 1)
+            digest.update(data)
+            return digest.hexdigest(), [(0, data)]
+        while True:
+            b = fh.read(4 << 20)
+            if not b:
+                break
+            digest.update(b)
+        # Each end is scanned as if it were the file: web-shell rules judge small files
+        # (filesize conditions), which padding would otherwise defeat.
+        fh.seek(0)
+        data = fh.read(SCRIPT_WINDOW)
+        tail_at = size - SCRIPT_WINDOW
+        fh.seek(tail_at)
+        parts = [(0, data), (tail_at, fh.read(SCRIPT_WINDOW))]
+    out.error(
+        "partial_scan",
+        f"{task.rel}: {size:,} bytes, above {CONTENT_SCAN_MAX:,}: the content rules scanned its first and last {SCRIPT_WINDOW:,} bytes, {tail_at - SCRIPT_WINDOW:,} bytes in the middle were not scanned (its name and hash were checked)",
+    )
+    return digest.hexdigest(), parts
+
+
+def _hash_checks(bundle: Bundle, out: _FileOut, mtime: datetime, hexd: str) -> None:
+    user_hash = bundle.iocs.user_hit("sha256", hexd)
+    if user_hash:
+        out.add_user_ioc(user_hash, "sha256", hexd, mtime, line=None, offset=0, excerpt=f"sha256 {hexd}")
+    elif hexd in bundle.iocs.sha256:
+        out.add(
+            "webshell.known_hash",
+            title="",
+            text="",
+            confidence=None,
+            time=mtime,
+            offset=0,
+            excerpt=f"sha256 {hexd}",
+            why=f"SHA256 listed as {bundle.iocs.sha256[hexd]}.",
+        )
+
+
+def _yara_checks(bundle: Bundle, out: _FileOut, mtime: datetime, parts: list[tuple[int, bytes]]) -> None:
+    """YARA-X over each scanned part; one finding per rule, at the first match of its evidence patterns."""
+    import yara_x
+
+    scanner = yara_x.Scanner(bundle.yara)
+    matched: set[str] = set()
+    for base, part in parts:
+        try:
+            results = scanner.scan(part)
+        except yara_x.ScanError as exc:
+            out.error("yara", f"{out.task.rel}: YARA scan failed: {exc}")
+            continue
+        for m in results.matching_rules:
+            meta = dict(m.metadata)
+            rid = str(meta.get("exwatch_id") or f"yara.{m.identifier}")
+            if rid in matched:
+                continue
+            matched.add(rid)
+            # meta.exwatch_evidence names the patterns whose first match is the evidence line.
+            anchor = str(meta.get("exwatch_evidence", "$"))
+            offs = [
+                match.offset for p in m.patterns if p.identifier.startswith(anchor) for match in p.matches
+            ]
+            offs = offs or [match.offset for p in m.patterns for match in p.matches]
+            off = min(offs) if offs else 0
+            out.add(
+                rid,
+                title=str(meta.get("description") or m.identifier),
+                text=f"{m.identifier} {meta.get('description', '')} webshell",
+                confidence=str(meta.get("exwatch_confidence", "likely")),
+                time=mtime,
+                # Lines are counted in the head only (the middle of a large file is not read).
+                line=part.count(b"\n", 0, off) + 1 if base == 0 else None,
+                offset=base + off,
+                excerpt=part[off : off + 300].decode("utf-8", "backslashreplace"),
+                why=f"YARA rule {m.identifier} matched.",
+            )

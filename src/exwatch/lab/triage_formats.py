@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
-from exwatch.logformats import HTTPPROXY_FIELDS
+from exwatch.logformats import ECP_FIELDS as ECP_FIELDS  # re-exported for the lab's writers
+from exwatch.logformats import HTTPPROXY_FIELDS, IIS_FIELDS
 
 # Relative locations inside a package (forward slashes; the collected tree mirrors C:\).
 EXCHANGE = "Program Files/Microsoft/Exchange Server/V15"
@@ -47,28 +48,6 @@ HTTPPROXY_PROTOCOLS = (
 # that maps columns by position would get wrong (log_formats.md 2.3: "re-read the mapping if a
 # #Fields: line appears again inside a file"). The shape of the change is ours, not from a sample.
 HTTPPROXY_FIELDS_AFTER_RESTART: tuple[str, ...] = HTTPPROXY_FIELDS[:-2]
-
-# log_formats.md 3 and 4.
-ECP_FIELDS: tuple[str, ...] = ("TimeStamp", "ServerName", "EventId", "EventData")
-
-# log_formats.md 6: the default IIS W3C field set.
-IIS_FIELDS: tuple[str, ...] = (
-    "date",
-    "time",
-    "s-ip",
-    "cs-method",
-    "cs-uri-stem",
-    "cs-uri-query",
-    "s-port",
-    "cs-username",
-    "c-ip",
-    "cs(User-Agent)",
-    "cs(Referer)",
-    "sc-status",
-    "sc-substatus",
-    "sc-win32-status",
-    "time-taken",
-)
 
 # Our choice (log_formats.md 5 has no sample): Exchange-style header, four comma-separated fields.
 OABGEN_FIELDS: tuple[str, ...] = ("DateTime", "ThreadId", "Level", "Message")

@@ -30,6 +30,8 @@ from typing import Any
 from exwatch.hunt.model import ArchiveLimits, FileError
 
 ARCHIVE_SUFFIXES = (".zip", ".7z", ".tar", ".tar.gz", ".tgz", ".gz")
+# The families (``classify``) of text logs: read line by line through the pre-filter.
+TEXT_LOG_FAMILIES = ("httpproxy", "ecp", "ecp_activity", "oabgenerator", "iis", "exchange_log")
 # The engine hunts the files walked so far once their members in the temp dir reach this size or count,
 # so the temp space of hunted members is given back while the walk goes on.
 BATCH_TEMP_BYTES = 256 * 1024**2
