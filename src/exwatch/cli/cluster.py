@@ -11,9 +11,6 @@ import click
 from rich.console import Console
 
 from exwatch.cli.common import (
-    EXIT_FOUND,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
     db_option,
     echo_json,
     format_option,
@@ -265,8 +262,4 @@ def hunt(
         console.print(f"note: {note}", highlight=False)
     for e in result.errors:
         console.print(f"[yellow]warning:[/] {e.error}", markup=True, highlight=False)
-    if result.above_review:
-        raise SystemExit(EXIT_FOUND)
-    if result.errors or result.verdict == "incomplete":
-        raise SystemExit(EXIT_INCOMPLETE)
-    raise SystemExit(EXIT_OK)
+    raise SystemExit(result.exit_code)
