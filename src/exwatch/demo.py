@@ -144,30 +144,70 @@ def _tags(rng: random.Random, index: int, address: str) -> dict[str, str]:
     return {"organisation": f"org{index % 97:02d}", "country": country, "network": network}
 
 
+@dataclass
+class _Plan:
+    """The drawn fleet and the order in which its unprotected servers get protected."""
+
+    specs: list[Any]
+    targets: list[str]
+    classified: list[str]  # the servers the wave applies to (vulnerable, patched or mitigated by build)
+    waiting: list[str]  # still vulnerable, popped from the end as days go by
+    protected_on: dict[str, date]
+
+    @property
+    def by_name(self) -> dict[str, Any]:
+        return {s.name: s for s in self.specs}
+
+
 def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoResult:
     """Run the simulation, the scans and the hunts, and write the report (terminal text via ``echo``)."""
     import time
 
     from exwatch.fleet import open_store
-    from exwatch.hunt import hunt_paths
-    from exwatch.hunt.model import HuntOptions
-    from exwatch.lab import draw_fleet, run_fleet_in_thread, truth
-    from exwatch.lab.triage import write_triage
     from exwatch.report import ReportOptions, build_report
-    from exwatch.report.html import render_html
-    from exwatch.report.stix import bundle_json, findings_bundle
-    from exwatch.report.text import render_table
-    from exwatch.scan.engine import ScanOptions, run_scan
+    from exwatch.report.stix import findings_bundle
 
     started = time.monotonic()
+    days = _check(options)
+    out = options.out
+    db_url = _prepare(out, options.db_url)
+    rng = random.Random(options.seed)
+    echo(SIMULATED_NOTE)
+    plan = _plan(options, days, rng)
+    echo(
+        f"lab fleet: {len(plan.specs):,} servers on {options.base_address} and up, {len(plan.classified):,} "
+        f"exposed to ProxyLogon by build; {len(days)} simulated days from {days[0]} to {days[-1]}"
+    )
+    with open_store(db_url) as store:
+        manifests = _simulate(plan, days, rng, out, db_url, options.seed, echo)
+        hunted, folders = _write_packages(plan, days, rng, options)
+        _hunt(store, folders, plan.by_name, days, echo)
+        report = build_report(store, ReportOptions(wave=WAVE))
+        bundle = findings_bundle(store)
+    html_path, json_path, stix_path = _write_outputs(out, report, bundle, echo)
+    seconds = time.monotonic() - started
+    echo("")
+    echo(SIMULATED_NOTE)
+    echo(f"HTML report: {html_path.resolve()}")
+    echo(f"JSON report: {json_path.resolve()}   STIX findings: {stix_path.resolve()}")
+    echo(f"store: {mask_url(db_url)}   manifests (ground truth per day): {(out / 'manifests').resolve()}")
+    echo(f"demo finished in {seconds:.0f} s")
+    return DemoResult(db_url, report, html_path, json_path, stix_path, manifests, hunted, seconds)
+
+
+def _check(options: DemoOptions) -> list[date]:
+    """The simulated days, sorted; InputError for a fleet too small or no day."""
     if options.servers < 10:
         raise InputError("the demo needs at least 10 servers")
     days = sorted(options.days)
     if not days:
         raise InputError("the demo needs at least one day")
-    out = options.out
+    return days
+
+
+def _prepare(out: Path, db_url: str | None) -> str:
+    """Create the output folder, empty the demo's own parts of it; the store URL (a fresh SQLite file by default)."""
     out.mkdir(parents=True, exist_ok=True)
-    db_url = options.db_url
     if db_url is None:
         db_file = out / "exwatch-demo.db"
         for stale in out.glob("exwatch-demo.db*"):
@@ -176,8 +216,13 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     for sub in ("manifests", "triage"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir()
-    rng = random.Random(options.seed)
-    echo(SIMULATED_NOTE)
+    return db_url
+
+
+def _plan(options: DemoOptions, days: list[date], rng: random.Random) -> _Plan:
+    """Draw the lab fleet, its scan targets (with tags), and which servers wait to be protected."""
+    from exwatch.lab import draw_fleet, truth
+
     specs = draw_fleet(
         options.servers,
         options.seed,
@@ -199,115 +244,158 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     waiting = [n for n in classified if truth(by_name[n])[WAVE] == "vulnerable"]
     rng.shuffle(waiting)
     protected_on: dict[str, date] = {n: days[0] - timedelta(days=1) for n in classified if n not in waiting}
-    echo(
-        f"lab fleet: {len(specs):,} servers on {options.base_address} and up, {len(classified):,} exposed to "
-        f"ProxyLogon by build; {len(days)} simulated days from {days[0]} to {days[-1]}"
-    )
+    return _Plan(specs, targets, classified, waiting, protected_on)
+
+
+def _simulate(
+    plan: _Plan,
+    days: list[date],
+    rng: random.Random,
+    out: Path,
+    db_url: str,
+    seed: int,
+    echo: Callable[[str], None],
+) -> list[Path]:
+    """Each day: protect servers up to the published share, write the day's ground truth, scan the fleet."""
+    import time
+
+    from exwatch.lab import run_fleet_in_thread
+    from exwatch.scan.engine import ScanOptions, run_scan
+
+    by_name = plan.by_name
     manifests: list[Path] = []
-    with open_store(db_url) as store:
-        with run_fleet_in_thread(specs) as fleet:
-            for day in days:
-                target = math.ceil(published_share(day) * len(classified))
-                mitigate_share = 0.5 if day >= DEFENDER_MITIGATION else 0.15
-                while len(protected_on) < target and waiting:
-                    name = waiting.pop()
-                    spec = by_name[name]
-                    fixed = None if rng.random() < mitigate_share else _patched_build(spec.build or "")
-                    if fixed is not None:
-                        fleet.update(name, build=fixed)
-                    else:
-                        fleet.update(name, mitigations=sorted({*spec.mitigations, WAVE}))
-                    protected_on[name] = day
-                manifest = fleet.manifest()
-                path = out / "manifests" / f"{day.isoformat()}.json"
-                path.write_text(json.dumps({"day": day.isoformat(), **manifest}, indent=1), encoding="utf-8")
-                manifests.append(path)
-                when = datetime(day.year, day.month, day.day, SCAN_HOUR, tzinfo=UTC)
-                t0 = time.monotonic()
-                summary = run_scan(
-                    targets,
-                    ScanOptions(probe=True, concurrency=256, per_host=0, timeout=5.0, seed=options.seed),
-                    db_url,
-                    scan_time=when,
-                )
-                counts: dict[str, int] = dict(summary.waves.get(WAVE, {}))
-                prot = counts.get("patched", 0) + counts.get("mitigated", 0)
-                cls = prot + counts.get("vulnerable", 0)
-                echo(
-                    f"{day}: scanned {summary.scanned:,} targets in {time.monotonic() - t0:.1f} s: "
-                    f"{prot / cls:.1%} of {cls:,} patched or mitigated "
-                    f"(published curve {published_share(day):.1%})"
-                )
-        # Hunts: servers that stayed exposed longest were compromised before they were protected;
-        # a few early-patched ones are hunted too and are clean.
-        # Compromised: servers protected late in the period or never; attacked in early March.
-        late = [
-            n
-            for n in classified
-            if n in waiting or protected_on.get(n, days[0]) >= days[min(2, len(days) - 1)]
-        ]
-        rng.shuffle(late)
-        n_hunts = min(options.hunts, len(classified))
-        n_bad = max(1, (n_hunts * 3) // 4)
-        compromised = late[:n_bad]
-        early = [n for n in classified if protected_on.get(n, date.max) < days[0]]
-        clean = (early or [n for n in classified if n not in compromised])[: n_hunts - len(compromised)]
-        hunted: dict[str, str] = {}
-        folders = []
-        for i, (name, when) in enumerate(zip(compromised, attack_times(len(compromised)), strict=True)):
-            folder = out / "triage" / name
-            write_triage(
-                folder,
-                seed=options.seed + i,
-                size=options.triage_size,
-                scenarios=(WAVE,),
-                host=name.upper(),
-                start=when - timedelta(hours=12),
-                days=2,
-                attack_time=when,
+    with run_fleet_in_thread(plan.specs) as fleet:
+        for day in days:
+            target = math.ceil(published_share(day) * len(plan.classified))
+            mitigate_share = 0.5 if day >= DEFENDER_MITIGATION else 0.15
+            while len(plan.protected_on) < target and plan.waiting:
+                name = plan.waiting.pop()
+                spec = by_name[name]
+                fixed = None if rng.random() < mitigate_share else _patched_build(spec.build or "")
+                if fixed is not None:
+                    fleet.update(name, build=fixed)
+                else:
+                    fleet.update(name, mitigations=sorted({*spec.mitigations, WAVE}))
+                plan.protected_on[name] = day
+            manifest = fleet.manifest()
+            path = out / "manifests" / f"{day.isoformat()}.json"
+            path.write_text(json.dumps({"day": day.isoformat(), **manifest}, indent=1), encoding="utf-8")
+            manifests.append(path)
+            when = datetime(day.year, day.month, day.day, SCAN_HOUR, tzinfo=UTC)
+            t0 = time.monotonic()
+            summary = run_scan(
+                plan.targets,
+                ScanOptions(probe=True, concurrency=256, per_host=0, timeout=5.0, seed=seed),
+                db_url,
+                scan_time=when,
             )
-            hunted[name] = "compromised"
-            folders.append(folder)
-        for i, name in enumerate(clean):
-            folder = out / "triage" / name
-            write_triage(
-                folder,
-                seed=options.seed + 1000 + i,
-                size=options.triage_size,
-                scenarios=("lookalikes",),
-                host=name.upper(),
-                start=ATTACK_START,
-                days=2,
+            counts: dict[str, int] = dict(summary.waves.get(WAVE, {}))
+            prot = counts.get("patched", 0) + counts.get("mitigated", 0)
+            cls = prot + counts.get("vulnerable", 0)
+            echo(
+                f"{day}: scanned {summary.scanned:,} targets in {time.monotonic() - t0:.1f} s: "
+                f"{prot / cls:.1%} of {cls:,} patched or mitigated "
+                f"(published curve {published_share(day):.1%})"
             )
-            hunted[name] = "clean"
-            folders.append(folder)
-        result = hunt_paths(folders, HuntOptions(jobs=1))
-        doc = result.to_dict()
-        hunt_time = datetime(days[-1].year, days[-1].month, days[-1].day, SCAN_HOUR + 3, tzinfo=UTC)
-        for host in doc["hosts"]:
-            name = host["host"]
-            findings = [f for f in doc["findings"] if f.get("host") == name]
-            errors = (
-                [e for e in doc["errors"] if str(e.get("file", "")).startswith(name)] if doc["errors"] else []
-            )
-            store.add_hunt(
-                by_name[name].address,
-                verdict=host["verdict"],
-                coverage=host.get("coverage") or {},
-                findings=findings,
-                started_at=hunt_time,
-                errors=errors,
-            )
-        echo(
-            f"hunted {len(folders)} triage packages: "
-            + ", ".join(
-                f"{h['verdict']} {sum(1 for x in doc['hosts'] if x['verdict'] == h['verdict'])}"
-                for h in {x["verdict"]: x for x in doc["hosts"]}.values()
-            )
-            + f"; {len(doc['findings']):,} findings"
+    return manifests
+
+
+def _write_packages(
+    plan: _Plan, days: list[date], rng: random.Random, options: DemoOptions
+) -> tuple[dict[str, str], list[Path]]:
+    """Triage packages to hunt: compromised servers, and a few clean early-patched ones.
+
+    Servers that stayed exposed longest (protected late in the period or never) were compromised before
+    they were protected, attacked in early March; a few early-patched ones are hunted too and are clean.
+    """
+    from exwatch.lab import write_triage
+
+    classified, protected_on, out = plan.classified, plan.protected_on, options.out
+    late = [
+        n
+        for n in classified
+        if n in plan.waiting or protected_on.get(n, days[0]) >= days[min(2, len(days) - 1)]
+    ]
+    rng.shuffle(late)
+    n_hunts = min(options.hunts, len(classified))
+    n_bad = max(1, (n_hunts * 3) // 4)
+    compromised = late[:n_bad]
+    early = [n for n in classified if protected_on.get(n, date.max) < days[0]]
+    clean = (early or [n for n in classified if n not in compromised])[: n_hunts - len(compromised)]
+    hunted: dict[str, str] = {}
+    folders = []
+    for i, (name, when) in enumerate(zip(compromised, attack_times(len(compromised)), strict=True)):
+        folder = out / "triage" / name
+        write_triage(
+            folder,
+            seed=options.seed + i,
+            size=options.triage_size,
+            scenarios=(WAVE,),
+            host=name.upper(),
+            start=when - timedelta(hours=12),
+            days=2,
+            attack_time=when,
         )
-        report = build_report(store, ReportOptions(wave=WAVE))
-        bundle = findings_bundle(store)
+        hunted[name] = "compromised"
+        folders.append(folder)
+    for i, name in enumerate(clean):
+        folder = out / "triage" / name
+        write_triage(
+            folder,
+            seed=options.seed + 1000 + i,
+            size=options.triage_size,
+            scenarios=("lookalikes",),
+            host=name.upper(),
+            start=ATTACK_START,
+            days=2,
+        )
+        hunted[name] = "clean"
+        folders.append(folder)
+    return hunted, folders
+
+
+def _hunt(
+    store: Any, folders: list[Path], by_name: dict[str, Any], days: list[date], echo: Callable[[str], None]
+) -> None:
+    """Hunt the packages and store each host's hunt against its lab server's address."""
+    from exwatch.hunt import hunt_paths
+    from exwatch.hunt.model import HuntOptions
+
+    result = hunt_paths(folders, HuntOptions(jobs=1))
+    doc = result.to_dict()
+    hunt_time = datetime(days[-1].year, days[-1].month, days[-1].day, SCAN_HOUR + 3, tzinfo=UTC)
+    for host in doc["hosts"]:
+        name = host["host"]
+        findings = [f for f in doc["findings"] if f.get("host") == name]
+        errors = (
+            [e for e in doc["errors"] if str(e.get("file", "")).startswith(name)] if doc["errors"] else []
+        )
+        store.add_hunt(
+            by_name[name].address,
+            verdict=host["verdict"],
+            coverage=host.get("coverage") or {},
+            findings=findings,
+            started_at=hunt_time,
+            errors=errors,
+        )
+    echo(
+        f"hunted {len(folders)} triage packages: "
+        + ", ".join(
+            f"{h['verdict']} {sum(1 for x in doc['hosts'] if x['verdict'] == h['verdict'])}"
+            for h in {x["verdict"]: x for x in doc["hosts"]}.values()
+        )
+        + f"; {len(doc['findings']):,} findings"
+    )
+
+
+def _write_outputs(
+    out: Path, report: Any, bundle: Any, echo: Callable[[str], None]
+) -> tuple[Path, Path, Path]:
+    """Print the report with the published points beside it; write the HTML, JSON and STIX files."""
+    from exwatch.report.html import render_html
+    from exwatch.report.stix import bundle_json
+    from exwatch.report.text import render_table
+
     echo("")
     echo(render_table(report))
     for day, share, what in PUBLISHED:
@@ -322,11 +410,4 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     stix_path = out / "findings.stix.json"
     stix_path.write_text(bundle_json(bundle), encoding="utf-8")
-    seconds = time.monotonic() - started
-    echo("")
-    echo(SIMULATED_NOTE)
-    echo(f"HTML report: {html_path.resolve()}")
-    echo(f"JSON report: {json_path.resolve()}   STIX findings: {stix_path.resolve()}")
-    echo(f"store: {mask_url(db_url)}   manifests (ground truth per day): {(out / 'manifests').resolve()}")
-    echo(f"demo finished in {seconds:.0f} s")
-    return DemoResult(db_url, report, html_path, json_path, stix_path, manifests, hunted, seconds)
+    return html_path, json_path, stix_path

@@ -298,7 +298,7 @@ def test_child_configs_clear_and_remove(copy_config, tmp_path: Path) -> None:  #
     result = check(path, exchange_path=clearing)
     assert {w.state for w in result.waves.values()} == {"not_mitigated"}
     assert "Revert to Parent" in result.waves["proxylogon"].reason
-    assert result.waves["proxylogon"].overrides[0]["kind"] == "clear"
+    assert result.waves["proxylogon"].overrides[0].kind == "clear"
 
     removing = _exchange_tree(
         tmp_path / "removing",
@@ -307,7 +307,7 @@ def test_child_configs_clear_and_remove(copy_config, tmp_path: Path) -> None:  #
     result = check(path, exchange_path=removing)
     assert result.waves["proxylogon"].state == "mitigated"
     assert result.waves["proxynotshell"].state == "not_mitigated"
-    assert result.waves["proxynotshell"].overrides == [
+    assert [o.to_dict() for o in result.waves["proxynotshell"].overrides] == [
         {
             "file": str(removing / "FrontEnd/HttpProxy/ecp/sub/web.config"),
             "kind": "remove",

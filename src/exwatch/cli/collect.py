@@ -84,7 +84,7 @@ def script_cmd(out: Path | None, since: str | None, max_bytes_text: str | None) 
 
     Run it on the server as Administrator: powershell -ExecutionPolicy Bypass -File collect.ps1
     """
-    from exwatch.collect.script import generate
+    from exwatch.collect import generate
 
     text = generate(since=_since(since), max_bytes=_max_bytes(max_bytes_text))
     if out is None:
@@ -104,7 +104,7 @@ def verify_cmd(zip_path: Path, fmt: str) -> None:
 
     Exit codes: 0 intact; 2 tampered, incomplete or malformed (one line names the first bad member).
     """
-    from exwatch.collect.manifest import verify
+    from exwatch.collect import verify
 
     m = verify(zip_path)
     summary = {
@@ -151,7 +151,7 @@ def tree_cmd(
     max_bytes_text: str | None,
 ) -> None:
     """Collect from a mounted system drive (a disk image) with the same rules as the script."""
-    from exwatch.collect.reference import collect_tree
+    from exwatch.collect import collect_tree
 
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")

@@ -13,15 +13,17 @@ import click
 
 from exwatch.cli.common import stderr_console
 from exwatch.errors import InputError
-from exwatch.lab.draw import (
+from exwatch.lab import (
     DEFAULT_EXCHANGE_VARIANTS,
     DEFAULT_OTHER_SHARE,
     DEFAULT_OTHER_VARIANTS,
+    VARIANTS,
+    LabFleet,
+    ServerSpec,
     draw_fleet,
+    load_specs,
+    mitigation_web_config,
 )
-from exwatch.lab.fleet import LabFleet
-from exwatch.lab.rewrite import mitigation_web_config
-from exwatch.lab.spec import VARIANTS, ServerSpec, load_specs
 
 
 def _shares(values: tuple[str, ...]) -> dict[str, float]:

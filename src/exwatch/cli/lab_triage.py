@@ -11,7 +11,7 @@ import click
 
 from exwatch.cli.common import echo_json, format_option, parse_time, stderr_console
 from exwatch.errors import InputError
-from exwatch.lab.triage import SCENARIOS, write_triage
+from exwatch.lab import SCENARIOS, write_triage
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 

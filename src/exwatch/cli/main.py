@@ -59,7 +59,40 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _as_store_error(exc: Exception) -> ExwatchError | None:
+    """A database error from SQLAlchemy (a damaged or locked store) as a one-line StoreError.
+
+    Checked without importing SQLAlchemy: a command that never loaded it cannot have raised it."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    from exwatch.fleet.database import damaged
+
+    return damaged(None, exc)
+
+
+class RootGroup(LazyGroup):
+    """The root group: the error boundary around every command.
+
+    click's standalone mode turns an exception into a traceback; here an ``ExwatchError`` (or a
+    damaged store's database error) becomes one line ``exwatch: error: ...`` on stderr and the
+    error's exit code instead."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ExwatchError as exc:
+            click.echo(f"exwatch: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except Exception as exc:
+            error = _as_store_error(exc)
+            if error is None:
+                raise
+            click.echo(f"exwatch: error: {error}", err=True)
+            ctx.exit(error.exit_code)
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="exwatch")
 @click.option(
     "--db",
@@ -82,18 +115,6 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int, quiet: bool) -> No
     ctx.obj["verbosity"] = -1 if quiet else verbose
 
 
-def _as_store_error(exc: Exception) -> ExwatchError | None:
-    """A database error from SQLAlchemy (a damaged or locked store) as a one-line StoreError.
-
-    Checked without importing SQLAlchemy: a command that never loaded it cannot have raised it."""
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
-        return None
-    from exwatch.fleet.database import damaged
-
-    return damaged(None, exc)
-
-
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; known errors become one line on stderr and their exit code, never a traceback."""
     try:
@@ -107,24 +128,3 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.echo(f"exwatch: error: {error}", err=True)
         sys.exit(error.exit_code)
-
-
-# click's standalone mode turns exceptions into tracebacks; map ours to one line first.
-_original_invoke = cli.invoke
-
-
-def _invoke(ctx: click.Context) -> Any:
-    try:
-        return _original_invoke(ctx)
-    except ExwatchError as exc:
-        click.echo(f"exwatch: error: {exc}", err=True)
-        ctx.exit(exc.exit_code)
-    except Exception as exc:
-        error = _as_store_error(exc)
-        if error is None:
-            raise
-        click.echo(f"exwatch: error: {error}", err=True)
-        ctx.exit(error.exit_code)
-
-
-cli.invoke = _invoke  # type: ignore[method-assign]

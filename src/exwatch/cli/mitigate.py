@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -20,9 +20,12 @@ from exwatch.cli.common import (
     stderr_console,
 )
 from exwatch.config import ENV_DB, default_db_url
-from exwatch.mitigate.files import DEFAULT_MAX_CONFIG_KB
+from exwatch.mitigate import DEFAULT_MAX_CONFIG_KB, MITIGATED_WAVES
 
-WAVE_CHOICES = click.Choice(["proxylogon", "proxynotshell", "all"], case_sensitive=False)
+if TYPE_CHECKING:
+    from exwatch.mitigate import BuildFix
+
+WAVE_CHOICES = click.Choice([*MITIGATED_WAVES, "all"], case_sensitive=False)
 
 wave_option = click.option(
     "--wave", default="all", show_default=True, type=WAVE_CHOICES, help="Which wave's rules."
@@ -58,15 +61,13 @@ def mitigate() -> None:
     """
 
 
-def _fix_line(wave: str, fix: dict[str, Any] | None) -> str | None:
+def _fix_line(wave: str, fix: BuildFix | None) -> str | None:
     """One line naming the update that fixes ``wave`` for the known build."""
     if not fix:
         return None
-    if fix.get("state") == "patched":
-        return (
-            f"{wave}: build {fix.get('build')} is patched; the rules are no longer needed (mitigate rollback)"
-        )
-    return f"{wave}: build {fix.get('build')} is {fix.get('state')}: {fix.get('text')}"
+    if fix.state == "patched":
+        return f"{wave}: build {fix.build} is patched; the rules are no longer needed (mitigate rollback)"
+    return f"{wave}: build {fix.build} is {fix.state}: {fix.text}"
 
 
 @mitigate.command("check")
@@ -107,7 +108,7 @@ def check_cmd(
         for wave_id, wc in result.waves.items():
             out.print(f"{wave_id}: {wc.state} ({wc.reason})")
             for o in wc.overrides:
-                out.print(f"  {o['file']}: {o['kind']} {', '.join(o['names'])}")
+                out.print(f"  {o.file}: {o.kind} {', '.join(o.names)}")
             line = _fix_line(wave_id, wc.fix)
             if line:
                 out.print(f"  {line}")
@@ -240,14 +241,14 @@ def verify_cmd(
         table.add_column("reason", overflow="fold")
         for tr in result.results:
             for wave_id, w in tr.waves.items():
-                reason = w["reason"]
-                if not w["validated"] and "unvalidated" not in reason:
+                reason = w.reason
+                if not w.validated and "unvalidated" not in reason:
                     reason += " (unvalidated probe)"
-                table.add_row(tr.target.text, wave_id, w["result"], w["state"], reason)
+                table.add_row(tr.target.text, wave_id, w.result, w.state, reason)
         out.print(table)
         for tr in result.results:
             for wave_id, w in tr.waves.items():
-                line = _fix_line(wave_id, w["fix"])
+                line = _fix_line(wave_id, w.fix)
                 if line:
                     out.print(f"{tr.target.text} {line}")
     if result.scan_id is not None:

@@ -18,8 +18,7 @@ from exwatch.cli.scan import scan as scan_command
 from exwatch.errors import InputError
 from exwatch.scan.engine import ScanOptions
 from exwatch.scan.targets import parse_ports
-from exwatch.watch.model import Alert, parse_duration
-from exwatch.watch.runner import RoundResult, WatchConfig, Watcher
+from exwatch.watch import Alert, RoundResult, WatchConfig, Watcher, parse_duration
 
 # The scan options are taken over from ``exwatch scan`` itself (one definition); these make no sense
 # for a watch: a watch always stores, always scans now, prints alerts rather than hosts.

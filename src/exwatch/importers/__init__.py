@@ -10,4 +10,7 @@ from __future__ import annotations
 
 from exwatch.importers.base import ImportResult, import_file
 
-__all__ = ["ImportResult", "import_file"]
+__all__ = [
+    "ImportResult",
+    "import_file",
+]

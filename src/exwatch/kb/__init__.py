@@ -23,24 +23,25 @@ from exwatch.kb._verdict import CveVerdict, Fix, State, Verdict, WaveVerdict
 from exwatch.kb._waves import Cve, Wave, shipped_waves
 
 __all__ = [
-    "PRODUCTS",
-    "WAVES",
     "Build",
     "CatalogueEntry",
     "Cve",
     "CveVerdict",
     "Fix",
     "KnowledgeBase",
+    "PRODUCTS",
     "State",
     "UpdateResult",
     "Verdict",
+    "WAVES",
+    "WAVE_IDS",
     "Wave",
     "WaveVerdict",
     "builds_for_cu",
     "catalogue",
     "cu_name",
-    "cve",
     "current",
+    "cve",
     "import_ms_list",
     "imported_meta",
     "imported_path",
@@ -55,6 +56,8 @@ _WAVE_DATA = shipped_waves()
 
 #: The waves known to exwatch, in order: ProxyLogon, ProxyShell, ProxyNotShell.
 WAVES: tuple[Wave, ...] = _WAVE_DATA.waves
+#: Their ids, in the same order: every wave list elsewhere in exwatch comes from here.
+WAVE_IDS: tuple[str, ...] = tuple(w.id for w in WAVES)
 _WAVES_BY_ID = {w.id: w for w in WAVES}
 
 

@@ -371,38 +371,57 @@ class Engine:
                 State.UNKNOWN,
                 f"the catalogue holds no {cve.fixed_by} build for {product}: {{cves}} unknown",
             )
-        newest = su.newest
-        newest_cu = self.catalogue.cus[newest.build.cu_key]
         own = su.by_cu.get(b.cu_key)
-        later = newest.build.cu_key
         if own is not None:
-            if b.cu_only:
-                return CveVerdict(
-                    cve.id,
-                    State.UNKNOWN,
-                    f"only the CU is known and {self.cu_label(info)} received the {title}: {{cves}} patched "
-                    f"at {own.build} or later, vulnerable below it",
-                    own.build,
-                    cve.fixed_by,
-                    later,
-                )
-            if b.sort_key >= own.build.sort_key:
-                return CveVerdict(
-                    cve.id,
-                    State.PATCHED,
-                    f"has the {cve.fixed_by} ({own.build} or later), which fixes {{cves}}",
-                    own.build,
-                    cve.fixed_by,
-                    later,
-                )
+            return self._cve_own_cu(b, info, cve, own, su.newest.build.cu_key, title)
+        return self._cve_other_cu(b, product, info, cve, su)
+
+    def _cve_own_cu(
+        self,
+        b: Build,
+        info: CuInfo | None,
+        cve: Cve,
+        own: CatalogueEntry,
+        later: tuple[int, int, int],
+        title: str,
+    ) -> CveVerdict:
+        """The build's own CU received the fixing update (as ``own``): patched from that build on."""
+        if b.cu_only:
             return CveVerdict(
                 cve.id,
-                State.VULNERABLE,
-                f"lacks the {title}, installed on {self.cu_label(info)} as {own.build}: {{cves}} open",
+                State.UNKNOWN,
+                f"only the CU is known and {self.cu_label(info)} received the {title}: {{cves}} patched "
+                f"at {own.build} or later, vulnerable below it",
                 own.build,
                 cve.fixed_by,
                 later,
             )
+        if b.sort_key >= own.build.sort_key:
+            return CveVerdict(
+                cve.id,
+                State.PATCHED,
+                f"has the {cve.fixed_by} ({own.build} or later), which fixes {{cves}}",
+                own.build,
+                cve.fixed_by,
+                later,
+            )
+        return CveVerdict(
+            cve.id,
+            State.VULNERABLE,
+            f"lacks the {title}, installed on {self.cu_label(info)} as {own.build}: {{cves}} open",
+            own.build,
+            cve.fixed_by,
+            later,
+        )
+
+    def _cve_other_cu(
+        self, b: Build, product: str, info: CuInfo | None, cve: Cve, su: _SuIndex
+    ) -> CveVerdict:
+        """The build's CU never received the fixing update: open below the newest CU that did, else fixed
+        by a later CU (or unknown for an unpublished CU between the two)."""
+        newest = su.newest
+        newest_cu = self.catalogue.cus[newest.build.cu_key]
+        later = newest.build.cu_key
         if b.cu_key < newest.build.cu_key:
             if info is not None:
                 clause = (

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from exwatch.errors import ConfigError
+from exwatch.kb import WAVE_IDS
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ def mitigation_web_config(mitigations: list[str] | tuple[str, ...]) -> str:
         "    <rewrite>",
         "      <rules>",
     ]
-    for wave in ("proxylogon", "proxyshell", "proxynotshell"):
+    for wave in WAVE_IDS:
         if wave not in mitigations:
             continue
         for name, cond_input, pattern, stop in MITIGATION_RULES[wave]:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from exwatch.errors import InputError
+from exwatch.kb import WAVE_IDS
 from exwatch.lab._catalogue import canonical, product_of
 
-WAVES = ("proxylogon", "proxyshell", "proxynotshell")
+WAVES: tuple[str, ...] = WAVE_IDS  # what a server can be vulnerable to or mitigated for
 
 # Exchange servers: how the front end answers besides its build and mitigations.
 EXCHANGE_VARIANTS: dict[str, str] = {

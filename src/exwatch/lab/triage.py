@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from exwatch.errors import InputError
+from exwatch.kb import WAVE_IDS
 from exwatch.lab import triage_traffic as traffic
 from exwatch.lab.triage_formats import (
     ECP_FIELDS,
@@ -244,6 +245,10 @@ def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[di
 # --- the plan --------------------------------------------------------------------------------------
 
 
+# What ``all`` plants, in planting order: every wave of the knowledge base, then the lookalikes.
+_PLANTED: tuple[str, ...] = (*WAVE_IDS, "lookalikes")
+
+
 def _expand(scenarios: Sequence[str]) -> list[str]:
     chosen: list[str] = []
     for s in scenarios:
@@ -251,12 +256,12 @@ def _expand(scenarios: Sequence[str]) -> list[str]:
         if name not in SCENARIOS:
             raise InputError(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
         if name == "all":
-            chosen.extend(["proxylogon", "proxyshell", "proxynotshell", "lookalikes"])
+            chosen.extend(_PLANTED)
         elif name != "clean":
             chosen.append(name)
     if "clean" in [s.strip().lower() for s in scenarios] and chosen:
         raise InputError("scenario 'clean' cannot be combined with others")
-    return sorted(set(chosen), key=["proxylogon", "proxyshell", "proxynotshell", "lookalikes"].index)
+    return sorted(set(chosen), key=_PLANTED.index)
 
 
 def _hours(start: datetime, end: datetime) -> list[datetime]:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exwatch.errors import InputError
-from exwatch.mitigate.operations import TEMPORARY_NOTE, fix_for
+from exwatch.mitigate.operations import TEMPORARY_NOTE, BuildFix, fix_for
 from exwatch.mitigate.rules import waves_for
 from exwatch.scan.engine import probe_host
 
@@ -70,23 +70,45 @@ def judge_with_build(outcome: str, reason: str, kb_state: str | None) -> tuple[s
     return state, reason
 
 
+@dataclass(frozen=True)
+class WaveProbe:
+    """One wave's verification on one target: the probe's outcome and the state judged with the build."""
+
+    result: str  # the probe outcome: mitigated, patched, vulnerable, inconclusive ...
+    state: str
+    reason: str
+    probe_reason: str
+    validated: bool
+    fix: BuildFix | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "result": self.result,
+            "state": self.state,
+            "reason": self.reason,
+            "probe_reason": self.probe_reason,
+            "validated": self.validated,
+            "fix": self.fix.to_dict() if self.fix else None,
+        }
+
+
 @dataclass
 class TargetResult:
     """The verification of one target."""
 
     target: Target
-    waves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    waves: dict[str, WaveProbe] = field(default_factory=dict)
     build: str | None = None
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def status(self) -> str:
-        outcomes = [w["result"] for w in self.waves.values()]
+        outcomes = [w.result for w in self.waves.values()]
         if outcomes and all(o == "inconclusive" for o in outcomes):
             return "unreachable"
         return "exchange"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "target": self.target.text,
             "address": self.target.address,
@@ -94,13 +116,13 @@ class TargetResult:
             "scheme": self.target.scheme,
             "status": self.status,
             "build": self.build,
-            "waves": self.waves,
+            "waves": {w: v.to_dict() for w, v in self.waves.items()},
             "time": self.time.isoformat(),
         }
 
     def observation(self, run_key: str) -> dict[str, Any]:
         """The record the store takes, shaped like a scan observation (CONTRACTS.md)."""
-        errors = [w["reason"] for w in self.waves.values() if w["result"] == "inconclusive"]
+        errors = [w.reason for w in self.waves.values() if w.result == "inconclusive"]
         return {
             "target": self.target.text,
             "address": self.target.address,
@@ -111,11 +133,11 @@ class TargetResult:
             "build_source": "user" if self.build else None,
             "cu_only": False,
             "probes": {
-                w: {"outcome": v["result"], "reason": v["probe_reason"], "validated": v["validated"]}
+                w: {"outcome": v.result, "reason": v.probe_reason, "validated": v.validated}
                 for w, v in self.waves.items()
             },
             "waves": {
-                w: {"state": v["state"], "reason": v["reason"], "fix": v["fix"]}
+                w: {"state": v.state, "reason": v.reason, "fix": v.fix.to_dict() if v.fix else None}
                 for w, v in self.waves.items()
             },
             "name": None,
@@ -136,13 +158,13 @@ class VerifyResult:
 
     @property
     def vulnerable(self) -> bool:
-        return any(w["state"] == "vulnerable" for r in self.results for w in r.waves.values())
+        return any(w.state == "vulnerable" for r in self.results for w in r.waves.values())
 
     @property
     def incomplete(self) -> bool:
-        return any(w["result"] == "inconclusive" for r in self.results for w in r.waves.values())
+        return any(w.result == "inconclusive" for r in self.results for w in r.waves.values())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "targets": [r.to_dict() for r in self.results],
             "scan_id": self.scan_id,
@@ -192,18 +214,11 @@ def verify(
     results: list[TargetResult] = []
     for target, per_wave in zip(parsed, outcomes, strict=True):
         first_fix = fixes[wave_ids[0]]
-        res = TargetResult(target=target, build=str(first_fix["build"]) if first_fix else build)
+        res = TargetResult(target=target, build=first_fix.build if first_fix else build)
         for wave_id, (outcome, reason, validated) in zip(wave_ids, per_wave, strict=True):
             fix = fixes[wave_id]
-            state, why = judge_with_build(outcome, reason, fix["state"] if fix else None)
-            res.waves[wave_id] = {
-                "result": outcome,
-                "state": state,
-                "reason": why,
-                "probe_reason": reason,
-                "validated": validated,
-                "fix": fix,
-            }
+            state, why = judge_with_build(outcome, reason, fix.state if fix else None)
+            res.waves[wave_id] = WaveProbe(outcome, state, why, reason, validated, fix)
         results.append(res)
     result = VerifyResult(results)
     if store_url:

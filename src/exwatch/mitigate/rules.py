@@ -8,9 +8,7 @@ from functools import cache
 from importlib import resources
 
 from exwatch.errors import InputError
-
-#: Waves that have a URL Rewrite mitigation (ProxyShell has none: only the update fixes it).
-MITIGATED_WAVES: tuple[str, ...] = ("proxylogon", "proxynotshell")
+from exwatch.kb import WAVE_IDS
 
 
 @dataclass(frozen=True)
@@ -33,6 +31,11 @@ def all_rules() -> tuple[RewriteRule, ...]:
     """Every rule, in the order they are added (the order of the data file)."""
     raw = json.loads(resources.files("exwatch.mitigate").joinpath("data/rules.json").read_text("utf-8"))
     return tuple(RewriteRule(**entry) for entry in raw["rules"])
+
+
+#: Waves that have a URL Rewrite mitigation, in the knowledge base's order (ProxyShell has none: only
+#: the update fixes it).
+MITIGATED_WAVES: tuple[str, ...] = tuple(w for w in WAVE_IDS if any(r.wave == w for r in all_rules()))
 
 
 def waves_for(wave: str) -> tuple[str, ...]:

@@ -9,6 +9,19 @@ runner.py    the loop: scan, detect, record, deliver; SIGTERM ends after the cur
 
 from __future__ import annotations
 
+from exwatch.watch.log import AlertLog, list_alerts
 from exwatch.watch.model import KINDS, Alert, parse_duration
+from exwatch.watch.runner import Delivery, RoundResult, WatchConfig, Watcher, watch_name
 
-__all__ = ["KINDS", "Alert", "parse_duration"]
+__all__ = [
+    "Alert",
+    "AlertLog",
+    "Delivery",
+    "KINDS",
+    "RoundResult",
+    "WatchConfig",
+    "Watcher",
+    "list_alerts",
+    "parse_duration",
+    "watch_name",
+]

@@ -66,15 +66,40 @@ def detect(
     findings already attributed to a watched host: ``{host, wave, confidence, rule, id}``.
     """
     nxt = copy.deepcopy(dict(state)) if state else new_state()
-    known: dict[str, Any] = nxt.setdefault("hosts", {})
-    alerts: list[Alert] = []
-    wanted = set(waves) if waves else None
+    one = _Round(nxt.setdefault("hosts", {}), scan_id, time, watch, set(waves) if waves else None)
+    for host in sorted(hosts):
+        rec = hosts[host]
+        if rec.get("status") == "exchange":
+            one.answered(host, rec)
+        elif host in one.known:
+            one.missing(host, rec)
+    for finding in findings:
+        one.finding(finding)
+    nxt["rounds"] = int(nxt.get("rounds", 0)) + 1
+    nxt["last_scan"] = scan_id
+    return one.alerts, nxt
 
-    def alert(kind: str, host: str, rec: Mapping[str, Any], **kw: Any) -> None:
-        alerts.append(
+
+def _new_entry() -> dict[str, Any]:
+    return {"waves": {}, "ever_vulnerable": [], "missing": 0, "gone": False}
+
+
+class _Round:
+    """The rules of one round over the per-host part of the state (``known``, changed in place)."""
+
+    def __init__(self, known: dict[str, Any], scan_id: int, time: str, watch: str, wanted: set[str] | None):
+        self.known = known
+        self.scan_id = scan_id
+        self.time = time
+        self.watch = watch
+        self.wanted = wanted
+        self.alerts: list[Alert] = []
+
+    def alert(self, kind: str, host: str, rec: Mapping[str, Any], **kw: Any) -> None:
+        self.alerts.append(
             Alert(
                 kind=kind,
-                time=time,
+                time=self.time,
                 host=host,
                 address=rec.get("address"),
                 port=rec.get("port"),
@@ -83,78 +108,86 @@ def detect(
                 previous=kw.get("previous"),
                 build=rec.get("build"),
                 fix=kw.get("fix"),
-                scan=scan_id,
-                watch=watch,
+                scan=self.scan_id,
+                watch=self.watch,
                 detail=kw.get("detail"),
             )
         )
 
-    for host in sorted(hosts):
-        rec = hosts[host]
-        entry = known.get(host)
-        if rec.get("status") == "exchange":
-            if entry is None:
-                entry = known[host] = {"waves": {}, "ever_vulnerable": [], "missing": 0, "gone": False}
-            if entry.get("gone"):
-                alert("back", host, rec, state="exchange", previous="unreachable")
-                entry["gone"] = False
-            entry["missing"] = 0
-            entry["address"] = rec.get("address")
-            entry["port"] = rec.get("port")
-            entry["build"] = rec.get("build")
-            for wave, verdict in sorted((rec.get("waves") or {}).items()):
-                if not isinstance(verdict, Mapping):
-                    continue
-                now = str(verdict.get("state"))
-                if now not in DEFINITE:
-                    continue
-                before = entry["waves"].get(wave)
-                entry["waves"][wave] = now
-                if wanted is not None and wave not in wanted:
-                    if now == "vulnerable" and wave not in entry["ever_vulnerable"]:
-                        entry["ever_vulnerable"].append(wave)
-                    continue
-                fix = _fix_text(verdict)
-                if now == "vulnerable":
-                    if before in PROTECTED:
-                        kind = "protection_lost"
-                    elif wave not in entry["ever_vulnerable"]:
-                        kind = "exposed"
-                    else:
-                        kind = ""
-                    if wave not in entry["ever_vulnerable"]:
-                        entry["ever_vulnerable"].append(wave)
-                    if kind:
-                        alert(kind, host, rec, wave=wave, state=now, previous=before, fix=fix)
-                elif now in PROTECTED and before == "vulnerable":
-                    alert("protected", host, rec, wave=wave, state=now, previous=before, fix=None)
-        elif entry is not None:
-            entry["missing"] = int(entry.get("missing", 0)) + 1
-            if entry["missing"] >= GONE_AFTER and not entry.get("gone"):
-                entry["gone"] = True
-                last = {
-                    "address": entry.get("address"),
-                    "port": entry.get("port"),
-                    "build": entry.get("build"),
-                }
-                reason = rec.get("error") or rec.get("status")
-                alert("gone", host, last, state=str(rec.get("status")), previous="exchange", detail=reason)
-    for finding in findings:
+    def answered(self, host: str, rec: Mapping[str, Any]) -> None:
+        """An Exchange answer: ``back`` for a gone host, then each wave's change."""
+        entry = self.known.get(host)
+        if entry is None:
+            entry = self.known[host] = _new_entry()
+        if entry.get("gone"):
+            self.alert("back", host, rec, state="exchange", previous="unreachable")
+            entry["gone"] = False
+        entry["missing"] = 0
+        entry["address"] = rec.get("address")
+        entry["port"] = rec.get("port")
+        entry["build"] = rec.get("build")
+        for wave, verdict in sorted((rec.get("waves") or {}).items()):
+            if isinstance(verdict, Mapping):
+                self.wave(host, rec, entry, wave, verdict)
+
+    def wave(
+        self, host: str, rec: Mapping[str, Any], entry: dict[str, Any], wave: str, verdict: Mapping[str, Any]
+    ) -> None:
+        """``exposed``, ``protection_lost`` or ``protected`` for one wave's definite state."""
+        now = str(verdict.get("state"))
+        if now not in DEFINITE:
+            return
+        before = entry["waves"].get(wave)
+        entry["waves"][wave] = now
+        if self.wanted is not None and wave not in self.wanted:
+            if now == "vulnerable" and wave not in entry["ever_vulnerable"]:
+                entry["ever_vulnerable"].append(wave)
+            return
+        fix = _fix_text(verdict)
+        if now == "vulnerable":
+            if before in PROTECTED:
+                kind = "protection_lost"
+            elif wave not in entry["ever_vulnerable"]:
+                kind = "exposed"
+            else:
+                kind = ""
+            if wave not in entry["ever_vulnerable"]:
+                entry["ever_vulnerable"].append(wave)
+            if kind:
+                self.alert(kind, host, rec, wave=wave, state=now, previous=before, fix=fix)
+        elif now in PROTECTED and before == "vulnerable":
+            self.alert("protected", host, rec, wave=wave, state=now, previous=before, fix=None)
+
+    def missing(self, host: str, rec: Mapping[str, Any]) -> None:
+        """No Exchange answer from a host seen as Exchange before: ``gone`` on the second round in a row."""
+        entry = self.known[host]
+        entry["missing"] = int(entry.get("missing", 0)) + 1
+        if entry["missing"] >= GONE_AFTER and not entry.get("gone"):
+            entry["gone"] = True
+            last = {
+                "address": entry.get("address"),
+                "port": entry.get("port"),
+                "build": entry.get("build"),
+            }
+            reason = rec.get("error") or rec.get("status")
+            self.alert("gone", host, last, state=str(rec.get("status")), previous="exchange", detail=reason)
+
+    def finding(self, finding: Mapping[str, Any]) -> None:
+        """``compromised`` once per host and wave."""
         host = str(finding["host"])
         wave = finding.get("wave") or None
-        if wanted is not None and wave is not None and wave not in wanted:
-            continue
-        entry = known.get(host)
+        if self.wanted is not None and wave is not None and wave not in self.wanted:
+            return
+        entry = self.known.get(host)
         if entry is None:
-            entry = known[host] = {"waves": {}, "ever_vulnerable": [], "missing": 0, "gone": False}
+            entry = self.known[host] = _new_entry()
         done = entry.setdefault("compromised", [])
         if (wave or "") in done:
-            continue
+            return
         done.append(wave or "")
         last = {"address": entry.get("address"), "port": entry.get("port"), "build": entry.get("build")}
         previous = entry["waves"].get(wave) if wave else None
         detail = f"{finding.get('rule')} ({finding.get('confidence')})"
-        alert("compromised", host, last, wave=wave, state="compromised", previous=previous, detail=detail)
-    nxt["rounds"] = int(nxt.get("rounds", 0)) + 1
-    nxt["last_scan"] = scan_id
-    return alerts, nxt
+        self.alert(
+            "compromised", host, last, wave=wave, state="compromised", previous=previous, detail=detail
+        )
