@@ -1,6 +1,6 @@
 """No function over 80 lines in the checked packages: long functions hide several concepts in one body.
 
-``CHECKED`` names the packages under ``src/exwatch`` held to the limit; add a package once its long
+``CHECKED`` names the packages (or modules) under ``src/exwatch`` held to the limit; add a package once its long
 functions are split (issue 16 item 5). Nested functions count on their own, and their lines also count
 towards the function around them.
 """
@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 MAX_LINES = 80
-CHECKED = ("lab",)
+# Packages, or single modules (a path ending in .py) of a package not yet held to the limit as a whole.
+CHECKED = ("lab", "hunt", "cli/hunt.py", "cluster/hunt.py")
 SRC = Path(__file__).resolve().parents[1] / "src" / "exwatch"
 
 
 def long_functions(root: Path, limit: int = MAX_LINES) -> list[tuple[str, str, int]]:
     """(file, qualified name, lines) of every function under ``root`` longer than ``limit`` lines."""
     found = []
-    for path in sorted(root.rglob("*.py")):
+    for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         found.extend(_walk(tree, path.relative_to(SRC.parent).as_posix(), "", limit))
     return found

@@ -281,3 +281,39 @@ def test_facts_of_lines_and_events() -> None:
         "CommandLine": "cmd /c whoami",
     }
     assert facts_of("event", sec) == {"user": "CONTOSO\\EXCH01$", "command": "cmd /c whoami"}
+
+
+def test_excerpt_of_a_long_line_is_centred_on_the_match(tmp_path: Path) -> None:
+    """Issue 16: on a 10 KB line whose matched part is near the end, the JSON excerpt and the table show
+    that part, with "…" where the line is cut (not its first 600 or 160 characters)."""
+    logs = tmp_path / "EXCH03" / "inetpub/logs/LogFiles/W3SVC1"
+    logs.mkdir(parents=True)
+    padding = "a=" + "B" * 10_000
+    query = f"{padding}&Email=autodiscover/autodiscover.json%3f@evil.example/mapi/nspi"
+    line = f"2021-08-13 07:00:00 10.0.0.5 GET /autodiscover/autodiscover.json {query} 443 - 203.0.113.9 ua - 200 0 0 20\n"
+    (logs / "u_ex210813.log").write_text(IIS_HEAD + line)
+    doc = json.loads(_run(str(tmp_path / "EXCH03"), "--format", "json").stdout)
+    hit = next(f for f in doc["findings"] if f["rule"] == "proxyshell.autodiscover_success")
+    excerpt = hit["evidence"]["excerpt"]
+    assert len(line) > 10_000 and len(excerpt) <= 600
+    assert excerpt.startswith("\u2026") and "%3f@evil.example/mapi/nspi" in excerpt
+    assert excerpt.endswith(" 200 0 0 20")  # the end of the line is in reach: no cut there
+    assert excerpt[1:] == line.rstrip("\n")[-len(excerpt) + 1 :]  # a slice of the line as written
+    table = _run(str(tmp_path / "EXCH03"), "--all").stdout
+    shown = [row for row in table.splitlines() if "%3f@evil" in row]
+    assert shown and "\u2026" in shown[0] and "B" * 200 not in table
+
+
+def test_centre_excerpt_marks_each_cut() -> None:
+    from exwatch.hunt import centre_excerpt
+
+    text = "x" * 1000 + "MATCH" + "y" * 1000
+    view, at = centre_excerpt(text, 160, 1000)
+    assert len(view) == 160 and view[0] == view[-1] == "\u2026"
+    assert at is not None and view[at : at + 5] == "MATCH"
+    head, at = centre_excerpt(text, 160, 20)  # a match in reach of the start: the start, cut at the end
+    assert head == "x" * 159 + "\u2026" and at == 20
+    assert centre_excerpt("short", 160, 2) == ("short", 2)
+    tail, at = centre_excerpt(text, 160, len(text) - 3)
+    assert tail[0] == "\u2026" and tail.endswith("yyy") and len(tail) == 160 and at == 160 - 3
+    assert centre_excerpt(text, 160, None)[0] == "x" * 159 + "\u2026"

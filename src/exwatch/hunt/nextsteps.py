@@ -106,11 +106,11 @@ def centre_excerpt(text: str, width: int, focus: int | None) -> tuple[str, int |
         return text, focus
     if focus is None or focus < width - width // 3:
         return text[: width - 1] + ELLIPSIS, focus
-    start = max(1, min(focus - width // 3, len(text) - (width - 1)))
-    end = min(len(text), start + width - 2)
-    if end == len(text):
-        start = max(1, len(text) - (width - 1))
-    return ELLIPSIS + text[start:end] + (ELLIPSIS if end < len(text) else ""), focus - start + 1
+    start = max(1, focus - width // 3)
+    if start + width - 1 >= len(text):  # the rest of the text fits after one cut: no cut at the end
+        start = len(text) - (width - 1)
+        return ELLIPSIS + text[start:], focus - start + 1
+    return ELLIPSIS + text[start : start + width - 2] + ELLIPSIS, focus - start + 1
 
 
 def _system_account(user: str) -> bool:

@@ -452,6 +452,26 @@ def _last_start(buf: bytes, lo: int, hi: int) -> int:
     return -1
 
 
+def _xml_record(
+    block: bytes, offset: int, index: int, want: Callable[[bytes], bool] | None, parser: Any
+) -> EventRecord | None:
+    """One ``<Event>`` of an XML export: parsed when ``want`` takes its raw bytes (None when it is not
+    well-formed), else its time and record id only (``parsed`` False)."""
+    if want is None or want(block):
+        return _parse_xml_event(block, offset, index, parser)
+    t = _XML_TIME.search(block)
+    r = _XML_RID.search(block)
+    return EventRecord(
+        record_id=int(r.group(1)) if r else index,
+        offset=offset,
+        time=parse_time(t.group(1).decode("ascii", "replace")) if t else None,
+        source="",
+        fields={},
+        text="",
+        parsed=False,
+    )
+
+
 def read_event_xml(
     path: Path,
     want: Callable[[bytes], bool] | None = None,
@@ -499,24 +519,10 @@ def read_event_xml(
                 index += 1
                 block = buf[start:stop]
                 pos = scan_from = stop
-                rec: EventRecord | None = None
-                if want is None or want(block):
-                    rec = _parse_xml_event(block, base + start, index, parser)
-                    if rec is None:
-                        report.damaged_events += 1
-                        continue
-                else:
-                    t = _XML_TIME.search(block)
-                    r = _XML_RID.search(block)
-                    rec = EventRecord(
-                        record_id=int(r.group(1)) if r else index,
-                        offset=base + start,
-                        time=parse_time(t.group(1).decode("ascii", "replace")) if t else None,
-                        source="",
-                        fields={},
-                        text="",
-                        parsed=False,
-                    )
+                rec = _xml_record(block, base + start, index, want, parser)
+                if rec is None:
+                    report.damaged_events += 1
+                    continue
                 if rec.time is not None and plausible(rec.time) is None:
                     report.impossible_times += 1
                     rec.time = None

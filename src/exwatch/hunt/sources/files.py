@@ -242,6 +242,24 @@ def _set_mtime(dst: Path, ts: float) -> None:
         pass
 
 
+def _folder_entries(
+    p: Path, rel: str, st: os.stat_result, visited: set[tuple[int, int]], errors: list[FileError]
+) -> list[Path]:
+    """The entries of a folder to walk (in reverse name order, for a stack); none for a folder already
+    visited (a loop) or one that cannot be listed."""
+    key = (st.st_dev, st.st_ino)
+    if key in visited:
+        errors.append(FileError(rel, f"{rel}: symlink loop, folder already visited", "symlink_loop"))
+        return []
+    visited.add(key)
+    try:
+        entries = sorted(os.scandir(p), key=lambda e: e.name, reverse=True)
+    except OSError as exc:
+        errors.append(FileError(rel, f"cannot list {rel}: {exc.strerror or exc}", "unreadable"))
+        return []
+    return [Path(e.path) for e in entries]
+
+
 def walk(
     root: Path,
     tmp_root: str,
@@ -282,24 +300,13 @@ def walk(
             )
             continue
         if stat.S_ISDIR(st.st_mode):
-            if p != root and p.is_symlink():
-                # A link to a folder of the evidence: the folder is walked under its own path.
-                if real in p.parents or real == p.parent.resolve():
-                    errors.append(
-                        FileError(rel, f"{rel}: symlink loop (link to a folder above it)", "symlink_loop")
-                    )
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in visited:
-                errors.append(FileError(rel, f"{rel}: symlink loop, folder already visited", "symlink_loop"))
-                continue
-            visited.add(key)
-            try:
-                entries = sorted(os.scandir(p), key=lambda e: e.name, reverse=True)
-            except OSError as exc:
-                errors.append(FileError(rel, f"cannot list {rel}: {exc.strerror or exc}", "unreadable"))
-                continue
-            stack.extend(Path(e.path) for e in entries)
+            if p == root or not p.is_symlink():
+                stack.extend(_folder_entries(p, rel, st, visited, errors))
+            elif real in p.parents or real == p.parent.resolve():
+                # A link to a folder of the evidence is not followed: the folder is walked under its own path.
+                errors.append(
+                    FileError(rel, f"{rel}: symlink loop (link to a folder above it)", "symlink_loop")
+                )
             continue
         if not stat.S_ISREG(st.st_mode):
             errors.append(

@@ -146,59 +146,48 @@ class LiteralFinder:
         (``end`` spares the reader a copy of its block)."""
         n = len(body) if end is None else end
         if self.all_lines:
-            pos = 0
-            while pos < n:
-                yield pos
-                nl = body.find(b"\n", pos)
-                if nl < 0:
-                    return
-                pos = nl + 1
-            return
-        if self._hs is not None:
-            ends: list[int] = []
+            yield from _line_starts(body, n)
+        elif self._hs is not None:
+            yield from self._hs_positions(body, n)
+        elif self._ac is not None:
+            yield from _ac_positions(self._ac, body if n == len(body) else body[:n])
+        else:
+            yield from self._rx_positions(body if n == len(body) else body[:n])
 
-            def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: Any) -> None:
-                ends.append(to)
+    def _hs_positions(self, body: bytes, n: int) -> Iterator[int]:
+        """Hyperscan: the lines holding a match end, each checked in RE2 against the pair patterns."""
+        assert self._hs is not None
+        ends: list[int] = []
 
-            scratch = getattr(self._hs_scratch, "scratch", None)
-            if scratch is None:
-                import hyperscan
+        def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: Any) -> None:
+            ends.append(to)
 
-                scratch = self._hs_scratch.scratch = hyperscan.Scratch(self._hs)
-            self._hs.scan(
-                body if n == len(body) else memoryview(body)[:n],
-                match_event_handler=on_match,
-                scratch=scratch,
-            )
-            ends.sort()
-            check = _re2_searcher(self._line_check) if self._line_check is not None else None
-            last_ls = -1
-            for stop in ends:
-                ls = body.rfind(b"\n", 0, stop) + 1
-                if ls == last_ls:
+        scratch = getattr(self._hs_scratch, "scratch", None)
+        if scratch is None:
+            import hyperscan
+
+            scratch = self._hs_scratch.scratch = hyperscan.Scratch(self._hs)
+        self._hs.scan(
+            body if n == len(body) else memoryview(body)[:n],
+            match_event_handler=on_match,
+            scratch=scratch,
+        )
+        ends.sort()
+        check = _re2_searcher(self._line_check) if self._line_check is not None else None
+        last_ls = -1
+        for stop in ends:
+            ls = body.rfind(b"\n", 0, stop) + 1
+            if ls == last_ls:
+                continue
+            last_ls = ls
+            if check is not None:
+                le = body.find(b"\n", stop, n)
+                if check(body, ls, n if le < 0 else le) < 0:
                     continue
-                last_ls = ls
-                if check is not None:
-                    le = body.find(b"\n", stop, n)
-                    if check(body, ls, n if le < 0 else le) < 0:
-                        continue
-                yield ls
-            return
-        if n != len(body):
-            body = body[:n]
-        if self._ac is not None:
-            low = body.lower()
-            text = low.decode("latin-1")
-            last_end = -1
-            for end, length in self._ac.iter(text):
-                start = end - length + 1
-                if start <= last_end:
-                    continue
-                ls = low.rfind(b"\n", 0, start) + 1
-                yield ls
-                nl = low.find(b"\n", start)
-                last_end = len(low) if nl < 0 else nl
-            return
+            yield ls
+
+    def _rx_positions(self, body: bytes) -> Iterator[int]:
+        """RE2 over the bytes, or Python's ``re`` over the lower-cased bytes."""
         if self._re2 is not None:
             hay = body
             find = _re2_searcher(self._re2)
@@ -277,6 +266,32 @@ def transcode_to_temp(fh: IO[bytes], encoding: str, tmpdir: str) -> Path:
     return Path(name)
 
 
+def _line_starts(body: bytes, n: int) -> Iterator[int]:
+    """The start of every line of ``body[:n]`` (no pre-filter)."""
+    pos = 0
+    while pos < n:
+        yield pos
+        nl = body.find(b"\n", pos)
+        if nl < 0:
+            return
+        pos = nl + 1
+
+
+def _ac_positions(ac: Any, body: bytes) -> Iterator[int]:
+    """Aho-Corasick over the lower-cased bytes: the start of each line holding a literal, once."""
+    low = body.lower()
+    text = low.decode("latin-1")
+    last_end = -1
+    for end, length in ac.iter(text):
+        start = end - length + 1
+        if start <= last_end:
+            continue
+        ls = low.rfind(b"\n", 0, start) + 1
+        yield ls
+        nl = low.find(b"\n", start)
+        last_end = len(low) if nl < 0 else nl
+
+
 def iter_candidates(
     fh: IO[bytes], finder: LiteralFinder, *, chunk_size: int = 16 * 1024 * 1024, max_line: int = 1024 * 1024
 ) -> Iterator[CandidateLine]:
@@ -345,23 +360,30 @@ def iter_candidates(
                 fh.seek(end - len(data), os.SEEK_CUR)
         else:
             end, tail = cut + 1, data[cut + 1 :]
-        last_ls = 0
-        line_no = base_line
-        for ls in finder.positions(body, end):
-            line_no += body.count(b"\n", last_ls, ls)
-            last_ls = ls
-            le = body.find(b"\n", ls, end)
-            if le < 0:
-                le = end
-            length = le - ls
-            if length > max_line:
-                yield CandidateLine(line_no, base_offset + ls, body[ls : ls + max_line], truncated=True)
-            else:
-                yield CandidateLine(line_no, base_offset + ls, body[ls:le])
+        yield from _block_candidates(finder, body, end, base_line, base_offset, max_line)
         base_line += body.count(b"\n", 0, end)
         base_offset += end
         if eof:
             return
+
+
+def _block_candidates(
+    finder: LiteralFinder, body: bytes, end: int, base_line: int, base_offset: int, max_line: int
+) -> Iterator[CandidateLine]:
+    """The candidate lines of ``body[:end]`` (whole lines), numbered from ``base_line`` and placed from
+    ``base_offset``; a line over ``max_line`` bytes comes cut, marked ``truncated``."""
+    last_ls = 0
+    line_no = base_line
+    for ls in finder.positions(body, end):
+        line_no += body.count(b"\n", last_ls, ls)
+        last_ls = ls
+        le = body.find(b"\n", ls, end)
+        if le < 0:
+            le = end
+        if le - ls > max_line:
+            yield CandidateLine(line_no, base_offset + ls, body[ls : ls + max_line], truncated=True)
+        else:
+            yield CandidateLine(line_no, base_offset + ls, body[ls:le])
 
 
 def decode_line(data: bytes) -> str:
