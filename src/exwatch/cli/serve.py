@@ -9,7 +9,7 @@ import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -143,7 +143,7 @@ def serve(
     require_web_extra()
     import uvicorn
 
-    from exwatch.web.auth import AuthSettings, AuthStore
+    from exwatch.web.auth import AuthSettings
 
     if (certfile is None) != (keyfile is None):
         raise InputError("--certfile and --keyfile go together")
@@ -161,6 +161,41 @@ def serve(
     # API through DNS rebinding; bound elsewhere, the user has chosen to expose it (with users).
     allowed = [*LOOPBACK_NAMES, host] if loopback else None
     app = create_app(url, allowed_hosts=allowed, auth_settings=settings)
+    config, sock, has_users = _listen(app, host, port, loopback, certfile, keyfile)
+    if not loopback and certfile is None:
+        click.echo(
+            f"exwatch: warning: serving on {host} over plain HTTP: passwords and sessions cross the "
+            "network in clear unless a TLS proxy is in front (or give --certfile/--keyfile)",
+            err=True,
+        )
+    scheme = "https" if certfile else "http"
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    mode = "sign-in required" if has_users else "open: no dashboard user yet"
+    console.print(
+        f"exwatch dashboard on {scheme}://{shown}:{bound_port}/ (store {mask_url(url)}, {mode}); "
+        "Ctrl-C stops it",
+        soft_wrap=True,
+        highlight=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the signal it caught
+        pass
+    finally:
+        sock.close()
+
+
+def _listen(
+    app: Any, host: str, port: int, loopback: bool, certfile: Path | None, keyfile: Path | None
+) -> tuple[Any, socket.socket, bool]:
+    """The uvicorn config and the bound socket, and whether the store has users; the store is closed
+    when anything here fails (no user off loopback, an unusable certificate, a port in use)."""
+    import uvicorn
+
+    from exwatch.web.auth import AuthStore
+
     store = app.state.store
     try:
         has_users = AuthStore(store.engine).has_users()
@@ -185,29 +220,7 @@ def serve(
     except BaseException:
         store.close()
         raise
-    if not loopback and certfile is None:
-        click.echo(
-            f"exwatch: warning: serving on {host} over plain HTTP: passwords and sessions cross the "
-            "network in clear unless a TLS proxy is in front (or give --certfile/--keyfile)",
-            err=True,
-        )
-    scheme = "https" if certfile else "http"
-    bound_port = sock.getsockname()[1]
-    shown = f"[{host.strip('[]')}]" if ":" in host else host
-    mode = "sign-in required" if has_users else "open: no dashboard user yet"
-    console.print(
-        f"exwatch dashboard on {scheme}://{shown}:{bound_port}/ (store {mask_url(url)}, {mode}); "
-        "Ctrl-C stops it",
-        soft_wrap=True,
-        highlight=False,
-    )
-    server = uvicorn.Server(config)
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the signal it caught
-        pass
-    finally:
-        sock.close()
+    return config, sock, has_users
 
 
 # -- users ------------------------------------------------------------------------------------------

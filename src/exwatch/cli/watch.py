@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from exwatch.cli.common import EXIT_FOUND, EXIT_INCOMPLETE, resolve_db, stderr_console
 from exwatch.cli.scan import parse_tags
@@ -79,6 +80,36 @@ def _watch(
     file:///path.jsonl, and may be repeated. A restarted watch (same targets and ports, or the same
     --name) goes on from the store: changes already alerted are not sent again.
     """
+    config = _config(
+        targets, every, rounds, alerts, name, spool_dir, spool_max, alert_retries, db_url, scan_kwargs
+    )
+    err = stderr_console()
+    stop = threading.Event()
+    printer = _Printer(fmt, err)
+    watcher = Watcher(
+        config, stop=stop, on_alert=printer.alert, on_round=printer.round, on_problem=printer.problem
+    )
+    err.print(
+        f"watch {watcher.name}: every {every}, {len(watcher.sinks)} sink(s); SIGTERM stops after the round",
+        markup=False,
+        highlight=False,
+    )
+    click.get_current_context().exit(_run(watcher, stop))
+
+
+def _config(
+    targets: tuple[str, ...],
+    every: str,
+    rounds: int | None,
+    alerts: tuple[str, ...],
+    name: str | None,
+    spool_dir: Path | None,
+    spool_max: int,
+    alert_retries: int,
+    db_url: str | None,
+    scan_kwargs: dict[str, Any],
+) -> WatchConfig:
+    """The watch's configuration from the command line; InputError for a bad value."""
     if not targets and not scan_kwargs.get("targets_files"):
         raise InputError("no target: give TARGET arguments or --targets-file")
     if rounds is not None and rounds < 1:
@@ -89,8 +120,7 @@ def _watch(
         raise InputError("--alert-retries must be between 0 and 10")
     seconds = parse_duration(every)
     options = scan_options(scan_kwargs)
-    err = stderr_console()
-    config = WatchConfig(
+    return WatchConfig(
         targets=list(targets),
         options=options,
         store_url=resolve_db(db_url),
@@ -104,20 +134,27 @@ def _watch(
         spool_limit=spool_max,
         retries=alert_retries,
     )
-    stop = threading.Event()
 
-    def on_alert(a: Alert) -> None:
-        if fmt == "jsonl":
+
+class _Printer:
+    """What the watch shows: alerts on stdout (lines or JSON lines), rounds and problems on stderr."""
+
+    def __init__(self, fmt: str, err: Console) -> None:
+        self.fmt = fmt
+        self.err = err
+
+    def alert(self, a: Alert) -> None:
+        if self.fmt == "jsonl":
             sys.stdout.write(json.dumps(a.to_dict(), default=str, ensure_ascii=False) + "\n")
         else:
             sys.stdout.write(_alert_line(a) + "\n")
         sys.stdout.flush()
 
-    def on_round(r: RoundResult) -> None:
+    def round(self, r: RoundResult) -> None:
         sent = ", ".join(
             f"{d.sink}: {d.sent} sent" + (f", {d.spooled} spooled" if d.spooled else "") for d in r.deliveries
         )
-        err.print(
+        self.err.print(
             f"watch round {r.number} (scan {r.scan_id}, {r.seconds:.1f} s): {r.hosts} host(s), "
             f"{r.exchange} Exchange, {r.vulnerable} vulnerable; {len(r.alerts)} alert(s)"
             + (f"; {sent}" if sent else ""),
@@ -125,15 +162,12 @@ def _watch(
             highlight=False,
         )
 
-    def on_problem(message: str) -> None:
-        err.print(f"exwatch: warning: {message}", markup=False, highlight=False)
+    def problem(self, message: str) -> None:
+        self.err.print(f"exwatch: warning: {message}", markup=False, highlight=False)
 
-    watcher = Watcher(config, stop=stop, on_alert=on_alert, on_round=on_round, on_problem=on_problem)
-    err.print(
-        f"watch {watcher.name}: every {every}, {len(watcher.sinks)} sink(s); SIGTERM stops after the round",
-        markup=False,
-        highlight=False,
-    )
+
+def _run(watcher: Watcher, stop: threading.Event) -> int:
+    """Run the watch until its rounds are done, SIGTERM (after the round) or Ctrl-C; the exit code."""
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(_signum: int, _frame: Any) -> None:
@@ -147,11 +181,10 @@ def _watch(
     except KeyboardInterrupt:
         found = watcher.last is not None and watcher.last.vulnerable
         click.echo("exwatch: interrupted; the rounds done and their alerts are stored", err=True)
-        click.get_current_context().exit(EXIT_FOUND if found else EXIT_INCOMPLETE)
+        return EXIT_FOUND if found else EXIT_INCOMPLETE
     finally:
         signal.signal(signal.SIGTERM, previous)
-    code = last.exit_code if last is not None else EXIT_INCOMPLETE
-    click.get_current_context().exit(code)
+    return last.exit_code if last is not None else EXIT_INCOMPLETE
 
 
 watch = click.Command(
