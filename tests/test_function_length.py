@@ -14,7 +14,34 @@ import pytest
 
 MAX_LINES = 80
 # Packages, or single modules (a path ending in .py) of a package not yet held to the limit as a whole.
-CHECKED = ("lab", "hunt", "cli/hunt.py", "cluster/hunt.py")
+CHECKED = (
+    "lab",
+    "kb",
+    "mitigate",
+    "collect",
+    "watch",
+    "importers",
+    "cluster/__init__.py",
+    "cluster/connect.py",
+    "cluster/executor.py",
+    "cluster/shards.py",
+    "cluster/tasks.py",
+    "demo.py",
+    "config.py",
+    "errors.py",
+    "cli/kb.py",
+    "cli/lab.py",
+    "cli/lab_serve.py",
+    "cli/lab_triage.py",
+    "cli/mitigate.py",
+    "cli/serve.py",
+    "cli/demo.py",
+    "cli/collect.py",
+    "cli/watch.py",
+    "cli/imports.py",
+    "cli/main.py",
+    "cli/common.py",
+)
 SRC = Path(__file__).resolve().parents[1] / "src" / "exwatch"
 
 
