@@ -350,9 +350,9 @@ class _FileOut:
         self,
         rule_id: str,
         *,
-        title: str,
-        text: str,
-        confidence: str | None,
+        title: str = "",
+        text: str = "",
+        confidence: str | None = None,
         time: datetime | None,
         line: int | None = None,
         record: int | None = None,
@@ -363,7 +363,8 @@ class _FileOut:
         focus: int | None = None,
     ) -> None:
         """A finding of ``rule_id`` in this file; ``focus`` is where the matched part starts in
-        ``excerpt`` (the excerpt is centred on it when it lies past the cut)."""
+        ``excerpt`` (the excerpt is centred on it when it lies past the cut). Without a title, text and
+        confidence, the rule catalogue's for ``rule_id``."""
         info = info_for(rule_id, title=title, text=text, level_confidence=confidence or "review")
         cut, at = centre_excerpt(excerpt, EXCERPT, focus)
         self.findings.append(
@@ -693,8 +694,6 @@ def _context(
         out.add(
             "context.attacker_ip",
             title="Published attacker IP address",
-            text="",
-            confidence=None,
             time=t,
             why=f"Client {ip}: {bundle.iocs.ips[ip.strip()]}.",
             facts=facts_of(family, rec),
@@ -707,8 +706,6 @@ def _context(
         out.add(
             "context.user_agent",
             title="User-Agent reported in March 2021 exploitation",
-            text="",
-            confidence=None,
             time=t,
             why=f"User-Agent {ua!r}.",
             line=cand.line_no,
@@ -792,9 +789,6 @@ def _hunt_plain(task: HuntTask, bundle: Bundle, out: _FileOut) -> None:
             for line, off, excerpt in vdir_config_findings(data.decode("utf-8", "replace")):
                 out.add(
                     "proxyshell.iis_vdir_config",
-                    title="",
-                    text="",
-                    confidence=None,
                     time=mtime,
                     line=line,
                     offset=off,
@@ -828,9 +822,6 @@ def _path_checks(task: HuntTask, bundle: Bundle, out: _FileOut, mtime: datetime)
     for rule_id, why in path_findings(rel, bundle.iocs) if bundle.builtin else ():
         out.add(
             rule_id,
-            title="",
-            text="",
-            confidence=None,
             time=mtime,
             offset=None,
             excerpt=rel,
@@ -874,9 +865,6 @@ def _hash_checks(bundle: Bundle, out: _FileOut, mtime: datetime, hexd: str) -> N
     elif hexd in bundle.iocs.sha256:
         out.add(
             "webshell.known_hash",
-            title="",
-            text="",
-            confidence=None,
             time=mtime,
             offset=0,
             excerpt=f"sha256 {hexd}",

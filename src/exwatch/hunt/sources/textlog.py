@@ -90,36 +90,14 @@ class LiteralFinder:
         if self.all_lines:
             pass
         elif strategy == "re2":
-            import re2
-
-            options = re2.Options()
-            options.case_sensitive = False
-            options.encoding = re2.Options.Encoding.LATIN1
-            options.max_mem = 256 << 20
-            self._re2_loose = re2.compile(b"(?:" + alternation + b")", options)
-            pats = list(patterns)
-            if pats and singles is not None:
-                single = sorted({x.lower() for x in singles} | {HEADER_LITERAL}, key=len, reverse=True)
-                main = [re.escape(x.encode("utf-8")) for x in single] + [b"(?:" + p + b")" for p in pats]
-                self._re2 = re2.compile(b"(?:" + b"|".join(main) + b")", options)
-            else:
-                self._re2 = self._re2_loose
+            self._re2_loose, check = _re2_searches(alternation, patterns, singles)
+            self._re2 = check if check is not None else self._re2_loose
         elif strategy == "hyperscan":
             import hyperscan
-            import re2
 
             # Hyperscan finds the loose literals (SIMD, several GB/s); each line it points at is then
             # checked against the RE2 line patterns (two or three literal groups of one rule).
-            options = re2.Options()
-            options.case_sensitive = False
-            options.encoding = re2.Options.Encoding.LATIN1
-            options.max_mem = 256 << 20
-            self._re2_loose = re2.compile(b"(?:" + alternation + b")", options)
-            pats = list(patterns)
-            if pats and singles is not None:
-                single = sorted({x.lower() for x in singles} | {HEADER_LITERAL}, key=len, reverse=True)
-                main = [re.escape(x.encode("utf-8")) for x in single] + [b"(?:" + p + b")" for p in pats]
-                self._line_check = re2.compile(b"(?:" + b"|".join(main) + b")", options)
+            self._re2_loose, self._line_check = _re2_searches(alternation, patterns, singles)
             exprs = [re.escape(x.encode("utf-8")) for x in lits]
             db = hyperscan.Database()
             db.compile(
@@ -264,6 +242,26 @@ def transcode_to_temp(fh: IO[bytes], encoding: str, tmpdir: str) -> Path:
             if not block:
                 break
     return Path(name)
+
+
+def _re2_searches(
+    alternation: bytes, patterns: Iterable[bytes], singles: Iterable[str] | None
+) -> tuple[Any, Any]:
+    """RE2 searches (case-insensitive, over Latin-1 bytes): one for any loose literal, and the line check
+    (the single literals, the header literal and the pair patterns; None without pair patterns)."""
+    import re2
+
+    options = re2.Options()
+    options.case_sensitive = False
+    options.encoding = re2.Options.Encoding.LATIN1
+    options.max_mem = 256 << 20
+    loose = re2.compile(b"(?:" + alternation + b")", options)
+    pats = list(patterns)
+    if not pats or singles is None:
+        return loose, None
+    single = sorted({x.lower() for x in singles} | {HEADER_LITERAL}, key=len, reverse=True)
+    main = [re.escape(x.encode("utf-8")) for x in single] + [b"(?:" + p + b")" for p in pats]
+    return loose, re2.compile(b"(?:" + b"|".join(main) + b")", options)
 
 
 def _line_starts(body: bytes, n: int) -> Iterator[int]:
