@@ -358,26 +358,13 @@ def _hunt(
     store: Any, folders: list[Path], by_name: dict[str, Any], days: list[date], echo: Callable[[str], None]
 ) -> None:
     """Hunt the packages and store each host's hunt against its lab server's address."""
-    from exwatch.hunt import hunt_paths
-    from exwatch.hunt.model import HuntOptions
+    from exwatch.hunt import HuntOptions, hunt_paths, record_hunt
 
     result = hunt_paths(folders, HuntOptions(jobs=1))
     doc = result.to_dict()
     hunt_time = datetime(days[-1].year, days[-1].month, days[-1].day, SCAN_HOUR + 3, tzinfo=UTC)
-    for host in doc["hosts"]:
-        name = host["host"]
-        findings = [f for f in doc["findings"] if f.get("host") == name]
-        errors = (
-            [e for e in doc["errors"] if str(e.get("file", "")).startswith(name)] if doc["errors"] else []
-        )
-        store.add_hunt(
-            by_name[name].address,
-            verdict=host["verdict"],
-            coverage=host.get("coverage") or {},
-            findings=findings,
-            started_at=hunt_time,
-            errors=errors,
-        )
+    addresses = {h.host: by_name[h.host].address for h in result.hosts}
+    record_hunt(store, result, started_at=hunt_time, store_names=addresses)
     echo(
         f"hunted {len(folders)} triage packages: "
         + ", ".join(

@@ -65,7 +65,7 @@ PUBLIC = [
     "refuse_store_in_evidence",
     "safe_text",
 ]
-IMPORTERS = ("cli/hunt.py", "cli/cluster.py", "cluster/hunt.py")
+IMPORTERS = ("cli/hunt.py", "cli/cluster.py", "cluster/hunt.py", "demo.py")
 Y_JS_LINE = (
     "2021-03-03 07:00:00 10.0.0.5 POST /ecp/y.js - 443 - 203.0.113.7 "
     "Mozilla/5.0+(Windows+NT+10.0) - 200 0 0 20\n"
