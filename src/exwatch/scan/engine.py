@@ -380,7 +380,7 @@ class Scanner:
 async def scan_async(run: ScanRun, transport: Transport | None = None) -> ScanSummary:
     """Run a scan on the running event loop: start ``run``, scan its targets, finish it."""
     try:
-        await asyncio.to_thread(run.start)
+        run.start()  # on this thread: nothing else runs yet, and the store's process forks from one thread
         run.announce()
         scanner = Scanner(run, transport)
         try:

@@ -20,6 +20,7 @@ Request shapes and decision rules (fingerprinting.md 4):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -77,11 +78,15 @@ class ProbeResponse:
 
     def header(self, name: str) -> str | None:
         """A header's value, name matched case-insensitively (HTTP/2 and some clients lower-case them)."""
-        wanted = name.lower()
+        return self._by_lower_name.get(name.lower())
+
+    @functools.cached_property
+    def _by_lower_name(self) -> dict[str, str]:
+        """Headers by lower-case name, the first spelling winning (computed once per response)."""
+        out: dict[str, str] = {}
         for key, value in self.headers.items():
-            if key.lower() == wanted:
-                return value
-        return None
+            out.setdefault(key.lower(), value)
+        return out
 
     @property
     def answered(self) -> bool:

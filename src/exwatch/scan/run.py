@@ -127,6 +127,14 @@ class StoreWriter:
             raise self.error
 
 
+def _warm_knowledge() -> None:
+    """Load the knowledge base the verdicts need (done once per process, otherwise on the first host)."""
+    from exwatch.scan.observation import known_build, wave_ids
+
+    known_build("")
+    wave_ids()
+
+
 class ScanRun:
     """One stored scan: its targets checked, its store opened, records counted, folded and stored.
 
@@ -178,7 +186,8 @@ class ScanRun:
     # -- start ---------------------------------------------------------------------------------------
     def start(self) -> int:
         """Open the store and store the scan's parameters (or reload a resumed scan's); the scan id."""
-        self.sink = open_sink(self.store_url)
+        self.sink = open_sink(self.store_url, process=True)
+        _warm_knowledge()  # while the store's process opens the store
         if self.resume is not None:
             self._reload(self.sink, self.resume)
             self.scan_id = self.resume

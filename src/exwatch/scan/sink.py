@@ -185,10 +185,17 @@ class MemorySink:
         pass
 
 
-def open_sink(url: str | None) -> Sink:
-    """``memory:`` keeps results in memory; anything else is a store URL (None: the default store)."""
+def open_sink(url: str | None, *, process: bool = False) -> Sink:
+    """``memory:`` keeps results in memory; anything else is a store URL (None: the default store).
+
+    ``process``: run the store in a child process (:mod:`exwatch.scan.storeproc`), off the scan's CPU.
+    """
     if url == "memory:":
         return MemorySink()
     if url == "null:":
         return MemorySink(keep=False)
+    if process:
+        from exwatch.scan.storeproc import ProcessSink
+
+        return ProcessSink(url)
     return StoreSink(url)

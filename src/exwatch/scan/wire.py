@@ -59,23 +59,29 @@ def parse_header_line(line: bytes) -> tuple[str, str]:
 
 
 class Headers(dict[str, str]):
-    """Response headers: first-seen spelling kept, repeated names joined with ``, ``."""
+    """Response headers: first-seen spelling kept, repeated names joined with ``, ``.
+
+    Add lines with :meth:`add` (it keeps the index of lower-case names that :meth:`get_ci` reads).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: dict[str, str] = {}  # lower-case name -> the first-seen spelling
 
     def add(self, name: str, value: str) -> None:
         """Add a header line; a repeated name (case-insensitive) is joined to the first."""
-        for key in self:
-            if key.lower() == name.lower():
-                self[key] = f"{self[key]}, {value}"
-                return
+        low = name.lower()
+        key = self._names.get(low)
+        if key is not None:
+            self[key] = f"{self[key]}, {value}"
+            return
+        self._names[low] = name
         self[name] = value
 
     def get_ci(self, name: str) -> str | None:
         """A header value by case-insensitive name."""
-        wanted = name.lower()
-        for key, value in self.items():
-            if key.lower() == wanted:
-                return value
-        return None
+        key = self._names.get(name.lower())
+        return None if key is None else self[key]
 
 
 def body_framing(status: int, method: str, headers: Mapping[str, str]) -> tuple[str, int | None]:
