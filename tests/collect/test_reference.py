@@ -132,12 +132,11 @@ def test_the_package_verifies_and_is_laid_out_like_the_tree(lab_tree: Path, lab_
         names = set(zf.namelist())
     assert MANIFEST_NAME in names
     for f in m.files:
-        assert (lab_tree / f["path"]).read_bytes() == zipfile.ZipFile(lab_zip).read(f["path"])
+        assert (lab_tree / f.path).read_bytes() == zipfile.ZipFile(lab_zip).read(f.path)
     # Evidence is never modified: the tree's files keep their times.
-    st = os.stat(lab_tree / m.files[0]["path"])
+    st = os.stat(lab_tree / m.files[0].path)
     assert (
-        abs(datetime.fromisoformat(m.files[0]["mtime"].replace("Z", "+00:00")).timestamp() - st.st_mtime)
-        < 1e-3
+        abs(datetime.fromisoformat(m.files[0].mtime.replace("Z", "+00:00")).timestamp() - st.st_mtime) < 1e-3
     )
 
 
@@ -170,7 +169,7 @@ def test_collect_tree_cli(lab_tree: Path, tmp_path: Path, capsys: pytest.Capture
         )
     assert exc.value.code == 0
     m = verify(out)
-    assert sum(f["size"] for f in m.files) <= 300_000
+    assert sum(f.size for f in m.files) <= 300_000
     assert any(s["reason"] == "max_bytes" for s in m.skipped)
     with pytest.raises(SystemExit) as exc:
         main(["collect", "tree", str(lab_tree), "--out", str(out), "--host", "EXCH01"])

@@ -114,9 +114,9 @@ def verify_cmd(zip_path: Path, fmt: str) -> None:
         "collected_at": m.raw.get("collected_at"),
         "build": m.build,
         "files": len(m.files),
-        "bytes": sum(int(f["size"]) for f in m.files),
+        "bytes": sum(f.size for f in m.files),
         "skipped": len(m.skipped),
-        "listed_not_copied": sum(1 for i in m.listing if not i.get("copied")),
+        "listed_not_copied": sum(1 for i in m.listing if not i.copied),
     }
     if fmt == "json":
         echo_json(summary)

@@ -59,15 +59,13 @@ def adjust_files(files: list[Any], manifest: Manifest, tmp_root: str) -> list[An
         out.append(ev)
     stand_in: Path | None = None
     for item in manifest.listing:
-        if item["path"] in present:
+        if item.path in present:
             continue
         if stand_in is None:
             stand_in = Path(tmp_root) / "listed-not-copied"
             stand_in.write_bytes(b"")
         out.append(
-            EvidenceFile(
-                str(stand_in), item["path"], "file", int(item["size"]), parse_time(item["mtime"]).timestamp()
-            )
+            EvidenceFile(str(stand_in), item.path, "file", item.size, parse_time(item.mtime).timestamp())
         )
     return out
 
@@ -81,9 +79,9 @@ def coverage(manifest: Manifest) -> dict[str, Any]:
     return {
         "collected_at": manifest.collected_at.isoformat().replace("+00:00", "Z"),
         "files": len(manifest.files),
-        "bytes": sum(int(f["size"]) for f in manifest.files),
+        "bytes": sum(f.size for f in manifest.files),
         "skipped": reasons,
-        "listed_not_copied": sum(1 for i in manifest.listing if not i.get("copied")),
+        "listed_not_copied": sum(1 for i in manifest.listing if not i.copied),
         "build": manifest.build,
     }
 

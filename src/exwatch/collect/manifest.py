@@ -31,6 +31,32 @@ class CollectionError(InputError):
     """A package that is not intact: tampered, incomplete or malformed (exit 2, one line)."""
 
 
+@dataclass(frozen=True)
+class PackageFile:
+    """One file copied into the package, as the manifest lists it (``mtime`` as written: ISO 8601)."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "mtime": self.mtime}
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    """A file the collector listed (an archive or a dump): its path, size and time; ``copied`` or not."""
+
+    path: str
+    size: int
+    mtime: str
+    copied: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "size": self.size, "mtime": self.mtime, "copied": self.copied}
+
+
 @dataclass
 class Manifest:
     """A parsed, well-formed manifest."""
@@ -39,13 +65,13 @@ class Manifest:
     collected_at: datetime
     build: str | None
     install_path: str | None
-    files: list[dict[str, Any]]
+    files: list[PackageFile]
     skipped: list[dict[str, str]]
-    listing: list[dict[str, Any]] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
+    listing: list[ListedFile] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)  # the manifest as read: a free-form JSON document
 
     def mtime_of(self) -> dict[str, float]:
-        return {f["path"]: parse_time(f["mtime"]).timestamp() for f in self.files}
+        return {f.path: parse_time(f.mtime).timestamp() for f in self.files}
 
 
 def parse_time(text: str) -> datetime:
@@ -148,9 +174,12 @@ def parse_manifest(data: bytes) -> Manifest:
         collected_at=collected,
         build=str(build) if build else None,
         install_path=str(install) if install else None,
-        files=files,
+        files=[PackageFile(str(f["path"]), int(f["size"]), str(f["sha256"]), str(f["mtime"])) for f in files],
         skipped=skipped,
-        listing=listing,
+        listing=[
+            ListedFile(str(i["path"]), int(i["size"]), str(i["mtime"]), bool(i.get("copied")))
+            for i in listing
+        ],
         raw=raw,
     )
 
@@ -212,7 +241,7 @@ def verify(path: Path) -> Manifest:
         raise CollectionError(f"{path}: not a readable zip ({str(exc)[:120]})") from None
     with zf:
         manifest = read_manifest(zf)
-        expected = {f["path"]: f for f in manifest.files}
+        expected = {f.path: f for f in manifest.files}
         members: dict[str, zipfile.ZipInfo] = {}
         for info in zf.infolist():
             name = info.filename
@@ -224,18 +253,16 @@ def verify(path: Path) -> Manifest:
                 raise CollectionError(f"{name}: extra member, not in the manifest")
             members[name] = info
         for f in manifest.files:
-            member = members.get(f["path"])
+            member = members.get(f.path)
             if member is None:
-                raise CollectionError(f"{f['path']}: missing member, listed in the manifest")
+                raise CollectionError(f"{f.path}: missing member, listed in the manifest")
             info = member
-            if info.file_size != f["size"]:
-                raise CollectionError(
-                    f"{f['path']}: size {info.file_size} in the zip, {f['size']} in the manifest"
-                )
+            if info.file_size != f.size:
+                raise CollectionError(f"{f.path}: size {info.file_size} in the zip, {f.size} in the manifest")
             try:
-                digest = _member_sha256(zf, info, f["size"])
+                digest = _member_sha256(zf, info, f.size)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-                raise CollectionError(f"{f['path']}: member damaged ({str(exc)[:120]})") from None
-            if digest != f["sha256"].lower():
-                raise CollectionError(f"{f['path']}: SHA-256 differs from the manifest")
+                raise CollectionError(f"{f.path}: member damaged ({str(exc)[:120]})") from None
+            if digest != f.sha256.lower():
+                raise CollectionError(f"{f.path}: SHA-256 differs from the manifest")
     return manifest

@@ -226,7 +226,7 @@ def _already_done(target: Path) -> HostResult | None:
         "resumed",
         zip=str(target),
         files=len(m.files),
-        bytes=sum(int(f["size"]) for f in m.files),
+        bytes=sum(f.size for f in m.files),
         build=m.build,
     )
 
@@ -273,7 +273,7 @@ def collect_host(
             "collected",
             zip=str(target),
             files=len(manifest.files),
-            bytes=sum(int(f["size"]) for f in manifest.files),
+            bytes=sum(f.size for f in manifest.files),
             build=manifest.build,
         )
         try:
