@@ -1,15 +1,18 @@
 """Scan benchmark: exwatch against nmap on a lab fleet of 1,000 HTTPS servers, and a 1,000,000-target stream.
 
-Run: ``python -m benchmarks.scan.run`` (as root for port 443; ``--quick`` for a smaller run).
+Run: ``python -m benchmarks.scan.run`` (as root for port 443; ``--quick`` for 200 servers, no stream).
 
-1. A lab fleet of 1,000 HTTPS Exchange servers (``exwatch lab serve``, its own process) on 127.50.0.0/16.
-2. ``exwatch scan`` over the fleet (passive fingerprinting, SQLite store): hosts per second, peak RSS of the
-   process tree, and every verdict checked against the manifest's ``truth_passive``.
-3. nmap on the same addresses doing comparable work: ``-p 443 --script http-headers,http-title``.
+1. A lab fleet of 1,000 HTTPS Exchange servers (``exwatch lab serve``, its own process) on 127.50.0.0/16,
+   every server's TLS context made before anything is timed.
+2. ``exwatch scan`` (passive fingerprinting, SQLite store), ``exwatch scan --probe`` and nmap doing
+   comparable work (``-p 443 --script http-headers,http-title``), by :mod:`benchmarks.method`: each run
+   once untimed (warm-up), then alternately, medians of ``--runs`` (at least 3), load before and after.
+   Every verdict of exwatch's last runs is checked against the manifest's truth.
+3. One ``exwatch scan`` under cProfile: where the scan process's CPU goes, by part.
 4. ``exwatch scan 127.48.0.0/12`` on port 443 (1,048,576 targets, loopback only; only the fleet's 1,000
-   addresses listen, the rest refuse): peak RSS of the streaming scan.
+   addresses listen, the rest refuse): peak RSS of the streaming scan (``--skip-stream`` to leave out).
 
-Figures are printed and written to ``benchmarks/scan/RESULTS.md``.
+Figures are printed and written to ``benchmarks/scan/RESULTS.md`` by this script.
 """
 
 from __future__ import annotations
@@ -17,19 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.method import Comparison, Contestant, compare, machine_line
 
 HERE = Path(__file__).resolve().parent
 EXWATCH = [sys.executable, "-m", "exwatch"]
@@ -197,6 +201,7 @@ def check_verdicts(manifest: dict[str, Any], jsonl: Path) -> tuple[int, list[str
 def run_exwatch(manifest_file: Path, work: Path, probe: bool) -> dict[str, Any]:
     out = work / ("probe.jsonl" if probe else "passive.jsonl")
     db = work / ("probe.db" if probe else "passive.db")
+    db.unlink(missing_ok=True)  # each run stores a new scan into a new store
     cmd = [
         *EXWATCH,
         "scan",
@@ -214,8 +219,8 @@ def run_exwatch(manifest_file: Path, work: Path, probe: bool) -> dict[str, Any]:
     with out.open("w", encoding="utf-8") as fh:
         run = Run(cmd, stdout=fh)
         code, seconds, err = run.wait(1800)
-    # The summary line on stderr ("scan N: 1,000 target(s) in 1.1 s; ...") times the scan loop alone.
-    loop = re.search(r"target\(s\) in ([0-9.]+) s", err)
+    # The summary line on stderr ("scan N: 1,000 host(s), 1,000 service(s) in 1.1 s; ...") times the loop.
+    loop = re.search(r"service\(s\) in ([0-9.]+) s", err)
     return {
         "code": code,
         "seconds": seconds,
@@ -296,12 +301,150 @@ def run_stream(work: Path) -> dict[str, Any]:
     }
 
 
+STARTUP_COMMANDS = (("exwatch --version", ["--version"]), ("exwatch scan --help", ["scan", "--help"]))
+
+
+def measure_startup(runs: int) -> Comparison:
+    """Start-up: ``exwatch --version`` and ``exwatch scan --help`` (goal: at most 0.3 s each)."""
+    return compare(
+        [Contestant(name, command=[*EXWATCH, *args]) for name, args in STARTUP_COMMANDS],
+        runs=runs,
+        log=lambda _: None,
+    )
+
+
+def _cpu_child(manifest_file: str, store: str, out: Any) -> None:
+    """In a fresh process: one scan, the CPU of its event loop's thread and of the whole process per host."""
+    from exwatch.scan.engine import ScanOptions, run_scan
+    from exwatch.scan.run import _warm_knowledge
+
+    _warm_knowledge()  # once per process (the knowledge base's tables), not per host
+    opts = ScanOptions(targets_files=(manifest_file,), concurrency=256)
+    p0, t0 = time.process_time(), time.thread_time()
+    summary = run_scan([], opts, store)
+    p1, t1 = time.process_time(), time.thread_time()
+    out.put(
+        {
+            "hosts": summary.scanned,
+            "loop": (t1 - t0) / summary.scanned,
+            "process": (p1 - p0) / summary.scanned,
+        }
+    )
+
+
+def measure_cpu_per_host(manifest_file: Path, work: Path, runs: int) -> dict[str, Any]:
+    """CPU per host of the scan itself (imports and interpreter start-up left out), asyncio's own loop,
+    SQLite store (written by the store's own process, whose CPU is not the scan's): medians of ``runs``."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    loops, procs = [], []
+    for i in range(runs + 1):  # the first one warms up
+        db = work / f"cpu{i}.db"
+        q = ctx.Queue()
+        proc = ctx.Process(target=_cpu_child, args=(str(manifest_file), f"sqlite:///{db}", q))
+        proc.start()
+        got = q.get(timeout=600)
+        proc.join()
+        if i:
+            loops.append(got["loop"] * 1000)
+            procs.append(got["process"] * 1000)
+    return {"loop_ms": statistics.median(loops), "process_ms": statistics.median(procs), "loops": loops}
+
+
+def measure_tls_floor(addresses: list[str], runs: int) -> float:
+    """CPU per host of connecting and the TLS handshake alone (asyncio's own loop, the scanner's TLS
+    context, 256 at once): the floor under any asyncio scanner on this machine. Median ms of ``runs``."""
+    import asyncio
+
+    from exwatch.scan._http import client_tls_context
+
+    async def one(address: str, ctx: Any, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            _, writer = await asyncio.open_connection(address, 443, ssl=ctx, server_hostname="")
+            writer.transport.abort()
+
+    async def every() -> float:
+        ctx, gate = client_tls_context(), asyncio.Semaphore(256)
+        t0 = time.thread_time()
+        await asyncio.gather(*(one(a, ctx, gate) for a in addresses))
+        return (time.thread_time() - t0) / len(addresses) * 1000
+
+    return statistics.median([asyncio.run(every()) for _ in range(runs)])
+
+
+PROFILE_PARTS = (
+    # (part, substrings of "file:function" in the profile; the first match wins)
+    ("TLS handshake (OpenSSL)", ("do_handshake",)),
+    ("waiting in epoll (idle, not CPU)", ("method 'poll' of 'select.epoll'",)),
+    ("socket syscalls (connect, send, recv)", ("_socket.socket", "_ssl._SSLSocket' objects}")),
+    ("certificate names (cryptography)", ("cert_names",)),
+    ("verdicts (kb)", ("exwatch/kb/",)),
+    ("fingerprint and probes", ("scan/fingerprint.py", "scan/probes.py", "scan/fusion.py")),
+    ("HTTP reading and parsing", ("scan/_http.py", "scan/wire.py", "asyncio/streams.py")),
+    ("observation records", ("scan/observation.py",)),
+    ("fold, summary, output", ("scan/fold.py", "scan/summary.py", "scan/run.py", "json/", "cli/scan.py")),
+    ("asyncio machinery (loop, TLS protocol, tasks)", ("asyncio/",)),
+    ("imports and start-up", ("importlib", "marshal", "builtins.compile", "builtins.exec")),
+)
+
+
+def profile_scan(manifest_file: Path, work: Path) -> dict[str, Any]:
+    """One passive scan under cProfile (the event loop's thread: the store writer's thread is not in it)."""
+    import pstats
+
+    prof = work / "scan.prof"
+    db = work / "profile.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cProfile",
+        "-o",
+        str(prof),
+        "-m",
+        "exwatch",
+        "-q",
+        "scan",
+        "--targets-file",
+        str(manifest_file),
+        "--db",
+        f"sqlite:///{db}",
+        "--format",
+        "jsonl",
+    ]
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    stats = pstats.Stats(str(prof))
+    total = stats.total_tt  # type: ignore[attr-defined]
+    parts: dict[str, float] = {name: 0.0 for name, _ in PROFILE_PARTS}
+    parts["other"] = 0.0
+    top: list[tuple[float, int, str]] = []
+    for (file, line, func), (_cc, ncalls, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{file}:{func}"
+        for name, needles in PROFILE_PARTS:
+            if any(n in where for n in needles):
+                parts[name] += tottime
+                break
+        else:
+            parts["other"] += tottime
+        short = (
+            f"{file.split('/site-packages/')[-1].split('/src/')[-1].split('/lib/python3')[-1]}:{line}({func})"
+        )
+        top.append((tottime, ncalls, short))
+    top.sort(reverse=True)
+    return {"total": total, "parts": parts, "top": top[:15], "cmd": cmd}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fleet", type=int, default=1000)
+    parser.add_argument("--fleet", type=int, default=1000, help="HTTPS lab servers (default 1000)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of each contestant (median; >= 3)")
+    parser.add_argument("--quick", action="store_true", help="200 servers, no stream, no profile")
     parser.add_argument("--skip-stream", action="store_true", help="skip the 1,000,000-target run")
+    parser.add_argument("--skip-probe", action="store_true", help="leave out exwatch scan --probe")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.fleet, args.skip_stream = min(args.fleet, 200), True
     if os.geteuid() != 0:
         raise SystemExit("run as root: the lab listens on port 443 of 1,000 loopback addresses")
     if shutil.which("nmap") is None:
@@ -314,59 +457,48 @@ def main(argv: list[str] | None = None) -> int:
     lab = start_lab(args.fleet, manifest_file)
     global LAB_PID
     LAB_PID = lab.pid
+    v: dict[str, Any] = {"nmap_version": nmap_version, "quick": args.quick}
     try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        addresses = [s["address"] for s in manifest["servers"]]
+        v["manifest"] = manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        v["addresses"] = addresses = [s["address"] for s in manifest["servers"]]
         print(f"lab: {len(addresses)} HTTPS servers on {addresses[0]}..{addresses[-1]}:443 (pid {lab.pid})")
         print(f"lab warmed up (one TLS handshake per server, not timed): {warm_lab(addresses):.1f} s")
-
-        ex = run_exwatch(manifest_file, work, probe=False)
-        scanned, wrong = check_verdicts(manifest, ex["out"])
-        for key in wrong[:5]:
-            print(f"  wrong: {key}")
-        ex_rate = scanned / ex["seconds"]
-        print(
-            f"exwatch (passive): {scanned} hosts in {ex['seconds']:.1f} s = {ex_rate:.1f} hosts/s, {len(wrong)} wrong verdicts"
-        )
-
-        ex_probe = run_exwatch(manifest_file, work, probe=True)
-        probe_states = {}
-        for line in ex_probe["out"].read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
-            probe_states[rec["address"]] = {w: x["state"] for w, x in rec["waves"].items()}
-        probe_scanned = len(probe_states)
-        probe_wrong = [
-            s["address"]
-            for s in manifest["servers"]
-            if probe_states.get(s["address"]) != expected(s, "truth")
+        contestants = [
+            Contestant("exwatch scan", function=lambda: run_exwatch(manifest_file, work, probe=False)),
+            Contestant("nmap", function=lambda: run_nmap(addresses, work)),
         ]
-        probe_rate = probe_scanned / ex_probe["seconds"]
-        for address in probe_wrong[:5]:
-            srv = next(x for x in manifest["servers"] if x["address"] == address)
-            print(
-                f"  wrong with --probe: {address} {srv['variant']} {srv['build']} want {srv['truth']} got {probe_states.get(address)}"
+        if not args.skip_probe:
+            contestants.append(
+                Contestant(
+                    "exwatch scan --probe", function=lambda: run_exwatch(manifest_file, work, probe=True)
+                )
             )
+        v["startup"] = measure_startup(args.runs)
+        print("\n".join(v["startup"].table()))
+        v["tls_floor"] = measure_tls_floor(addresses, args.runs)
+        print(f"TLS floor: {v['tls_floor']:.2f} ms CPU per host (connect and handshake alone)")
+        v["cpu"] = measure_cpu_per_host(manifest_file, work, args.runs)
         print(
-            f"exwatch (--probe): {probe_scanned} hosts in {ex_probe['seconds']:.1f} s = {probe_rate:.1f} hosts/s, {len(probe_wrong)} wrong verdicts"
+            f"CPU per host: event loop {v['cpu']['loop_ms']:.2f} ms, scan process {v['cpu']['process_ms']:.2f} ms"
         )
-
-        nm = run_nmap(addresses, work)
-        nm_rate = len(addresses) / nm["seconds"]
-        print(
-            f"nmap: {len(addresses)} hosts in {nm['seconds']:.1f} s = {nm_rate:.1f} hosts/s (titles {nm['titles']}, headers {nm['headers']}), peak RSS {nm['peak_kb'] / 1024:.0f} MB"
-        )
-        ratio = ex_rate / nm_rate
-        print(f"ratio exwatch/nmap: {ratio:.1f}x")
-
-        stream: dict[str, Any] | None = None
-        print(
-            f"peak RSS: exwatch passive {ex['peak_kb'] / 1024:.0f} MB, --probe {ex_probe['peak_kb'] / 1024:.0f} MB"
-        )
+        v["cmp"] = cmp = compare(contestants, runs=args.runs)
+        v["scanned"], v["wrong"] = check_verdicts(manifest, cmp.timings["exwatch scan"].last["out"])
+        print(f"exwatch: {v['scanned']} hosts, {len(v['wrong'])} wrong verdicts (last run)")
+        for key in v["wrong"][:5]:
+            print(f"  wrong: {key}")
+        if not args.skip_probe:
+            v["probe_wrong"] = check_probe(manifest, cmp.timings["exwatch scan --probe"].last["out"])
+            print(f"exwatch --probe: {len(v['probe_wrong'])} wrong verdicts (last run)")
+        v["ratio"] = cmp.ratio("nmap", "exwatch scan")
+        print("\n".join(cmp.table()))
+        print(f"ratio nmap / exwatch (medians): {v['ratio']:.1f}x; {cmp.load_text()}")
+        if not args.quick:
+            v["profile"] = profile_scan(manifest_file, work)
+            print(f"profile: {v['profile']['total']:.2f} s in the scan process's main thread")
         if not args.skip_stream:
-            stream = run_stream(work)
+            v["stream"] = stream = run_stream(work)
             print(
-                f"stream {STREAM_RANGE}: exit {stream['code']}, {stream['seconds']:.0f} s, "
-                f"peak RSS {stream['peak_kb'] / 1024:.0f} MB (anonymous {stream['peak_anon_kb'] / 1024:.0f} MB)"
+                f"stream {STREAM_RANGE}: exit {stream['code']}, {stream['seconds']:.0f} s, peak RSS {stream['peak_kb'] / 1024:.0f} MB"
             )
     finally:
         lab.send_signal(signal.SIGINT)
@@ -374,9 +506,18 @@ def main(argv: list[str] | None = None) -> int:
             lab.wait(30)
         except subprocess.TimeoutExpired:
             lab.kill()
-    write_results(args.results, locals())
+    write_results(args.results, v)
     shutil.rmtree(work, ignore_errors=True)
-    return 0 if not wrong and not probe_wrong else 1
+    return 0 if not v["wrong"] and not v.get("probe_wrong") else 1
+
+
+def check_probe(manifest: dict[str, Any], jsonl: Path) -> list[str]:
+    """Addresses whose verdicts with --probe differ from the lab's full truth."""
+    got = {}
+    for line in jsonl.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        got[rec["address"]] = {w: x["state"] for w, x in rec["waves"].items()}
+    return [s["address"] for s in manifest["servers"] if got.get(s["address"]) != expected(s, "truth")]
 
 
 def _loop_name() -> str:
@@ -388,64 +529,116 @@ def _loop_name() -> str:
 
 
 def write_results(path: Path, v: dict[str, Any]) -> None:
-    ex, nm, stream = v["ex"], v["nm"], v["stream"]
+    cmp: Comparison = v["cmp"]
+    n = len(v["addresses"])
+    ex, nm = cmp.timings["exwatch scan"], cmp.timings["nmap"]
+    rows = [
+        "| contestant | median s | min-max s | hosts/s (median) | CPU s tool (last run) | CPU s lab (last run) | peak RSS MB (last run) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in cmp.timings.values():
+        last = t.last
+        rows.append(
+            f"| {t.name} | {t.median:.2f} | {t.spread()} | {n / t.median:.0f} | {last['cpu']:.2f} | "
+            f"{last['lab_cpu']:.2f} | {last['peak_kb'] / 1024:.0f} |"
+        )
     lines = [
         "# Scan benchmark results",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} CPUs shared with other work,",
-        f"Python {platform.python_version()}, {v['nmap_version']}, exwatch's event loop: {_loop_name()}. "
-        "Reproduce: `sudo .venv/bin/python -m benchmarks.scan.run`.",
+        f"{machine_line()}; {v['nmap_version']}; exwatch's event loop: {_loop_name()}.",
+        "Written by `sudo .venv/bin/python -m benchmarks.scan.run"
+        + (" --quick" if v["quick"] else "")
+        + "` (method: `benchmarks/method.py`: every contestant run once untimed, then alternately, "
+        f"medians of {cmp.runs}).",
         "",
-        f"Lab: {len(v['addresses'])} HTTPS Exchange servers of every Exchange variant (`exwatch lab serve --fleet "
-        f"{len(v['addresses'])} --only-exchange`, its own process) on 127.50.0.0/16, port 443.",
-        f"{sum(map(unlearnable, v['manifest']['servers']))} of them are Exchange 2010 behind ADFS, which no response "
-        "fingerprints (the lab's truth claims a build): counted right when exwatch answers `unknown`.",
+        f"Lab: {n} HTTPS Exchange servers of every Exchange variant (`exwatch lab serve --fleet {n} "
+        "--only-exchange`, its own process) on 127.50.0.0/16, port 443, every server's TLS context made "
+        "before timing.",
         "",
-        "| run | hosts | seconds | hosts/s | CPU s (tool) | CPU s (lab) | peak RSS (MB) | verdicts wrong |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| exwatch scan (passive fingerprint, SQLite store) | {v['scanned']} | {ex['seconds']:.1f} | {v['ex_rate']:.1f} | {ex['cpu']:.1f} | {ex['lab_cpu']:.1f} | {ex['peak_kb'] / 1024:.0f} | {len(v['wrong'])} of {len(v['addresses'])} (vs `truth_passive`) |",
-        f"| exwatch scan --probe | {v['probe_scanned']} | {v['ex_probe']['seconds']:.1f} | {v['probe_rate']:.1f} | {v['ex_probe']['cpu']:.1f} | {v['ex_probe']['lab_cpu']:.1f} | {v['ex_probe']['peak_kb'] / 1024:.0f} | {len(v['probe_wrong'])} of {len(v['addresses'])} (vs `truth`) |",
-        f"| nmap -p 443 --script http-headers,http-title | {len(v['addresses'])} | {nm['seconds']:.1f} | {v['nm_rate']:.1f} | {nm['cpu']:.1f} | {nm['lab_cpu']:.1f} | {nm['peak_kb'] / 1024:.0f} | (no verdicts) |",
+        *rows,
         "",
-        f"**exwatch / nmap hosts per second: {v['ratio']:.1f}x** (goal: at least 10x, every verdict right).",
+        f"**nmap / exwatch scan, medians: {v['ratio']:.1f}x** (goal: at least 10x, every verdict right). "
+        f"{cmp.load_text()}.",
         "",
-        f"CPU per host: exwatch {ex['cpu'] / len(v['addresses']) * 1000:.1f} ms (start-up included), nmap "
-        f"{nm['cpu'] / len(v['addresses']) * 1000:.1f} ms: {nm['cpu'] / ex['cpu']:.1f}x less.",
+        f"Verdicts of the last runs against the lab's truth: exwatch scan {len(v['wrong'])} wrong of {n}"
+        + (f", --probe {len(v['probe_wrong'])} wrong of {n}" if "probe_wrong" in v else "")
+        + f" ({sum(map(unlearnable, v['manifest']['servers']))} servers are Exchange 2010 behind ADFS, which "
+        "no response fingerprints: counted right when exwatch answers `unknown`).",
+        "",
+        f"CPU per host (last run, start-up and the store writer included): exwatch {ex.last['cpu'] / n * 1000:.2f} ms, "
+        f"nmap {nm.last['cpu'] / n * 1000:.2f} ms.",
         "",
     ]
-    if ex.get("loop_seconds"):
+    if ex.last.get("loop_seconds"):
         lines += [
-            f"exwatch's {ex['seconds']:.2f} s: the scan loop {ex['loop_seconds']:.2f} s (its own summary), start-up "
-            f"(interpreter, imports, opening and migrating the store) and shutdown {ex['seconds'] - ex['loop_seconds']:.2f} s.",
+            f"exwatch's last run: {ex.last['seconds']:.2f} s, of which the scan loop {ex.last['loop_seconds']:.2f} s "
+            f"(its own summary line); start-up, opening the store and shutdown {ex.last['seconds'] - ex.last['loop_seconds']:.2f} s.",
             "",
         ]
-    floor = (ex["cpu"] + ex["lab_cpu"]) / 2
+    st = v["startup"]
     lines += [
-        f"Where the ceiling is: exwatch and the lab together used {ex['cpu'] + ex['lab_cpu']:.2f} CPU s for the "
-        f"passive run; on {os.cpu_count()} cores no run doing that work can take less than {floor:.2f} s, i.e. "
-        f"{len(v['addresses']) / floor:.0f} hosts/s = {len(v['addresses']) / floor / v['nm_rate']:.1f}x nmap's rate "
-        "in this run, even perfectly parallel. exwatch's scan loop runs on one core (one asyncio process; about "
-        "half of its loop's CPU is the TLS handshake: 0.5 to 0.6 ms per host on the client side).",
+        "## Start-up and CPU per host",
+        "",
+        *st.table(),
+        "",
+        f"Start-up goal: at most 0.3 s each ({st.load_text()}).",
+        "",
+        f"CPU per host of the scan (asyncio's own loop, SQLite store; interpreter start-up and imports left out; "
+        f"medians of {len(v['cpu']['loops'])} scans in fresh processes): **event loop thread "
+        f"{v['cpu']['loop_ms']:.2f} ms**, the whole scanning process {v['cpu']['process_ms']:.2f} ms "
+        f"(the store is written by its own process). Goal: at most 1 ms. The floor: connecting and the TLS "
+        f"handshake alone, with the same TLS context and asyncio's own loop, cost **{v['tls_floor']:.2f} ms** "
+        "of CPU per host on this machine.",
         "",
     ]
+    lines += _profile_lines(v.get("profile"), n)
+    stream = v.get("stream")
     if stream is not None:
         lines += [
             f"Streaming: `exwatch scan {STREAM_RANGE} --yes-large --ports 443` = 1,048,576 loopback targets "
             f"(1,000 listen, the rest refuse), SQLite store: {stream['seconds']:.0f} s "
             f"({1048576 / stream['seconds']:.0f} targets/s, {stream['cpu']:.0f} CPU s), **peak RSS "
             f"{stream['peak_kb'] / 1024:.0f} MB** (anonymous memory {stream['peak_anon_kb'] / 1024:.0f} MB; "
-            f"goal: under 300 MB), exit code {stream['code']} (the fleet's vulnerable servers are in the range).",
+            f"goal: under 300 MB), exit code {stream['code']}.",
             "",
         ]
-    lines += [
-        f"Load average when written: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared).",
-        "",
-    ]
-    lines += ["Commands:", ""] + [f"    {' '.join(map(str, r['cmd']))}" for r in (ex, v["ex_probe"], nm) if r]
+    else:
+        lines += [
+            "The 1,000,000-target streaming run was left out of this run (`--skip-stream` or `--quick`).",
+            "",
+        ]
+    cmds = [ex.last["cmd"], nm.last["cmd"]]
+    if "exwatch scan --probe" in cmp.timings:
+        cmds.append(cmp.timings["exwatch scan --probe"].last["cmd"])
+    if v.get("profile"):
+        cmds.append(v["profile"]["cmd"])
     if stream is not None:
-        lines.append(f"    {' '.join(map(str, stream['cmd']))}")
+        cmds.append(stream["cmd"])
+    lines += ["Commands (last run of each):", ""] + [f"    {' '.join(map(str, c))}" for c in cmds]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"results written to {path}")
+
+
+def _profile_lines(prof: dict[str, Any] | None, n: int) -> list[str]:
+    if not prof:
+        return []
+    total = prof["total"]
+    busy = total - prof["parts"].get("waiting in epoll (idle, not CPU)", 0.0)
+    lines = [
+        "## Profile of the scan process (cProfile, main thread, one passive run)",
+        "",
+        f"{total:.2f} s in the main thread under the profiler (which slows Python code about 1.5-2x), "
+        f"{busy:.2f} s of it busy: {busy / n * 1000:.2f} ms per host. By part (own time):",
+        "",
+        "| part | seconds | ms per host | share of busy |",
+        "|---|---|---|---|",
+    ]
+    for name, secs in sorted(prof["parts"].items(), key=lambda kv: -kv[1]):
+        share = f"{secs / busy * 100:.0f}%" if "epoll" not in name else "-"
+        lines.append(f"| {name} | {secs:.3f} | {secs / n * 1000:.3f} | {share} |")
+    lines += ["", "Top functions by own time:", "", "| own s | calls | function |", "|---|---|---|"]
+    lines += [f"| {t:.3f} | {c} | `{f}` |" for t, c, f in prof["top"]]
+    return [*lines, ""]
 
 
 if __name__ == "__main__":
