@@ -81,6 +81,7 @@ PUBLIC: dict[str, tuple[str, ...]] = {
         "AlertLog",
         "Delivery",
         "KINDS",
+        "NewFinding",
         "RoundResult",
         "WatchConfig",
         "Watcher",

@@ -18,10 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exwatch.config import mask_url
 from exwatch.errors import InputError
+
+if TYPE_CHECKING:
+    from exwatch.lab import ServerSpec
 
 # The protected share of Internet-facing Exchange servers for ProxyLogon, 1 - V/U with U = 400,000
 # (RiskIQ's universe), as collected in the reference exposure_timeline.csv:
@@ -148,14 +151,14 @@ def _tags(rng: random.Random, index: int, address: str) -> dict[str, str]:
 class _Plan:
     """The drawn fleet and the order in which its unprotected servers get protected."""
 
-    specs: list[Any]
+    specs: list[ServerSpec]
     targets: list[str]
     classified: list[str]  # the servers the wave applies to (vulnerable, patched or mitigated by build)
     waiting: list[str]  # still vulnerable, popped from the end as days go by
     protected_on: dict[str, date]
 
     @property
-    def by_name(self) -> dict[str, Any]:
+    def by_name(self) -> dict[str, ServerSpec]:
         return {s.name: s for s in self.specs}
 
 
@@ -355,7 +358,11 @@ def _write_packages(
 
 
 def _hunt(
-    store: Any, folders: list[Path], by_name: dict[str, Any], days: list[date], echo: Callable[[str], None]
+    store: Any,
+    folders: list[Path],
+    by_name: dict[str, ServerSpec],
+    days: list[date],
+    echo: Callable[[str], None],
 ) -> None:
     """Hunt the packages and store each host's hunt against its lab server's address."""
     from exwatch.hunt import HuntOptions, hunt_paths, record_hunt

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from exwatch.watch.detect import detect, new_state
-from exwatch.watch.model import parse_duration
+from exwatch.watch.model import NewFinding, parse_duration
 
 
 def host(*states: str, status: str = "exchange") -> dict[str, Any]:
@@ -98,7 +98,7 @@ def test_each_wave_is_its_own_change_and_the_wave_filter_holds() -> None:
 
 def test_compromised_once_per_host_and_wave() -> None:
     state = new_state()
-    finding = {"host": H, "wave": "proxylogon", "confidence": "likely", "rule": "r1"}
+    finding = NewFinding(host=H, wave="proxylogon", confidence="likely", rule="r1")
     alerts, state = detect(state, {H: host("vulnerable")}, scan_id=1, time="t", findings=[finding])
     assert [a.kind for a in alerts] == ["exposed", "compromised"]
     alerts, state = detect(state, {H: host("vulnerable")}, scan_id=2, time="t", findings=[finding, finding])

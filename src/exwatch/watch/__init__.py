@@ -10,7 +10,7 @@ runner.py    the loop: scan, detect, record, deliver; SIGTERM ends after the cur
 from __future__ import annotations
 
 from exwatch.watch.log import AlertLog, list_alerts
-from exwatch.watch.model import KINDS, Alert, parse_duration
+from exwatch.watch.model import KINDS, Alert, NewFinding, parse_duration
 from exwatch.watch.runner import Delivery, RoundResult, WatchConfig, Watcher, watch_name
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "AlertLog",
     "Delivery",
     "KINDS",
+    "NewFinding",
     "RoundResult",
     "WatchConfig",
     "Watcher",

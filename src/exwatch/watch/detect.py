@@ -23,7 +23,7 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from exwatch.watch.model import PROTECTED, Alert
+from exwatch.watch.model import PROTECTED, Alert, NewFinding
 
 DEFINITE = frozenset({"vulnerable", "patched", "mitigated", "not_affected"})
 GONE_AFTER = 2  # rounds in a row without an Exchange answer before ``gone``
@@ -57,13 +57,13 @@ def detect(
     time: str,
     watch: str = "",
     waves: Sequence[str] | None = None,
-    findings: Iterable[Mapping[str, Any]] = (),
+    findings: Iterable[NewFinding] = (),
 ) -> tuple[list[Alert], dict[str, Any]]:
     """Alerts for one round and the state after it.
 
     ``hosts``: host -> folded host record of this round (``status``, ``address``, ``port``, ``build``,
     ``waves``: wave -> {state, fix}). ``waves``: only these waves alert (None: all). ``findings``: new
-    findings already attributed to a watched host: ``{host, wave, confidence, rule, id}``.
+    findings already attributed to a watched host.
     """
     nxt = copy.deepcopy(dict(state)) if state else new_state()
     one = _Round(nxt.setdefault("hosts", {}), scan_id, time, watch, set(waves) if waves else None)
@@ -172,10 +172,10 @@ class _Round:
             reason = rec.get("error") or rec.get("status")
             self.alert("gone", host, last, state=str(rec.get("status")), previous="exchange", detail=reason)
 
-    def finding(self, finding: Mapping[str, Any]) -> None:
+    def finding(self, finding: NewFinding) -> None:
         """``compromised`` once per host and wave."""
-        host = str(finding["host"])
-        wave = finding.get("wave") or None
+        host = finding.host
+        wave = finding.wave or None
         if self.wanted is not None and wave is not None and wave not in self.wanted:
             return
         entry = self.known.get(host)
@@ -187,7 +187,7 @@ class _Round:
         done.append(wave or "")
         last = {"address": entry.get("address"), "port": entry.get("port"), "build": entry.get("build")}
         previous = entry["waves"].get(wave) if wave else None
-        detail = f"{finding.get('rule')} ({finding.get('confidence')})"
+        detail = f"{finding.rule} ({finding.confidence})"
         self.alert(
             "compromised", host, last, wave=wave, state="compromised", previous=previous, detail=detail
         )

@@ -37,6 +37,18 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class NewFinding:
+    """A finding of likely or confirmed confidence stored since the last round, attributed to a watched
+    host (``host`` as the watch names it); ``id`` is the store's finding id."""
+
+    host: str
+    wave: str | None
+    confidence: str
+    rule: str
+    id: int = 0
+
+
+@dataclass(frozen=True)
 class Alert:
     """One change of one host (and wave), as every sink receives it.
 

@@ -29,7 +29,7 @@ from exwatch.scan.fold import fold_services, host_of
 from exwatch.watch.detect import detect as detect_changes
 from exwatch.watch.detect import new_state
 from exwatch.watch.log import AlertLog
-from exwatch.watch.model import Alert
+from exwatch.watch.model import Alert, NewFinding
 from exwatch.watch.sinks import AlertSink, SinkError, Spool, open_sink, sink_key
 
 EVIDENCE_CONFIDENCE = ("likely", "confirmed")
@@ -280,7 +280,7 @@ class Watcher:
 
     def _new_findings(
         self, hosts: Mapping[str, Mapping[str, Any]], host_ids: Mapping[str, int]
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[NewFinding], int]:
         """Findings of likely or confirmed confidence stored since the last round, for watched hosts."""
         assert self.store is not None
         after = int(self.state.get("findings_after") or 0)
@@ -295,7 +295,7 @@ class Watcher:
             by_text.setdefault(host.lower(), host)
             if entry.get("address"):
                 by_text.setdefault(str(entry["address"]).lower(), host)
-        out: list[dict[str, Any]] = []
+        out: list[NewFinding] = []
         last = after
         with self.store.connect() as conn:
             rows = conn.execute(
@@ -311,9 +311,7 @@ class Watcher:
             owner = owner or by_text.get(str(r.host or "").lower())
             if owner is None:
                 continue
-            out.append(
-                {"host": owner, "wave": r.wave, "confidence": r.confidence, "rule": r.rule, "id": r.id}
-            )
+            out.append(NewFinding(owner, r.wave, str(r.confidence), str(r.rule), int(r.id)))
         return out, last
 
     # -- delivery ------------------------------------------------------------------------------
