@@ -19,6 +19,7 @@ from exwatch.cli.common import (
     stderr_console,
     verbosity,
 )
+from exwatch.cli.hunt import window_options
 from exwatch.errors import InputError
 
 
@@ -213,13 +214,7 @@ class _ClusterProgress:
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_cluster_options
-@click.option(
-    "--since",
-    default=None,
-    metavar="T",
-    help="Only evidence at or after this ISO 8601 time (UTC if no zone).",
-)
-@click.option("--until", default=None, metavar="T", help="Only evidence at or before this time.")
+@window_options
 @click.option("--no-store", is_flag=True, help="Do not write the findings to the store.")
 @format_option("table", "json")
 @db_option
@@ -236,7 +231,7 @@ def hunt(
     """Hunt many triage packages on a Dask cluster (each PATH a package, or a folder of packages; one host
     each). The workers must see the packages at the same paths (local workers or a shared file system).
     """
-    from exwatch.cli.hunt import _refuse_store_in_evidence, _render
+    from exwatch.cli.hunt import _refuse_store_in_evidence, _render, print_notes
     from exwatch.cluster import cluster_hunt, open_client
     from exwatch.cluster.hunt import store_hunt
     from exwatch.hunt import HuntOptions
@@ -258,8 +253,5 @@ def hunt(
         echo_json(result.to_dict())
     else:
         _render(result, console)
-    for note in result.stats.get("notes", []):
-        console.print(f"note: {note}", highlight=False)
-    for e in result.errors:
-        console.print(f"[yellow]warning:[/] {e.error}", markup=True, highlight=False)
+    print_notes(result, console)  # evidence names as text: never read as markup
     raise SystemExit(result.exit_code)

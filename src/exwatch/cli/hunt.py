@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -39,17 +39,32 @@ from exwatch.hunt import (
     safe_text,
 )
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def window_options(f: F) -> F:
+    """``--since`` and ``--until``: the window of evidence a hunt reads (``exwatch hunt``, ``cluster hunt``)."""
+    f = click.option("--until", default=None, metavar="T", help="Only evidence at or before this time.")(f)
+    return click.option(
+        "--since",
+        default=None,
+        metavar="T",
+        help="Only evidence at or after this ISO 8601 time (UTC if no zone).",
+    )(f)
+
+
+def print_notes(result: HuntResult, console: Console) -> None:
+    """The rule notes and each file error as a warning on stderr (evidence text as text, never markup)."""
+    for note in result.stats.get("notes", []):
+        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
+    for e in result.errors:
+        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False, soft_wrap=True)
+
 
 @click.command("hunt")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--host", default=None, help="Host name for the findings (default: the PATH's name).")
-@click.option(
-    "--since",
-    default=None,
-    metavar="T",
-    help="Only evidence at or after this ISO 8601 time (UTC if no zone).",
-)
-@click.option("--until", default=None, metavar="T", help="Only evidence at or before this time.")
+@window_options
 @click.option(
     "--rules",
     "rule_dirs",
@@ -153,10 +168,7 @@ def hunt(
     if store_url is not None:
         _store(result, store_url, started, console)
     _output(result, fmt, floor)
-    for note in result.stats.get("notes", []):
-        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
-    for e in result.errors:
-        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False, soft_wrap=True)
+    print_notes(result, console)
     raise SystemExit(result.exit_code)
 
 
