@@ -164,7 +164,7 @@ def _bench(url: str, hosts: int, days: int, seed: int = 1) -> dict[str, Any]:
             t0 = time.perf_counter()
             hist = q.host_history(store, f"10.{a}.{b >> 8}.{b & 255}")
             history_times.append(time.perf_counter() - t0)
-            assert len(hist["snapshots"]) == days
+            assert len(hist.snapshots) == days
     return {
         "url": url.split("@")[-1] if "@" in url else "sqlite",
         "backend": "postgresql" if url.startswith("postgresql") else "sqlite",

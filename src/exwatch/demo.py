@@ -167,8 +167,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     import time
 
     from exwatch.fleet import open_store
-    from exwatch.report import ReportOptions, build_report
-    from exwatch.report.stix import findings_bundle
+    from exwatch.report import ReportOptions, build_report, findings_bundle
 
     started = time.monotonic()
     days = _check(options)
@@ -195,7 +194,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     echo(f"JSON report: {json_path.resolve()}   STIX findings: {stix_path.resolve()}")
     echo(f"store: {mask_url(db_url)}   manifests (ground truth per day): {(out / 'manifests').resolve()}")
     echo(f"demo finished in {seconds:.0f} s")
-    return DemoResult(db_url, report, html_path, json_path, stix_path, manifests, hunted, seconds)
+    return DemoResult(db_url, report.to_dict(), html_path, json_path, stix_path, manifests, hunted, seconds)
 
 
 def _check(options: DemoOptions) -> list[date]:
@@ -386,14 +385,13 @@ def _write_outputs(
     out: Path, report: Any, bundle: Any, echo: Callable[[str], None]
 ) -> tuple[Path, Path, Path]:
     """Print the report with the published points beside it; write the HTML, JSON and STIX files."""
-    from exwatch.report.html import render_html
-    from exwatch.report.stix import bundle_json
-    from exwatch.report.text import render_table
+    from exwatch.report import bundle_json, render_html, render_table
 
     echo("")
     echo(render_table(report))
+    doc = report.to_dict()
     for day, share, what in PUBLISHED:
-        snap = next((s for s in report["snapshots"] if s["time"][:10] == day.isoformat()), None)
+        snap = next((s for s in doc["snapshots"] if s["time"][:10] == day.isoformat()), None)
         if snap is not None and snap["waves"].get(WAVE, {}).get("protected_share") is not None:
             echo(
                 f"published {day}: {share:.1%} ({what}); simulated scan: {snap['waves'][WAVE]['protected_share']:.1%}"
@@ -401,7 +399,7 @@ def _write_outputs(
     html_path = out / "report.html"
     html_path.write_text(render_html(report, note=SIMULATED_NOTE), encoding="utf-8")
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    json_path.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
     stix_path = out / "findings.stix.json"
     stix_path.write_text(bundle_json(bundle), encoding="utf-8")
     return html_path, json_path, stix_path

@@ -144,6 +144,7 @@ def test_serve_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     busy.listen(1)
     port = busy.getsockname()[1]
     try:
+        open_store(f"sqlite:///{tmp_path / 's.db'}").close()  # serve never creates a store
         started = time.monotonic()
         result = _serve("--db", f"sqlite:///{tmp_path / 's.db'}", "--port", str(port))
     finally:

@@ -53,11 +53,11 @@ def test_rescan_of_one_host_keeps_the_fleet(store: Store) -> None:
     pic = latest(store)
     pl = pic.waves["proxylogon"]
     assert (pl.vulnerable, pl.patched, pic.statuses) == (4, 1, {"exchange": 5})
-    assert pic.scope == ["127.75.0.1"] and pic.scan_statuses == {"exchange": 1}
+    assert pic.scope == ("127.75.0.1",) and pic.scan_statuses == {"exchange": 1}
     # a refused port 80 in a later scan does not hide the port-443 verdict
     scan(store, 2, [rec("127.75.0.2", "x", port=80, status="unreachable", build=None, waves=None)])
     assert latest(store).waves["proxylogon"].vulnerable == 4
-    listed = {h["address"]: (h["status"], h["port"]) for h in q.list_hosts(store)}
+    listed = {h.address: (h.status, h.port) for h in q.list_hosts(store)}
     assert listed["127.75.0.2"] == ("exchange", 443)
 
 
@@ -70,7 +70,7 @@ def test_stale_hosts_are_counted_apart(store: Store) -> None:
     assert q.hosts_at_risk(store) == []
     wider = latest(store, max_age=timedelta(days=60))
     assert wider.stale == 0 and wider.waves["proxylogon"].vulnerable == 1
-    assert [h["address"] for h in q.list_hosts(store) if h["stale"]] == ["127.75.1.1"]
+    assert [h.address for h in q.list_hosts(store) if h.stale] == ["127.75.1.1"]
 
 
 def test_retire_and_undo(store: Store) -> None:
@@ -104,7 +104,7 @@ def test_merge_split_undo(store: Store) -> None:
     assert latest(store).hosts == 2
     gone = store.find_hosts("127.75.3.2")[0]
     assert gone != merged["host_id"]
-    assert [s["waves"]["proxylogon"] for s in q.host_history(store, f"#{gone}")["snapshots"]] == ["patched"]
+    assert [s.waves["proxylogon"] for s in q.host_history(store, f"#{gone}").snapshots] == ["patched"]
     with pytest.raises(InputError, match="nothing to split"):
         lc.split(store, f"#{gone}", ["127.75.3.2"])
 
@@ -155,7 +155,7 @@ def test_scans_list_show_delete(store: Store) -> None:
     done = lc.delete_scan(store, second)
     assert done["services"] == 1 and done["pictures_rebuilt"] == 1
     assert [s.waves["proxylogon"].vulnerable for s in q.fleet_series(store)] == [2, 2]
-    assert [w["first_protected"] for w in q.exposure_windows(store)] == [None, None]
+    assert [w.first_protected for w in q.exposure_windows(store)] == [None, None]
     # deleting the only scan of host 3 removes the host too
     done = lc.delete_scan(store, third)
     assert done["hosts_removed"] == 1 and store.find_hosts("127.75.5.3") == []
@@ -186,4 +186,4 @@ def test_an_empty_scan_does_not_hide_the_fleet(store: Store) -> None:
     series = q.fleet_series(store)
     assert [s.hosts for s in series] == [2, 2]
     assert series[-1].waves["proxylogon"].vulnerable == 1 and series[-1].scan_statuses == {}
-    assert [h["address"] for h in q.hosts_at_risk(store)] == ["127.75.8.1"]
+    assert [h.address for h in q.hosts_at_risk(store)] == ["127.75.8.1"]

@@ -34,10 +34,10 @@ def test_change_three_readings() -> None:
     before = WaveCounts(hosts=400_000, vulnerable=56_140, patched=343_860)
     now = WaveCounts(hosts=400_000, vulnerable=32_000, patched=368_000)
     c = change(now, before)
-    assert c["unprotected_rel_change"] == pytest.approx(-0.43, abs=1e-4)
-    assert c["delta_pp"] == pytest.approx((0.92 - 343_860 / 400_000) * 100)
-    assert c["protected_share_rel_change"] == pytest.approx(0.92 / (343_860 / 400_000) - 1)
-    assert c["universe_change"] == 0
+    assert c.unprotected_rel_change == pytest.approx(-0.43, abs=1e-4)
+    assert c.delta_pp == pytest.approx((0.92 - 343_860 / 400_000) * 100)
+    assert c.protected_share_rel_change == pytest.approx(0.92 / (343_860 / 400_000) - 1)
+    assert c.universe_change == 0
 
 
 def test_nearest_to_seven_days() -> None:
@@ -136,20 +136,20 @@ def test_snapshot_counts_and_change(store: Store) -> None:
     idx = nearest_earlier([s.time for s in snaps], snaps[-1].time)
     assert idx is not None and snaps[idx].scan_id == ids[1]
     c = change(last, snaps[idx].waves["proxylogon"])
-    assert c["vulnerable_before"] == 3 and c["vulnerable_now"] == 1
-    assert c["unprotected_rel_change"] == pytest.approx(-2 / 3)
-    assert c["delta_pp"] == pytest.approx((8 / 9 - 5 / 8) * 100)
+    assert c.vulnerable_before == 3 and c.vulnerable_now == 1
+    assert c.unprotected_rel_change == pytest.approx(-2 / 3)
+    assert c.delta_pp == pytest.approx((8 / 9 - 5 / 8) * 100)
 
 
 def test_exposure_windows_incremental_equals_rebuild(store: Store) -> None:
     build_fleet(store)
-    windows = {w["host_id"]: w for w in q.exposure_windows(store, wave="proxylogon")}
+    windows = {w.host_id: w for w in q.exposure_windows(store, wave="proxylogon")}
     hosts = {h: store.find_hosts(f"127.40.1.{h}")[0] for h in range(1, 11)}
     assert set(windows) == {hosts[h] for h in (1, 2, 3, 4, 9)}
-    assert windows[hosts[1]]["days"] == pytest.approx(6)
-    assert windows[hosts[3]]["days"] == pytest.approx(8)
-    assert windows[hosts[4]]["days"] == pytest.approx(13)
-    assert windows[hosts[9]]["first_protected"] is None
+    assert windows[hosts[1]].days == pytest.approx(6)
+    assert windows[hosts[3]].days == pytest.approx(8)
+    assert windows[hosts[4]].days == pytest.approx(13)
+    assert windows[hosts[9]].first_protected is None
     with store.engine.begin() as conn:
         before = sorted(conn.execute(select(t.host_exposure)).all())
         rebuild_exposure(conn)
@@ -161,16 +161,16 @@ def test_out_of_order_snapshot_rebuilds(store: Store) -> None:
     scan(store, 5, {1: "patched"})
     scan(store, 0, {1: "vulnerable"})  # finished later, but earlier in time
     (window,) = q.exposure_windows(store)
-    assert window["days"] == pytest.approx(5)
+    assert window.days == pytest.approx(5)
 
 
 def test_hosts_at_risk_worst_first(store: Store) -> None:
     build_fleet(store)
     scan(store, 14, {11: "vulnerable", 9: "vulnerable"}, build="15.2.858.5")
     at_risk = q.hosts_at_risk(store)
-    assert [r["address"] for r in at_risk] == ["127.40.1.9", "127.40.1.11"]
-    assert at_risk[0]["exposed_days"] == pytest.approx(14)
-    assert at_risk[0]["fix"] == "fix-15.2.858.5"
+    assert [r.address for r in at_risk] == ["127.40.1.9", "127.40.1.11"]
+    assert at_risk[0].exposed_days == pytest.approx(14)
+    assert at_risk[0].fix == "fix-15.2.858.5"
 
 
 def test_compromised_before_protected(store: Store) -> None:
@@ -197,12 +197,12 @@ def test_compromised_before_protected(store: Store) -> None:
     hunt(9, DAY0 + timedelta(days=1))  # never protected: flagged
     hunt(5, DAY0 - timedelta(days=3))  # patched when first seen (day 0), compromised before: flagged
     hunt(6, DAY0 + timedelta(days=1), "review")  # weak evidence does not count
-    rows = {r["address"]: r for r in q.compromise(store)}
+    rows = {r.address: r for r in q.compromise(store)}
     assert set(rows) == {"127.40.1.1", "127.40.1.3", "127.40.1.9", "127.40.1.5"}
-    flagged = sorted(a for a, r in rows.items() if r["compromised_before_protected"])
+    flagged = sorted(a for a, r in rows.items() if r.compromised_before_protected)
     assert flagged == ["127.40.1.1", "127.40.1.5", "127.40.1.9"]
-    assert rows["127.40.1.1"]["protected_at"] == (DAY0 + timedelta(days=6)).isoformat()
-    assert rows["127.40.1.9"]["protected_at"] is None
+    assert rows["127.40.1.1"].protected_at == DAY0 + timedelta(days=6)
+    assert rows["127.40.1.9"].protected_at is None
 
 
 def test_tag_filter_and_breakdowns(store: Store) -> None:
@@ -247,13 +247,13 @@ def test_host_history(store: Store) -> None:
     build_fleet(store)
     store.tag_host("127.40.1.1", "organisation", "Acme")
     history = q.host_history(store, "127.40.1.1")
-    assert [s["waves"]["proxylogon"] for s in history["snapshots"]] == [
+    assert [s.waves["proxylogon"] for s in history.snapshots] == [
         "vulnerable",
         "patched",
         "patched",
         "patched",
     ]
-    assert history["tags"] == {"organisation": "Acme"}
-    assert history["exposure"][0]["days"] == pytest.approx(6)
+    assert history.tags == {"organisation": "Acme"}
+    assert history.exposure[0].days == pytest.approx(6)
     with pytest.raises(InputError):
         q.host_history(store, "127.40.9.9")

@@ -72,6 +72,6 @@ def test_upgrade_of_a_0003_store_builds_the_picture(store_url: str) -> None:
         (pic,) = q.fleet_series(store)
         assert pic.statuses == {"exchange": 2}
         assert pic.waves["proxylogon"].vulnerable == 2
-        assert pic.scope == ["127.76.0.0/30"]
-        hosts = {h["address"]: (h["status"], h["port"]) for h in q.list_hosts(store)}
+        assert pic.scope == ("127.76.0.0/30",)
+        hosts = {h.address: (h.status, h.port) for h in q.list_hosts(store)}
         assert hosts == {"127.76.0.1": ("exchange", 443), "127.76.0.2": ("exchange", 443)}

@@ -155,5 +155,5 @@ def test_unmatched_host_said_and_host_links(tmp_path: Path) -> None:
     assert doc["hosts"][0]["host"] == "mail.contoso.com" and doc["hosts"][0]["store"]["linked"] is True
     assert {f["host"] for f in doc["findings"]} == {"mail.contoso.com"}
     with open_store(url) as store:
-        hunts = host_history(store, f"#{host_id}")["hunts"]
+        hunts = host_history(store, f"#{host_id}").to_dict()["hunts"]
     assert len(hunts) == 2 and all(x["verdict"] == "compromised" for x in hunts)

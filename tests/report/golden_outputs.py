@@ -128,7 +128,7 @@ def _web_doc(url: str, path: str) -> Any:
 
 
 def _plain(doc: Any) -> Any:
-    to_json = getattr(doc, "to_json", None)
+    to_json = getattr(doc, "to_dict", None)
     return to_json() if callable(to_json) else doc
 
 

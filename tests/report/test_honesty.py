@@ -60,21 +60,22 @@ def store(tmp_path: Path) -> Any:
 
 def test_fix_text_is_never_cut(store: Store) -> None:
     one_scan(store, {1: "vulnerable"})
-    doc = build_report(store)
+    rep = build_report(store)
+    doc = rep.to_dict()
     assert doc["hosts_at_risk"][0]["fix"] == LONG_FIX
-    table = render_table(doc)
+    table = render_table(rep)
     assert "…" not in table
     # the fix wraps inside its column: every word is there, in order
     words = [w for line in table.splitlines() if "│" in line or "|" in line for w in line.split()]
     text = " ".join(words)
     for word in LONG_FIX.split():
         assert word in text
-    assert LONG_FIX in render_html(doc)
+    assert LONG_FIX in render_html(rep)
 
 
 def test_one_snapshot_keeps_a_short_time_axis(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     one_scan(store, {1: "vulnerable", 2: "patched"})
-    doc = build_report(store)
+    rep = build_report(store)
     spans: list[float] = []
 
     def record(fig: Any) -> str:
@@ -83,8 +84,8 @@ def test_one_snapshot_keeps_a_short_time_axis(store: Store, monkeypatch: pytest.
         return "<svg></svg>"
 
     monkeypatch.setattr(report_html, "_svg", record)
-    report_html.chart_share(doc)
-    report_html.chart_states(doc)
+    report_html.chart_share(rep.snapshots)
+    report_html.chart_states(rep)
     assert len(spans) == 2
     assert all(1 <= span <= 3 for span in spans), spans  # days, not years
     assert mdates.num2date(0).year == 1970  # the unit of the axis is days since the epoch
@@ -102,9 +103,10 @@ def test_one_snapshot_keeps_a_short_time_axis(store: Store, monkeypatch: pytest.
 def test_headline_box_colour(store: Store, states: dict[int, str], level: str) -> None:
     if states:
         one_scan(store, states)
-    doc = build_report(store)
+    rep = build_report(store)
+    doc = rep.to_dict()
     assert doc["headline_level"] == level
-    page = render_html(doc)
+    page = render_html(rep)
     assert f"class='headline {level}'" in page
     if level == "unknown":
         assert "headline protected" not in page
@@ -115,10 +117,11 @@ def test_no_fit_from_too_few_points(store: Store) -> None:
     base = DAY - timedelta(days=5)
     findings = [finding(base + timedelta(hours=h, minutes=i)) for h in range(3) for i in range(2**h)]
     store.add_hunt("127.77.0.1", verdict="compromised", coverage={}, findings=findings)
-    doc = build_report(store)
+    rep = build_report(store)
+    doc = rep.to_dict()
     assert doc["attempts"]["fit"] is None
     assert "too few hours with attempts" in doc["attempts"]["fit_error"]
-    assert "no fit" in render_table(doc)
+    assert "no fit" in render_table(rep)
 
 
 def test_no_fit_when_it_explains_nothing(store: Store) -> None:
@@ -128,7 +131,8 @@ def test_no_fit_when_it_explains_nothing(store: Store) -> None:
     counts = [5, 1, 4, 1, 5, 1, 6, 2, 7]
     findings = [finding(base + timedelta(hours=h, minutes=i)) for h, n in enumerate(counts) for i in range(n)]
     store.add_hunt("127.77.0.1", verdict="compromised", coverage={}, findings=findings)
-    doc = build_report(store)
+    rep = build_report(store)
+    doc = rep.to_dict()
     assert doc["attempts"]["fit"] is None
     assert "no reliable growth fit" in doc["attempts"]["fit_error"]
 
@@ -143,7 +147,8 @@ def test_attempts_count_only_confirmed_or_likely(store: Store) -> None:
         finding(base, "review"),
     ]
     store.add_hunt("127.77.0.1", verdict="compromised", coverage={}, findings=findings)
-    doc = build_report(store)
+    rep = build_report(store)
+    doc = rep.to_dict()
     assert sum(n for _, n in doc["attempts"]["per_hour"]) == 2
 
 

@@ -21,7 +21,8 @@ from exwatch.report.text import render_markdown, render_table
 
 def test_report_figures(report_db: str) -> None:
     with open_store(report_db) as store:
-        doc = build_report(store)
+        rep = build_report(store)
+        doc = rep.to_dict()
     assert [s["time"][:10] for s in doc["snapshots"]] == ["2021-03-08", "2021-03-15", "2021-03-22"]
     last = doc["snapshots"][-1]["waves"]["proxylogon"]
     assert (last["vulnerable"], last["patched"], last["unknown"]) == (1, 8, 1)
@@ -59,7 +60,7 @@ def test_doubling_fit_window(report_db: str) -> None:
             ReportOptions(
                 fit_since=datetime(2021, 3, 9, tzinfo=UTC), fit_until=datetime(2021, 3, 10, tzinfo=UTC)
             ),
-        )
+        ).to_dict()
     fit = doc["attempts"]["fit"]
     assert fit["points"] == 6
     assert fit["doubling_hours"] == pytest.approx(1.0)
@@ -68,24 +69,25 @@ def test_doubling_fit_window(report_db: str) -> None:
 
 def test_filters(report_db: str) -> None:
     with open_store(report_db) as store:
-        nl = build_report(store, ReportOptions(tag=("country", "NL")))
+        nl = build_report(store, ReportOptions(tag=("country", "NL"))).to_dict()
     assert nl["snapshots"][0]["waves"]["proxylogon"]["vulnerable"] == 3  # hosts 1, 3, 5
     assert {h["address"] for h in nl["hosts_at_risk"]} == {"127.40.2.1"}
 
 
 def test_renderings(report_db: str) -> None:
     with open_store(report_db) as store:
-        doc = build_report(store)
-    table = render_table(doc)
+        rep = build_report(store)
+    table = render_table(rep)
     assert "88.9%" in table and "127.40.2.1" in table and "install KB5000871" in table
-    md = render_markdown(doc)
+    md = render_markdown(rep)
     assert md.startswith("# exwatch report") and "| 2021-03-22" in md.replace("T00:00", "")
 
 
 def test_html_is_self_contained_with_charts(report_db: str) -> None:
     with open_store(report_db) as store:
-        doc = build_report(store)
-    page = render_html(doc, note="simulated")
+        rep = build_report(store)
+        doc = rep.to_dict()
+    page = render_html(rep, note="simulated")
     assert page.count("<svg") == 3
     for chart in ("chart-share", "chart-states", "chart-attempts"):
         assert f"id='{chart}'" in page
@@ -164,7 +166,8 @@ def test_since_and_wave_filters(report_db: str) -> None:
 def test_empty_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with open_store(url) as store:
-        doc = build_report(store)
+        rep = build_report(store)
+        doc = rep.to_dict()
     assert doc["snapshots"] == [] and doc["change_7d"] is None
     assert "No finished scan" in doc["headline"]
-    assert render_html(doc).count("<svg") == 3
+    assert render_html(rep).count("<svg") == 3

@@ -284,6 +284,7 @@ def test_serve_refuses_non_loopback_without_a_user(tmp_path: Path, monkeypatch: 
     served: list[Any] = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(sockets))
     db = f"sqlite:///{tmp_path / 's.db'}"
+    open_store(db).close()  # serve reads a store that exists (it never creates one)
     r = run("serve", "--db", db, "--host", "0.0.0.0", "--port", "0")
     assert r.exit_code == 2 and served == []
     assert r.stderr.startswith("exwatch: error: refusing to serve on 0.0.0.0") and r.stderr.count("\n") == 1

@@ -70,6 +70,7 @@ def test_loopback_bind_accepts_only_loopback_host_headers(
     monkeypatch.setattr(
         uvicorn.Server, "run", lambda self, sockets=None: calls.append((self, sockets[0].getsockname()))
     )
+    open_store(f"sqlite:///{tmp_path / 's.db'}").close()  # serve never creates a store
     result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 's.db'}", "--port", "0"])
     assert result.exit_code == 0, result.output
     assert "warning" not in result.stderr and "open: no dashboard user yet" in result.stderr

@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from exwatch import fleet
 from exwatch.cli.common import db_option, echo_json, echo_jsonl, format_option, parse_time, stderr_console
 from exwatch.cli.readstore import existing_store
 from exwatch.errors import InputError
-from exwatch.fleet import lifecycle
-from exwatch.fleet import queries as q
+from exwatch.fleet import HostHistory
 
 
 @click.group()
@@ -40,37 +41,37 @@ def list_(tag_text: str | None, limit: int | None, max_age: int, fmt: str, db_ur
     it), build, last seen, stale or retired, and tags."""
     from datetime import timedelta
 
-    tag = q.parse_tag(tag_text)
+    tag = fleet.parse_tag(tag_text)
     with existing_store(db_url) as store:
-        q.check_tag(store, tag)
-        rows = q.list_hosts(store, tag=tag, limit=limit, max_age=timedelta(days=max_age))
+        fleet.check_tag(store, tag)
+        rows = fleet.list_hosts(store, tag=tag, limit=limit, max_age=timedelta(days=max_age))
     if fmt == "json":
-        echo_json(rows)
+        echo_json([r.to_dict() for r in rows])
         return
     if fmt == "jsonl":
-        echo_jsonl(rows)
+        echo_jsonl([r.to_dict() for r in rows])
         return
     table = Table(title=f"{len(rows):,} hosts", title_justify="left")
     for col in ("host", "address", "name", "fe_server", "status", "port", "build", "last seen", "tags"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        status = r["status"] or ""
-        if r["conflict"]:
+        status = r.status or ""
+        if r.conflict:
             status += " (conflict)"
-        if r["retired_at"]:
-            status += f" (retired {r['retired_at'][:10]})"
-        elif r["stale"]:
+        if r.retired_at:
+            status += f" (retired {r.retired_at.isoformat()[:10]})"
+        elif r.stale:
             status += " (stale)"
         table.add_row(
-            f"#{r['host_id']}",
-            r["address"] or "",
-            r["name"] or "",
-            r["fe_server"] or "",
+            f"#{r.host_id}",
+            r.address or "",
+            r.name or "",
+            r.fe_server or "",
             status,
-            "" if r["port"] is None else str(r["port"]),
-            r["build"] or "",
-            (r["last_seen"] or "")[:16],
-            ", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items())),
+            "" if r.port is None else str(r.port),
+            r.build or "",
+            (r.last_seen.isoformat() if r.last_seen else "")[:16],
+            ", ".join(f"{k}={v}" for k, v in sorted(r.tags.items())),
         )
     Console(file=sys.stdout, width=160).print(table)
 
@@ -82,52 +83,60 @@ def list_(tag_text: str | None, limit: int | None, max_age: int, fmt: str, db_ur
 def show(host: str, fmt: str, db_url: str | None) -> None:
     """Show one HOST (#id, address, DNS name or X-FEServer) across snapshots and hunts."""
     with existing_store(db_url) as store:
-        doc = q.host_history(store, host)
+        doc = fleet.host_history(store, host)
     if fmt == "json":
-        echo_json(doc)
+        echo_json(doc.to_dict())
         return
-    out = Console(file=sys.stdout, width=160)
+    _print_history(doc, Console(file=sys.stdout, width=160))
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def _print_history(doc: HostHistory, out: Console) -> None:
     out.print(
-        f"host #{doc['host_id']}: address {doc['address']}, name {doc['name'] or '-'}, "
-        f"X-FEServer {doc['fe_server'] or '-'}, certificate {doc['cert'] or '-'}"
+        f"host #{doc.host_id}: address {doc.address}, name {doc.name or '-'}, "
+        f"X-FEServer {doc.fe_server or '-'}, certificate {doc.cert or '-'}"
     )
-    if doc["tags"]:
-        out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(doc["tags"].items())))
-    if doc["retired_at"]:
-        out.print(f"retired from {doc['retired_at']}")
-    cur = doc["current"]
+    if doc.tags:
+        out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(doc.tags.items())))
+    if doc.retired_at:
+        out.print(f"retired from {_iso(doc.retired_at)}")
+    cur = doc.current
     if cur:
         out.print(
-            f"in the fleet picture: {cur['status']} (port {cur['port'] or '-'}, scan {cur['scan']}, "
-            f"seen {(cur['seen_at'] or '')[:16]})"
+            f"in the fleet picture: {cur.status} (port {cur.port or '-'}, scan {cur.scan}, "
+            f"seen {(_iso(cur.seen_at) or '')[:16]})"
         )
     table = Table(title="snapshots (each scan's services folded per host)", title_justify="left")
-    waves = sorted({w for s in doc["snapshots"] for w in s["waves"]})
+    waves = sorted({w for s in doc.snapshots for w in s.waves})
     for col in ("scan", "time", "status", "port", "address", "build", "source", "services", *waves):
         table.add_column(col, overflow="fold")
-    for s in doc["snapshots"]:
-        services = ", ".join(f"{x['port']}:{x['status']}" for x in s["services"])
+    for s in doc.snapshots:
+        win = s.winner
         table.add_row(
-            str(s["scan"]),
-            (s["time"] or "")[:16],
-            s["status"] + (" (conflict)" if s["conflict"] else ""),
-            "" if s["port"] is None else str(s["port"]),
-            s["address"] or "",
-            s["build"] or "",
-            s["build_source"] or "",
-            services,
-            *(s["waves"].get(w, "") for w in waves),
+            str(s.scan),
+            (_iso(s.time) or "")[:16],
+            s.status + (" (conflict)" if s.conflict else ""),
+            "" if s.port is None else str(s.port),
+            (win.address if win else None) or "",
+            s.build or "",
+            (win.build_source if win else None) or "",
+            ", ".join(f"{x.port}:{x.status}" for x in s.services),
+            *(s.waves.get(w, "") for w in waves),
         )
     out.print(table)
-    for e in doc["exposure"]:
-        end = e["first_protected"] or "still exposed"
+    for e in doc.exposure:
+        end = _iso(e.first_protected) or "still exposed"
         out.print(
-            f"exposure {e['wave']}: {e['first_vulnerable']} -> {end}"
-            + (f" ({e['days']} days)" if e["days"] else "")
+            f"exposure {e.wave}: {_iso(e.first_vulnerable)} -> {end}"
+            + (f" ({e.days} days)" if e.days else "")
         )
-    for h in doc["hunts"]:
+    for h in doc.hunts:
         out.print(
-            f"hunt {h['hunt']} at {h['time'][:16]}: {h['verdict']}, {h['findings']} findings, first {h['first_finding']}"
+            f"hunt {h.hunt} at {h.time.isoformat()[:16]}: {h.verdict}, {h.findings} findings, "
+            f"first {_iso(h.first_finding)}"
         )
 
 
@@ -139,11 +148,11 @@ def tag(host: str, tags: tuple[str, ...], db_url: str | None) -> None:
     """Tag HOST (#id, address, DNS name or X-FEServer) with KEY=VALUE (organisation, country, network, ...)."""
     pairs = []
     for text in tags:
-        pair = q.parse_tag(text)
+        pair = fleet.parse_tag(text)
         if pair is None:
             raise InputError("a tag is KEY=VALUE")
         pairs.append(pair)
-    with existing_store(db_url) as store:
+    with existing_store(db_url, profile="existing") as store:
         for key, value in pairs:
             host_id = store.tag_host(host, key, value)
     stderr_console().print(f"host #{host_id}: " + ", ".join(f"{k}={v}" for k, v in pairs))
@@ -166,8 +175,8 @@ def retire(host: str, from_text: str | None, db_url: str | None) -> None:
     The retirement is recorded; `exwatch hosts undo CHANGE` lifts it.
     """
     at = parse_time(from_text, "--from") if from_text else None
-    with existing_store(db_url) as store:
-        doc = lifecycle.retire(store, host, at=at)
+    with existing_store(db_url, profile="existing") as store:
+        doc = fleet.retire(store, host, at=at)
     stderr_console().print(
         f"host #{doc['host_id']} retired from {doc['retired_at']} (change {doc['change']}; "
         f"`exwatch hosts undo {doc['change']}` reverses it)"
@@ -184,8 +193,8 @@ def merge(keep: str, other: str, db_url: str | None) -> None:
     OTHER's observations, hunts and findings move to KEEP, and its identifiers name KEEP from now on.
     The merge is recorded; `exwatch hosts undo CHANGE` splits them again.
     """
-    with existing_store(db_url) as store:
-        doc = lifecycle.merge(store, keep, other)
+    with existing_store(db_url, profile="existing") as store:
+        doc = fleet.merge(store, keep, other)
     stderr_console().print(
         f"host #{doc['merged']} merged into #{doc['host_id']} ({doc['observations']} observations moved; "
         f"change {doc['change']}; `exwatch hosts undo {doc['change']}` reverses it)"
@@ -207,8 +216,8 @@ def split(host: str, addresses: tuple[str, ...], db_url: str | None) -> None:
 
     The split is recorded; `exwatch hosts undo CHANGE` merges them back.
     """
-    with existing_store(db_url) as store:
-        doc = lifecycle.split(store, host, list(addresses))
+    with existing_store(db_url, profile="existing") as store:
+        doc = fleet.split(store, host, list(addresses))
     stderr_console().print(
         f"host #{doc['host_id']}: {doc['observations']} observations split off into host #{doc['new_host_id']} "
         f"(change {doc['change']}; `exwatch hosts undo {doc['change']}` reverses it)"
@@ -222,7 +231,7 @@ def split(host: str, addresses: tuple[str, ...], db_url: str | None) -> None:
 def changes(host: str | None, fmt: str, db_url: str | None) -> None:
     """List the recorded host changes (retire, merge, split), newest first."""
     with existing_store(db_url) as store:
-        rows = lifecycle.list_changes(store, host=host)
+        rows = fleet.list_changes(store, host=host)
     if fmt == "json":
         echo_json(rows)
         return
@@ -248,6 +257,6 @@ def changes(host: str | None, fmt: str, db_url: str | None) -> None:
 @db_option
 def undo(change: int, db_url: str | None) -> None:
     """Reverse the recorded host change CHANGE (from `exwatch hosts changes`)."""
-    with existing_store(db_url) as store:
-        doc = lifecycle.undo(store, change)
+    with existing_store(db_url, profile="existing") as store:
+        doc = fleet.undo(store, change)
     stderr_console().print(f"change {doc['change']} ({doc['kind']}) undone")

@@ -66,7 +66,7 @@ def _as_store_error(exc: Exception) -> ExwatchError | None:
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
         return None
-    from exwatch.fleet.database import damaged
+    from exwatch.fleet import damaged
 
     return damaged(None, exc)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from exwatch.fleet import Store, open_existing_store
+from exwatch.fleet import Store, open_store
 
 
 def store_url_option(db_url: str | None) -> str | None:
@@ -19,7 +19,8 @@ def store_url_option(db_url: str | None) -> str | None:
     return None
 
 
-def existing_store(db_url: str | None) -> Store:
+def existing_store(db_url: str | None, *, profile: str = "read") -> Store:
     """The store this command names, which must exist: else exit 2 with
-    "no store at PATH; run exwatch scan first", and nothing created."""
-    return open_existing_store(store_url_option(db_url))
+    "no store at PATH; run exwatch scan first", and nothing created.  ``profile``: ``read`` (its
+    connections only read) or ``existing`` (for the commands that change hosts or delete scans)."""
+    return open_store(store_url_option(db_url), profile=profile)

@@ -20,7 +20,7 @@ from exwatch.cli.common import (
 )
 from exwatch.cli.readstore import existing_store
 from exwatch.errors import InputError
-from exwatch.fleet.queries import check_tag, parse_tag
+from exwatch.fleet import check_tag, parse_tag
 
 
 def check_wave(wave: str | None) -> None:
@@ -123,7 +123,7 @@ def report(
     with existing_store(db_url) as store:
         check_tag(store, tag)
         if fmt == "stix":
-            from exwatch.report.stix import bundle_json, findings_bundle
+            from exwatch.report import bundle_json, findings_bundle
 
             _write(bundle_json(findings_bundle(store, since=since)) + "\n", out)
             ctx.exit(EXIT_OK)
@@ -140,22 +140,22 @@ def report(
         doc = build_report(store, options)
     if fmt == "json":
         if out is None:
-            echo_json(doc)
+            echo_json(doc.to_dict())
         else:
-            _write(json.dumps(doc, indent=2, default=str) + "\n", out)
+            _write(json.dumps(doc.to_dict(), indent=2, default=str) + "\n", out)
     elif fmt == "md":
-        from exwatch.report.text import render_markdown
+        from exwatch.report import render_markdown
 
         _write(render_markdown(doc), out)
     elif fmt == "html":
-        from exwatch.report.html import render_html
+        from exwatch.report import render_html
 
         _write(render_html(doc), out)
     else:
-        from exwatch.report.text import render_table
+        from exwatch.report import render_table
 
         _write(render_table(doc), out)
-    ctx.exit(EXIT_FOUND if doc["hosts_at_risk"] or doc["compromised_before_protected"] else EXIT_OK)
+    ctx.exit(EXIT_FOUND if doc.exposed else EXIT_OK)
 
 
 @report.command("stix")
@@ -164,7 +164,7 @@ def report(
 @db_option
 def stix(since: datetime | None, out: Path | None, db_url: str | None) -> None:
     """Export the hunt findings as a STIX 2.1 bundle (indicators, observed data, sightings, host identities)."""
-    from exwatch.report.stix import bundle_json, findings_bundle
+    from exwatch.report import bundle_json, findings_bundle
 
     with existing_store(db_url) as store:
         bundle = findings_bundle(store, since=since)

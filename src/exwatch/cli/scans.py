@@ -8,10 +8,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from exwatch import fleet
 from exwatch.cli.common import db_option, echo_json, echo_jsonl, format_option, stderr_console
 from exwatch.cli.readstore import existing_store
 from exwatch.errors import InputError
-from exwatch.fleet import lifecycle
 
 
 @click.group()
@@ -33,7 +33,7 @@ def _scope(scope: list[str] | None, width: int = 60) -> str:
 def list_(limit: int | None, fmt: str, db_url: str | None) -> None:
     """List the scans, newest first: time, finished or not, scope, services and hosts stored."""
     with existing_store(db_url) as store:
-        rows = lifecycle.list_scans(store, limit=limit)
+        rows = fleet.list_scans(store, limit=limit)
     if fmt == "json":
         echo_json(rows)
         return
@@ -62,7 +62,7 @@ def list_(limit: int | None, fmt: str, db_url: str | None) -> None:
 def show(scan_id: int, fmt: str, db_url: str | None) -> None:
     """Show one SCAN: its scope (targets), options, what it saw, and the fleet picture at its time."""
     with existing_store(db_url) as store:
-        doc = lifecycle.show_scan(store, scan_id)
+        doc = fleet.show_scan(store, scan_id)
     if fmt == "json":
         echo_json(doc)
         return
@@ -83,12 +83,12 @@ def show(scan_id: int, fmt: str, db_url: str | None) -> None:
         )
     for wave, states in sorted(doc["waves"].items()):
         out.print(f"  {wave}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(states.items())))
-    fleet = doc["fleet_picture"]
-    if fleet:
+    picture = doc["fleet_picture"]
+    if picture:
         out.print(
-            f"fleet picture at this time: {fleet['hosts']:,} hosts ("
-            + ", ".join(f"{k} {v:,}" for k, v in fleet["statuses"].items())
-            + f"), {fleet['stale']:,} stale"
+            f"fleet picture at this time: {picture['hosts']:,} hosts ("
+            + ", ".join(f"{k} {v:,}" for k, v in picture["statuses"].items())
+            + f"), {picture['stale']:,} stale"
         )
 
 
@@ -99,8 +99,8 @@ def show(scan_id: int, fmt: str, db_url: str | None) -> None:
 def delete(scan_id: int, yes: bool, db_url: str | None) -> None:
     """Delete SCAN and what it stored; the fleet picture, exposure windows and hosts only it saw are
     recomputed. Asks first unless --yes (and needs --yes when not run in a terminal)."""
-    with existing_store(db_url) as store:
-        doc = lifecycle.show_scan(store, scan_id)
+    with existing_store(db_url, profile="existing") as store:
+        doc = fleet.show_scan(store, scan_id)
         if not yes:
             if not sys.stdin.isatty():
                 raise InputError(
@@ -114,7 +114,7 @@ def delete(scan_id: int, yes: bool, db_url: str | None) -> None:
             ):
                 stderr_console().print("nothing deleted")
                 return
-        done = lifecycle.delete_scan(store, scan_id)
+        done = fleet.delete_scan(store, scan_id)
     stderr_console().print(
         f"scan {done['scan']} deleted: {done['services']:,} services of {done['hosts']:,} hosts "
         f"({done['hosts_removed']:,} hosts no other scan had seen removed); fleet picture of "

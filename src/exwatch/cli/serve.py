@@ -148,7 +148,10 @@ def serve(
     if (certfile is None) != (keyfile is None):
         raise InputError("--certfile and --keyfile go together")
     console = stderr_console()
-    url = resolve_db(db_url)
+    from exwatch.cli.readstore import store_url_option
+    from exwatch.fleet import require_store
+
+    url = require_store(store_url_option(db_url))  # no store: exit 2 "no store at PATH", nothing created
     loopback = is_loopback(host)
     settings = AuthSettings(
         required=None,

@@ -1,7 +1,118 @@
-"""The store and the fleet metrics: snapshots of scans and hunts over time (SQLite or PostgreSQL)."""
+"""The store and the fleet metrics: snapshots of scans and hunts over time (SQLite or PostgreSQL).
+
+The read API (``exwatch.fleet.queries``) returns the frozen values of ``exwatch.fleet.rows``; the
+host and scan lifecycle is ``exwatch.fleet.lifecycle``.
+"""
 
 from __future__ import annotations
 
+from exwatch.fleet.database import check_store, damaged
+from exwatch.fleet.lifecycle import (
+    delete_scan,
+    list_changes,
+    list_scans,
+    merge,
+    retire,
+    show_scan,
+    split,
+    undo,
+)
+from exwatch.fleet.metrics import STATES, Change, DoublingFit, WaveCounts
+from exwatch.fleet.profiles import PROFILES
+from exwatch.fleet.queries import (
+    DEFAULT_MAX_AGE,
+    breakdown,
+    check_tag,
+    compromise,
+    count_in_state,
+    exposure_windows,
+    findings,
+    fleet_series,
+    host_exists,
+    host_history,
+    host_verdicts,
+    hosts_at_risk,
+    hosts_in_state,
+    latest_scan,
+    list_hosts,
+    parse_tag,
+    picture_time,
+    resolve_host,
+    snapshots,
+    tag_keys,
+    tag_values,
+)
+from exwatch.fleet.rows import (
+    Compromise,
+    CurrentVerdict,
+    ExposureWindow,
+    FindingRow,
+    HostHistory,
+    HostRow,
+    HostSnapshot,
+    HostState,
+    HuntSummary,
+    Listing,
+    Picture,
+    Service,
+    Snapshot,
+    WaveVerdict,
+)
 from exwatch.fleet.store import Store, open_existing_store, open_store, require_store
 
-__all__ = ["Store", "open_existing_store", "open_store", "require_store"]
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "PROFILES",
+    "STATES",
+    "Change",
+    "Compromise",
+    "CurrentVerdict",
+    "DoublingFit",
+    "ExposureWindow",
+    "FindingRow",
+    "HostHistory",
+    "HostRow",
+    "HostSnapshot",
+    "HostState",
+    "HuntSummary",
+    "Listing",
+    "Picture",
+    "Service",
+    "Snapshot",
+    "Store",
+    "WaveCounts",
+    "WaveVerdict",
+    "breakdown",
+    "check_store",
+    "check_tag",
+    "compromise",
+    "count_in_state",
+    "damaged",
+    "delete_scan",
+    "exposure_windows",
+    "findings",
+    "fleet_series",
+    "host_exists",
+    "host_history",
+    "host_verdicts",
+    "hosts_at_risk",
+    "hosts_in_state",
+    "latest_scan",
+    "list_changes",
+    "list_hosts",
+    "list_scans",
+    "merge",
+    "open_existing_store",
+    "open_store",
+    "parse_tag",
+    "picture_time",
+    "require_store",
+    "resolve_host",
+    "retire",
+    "show_scan",
+    "snapshots",
+    "split",
+    "tag_keys",
+    "tag_values",
+    "undo",
+]

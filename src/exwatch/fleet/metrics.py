@@ -20,11 +20,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 
 from exwatch.errors import InputError
+from exwatch.fleet.jsontypes import JSONObject
 
 STATES = ("vulnerable", "patched", "mitigated", "unknown", "not_affected")
 
@@ -67,7 +67,7 @@ class WaveCounts:
             return None
         return self.protected / total, (self.protected + self.unknown) / total
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         bounds = self.protected_bounds
         return {
             "hosts": self.hosts,
@@ -112,25 +112,53 @@ def nearest_earlier(
     return None if best is None else best[2]
 
 
-def change(now: WaveCounts, before: WaveCounts) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Change:
+    """The change of one wave's counts from an earlier picture to a later one, in three readings
+    (None where undefined): percentage points of the protected share, the relative change of the
+    vulnerable count, and the relative change of the protected share."""
+
+    delta_pp: float | None
+    unprotected_rel_change: float | None
+    protected_share_rel_change: float | None
+    vulnerable_before: int
+    vulnerable_now: int
+    classified_before: int
+    classified_now: int
+    universe_change: int
+
+    def to_dict(self) -> JSONObject:
+        return {
+            "delta_pp": self.delta_pp,
+            "delta_pp_label": "change of the protected share in percentage points",
+            "unprotected_rel_change": self.unprotected_rel_change,
+            "unprotected_rel_change_label": "relative change of the vulnerable count (V[t] - V[t-7d]) / V[t-7d]",
+            "protected_share_rel_change": self.protected_share_rel_change,
+            "protected_share_rel_change_label": "relative change of the protected share",
+            "vulnerable_before": self.vulnerable_before,
+            "vulnerable_now": self.vulnerable_now,
+            "classified_before": self.classified_before,
+            "classified_now": self.classified_now,
+            "universe_change": self.universe_change,
+        }
+
+
+def change(now: WaveCounts, before: WaveCounts) -> Change:
     """The three labelled readings of the change from ``before`` to ``now`` (None where undefined)."""
     share_now, share_before = now.protected_share, before.protected_share
     delta_pp = None if share_now is None or share_before is None else (share_now - share_before) * 100
     rel_vuln = (now.vulnerable - before.vulnerable) / before.vulnerable if before.vulnerable else None
     rel_share = share_now / share_before - 1 if share_now is not None and share_before else None
-    return {
-        "delta_pp": delta_pp,
-        "delta_pp_label": "change of the protected share in percentage points",
-        "unprotected_rel_change": rel_vuln,
-        "unprotected_rel_change_label": "relative change of the vulnerable count (V[t] - V[t-7d]) / V[t-7d]",
-        "protected_share_rel_change": rel_share,
-        "protected_share_rel_change_label": "relative change of the protected share",
-        "vulnerable_before": before.vulnerable,
-        "vulnerable_now": now.vulnerable,
-        "classified_before": before.classified,
-        "classified_now": now.classified,
-        "universe_change": now.hosts - before.hosts,
-    }
+    return Change(
+        delta_pp=delta_pp,
+        unprotected_rel_change=rel_vuln,
+        protected_share_rel_change=rel_share,
+        vulnerable_before=before.vulnerable,
+        vulnerable_now=now.vulnerable,
+        classified_before=before.classified,
+        classified_now=now.classified,
+        universe_change=now.hosts - before.hosts,
+    )
 
 
 # -- the doubling time of exploitation attempts ------------------------------------------------
@@ -187,7 +215,12 @@ class DoublingFit:
     hours: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def end(self) -> datetime | None:
+        """The last hour of the fit's window."""
+        return self.start + timedelta(hours=max(self.hours)) if self.start and self.hours else None
+
+    def to_dict(self) -> JSONObject:
         return {
             "points": self.points,
             "rate_per_hour": self.rate_per_hour,
@@ -197,9 +230,7 @@ class DoublingFit:
             "r_squared": self.r_squared,
             "intercept": self.intercept,
             "start": self.start.isoformat() if self.start else None,
-            "end": (self.start + timedelta(hours=max(self.hours))).isoformat()
-            if self.start and self.hours
-            else None,
+            "end": self.end.isoformat() if self.end else None,
         }
 
 

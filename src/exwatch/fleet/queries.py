@@ -1,23 +1,47 @@
-"""Fleet aggregates computed in SQL (GROUP BY over the store), returned as plain values."""
+"""The fleet read API: every query over the store, returning frozen dataclasses (exwatch.fleet.rows).
+
+Aggregates are SQL ``GROUP BY``s; the report, the web dashboard and the CLI read the store only
+through these functions (no other module writes SQL over the fleet's tables for reading).
+"""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, func, literal_column, or_, select
+from sqlalchemy.sql import FromClause, Select
 
 from exwatch.errors import InputError
 from exwatch.fleet import picture as pic
 from exwatch.fleet import schema as t
 from exwatch.fleet.metrics import STATES, WaveCounts, counts_from
+from exwatch.fleet.rows import (
+    JSON,
+    Compromise,
+    CurrentVerdict,
+    ExposureWindow,
+    FindingRow,
+    HostHistory,
+    HostRow,
+    HostSnapshot,
+    HostState,
+    HuntSummary,
+    Listing,
+    Picture,
+    Service,
+    Snapshot,
+    WaveVerdict,
+)
 from exwatch.fleet.store import PROTECTED, Store
 from exwatch.fleet.timeutil import from_db, to_db
 
 EVIDENCE_CONFIDENCE = ("confirmed", "likely")
+DEFAULT_MAX_AGE = timedelta(days=30)
+Tag = tuple[str, str]
 
 
 def iso(value: Any) -> str | None:
@@ -26,25 +50,7 @@ def iso(value: Any) -> str | None:
     return when.isoformat() if when else None
 
 
-@dataclass
-class Snapshot:
-    """One finished scan: its time, per-wave counts and host-level statuses."""
-
-    scan_id: int
-    time: datetime
-    waves: dict[str, WaveCounts] = field(default_factory=dict)
-    statuses: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scan": self.scan_id,
-            "time": self.time.isoformat(),
-            "statuses": dict(self.statuses),
-            "waves": {w: c.to_dict() for w, c in sorted(self.waves.items())},
-        }
-
-
-def parse_tag(text: str | None) -> tuple[str, str] | None:
+def parse_tag(text: str | None) -> Tag | None:
     """``key=value`` as a pair (None stays None); anything else is an InputError."""
     if text is None:
         return None
@@ -52,43 +58,6 @@ def parse_tag(text: str | None) -> tuple[str, str] | None:
     if not sep or not key.strip():
         raise InputError(f"a tag filter is KEY=VALUE, got {text!r}")
     return key.strip(), value.strip()
-
-
-DEFAULT_MAX_AGE = timedelta(days=30)
-
-
-@dataclass
-class Picture:
-    """The fleet picture at one scan's time: every known host's latest verdict (not only that scan's).
-
-    ``waves`` and ``statuses`` count the current hosts; ``stale`` counts hosts whose verdict is older
-    than the max age (shown apart, out of the share); ``scan_statuses`` is what this scan itself saw,
-    and ``scope`` the targets it was given.
-    """
-
-    scan_id: int
-    time: datetime
-    waves: dict[str, WaveCounts] = field(default_factory=dict)
-    statuses: dict[str, int] = field(default_factory=dict)
-    stale: int = 0
-    scan_statuses: dict[str, int] = field(default_factory=dict)
-    scope: list[str] | None = None
-
-    @property
-    def hosts(self) -> int:
-        return sum(self.statuses.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scan": self.scan_id,
-            "time": self.time.isoformat(),
-            "hosts": self.hosts,
-            "statuses": dict(sorted(self.statuses.items())),
-            "stale": self.stale,
-            "scan_statuses": dict(sorted(self.scan_statuses.items())),
-            "scope": self.scope,
-            "waves": {w: c.to_dict() for w, c in sorted(self.waves.items())},
-        }
 
 
 def scope_of(params_text: str | None) -> list[str] | None:
@@ -107,8 +76,36 @@ def scope_of(params_text: str | None) -> list[str] | None:
     return [str(x) for x in targets]
 
 
+def _join_tag(source: Any, host_id: Any, tag: Tag | None, alias: str | None = None) -> Any:
+    """``source`` joined with the tags table on the hosts carrying ``tag`` (unchanged for None): the
+    one tag join of every filtered query."""
+    if tag is None:
+        return source
+    tg = t.tags.alias(alias) if alias else t.tags
+    return source.join(tg, and_(tg.c.host_id == host_id, tg.c.key == tag[0], tg.c.value == tag[1]))
+
+
+def _id_chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 def _is_stale(source_time: datetime | None, at: datetime, max_age: timedelta | None) -> bool:
     return max_age is not None and source_time is not None and source_time < at - max_age
+
+
+def _scan_window(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    sc = t.scans
+    conds: list[ColumnElement[bool]] = []
+    if since is not None:
+        conds.append(sc.c.started_at >= to_db(since))
+    if until is not None:
+        conds.append(sc.c.started_at <= to_db(until))
+    return conds
+
+
+# -- the fleet picture over time -------------------------------------------------------------------
+
+SeriesRow = tuple[int, str, str, int, int]  # scan, wave (or HOST_STATUS), state, source scan, hosts
 
 
 def fleet_series(
@@ -116,7 +113,7 @@ def fleet_series(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    tag: tuple[str, str] | None = None,
+    tag: Tag | None = None,
     max_age: timedelta | None = DEFAULT_MAX_AGE,
 ) -> list[Picture]:
     """The fleet picture at every finished scan's time, in time order (exwatch.fleet.picture).
@@ -124,15 +121,12 @@ def fleet_series(
     Without a tag filter it is read from the per-scan picture summaries; with one it is computed from
     the observations of the tagged hosts (one set-based query per scan).
     """
-    sc, ps, ss = t.scans, t.picture_summary, t.scan_summary
-    conds: list[Any] = [pic.finished_scans()]
-    if since is not None:
-        conds.append(sc.c.started_at >= to_db(since))
-    if until is not None:
-        conds.append(sc.c.started_at <= to_db(until))
+    sc, ss = t.scans, t.scan_summary
     with store.connect() as conn:
         scans = conn.execute(
-            select(sc.c.id, sc.c.started_at, sc.c.params).where(*conds).order_by(sc.c.started_at, sc.c.id)
+            select(sc.c.id, sc.c.started_at, sc.c.params)
+            .where(pic.finished_scans(), *_scan_window(since, until))
+            .order_by(sc.c.started_at, sc.c.id)
         ).all()
         if not scans:
             return []
@@ -140,58 +134,86 @@ def fleet_series(
             int(i): from_db(w)
             for i, w in conn.execute(select(sc.c.id, sc.c.started_at).where(pic.finished_scans()))
         }
-        result = {
-            int(r.id): Picture(int(r.id), from_db(r.started_at) or datetime.min, scope=scope_of(r.params))
-            for r in scans
-        }
-        ids = list(result)
-        rows: list[tuple[int, str, str, int, int]] = []
-        if tag is None:
-            for chunk in _id_chunks(ids):
-                rows += [
-                    (int(a), str(b), str(c), int(d), int(e))
-                    for a, b, c, d, e in conn.execute(
-                        select(ps.c.scan_id, ps.c.wave, ps.c.state, ps.c.source_scan, ps.c.n).where(
-                            ps.c.scan_id.in_(chunk)
-                        )
-                    )
-                ]
-        else:
-            for scan_id in ids:
-                rows += _tagged_picture_counts(conn, scan_id, result[scan_id].time, tag)
-        for chunk in _id_chunks(ids):
+        when = {int(r.id): from_db(r.started_at) or datetime.min for r in scans}
+        rows = _series_rows(conn, when, tag)
+        seen: dict[int, dict[str, int]] = {i: {} for i in when}
+        for chunk in _id_chunks(list(when)):
             for scan_id, state, n in conn.execute(
                 select(ss.c.scan_id, ss.c.state, ss.c.n).where(ss.c.scan_id.in_(chunk), ss.c.wave == "*")
             ):
-                result[int(scan_id)].scan_statuses[str(state)] = int(n)
-    per: dict[tuple[int, str], dict[str, int]] = {}
-    stale_per: dict[tuple[int, str], int] = {}
+                seen[int(scan_id)][str(state)] = int(n)
+    pictures = _fold_series(rows, when, times, max_age)
+    return [
+        Picture(
+            int(r.id),
+            when[int(r.id)],
+            waves=pictures[int(r.id)][0],
+            statuses=pictures[int(r.id)][1],
+            stale=pictures[int(r.id)][2],
+            scan_statuses=seen[int(r.id)],
+            scope=_tuple(scope_of(r.params)),
+        )
+        for r in scans
+    ]
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def _series_rows(conn: Connection, when: Mapping[int, datetime], tag: Tag | None) -> list[SeriesRow]:
+    """The picture's counts at each scan, split by the scan each verdict comes from."""
+    ps = t.picture_summary
+    rows: list[SeriesRow] = []
+    if tag is not None:
+        for scan_id, at in when.items():
+            rows += _tagged_picture_counts(conn, scan_id, at, tag)
+        return rows
+    for chunk in _id_chunks(list(when)):
+        rows += [
+            (int(a), str(b), str(c), int(d), int(e))
+            for a, b, c, d, e in conn.execute(
+                select(ps.c.scan_id, ps.c.wave, ps.c.state, ps.c.source_scan, ps.c.n).where(
+                    ps.c.scan_id.in_(chunk)
+                )
+            )
+        ]
+    return rows
+
+
+PictureCounts = tuple[dict[str, WaveCounts], dict[str, int], int]  # waves, statuses, stale hosts
+
+
+def _fold_series(
+    rows: list[SeriesRow],
+    when: Mapping[int, datetime],
+    times: Mapping[int, datetime | None],
+    max_age: timedelta | None,
+) -> dict[int, PictureCounts]:
+    """Per scan: the per-wave counts, the host statuses and the stale hosts (decided for ``max_age``)."""
+    statuses: dict[int, dict[str, int]] = {i: {} for i in when}
+    stale_hosts: Counter[int] = Counter()
+    per: dict[tuple[int, str], Counter[str]] = {}
+    stale_per: Counter[tuple[int, str]] = Counter()
     for scan_id, wave, state, source, n in rows:
-        snap = result[scan_id]
-        stale = _is_stale(times.get(source), snap.time, max_age)
+        stale = _is_stale(times.get(source), when[scan_id], max_age)
         if wave == pic.HOST_STATUS:
             if stale:
-                snap.stale += n
+                stale_hosts[scan_id] += n
             else:
-                snap.statuses[state] = snap.statuses.get(state, 0) + n
+                statuses[scan_id][state] = statuses[scan_id].get(state, 0) + n
         elif stale:
-            stale_per[(scan_id, wave)] = stale_per.get((scan_id, wave), 0) + n
+            stale_per[(scan_id, wave)] += n
         else:
-            per.setdefault((scan_id, wave), {})
-            per[(scan_id, wave)][state] = per[(scan_id, wave)].get(state, 0) + n
+            per.setdefault((scan_id, wave), Counter())[state] += n
+    waves: dict[int, dict[str, WaveCounts]] = {i: {} for i in when}
     for key in set(per) | set(stale_per):
-        counts = counts_from(per.get(key, {}))
-        result[key[0]].waves[key[1]] = WaveCounts(**{**counts.__dict__, "stale": stale_per.get(key, 0)})
-    return list(result.values())
+        counts = counts_from(dict(per.get(key, {})))
+        waves[key[0]][key[1]] = WaveCounts(**{**counts.__dict__, "stale": stale_per.get(key, 0)})
+    return {i: (waves[i], statuses[i], stale_hosts.get(i, 0)) for i in when}
 
 
-def _id_chunks(ids: list[int], size: int = 500) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
-
-
-def _tagged_picture_counts(
-    conn: Connection, scan_id: int, when: datetime, tag: tuple[str, str]
-) -> list[tuple[int, str, str, int, int]]:
+def _tagged_picture_counts(conn: Connection, scan_id: int, when: datetime, tag: Tag) -> list[SeriesRow]:
     """The picture's counts at one scan for the hosts carrying a tag, from the observations."""
     tg, h = t.tags, t.hosts
     tagged = select(tg.c.host_id).where(
@@ -211,19 +233,30 @@ def _tagged_picture_counts(
 
 def picture_time(store: Store) -> datetime | None:
     """The time of the newest pictured scan: the time host_current describes."""
+    latest = latest_scan(store)
+    return None if latest is None else latest[1]
+
+
+def latest_scan(store: Store) -> tuple[int, datetime] | None:
+    """The newest scan in the fleet picture and its time (the picture's time), or None."""
     sc = t.scans
     with store.connect() as conn:
-        value = conn.execute(
-            select(func.max(sc.c.started_at)).where(pic.finished_scans(), sc.c.pictured.is_not(None))
-        ).scalar()
-    return from_db(value)
+        row = conn.execute(
+            select(sc.c.id, sc.c.started_at)
+            .where(pic.finished_scans(), sc.c.pictured.is_not(None))
+            .order_by(sc.c.started_at.desc(), sc.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    return int(row.id), from_db(row.started_at) or datetime.min
 
 
-def _current(at: datetime | None, max_age: timedelta | None) -> list[Any]:
+def _current(at: datetime | None, max_age: timedelta | None) -> list[ColumnElement[bool]]:
     """Conditions on host_current (joined with hosts) for the hosts counted at ``at``: not retired,
     not merged away, not stale."""
     hc, h = t.host_current, t.hosts
-    conds: list[Any] = [h.c.merged_into.is_(None)]
+    conds: list[ColumnElement[bool]] = [h.c.merged_into.is_(None)]
     if at is not None:
         conds.append(or_(h.c.retired_at.is_(None), h.c.retired_at > to_db(at)))
         if max_age is not None:
@@ -236,56 +269,60 @@ def snapshots(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    tag: tuple[str, str] | None = None,
+    tag: Tag | None = None,
 ) -> list[Snapshot]:
     """Every finished scan in time order with what that scan itself saw (from scan_summary, or grouped
     by tag): the scan's own counts, not the fleet picture (see fleet_series)."""
-    sc, ss, s, o, tg = t.scans, t.scan_summary, t.observation_states, t.observations, t.tags
-    conds: list[Any] = [sc.c.finished_at.is_not(None), sc.c.kind == "scan"]
-    if since is not None:
-        conds.append(sc.c.started_at >= to_db(since))
-    if until is not None:
-        conds.append(sc.c.started_at <= to_db(until))
+    sc = t.scans
     with store.connect() as conn:
         scans = conn.execute(
-            select(sc.c.id, sc.c.started_at).where(*conds).order_by(sc.c.started_at, sc.c.id)
+            select(sc.c.id, sc.c.started_at)
+            .where(sc.c.finished_at.is_not(None), sc.c.kind == "scan", *_scan_window(since, until))
+            .order_by(sc.c.started_at, sc.c.id)
         ).all()
-        result = {row.id: Snapshot(row.id, from_db(row.started_at) or datetime.min) for row in scans}
-        if not result:
+        if not scans:
             return []
-        ids = list(result)
-        if tag is None:
-            rows: list[Any] = list(
-                conn.execute(
-                    select(ss.c.scan_id, ss.c.wave, ss.c.state, ss.c.n).where(ss.c.scan_id.in_(ids))
-                ).all()
-            )
-        else:
-            tagged = and_(tg.c.host_id == s.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1])
-            rows = list(
-                conn.execute(
-                    select(s.c.scan_id, s.c.wave, s.c.state, func.count())
-                    .select_from(s.join(tg, tagged))
-                    .where(s.c.scan_id.in_(ids))
-                    .group_by(s.c.scan_id, s.c.wave, s.c.state)
-                ).all()
-            )
-            otag = and_(tg.c.host_id == o.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1])
-            rows += conn.execute(
-                select(o.c.scan_id, literal_column("'*'"), o.c.status, func.count(o.c.host_id.distinct()))
-                .select_from(o.join(tg, otag))
-                .where(o.c.scan_id.in_(ids))
-                .group_by(o.c.scan_id, o.c.status)
-            ).all()
+        rows = _snapshot_rows(conn, [int(r.id) for r in scans], tag)
+    statuses: dict[int, dict[str, int]] = {int(r.id): {} for r in scans}
     per: dict[tuple[int, str], dict[str, int]] = {}
     for scan_id, wave, state, n in rows:
         if wave == "*":
-            result[scan_id].statuses[state] = int(n)
+            statuses[scan_id][state] = int(n)
         else:
             per.setdefault((scan_id, wave), {})[state] = int(n)
+    waves: dict[int, dict[str, WaveCounts]] = {i: {} for i in statuses}
     for (scan_id, wave), states in per.items():
-        result[scan_id].waves[wave] = counts_from(states)
-    return list(result.values())
+        waves[scan_id][wave] = counts_from(states)
+    return [
+        Snapshot(int(r.id), from_db(r.started_at) or datetime.min, waves[int(r.id)], statuses[int(r.id)])
+        for r in scans
+    ]
+
+
+def _snapshot_rows(conn: Connection, ids: list[int], tag: Tag | None) -> list[Any]:
+    """(scan, wave or "*", state, count) of what each scan saw, of every host or of the tagged ones."""
+    ss, s, o = t.scan_summary, t.observation_states, t.observations
+    if tag is None:
+        return list(
+            conn.execute(
+                select(ss.c.scan_id, ss.c.wave, ss.c.state, ss.c.n).where(ss.c.scan_id.in_(ids))
+            ).all()
+        )
+    rows = list(
+        conn.execute(
+            select(s.c.scan_id, s.c.wave, s.c.state, func.count())
+            .select_from(_join_tag(s, s.c.host_id, tag))
+            .where(s.c.scan_id.in_(ids))
+            .group_by(s.c.scan_id, s.c.wave, s.c.state)
+        ).all()
+    )
+    rows += conn.execute(
+        select(o.c.scan_id, literal_column("'*'"), o.c.status, func.count(o.c.host_id.distinct()))
+        .select_from(_join_tag(o, o.c.host_id, tag))
+        .where(o.c.scan_id.in_(ids))
+        .group_by(o.c.scan_id, o.c.status)
+    ).all()
+    return rows
 
 
 def breakdown(
@@ -293,7 +330,7 @@ def breakdown(
     wave: str,
     *,
     by: str = "cu",
-    tag: tuple[str, str] | None = None,
+    tag: Tag | None = None,
     max_age: timedelta | None = DEFAULT_MAX_AGE,
 ) -> dict[str, WaveCounts]:
     """Counts of the current fleet picture per CU (``by="cu"``), per build (``by="build"``) or per value
@@ -302,9 +339,7 @@ def breakdown(
     at = picture_time(store)
     conds = [s.c.wave == wave, *_current(at, max_age)]
     source: Any = hc.join(h, h.c.id == hc.c.host_id).join(s, s.c.host_id == hc.c.host_id)
-    if tag is not None:
-        f = tg.alias("f")
-        source = source.join(f, and_(f.c.host_id == hc.c.host_id, f.c.key == tag[0], f.c.value == tag[1]))
+    source = _join_tag(source, hc.c.host_id, tag, "f")
     if by == "cu":
         group: Any = func.coalesce(hc.c.cu, "unknown build")
     elif by == "build":
@@ -328,6 +363,9 @@ def breakdown(
     return {k: counts_from(v) for k, v in sorted(per.items())}
 
 
+# -- tags ------------------------------------------------------------------------------------------
+
+
 def tag_values(store: Store) -> dict[str, list[str]]:
     """Every tag key in the store with its values (for naming the valid ones after a typo)."""
     tg = t.tags
@@ -340,7 +378,7 @@ def tag_values(store: Store) -> dict[str, list[str]]:
     return out
 
 
-def check_tag(store: Store, tag: tuple[str, str] | None) -> None:
+def check_tag(store: Store, tag: Tag | None) -> None:
     """An InputError naming the valid keys or values when no host carries the tag."""
     if tag is None:
         return
@@ -362,6 +400,21 @@ def tag_keys(store: Store, wanted: tuple[str, ...]) -> list[str]:
         return [k for k in wanted if conn.execute(select(tg.c.key).where(tg.c.key == k).limit(1)).first()]
 
 
+def _tags_of(conn: Connection, host_ids: Sequence[int] | None = None) -> dict[int, dict[str, str]]:
+    """The tags of these hosts (of every host for None), per host."""
+    tg = t.tags
+    query = select(tg.c.host_id, tg.c.key, tg.c.value)
+    if host_ids is not None:
+        query = query.where(tg.c.host_id.in_(list(host_ids)))
+    out: dict[int, dict[str, str]] = {}
+    for host_id, key, value in conn.execute(query):
+        out.setdefault(int(host_id), {})[key] = value
+    return out
+
+
+# -- hosts in a state of the current picture -------------------------------------------------------
+
+
 def _fix_text(detail: str | None, wave: str) -> str | None:
     if not detail:
         return None
@@ -375,29 +428,33 @@ def _fix_text(detail: str | None, wave: str) -> str | None:
     return str(fix) if fix else None
 
 
-def hosts_at_risk(
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern matching it literally anywhere (``%`` and ``_`` escaped)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _in_state(
     store: Store,
+    state: str,
+    waves: Sequence[str] | None,
+    tag: Tag | None,
+    text: str | None,
+    max_age: timedelta | None,
     *,
-    waves: list[str] | None = None,
-    tag: tuple[str, str] | None = None,
-    limit: int | None = None,
-    max_age: timedelta | None = DEFAULT_MAX_AGE,
-) -> list[dict[str, Any]]:
-    """Hosts vulnerable in the current fleet picture, longest exposed first, with their fix and the
-    scan whose verdict it is (stale and retired hosts are left out)."""
-    s, e, h, o, d, tg, hc = (
-        t.host_states,
-        t.host_exposure,
-        t.hosts,
-        t.observations,
-        t.details,
-        t.tags,
-        t.host_current,
-    )
+    rows: bool = True,
+) -> tuple[Select[Any], datetime | None]:
+    """The query of the (host, wave) pairs of the current picture in ``state`` (unordered), with the
+    observation of the service that gave each verdict (its fix) and, for ``vulnerable``, the exposure
+    window; and the picture's time.  ``rows=False``: only the pairs (for counting them)."""
+    s, e, h, o, d, hc = t.host_states, t.host_exposure, t.hosts, t.observations, t.details, t.host_current
     at = picture_time(store)
-    conds = [s.c.state == "vulnerable", *_current(at, max_age)]
+    conds = [s.c.state == state, *_current(at, max_age)]
     if waves:
-        conds.append(s.c.wave.in_(waves))
+        conds.append(s.c.wave.in_(list(waves)))
+    if text:
+        pattern = _like(text.strip().lower())
+        columns = (h.c.address, h.c.name, h.c.fe_server, hc.c.build)
+        conds.append(or_(*(func.lower(c).like(pattern, escape="\\") for c in columns)))
     # the observation of the service that gave the verdict (the lowest id if it answered twice)
     verdict_obs = (
         select(func.min(o.c.id))
@@ -409,80 +466,143 @@ def hosts_at_risk(
         .correlate(hc)
         .scalar_subquery()
     )
-    source: Any = (
-        hc.join(h, h.c.id == hc.c.host_id)
-        .join(s, s.c.host_id == hc.c.host_id)
-        .outerjoin(e, and_(e.c.host_id == s.c.host_id, e.c.wave == s.c.wave))
-        .outerjoin(o, o.c.id == verdict_obs)
-        .outerjoin(d, d.c.id == o.c.detail_id)
-    )
-    if tag is not None:
-        source = source.join(tg, and_(tg.c.host_id == s.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1]))
-    query = (
-        select(
-            s.c.host_id,
-            s.c.wave,
-            h.c.address,
-            h.c.name,
-            h.c.fe_server,
-            hc.c.build,
-            hc.c.port,
-            hc.c.cu,
-            hc.c.conflict,
-            hc.c.scan_id,
-            hc.c.seen_at,
-            e.c.first_vulnerable,
-            d.c.body,
-        )
-        .select_from(source)
-        .where(*conds)
-        .order_by(e.c.first_vulnerable.asc().nulls_last(), s.c.host_id, s.c.wave)
-    )
+    source: FromClause = hc.join(h, h.c.id == hc.c.host_id).join(s, s.c.host_id == hc.c.host_id)
+    source = _join_tag(source, s.c.host_id, tag)
+    if not rows:
+        return select(s.c.host_id, s.c.wave).select_from(source).where(*conds), at
+    exposed = state == "vulnerable"
+    if exposed:
+        source = source.outerjoin(e, and_(e.c.host_id == s.c.host_id, e.c.wave == s.c.wave))
+    source = source.outerjoin(o, o.c.id == verdict_obs).outerjoin(d, d.c.id == o.c.detail_id)
+    since = e.c.first_vulnerable if exposed else literal_column("NULL")
+    query = select(
+        s.c.host_id,
+        s.c.wave,
+        h.c.address,
+        h.c.name,
+        h.c.fe_server,
+        hc.c.build,
+        hc.c.port,
+        hc.c.cu,
+        hc.c.conflict,
+        hc.c.scan_id,
+        hc.c.seen_at,
+        since.label("first_vulnerable"),
+        d.c.body,
+    ).select_from(source)
+    return query.where(*conds), at
+
+
+def hosts_in_state(
+    store: Store,
+    state: str,
+    *,
+    waves: Sequence[str] | None = None,
+    tag: Tag | None = None,
+    text: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    max_age: timedelta | None = DEFAULT_MAX_AGE,
+) -> list[HostState]:
+    """The (host, wave) pairs in ``state`` in the current fleet picture (stale and retired hosts left
+    out), each with its fix and the scan whose verdict it is.  Vulnerable ones come longest exposed
+    first (with the start of their exposure window), others by host.  ``text``: a substring of the
+    address, DNS name, X-FEServer or build (any case)."""
+    if state not in STATES:
+        raise InputError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
+    s = t.host_states
+    query, at = _in_state(store, state, waves, tag, text, max_age)
+    first = query.selected_columns.first_vulnerable
+    if state == "vulnerable":
+        query = query.order_by(first.asc().nulls_last(), s.c.host_id, s.c.wave)
+    else:
+        query = query.order_by(s.c.host_id, s.c.wave)
     if limit is not None:
         query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
     with store.connect() as conn:
         rows = conn.execute(query).all()
-    out: list[dict[str, Any]] = []
+    out = []
     for row in rows:
         since = from_db(row.first_vulnerable)
         out.append(
-            {
-                "host_id": row.host_id,
-                "address": row.address,
-                "name": row.name,
-                "fe_server": row.fe_server,
-                "wave": row.wave,
-                "build": row.build,
-                "cu": row.cu,
-                "port": row.port,
-                "conflict": bool(row.conflict),
-                "scan": row.scan_id,
-                "seen_at": iso(row.seen_at),
-                "exposed_since": since.isoformat() if since else None,
-                "exposed_days": round((at - since).total_seconds() / 86400, 2) if since and at else None,
-                "fix": _fix_text(row.body, row.wave),
-            }
+            HostState(
+                host_id=row.host_id,
+                address=row.address,
+                name=row.name,
+                fe_server=row.fe_server,
+                wave=row.wave,
+                state=state,
+                build=row.build,
+                cu=row.cu,
+                port=row.port,
+                conflict=bool(row.conflict),
+                scan=row.scan_id,
+                seen_at=from_db(row.seen_at),
+                exposed_since=since,
+                exposed_days=round((at - since).total_seconds() / 86400, 2) if since and at else None,
+                fix=_fix_text(row.body, row.wave),
+            )
         )
     return out
 
 
+def hosts_at_risk(
+    store: Store,
+    *,
+    waves: Sequence[str] | None = None,
+    tag: Tag | None = None,
+    limit: int | None = None,
+    max_age: timedelta | None = DEFAULT_MAX_AGE,
+) -> list[HostState]:
+    """Hosts vulnerable in the current fleet picture, longest exposed first, with their fix and the
+    scan whose verdict it is (stale and retired hosts are left out)."""
+    return hosts_in_state(store, "vulnerable", waves=waves, tag=tag, limit=limit, max_age=max_age)
+
+
 def count_in_state(
-    store: Store, state: str, *, waves: list[str] | None = None, max_age: timedelta | None = DEFAULT_MAX_AGE
+    store: Store,
+    state: str,
+    *,
+    waves: Sequence[str] | None = None,
+    tag: Tag | None = None,
+    text: str | None = None,
+    max_age: timedelta | None = DEFAULT_MAX_AGE,
 ) -> int:
-    """How many (host, wave) pairs of the current picture are in ``state``."""
-    s, hc, h = t.host_states, t.host_current, t.hosts
-    conds = [s.c.state == state, *_current(picture_time(store), max_age)]
-    if waves:
-        conds.append(s.c.wave.in_(waves))
+    """How many (host, wave) pairs of the current picture are in ``state`` (the same filters as
+    hosts_in_state)."""
+    query, _ = _in_state(store, state, waves, tag, text, max_age, rows=False)
     with store.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(hc.join(h, h.c.id == hc.c.host_id).join(s, s.c.host_id == hc.c.host_id))
-                .where(*conds)
-            ).scalar()
-            or 0
-        )
+        return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar() or 0)
+
+
+def host_verdicts(store: Store, host_id: int) -> dict[str, WaveVerdict]:
+    """The host's verdicts in the fleet picture per wave: the observation of the service that gave them
+    (state, reason, fix)."""
+    o, d, hc = t.observations, t.details, t.host_current
+    with store.connect() as conn:
+        row = conn.execute(
+            select(o.c.scan_id, d.c.body)
+            .join(hc, and_(hc.c.host_id == o.c.host_id, hc.c.scan_id == o.c.scan_id))
+            .outerjoin(d, d.c.id == o.c.detail_id)
+            .where(o.c.host_id == host_id, o.c.status == "exchange")
+            .order_by((func.coalesce(o.c.port, 0) != func.coalesce(hc.c.port, 0)), o.c.id)
+            .limit(1)
+        ).first()
+    if row is None or not row.body:
+        return {}
+    out: dict[str, WaveVerdict] = {}
+    for wave, verdict in (json.loads(row.body).get("waves") or {}).items():
+        if isinstance(verdict, dict):
+            fix = _fix_text(row.body, wave)
+            out[wave] = WaveVerdict(verdict.get("state"), verdict.get("reason"), fix, row.scan_id)
+        else:
+            out[wave] = WaveVerdict(verdict, None, None, row.scan_id)
+    return out
+
+
+# -- compromise, exposure, attempts ----------------------------------------------------------------
 
 
 def _host_states(conn: Connection, host_id: int, waves: list[str] | None = None) -> list[Any]:
@@ -521,95 +641,84 @@ def _first_protected(conn: Connection, host_id: int, wave: str) -> datetime | No
     return from_db(min(times)) if times else None
 
 
-def compromise(store: Store, *, tag: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+def compromise(store: Store, *, tag: Tag | None = None) -> list[Compromise]:
     """Per host and wave with evidence: first evidence of exploitation, protection time, and the flag.
 
     First evidence = the earliest finding of confidence confirmed or likely.  Protected at = the end of
     the exposure window (host_exposure), or for a host never seen vulnerable, its first protected
     snapshot.  ``compromised_before_protected`` = evidence earlier than protection, or never protected.
     """
-    f, e, h, tg = t.findings, t.host_exposure, t.hosts, t.tags
-    with store.connect() as conn:
-        source: Any = f.join(h, h.c.id == f.c.host_id).outerjoin(
-            e, and_(e.c.host_id == f.c.host_id, e.c.wave == f.c.wave)
+    f, e, h = t.findings, t.host_exposure, t.hosts
+    source: Any = f.join(h, h.c.id == f.c.host_id).outerjoin(
+        e, and_(e.c.host_id == f.c.host_id, e.c.wave == f.c.wave)
+    )
+    query = (
+        select(
+            f.c.host_id,
+            f.c.wave,
+            h.c.address,
+            h.c.name,
+            h.c.fe_server,
+            func.min(f.c.time).label("first_evidence"),
+            func.count().label("findings"),
+            func.min(e.c.first_vulnerable).label("first_vulnerable"),
+            func.min(e.c.first_protected).label("window_end"),
         )
-        if tag is not None:
-            source = source.join(
-                tg, and_(tg.c.host_id == f.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1])
-            )
-        rows = conn.execute(
-            select(
-                f.c.host_id,
-                f.c.wave,
-                h.c.address,
-                h.c.name,
-                h.c.fe_server,
-                func.min(f.c.time).label("first_evidence"),
-                func.count().label("findings"),
-                func.min(e.c.first_vulnerable).label("first_vulnerable"),
-                func.min(e.c.first_protected).label("window_end"),
-            )
-            .select_from(source)
-            .where(
-                f.c.confidence.in_(EVIDENCE_CONFIDENCE),
-                f.c.time.is_not(None),
-                # only the waves the scans judge (web shells, post-exploitation are not waves)
-                f.c.wave.in_(select(t.scan_summary.c.wave).where(t.scan_summary.c.wave != "*").distinct()),
-            )
-            .group_by(f.c.host_id, f.c.wave, h.c.address, h.c.name, h.c.fe_server)
-            .order_by(func.min(f.c.time), f.c.host_id)
-        ).all()
+        .select_from(_join_tag(source, f.c.host_id, tag))
+        .where(
+            f.c.confidence.in_(EVIDENCE_CONFIDENCE),
+            f.c.time.is_not(None),
+            # only the waves the scans judge (web shells, post-exploitation are not waves)
+            f.c.wave.in_(select(t.scan_summary.c.wave).where(t.scan_summary.c.wave != "*").distinct()),
+        )
+        .group_by(f.c.host_id, f.c.wave, h.c.address, h.c.name, h.c.fe_server)
+        .order_by(func.min(f.c.time), f.c.host_id)
+    )
     out = []
-    for row in rows:
-        evidence = from_db(row.first_evidence)
-        if row.first_vulnerable is not None:
-            protected = from_db(row.window_end)
-        else:
-            with store.connect() as conn:
+    with store.connect() as conn:
+        for row in conn.execute(query).all():
+            if row.first_vulnerable is not None:
+                protected = from_db(row.window_end)
+            else:
                 protected = _first_protected(conn, row.host_id, row.wave)
-        before = evidence is not None and (protected is None or evidence < protected)
-        out.append(
-            {
-                "host_id": row.host_id,
-                "address": row.address,
-                "name": row.name,
-                "fe_server": row.fe_server,
-                "wave": row.wave,
-                "first_evidence": evidence.isoformat() if evidence else None,
-                "findings": int(row.findings),
-                "first_vulnerable": iso(row.first_vulnerable),
-                "protected_at": protected.isoformat() if protected else None,
-                "compromised_before_protected": before,
-            }
-        )
+            out.append(
+                Compromise(
+                    host_id=row.host_id,
+                    address=row.address,
+                    name=row.name,
+                    fe_server=row.fe_server,
+                    wave=row.wave,
+                    first_evidence=from_db(row.first_evidence),
+                    findings=int(row.findings),
+                    first_vulnerable=from_db(row.first_vulnerable),
+                    protected_at=protected,
+                )
+            )
     return out
 
 
 def exposure_windows(
     store: Store, *, wave: str | None = None, host_id: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[ExposureWindow]:
     """Exposure windows: first seen vulnerable to first seen protected after it (open when None)."""
+    with store.connect() as conn:
+        return _exposure(conn, wave=wave, host_id=host_id)
+
+
+def _exposure(
+    conn: Connection, *, wave: str | None = None, host_id: int | None = None
+) -> list[ExposureWindow]:
     e = t.host_exposure
-    conds: list[Any] = []
+    conds: list[ColumnElement[bool]] = []
     if wave:
         conds.append(e.c.wave == wave)
     if host_id is not None:
         conds.append(e.c.host_id == host_id)
-    with store.connect() as conn:
-        rows = conn.execute(select(e).where(*conds).order_by(e.c.host_id, e.c.wave)).all()
-    out = []
-    for row in rows:
-        start, end = from_db(row.first_vulnerable), from_db(row.first_protected)
-        out.append(
-            {
-                "host_id": row.host_id,
-                "wave": row.wave,
-                "first_vulnerable": start.isoformat() if start else None,
-                "first_protected": end.isoformat() if end else None,
-                "days": round((end - start).total_seconds() / 86400, 3) if start and end else None,
-            }
-        )
-    return out
+    rows = conn.execute(select(e).where(*conds).order_by(e.c.host_id, e.c.wave)).all()
+    return [
+        ExposureWindow(row.host_id, row.wave, from_db(row.first_vulnerable), from_db(row.first_protected))
+        for row in rows
+    ]
 
 
 def attempts_per_hour(
@@ -617,32 +726,32 @@ def attempts_per_hour(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    tag: tuple[str, str] | None = None,
+    tag: Tag | None = None,
 ) -> list[tuple[datetime, int]]:
     """Hunt findings of confidence confirmed or likely across hosts, counted per hour (each one is one
     attempt's trace; findings left for review are not counted)."""
-    f, tg = t.findings, t.tags
+    f = t.findings
     if store.dialect == "postgresql":
         bucket: Any = func.date_trunc("hour", f.c.time)
     else:
         bucket = func.strftime("%Y-%m-%d %H:00:00", f.c.time)
-    conds: list[Any] = [f.c.time.is_not(None), f.c.confidence.in_(EVIDENCE_CONFIDENCE)]
+    conds: list[ColumnElement[bool]] = [f.c.time.is_not(None), f.c.confidence.in_(EVIDENCE_CONFIDENCE)]
     if since is not None:
         conds.append(f.c.time >= to_db(since))
     if until is not None:
         conds.append(f.c.time < to_db(until))
-    source: Any = f
-    if tag is not None:
-        source = f.join(tg, and_(tg.c.host_id == f.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1]))
     with store.connect() as conn:
         rows = conn.execute(
             select(bucket.label("hour"), func.count())
-            .select_from(source)
+            .select_from(_join_tag(f, f.c.host_id, tag))
             .where(*conds)
             .group_by(bucket)
             .order_by(bucket)
         ).all()
     return [(from_db(hour) or datetime.min, int(n)) for hour, n in rows]
+
+
+# -- hosts -----------------------------------------------------------------------------------------
 
 
 def resolve_host(store: Store, host: str) -> int:
@@ -655,136 +764,122 @@ def resolve_host(store: Store, host: str) -> int:
     return matches[0]
 
 
-def host_history(store: Store, host: str) -> dict[str, Any]:
+def host_exists(store: Store, host_id: int) -> bool:
+    """Whether the store holds a host with this id (merged-away hosts included)."""
+    with store.connect() as conn:
+        return conn.execute(select(t.hosts.c.id).where(t.hosts.c.id == host_id)).first() is not None
+
+
+def host_history(store: Store, host: str) -> HostHistory:
     """One host across snapshots and hunts: identity, tags, its folded verdict in every scan that saw
     it (with each service's answer), exposure, hunts, and its current place in the fleet picture."""
     host_id = resolve_host(store, host)
-    h, o, sc, tg, hu, f, sh, hc = (
-        t.hosts,
-        t.observations,
-        t.scans,
-        t.tags,
-        t.hunts,
-        t.findings,
-        t.scan_hosts,
-        t.host_current,
-    )
+    h, tg = t.hosts, t.tags
     with store.connect() as conn:
         ident = conn.execute(select(h).where(h.c.id == host_id)).one()
         tags = dict(conn.execute(select(tg.c.key, tg.c.value).where(tg.c.host_id == host_id)).all())
-        folded = conn.execute(
-            select(sh, sc.c.started_at)
-            .join(sc, sc.c.id == sh.c.scan_id)
-            .where(sh.c.host_id == host_id)
-            .order_by(sc.c.started_at, sh.c.scan_id)
-        ).all()
-        services: dict[int, list[dict[str, Any]]] = {}
-        for row in conn.execute(
-            select(o.c.scan_id, o.c.port, o.c.status, o.c.address, o.c.build, o.c.build_source, o.c.error)
-            .where(o.c.host_id == host_id)
-            .order_by(o.c.scan_id, o.c.port, o.c.id)
-        ):
-            services.setdefault(int(row.scan_id), []).append(
-                {
-                    "port": row.port,
-                    "status": row.status,
-                    "address": row.address,
-                    "build": row.build,
-                    "build_source": row.build_source,
-                    "error": row.error,
-                }
-            )
-        states: dict[int, dict[str, str]] = {}
-        for row in _host_states(conn, host_id):
-            states.setdefault(row.scan_id, {})[row.wave] = row.state
-        current = conn.execute(select(hc).where(hc.c.host_id == host_id)).first()
-        current_states = dict(
-            conn.execute(
-                select(t.host_states.c.wave, t.host_states.c.state).where(t.host_states.c.host_id == host_id)
-            ).all()
+        snaps = _host_snapshots(conn, host_id)
+        current = _current_verdict(conn, host_id)
+        exposure = _exposure(conn, host_id=host_id)
+        hunts = _host_hunts(conn, host_id)
+    return HostHistory(
+        host_id=host_id,
+        address=ident.address,
+        name=ident.name,
+        fe_server=ident.fe_server,
+        cert=ident.cert,
+        first_seen=from_db(ident.first_seen),
+        retired_at=from_db(ident.retired_at),
+        merged_into=ident.merged_into,
+        tags=tags,
+        current=current,
+        snapshots=snaps,
+        exposure=tuple(exposure),
+        hunts=hunts,
+    )
+
+
+def _host_snapshots(conn: Connection, host_id: int) -> tuple[HostSnapshot, ...]:
+    """The host's fold in every scan that saw it, with each service's answer and the wave states."""
+    o, sc, sh = t.observations, t.scans, t.scan_hosts
+    folded = conn.execute(
+        select(sh, sc.c.started_at)
+        .join(sc, sc.c.id == sh.c.scan_id)
+        .where(sh.c.host_id == host_id)
+        .order_by(sc.c.started_at, sh.c.scan_id)
+    ).all()
+    services: dict[int, list[Service]] = {}
+    for row in conn.execute(
+        select(o.c.scan_id, o.c.port, o.c.status, o.c.address, o.c.build, o.c.build_source, o.c.error)
+        .where(o.c.host_id == host_id)
+        .order_by(o.c.scan_id, o.c.port, o.c.id)
+    ):
+        services.setdefault(int(row.scan_id), []).append(
+            Service(row.port, row.status, row.address, row.build, row.build_source, row.error)
         )
-        hunts = conn.execute(
-            select(hu.c.id, hu.c.started_at, hu.c.verdict, func.count(f.c.id), func.min(f.c.time))
-            .outerjoin(f, f.c.hunt_id == hu.c.id)
-            .where(hu.c.host_id == host_id)
-            .group_by(hu.c.id, hu.c.started_at, hu.c.verdict)
-            .order_by(hu.c.started_at)
-        ).all()
-    snapshots_out = []
-    for row in folded:
-        svc = services.get(int(row.scan_id), [])
-        winner = next((x for x in svc if x["port"] == row.port), svc[0] if svc else {})
-        snapshots_out.append(
-            {
-                "scan": row.scan_id,
-                "time": iso(row.started_at),
-                "status": row.status,
-                "port": row.port,
-                "address": winner.get("address"),
-                "build": row.build,
-                "build_source": winner.get("build_source"),
-                "error": winner.get("error"),
-                "conflict": bool(row.conflict),
-                "services": svc,
-                "waves": states.get(int(row.scan_id), {}),
-            }
+    states: dict[int, dict[str, str]] = {}
+    for row in _host_states(conn, host_id):
+        states.setdefault(row.scan_id, {})[row.wave] = row.state
+    return tuple(
+        HostSnapshot(
+            scan=row.scan_id,
+            time=from_db(row.started_at),
+            status=row.status,
+            port=row.port,
+            build=row.build,
+            conflict=bool(row.conflict),
+            services=tuple(services.get(int(row.scan_id), [])),
+            waves=states.get(int(row.scan_id), {}),
         )
-    return {
-        "host_id": host_id,
-        "address": ident.address,
-        "name": ident.name,
-        "fe_server": ident.fe_server,
-        "cert": ident.cert,
-        "first_seen": iso(ident.first_seen),
-        "retired_at": iso(ident.retired_at),
-        "merged_into": ident.merged_into,
-        "tags": tags,
-        "current": None
-        if current is None
-        else {
-            "scan": current.scan_id,
-            "status": current.status,
-            "port": current.port,
-            "build": current.build,
-            "conflict": bool(current.conflict),
-            "seen_at": iso(current.seen_at),
-            "waves": current_states,
-        },
-        "snapshots": snapshots_out,
-        "exposure": exposure_windows(store, host_id=host_id),
-        "hunts": [
-            {
-                "hunt": hid,
-                "time": (from_db(started) or datetime.min).isoformat(),
-                "verdict": verdict,
-                "findings": int(n),
-                "first_finding": iso(first),
-            }
-            for hid, started, verdict, n, first in hunts
-        ],
-    }
+        for row in folded
+    )
+
+
+def _current_verdict(conn: Connection, host_id: int) -> CurrentVerdict | None:
+    hc, hs = t.host_current, t.host_states
+    current = conn.execute(select(hc).where(hc.c.host_id == host_id)).first()
+    if current is None:
+        return None
+    waves = dict(conn.execute(select(hs.c.wave, hs.c.state).where(hs.c.host_id == host_id)).all())
+    return CurrentVerdict(
+        scan=current.scan_id,
+        status=current.status,
+        port=current.port,
+        build=current.build,
+        conflict=bool(current.conflict),
+        seen_at=from_db(current.seen_at),
+        waves=waves,
+    )
+
+
+def _host_hunts(conn: Connection, host_id: int) -> tuple[HuntSummary, ...]:
+    hu, f = t.hunts, t.findings
+    rows = conn.execute(
+        select(hu.c.id, hu.c.started_at, hu.c.verdict, func.count(f.c.id), func.min(f.c.time))
+        .outerjoin(f, f.c.hunt_id == hu.c.id)
+        .where(hu.c.host_id == host_id)
+        .group_by(hu.c.id, hu.c.started_at, hu.c.verdict)
+        .order_by(hu.c.started_at)
+    ).all()
+    return tuple(
+        HuntSummary(hid, from_db(started) or datetime.min, verdict, int(n), from_db(first))
+        for hid, started, verdict, n, first in rows
+    )
 
 
 def list_hosts(
     store: Store,
     *,
-    tag: tuple[str, str] | None = None,
+    tag: Tag | None = None,
     limit: int | None = None,
     max_age: timedelta | None = DEFAULT_MAX_AGE,
     include_retired: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[HostRow]:
     """Known hosts with their place in the current fleet picture: folded status, the port and scan that
     gave it, build, when last seen, stale or retired, conflict, and tags."""
-    h, tg, hc = t.hosts, t.tags, t.host_current
+    h, hc = t.hosts, t.host_current
     at = picture_time(store)
-    source: Any = h.outerjoin(hc, hc.c.host_id == h.c.id)
-    conds: list[Any] = [h.c.merged_into.is_(None)]
-    if tag is not None:
-        conds.append(
-            select(tg.c.host_id)
-            .where(tg.c.host_id == h.c.id, tg.c.key == tag[0], tg.c.value == tag[1])
-            .exists()
-        )
+    conds: list[ColumnElement[bool]] = [h.c.merged_into.is_(None)]
     if not include_retired:
         conds.append(h.c.retired_at.is_(None))
     query = (
@@ -801,7 +896,7 @@ def list_hosts(
             hc.c.build,
             hc.c.conflict,
         )
-        .select_from(source)
+        .select_from(_join_tag(h.outerjoin(hc, hc.c.host_id == h.c.id), h.c.id, tag))
         .where(*conds)
         .order_by(h.c.id)
     )
@@ -809,47 +904,116 @@ def list_hosts(
         query = query.limit(limit)
     with store.connect() as conn:
         rows = conn.execute(query).all()
-        all_tags: dict[int, dict[str, str]] = {}
-        for host_id, key, value in conn.execute(select(tg.c.host_id, tg.c.key, tg.c.value)):
-            all_tags.setdefault(host_id, {})[key] = value
+        all_tags = _tags_of(conn)
     out = []
     for row in rows:
         last = from_db(row.seen_at)
-        retired = from_db(row.retired_at)
         out.append(
-            {
-                "host_id": row.id,
-                "address": row.address,
-                "name": row.name,
-                "fe_server": row.fe_server,
-                "status": row.status,
-                "port": row.port,
-                "scan": row.scan_id,
-                "build": row.build,
-                "conflict": bool(row.conflict),
-                "last_seen": last.isoformat() if last else None,
-                "stale": bool(at and last and max_age is not None and last < at - max_age),
-                "retired_at": retired.isoformat() if retired else None,
-                "tags": all_tags.get(row.id, {}),
-            }
+            HostRow(
+                host_id=row.id,
+                address=row.address,
+                name=row.name,
+                fe_server=row.fe_server,
+                status=row.status,
+                port=row.port,
+                scan=row.scan_id,
+                build=row.build,
+                conflict=bool(row.conflict),
+                last_seen=last,
+                stale=bool(at and last and max_age is not None and last < at - max_age),
+                retired_at=from_db(row.retired_at),
+                tags=all_tags.get(row.id, {}),
+            )
         )
     return out
 
 
+# -- findings --------------------------------------------------------------------------------------
+
+
+def findings(
+    store: Store,
+    *,
+    host: str | None = None,
+    host_id: int | None = None,
+    wave: str | None = None,
+    confidence: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    nulls_last: bool = True,
+) -> Listing[FindingRow]:
+    """Hunt findings in time order (then by id), with the host each was linked to; filtered by host
+    (#id, address, name, X-FEServer, or the name the hunt was given), wave, confidence and time.
+    ``nulls_last``: findings without a time come last (else where the database puts them)."""
+    f, h = t.findings, t.hosts
+    conds: list[ColumnElement[bool]] = []
+    if host_id is not None:
+        conds.append(f.c.host_id == host_id)
+    if host is not None and host.strip():
+        word = host.strip().lower()
+        ids = store.find_hosts(word)
+        by_name = func.lower(f.c.host) == word
+        conds.append(or_(f.c.host_id.in_(ids), by_name) if ids else by_name)
+    if wave:
+        conds.append(f.c.wave == wave)
+    if confidence:
+        conds.append(f.c.confidence == confidence)
+    if since is not None:
+        conds.append(f.c.time >= to_db(since))
+    order = (f.c.time.asc().nulls_last() if nulls_last else f.c.time, f.c.id)
+    query = (
+        select(f, h.c.address, h.c.name.label("host_name"), h.c.fe_server)
+        .outerjoin(h, h.c.id == f.c.host_id)
+        .where(*conds)
+        .order_by(*order)
+        .offset(offset or None)
+    )
+    with store.connect() as conn:
+        total = int(conn.execute(select(func.count()).select_from(f).where(*conds)).scalar() or 0)
+        rows = conn.execute(query if limit is None else query.limit(limit)).all()
+    items = tuple(_finding(r) for r in rows)
+    return Listing(total, limit if limit is not None else total, offset, items)
+
+
+def _finding(r: Any) -> FindingRow:
+    evidence: Mapping[str, JSON] = json.loads(r.evidence) if r.evidence else {}
+    return FindingRow(
+        id=r.id,
+        hunt=r.hunt_id,
+        host_id=r.host_id,
+        host=r.host,
+        address=r.address,
+        name=r.host_name,
+        fe_server=r.fe_server,
+        rule=r.rule,
+        wave=r.wave,
+        cve=r.cve,
+        confidence=r.confidence,
+        time=from_db(r.time),
+        title=r.title,
+        description=r.description,
+        evidence=evidence,
+    )
+
+
 __all__ = [
-    "STATES",
-    "Snapshot",
-    "attempts_per_hour",
     "DEFAULT_MAX_AGE",
-    "Picture",
+    "EVIDENCE_CONFIDENCE",
+    "STATES",
     "breakdown",
     "check_tag",
     "compromise",
     "count_in_state",
     "exposure_windows",
+    "findings",
     "fleet_series",
+    "host_exists",
     "host_history",
+    "host_verdicts",
     "hosts_at_risk",
+    "hosts_in_state",
+    "latest_scan",
     "list_hosts",
     "parse_tag",
     "picture_time",

@@ -842,6 +842,17 @@ def open_existing_store(url: str | None = None) -> Store:
     return Store(require_store(url))
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open (and migrate) the store at ``url``; None means EXWATCH_DB or the SQLite file in the data dir."""
-    return Store(url or default_db_url())
+def open_store(url: str | None = None, *, profile: str = "write") -> Store:
+    """Open (and migrate) the store at ``url``; None means EXWATCH_DB or the SQLite file in the data dir.
+
+    ``profile`` (exwatch.fleet.profiles): ``write`` creates a missing store, ``existing`` and ``read``
+    need one (``read`` connections only read), ``scan`` is the scan's writer."""
+    from exwatch.fleet.profiles import apply_profile, must_exist
+
+    store = Store(require_store(url)) if must_exist(profile) else Store(url or default_db_url())
+    try:
+        apply_profile(store.engine, profile)
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -297,26 +297,26 @@ def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> dict[str, Any
         history = queries.host_history(store, host)
     except InputError:
         return None
-    snaps = [s for s in history.get("snapshots", []) if s.get("build")]
+    snaps = [s for s in history.snapshots if s.build]
     if not snaps:
         return {
             "source": "store",
             "build": None,
-            "host_id": history.get("host_id"),
+            "host_id": history.host_id,
             "waves": {},
-            "text": f"host #{history.get('host_id')} is in the store but no scan read its build: scan it (exwatch scan)",
+            "text": f"host #{history.host_id} is in the store but no scan read its build: scan it (exwatch scan)",
         }
     last = snaps[-1]
-    out = fix_from_build(str(last["build"]), waves, "store") or {
+    out = fix_from_build(str(last.build), waves, "store") or {
         "source": "store",
-        "build": last["build"],
+        "build": last.build,
         "waves": {},
         "text": "",
     }
     stored = {
-        r["wave"]: r["fix"]
+        r.wave: r.fix
         for r in queries.hosts_at_risk(store)
-        if r.get("host_id") == history.get("host_id") and r.get("fix")
+        if r.host_id == history.host_id and r.fix
     }
     if stored:
         out["waves"] = {**out.get("waves", {}), **stored}
@@ -324,6 +324,10 @@ def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> dict[str, Any
 
         out["text"] = "; ".join(f"{kb.wave(w).name}: {t.rstrip('.')}" for w, t in out["waves"].items())
     out.update(
-        {"host_id": history.get("host_id"), "scanned_at": last.get("time"), "status": last.get("status")}
+        {
+            "host_id": history.host_id,
+            "scanned_at": last.time.isoformat() if last.time else None,
+            "status": last.status,
+        }
     )
     return out

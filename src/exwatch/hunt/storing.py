@@ -76,7 +76,7 @@ def _relabel(result: HuntResult, h: HostResult, store: Any, host_id: int) -> str
     from exwatch.fleet import queries
 
     ident = queries.host_history(store, f"#{host_id}")
-    label = str(ident.get("name") or ident.get("address") or h.host)
+    label = str(ident.name or ident.address or h.host)
     result.findings = [replace(f, host=label) if f.host == h.host else f for f in result.findings]
     h.host = label
     return label

@@ -6,6 +6,7 @@ import html
 import io
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,11 +17,16 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from exwatch.report.model import (
-    DEFINITIONS,  # noqa: E402
-    wave_name,  # noqa: E402
+from exwatch.fleet.metrics import WaveCounts  # noqa: E402
+from exwatch.fleet.rows import Compromise, Picture  # noqa: E402
+from exwatch.report.model import Report, wave_name  # noqa: E402
+from exwatch.report.text import (  # noqa: E402
+    STATE_COLUMNS,
+    _attempt_line,
+    _change_lines,
+    at_risk_row,
+    picture_rows,
 )
-from exwatch.report.text import STATE_COLUMNS, _attempt_line, _bounds, _change_lines, _pct  # noqa: E402
 
 COLOURS = {
     "vulnerable": "#c0392b",
@@ -43,8 +49,8 @@ def _svg(fig: Figure) -> str:
     return _METADATA.sub("", text)
 
 
-def _times(report: dict[str, Any]) -> list[datetime]:
-    return [datetime.fromisoformat(s["time"]) for s in report["snapshots"]]
+def _times(report: Report) -> list[datetime]:
+    return [s.time for s in report.snapshots]
 
 
 def _num(times: list[datetime]) -> list[float]:
@@ -63,19 +69,19 @@ def _time_axis(ax: Any, times: list[datetime], min_pad: timedelta = timedelta(da
     ax.set_xlim(float(mdates.date2num(lo - pad)), float(mdates.date2num(hi + pad)))
 
 
-def chart_share(report: dict[str, Any]) -> str:
+def chart_share(snapshots: Sequence[Picture]) -> str:
     """The protected share over time with its bounds, per wave."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    times = _times(report)
-    for wave in sorted({w for s in report["snapshots"] for w in s["waves"]}):
-        pts = [(t, s["waves"].get(wave)) for t, s in zip(times, report["snapshots"], strict=True)]
-        pts = [(t, c) for t, c in pts if c and c["protected_share"] is not None]
-        if not pts:
+    times = [s.time for s in snapshots]
+    for wave in sorted({w for s in snapshots for w in s.waves}):
+        pts = [(s.time, s.waves.get(wave)) for s in snapshots]
+        shown = [(t, c) for t, c in pts if c and c.protected_share is not None and c.protected_bounds]
+        if not shown:
             continue
-        xs = [t for t, _ in pts]
-        share = [c["protected_share"] * 100 for _, c in pts]
-        low = [c["protected_bounds"][0] * 100 for _, c in pts]
-        high = [c["protected_bounds"][1] * 100 for _, c in pts]
+        xs = [t for t, _ in shown]
+        share = [(c.protected_share or 0) * 100 for _, c in shown]
+        low = [(c.protected_bounds or (0, 0))[0] * 100 for _, c in shown]
+        high = [(c.protected_bounds or (0, 0))[1] * 100 for _, c in shown]
         (line,) = ax.plot(_num(xs), share, marker="o", label=f"{wave_name(wave)} protected share")
         if len(xs) == 1:  # one point: its bounds as an error bar (an area needs two)
             ax.errorbar(
@@ -102,15 +108,15 @@ def chart_share(report: dict[str, Any]) -> str:
     return _svg(fig)
 
 
-def chart_states(report: dict[str, Any]) -> str:
+def chart_states(report: Report) -> str:
     """The states of the headline wave as a stacked area over snapshots."""
-    wave = report.get("wave")
+    wave = report.wave
     fig, ax = plt.subplots(figsize=(8, 3.6))
     times = _times(report)
     if wave and times:
         series = []
         for state in STATE_COLUMNS:
-            series.append([(s["waves"].get(wave) or {}).get(state, 0) for s in report["snapshots"]])
+            series.append([_state_count(s.waves.get(wave), state) for s in report.snapshots])
         if len(times) == 1:  # one snapshot: a stacked bar (a stacked area needs two points)
             bottom = 0
             for state, values in zip(STATE_COLUMNS, series, strict=True):
@@ -133,34 +139,38 @@ def chart_states(report: dict[str, Any]) -> str:
     return _svg(fig)
 
 
-def chart_attempts(report: dict[str, Any]) -> str:
+def _state_count(counts: WaveCounts | None, state: str) -> int:
+    return 0 if counts is None else int(getattr(counts, state))
+
+
+def chart_attempts(report: Report) -> str:
     """Attempts per hour (log scale) with the log-linear fit."""
-    att = report["attempts"]
+    att = report.attempts
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    if att["per_hour"]:
-        xs = [datetime.fromisoformat(h) for h, _ in att["per_hour"]]
-        ys = [n for _, n in att["per_hour"]]
+    if att.per_hour:
+        xs = [h for h, _ in att.per_hour]
+        ys = [n for _, n in att.per_hour]
         ax.bar(_num(xs), ys, width=1 / 24 * 0.8, color="#34495e", label="findings per hour")
-        fit = att["fit"]
-        if fit and fit["start"]:
-            start = datetime.fromisoformat(fit["start"])
-            end = datetime.fromisoformat(fit["end"]) if fit.get("end") else xs[-1]
+        fit = att.fit
+        if fit and fit.start:
+            start = fit.start
+            end = fit.end or xs[-1]
             inside = [x for x in xs if start <= x <= end]  # the line only where it was fitted
             hours = [(x - start).total_seconds() / 3600 for x in inside]
-            a = fit["intercept"]  # the fit: counts = exp(a + b * hours since start)
+            a = fit.intercept  # the fit: counts = exp(a + b * hours since start)
             ax.plot(
                 _num(inside),
-                [math.exp(a + fit["rate_per_hour"] * h) for h in hours],
+                [math.exp(a + fit.rate_per_hour * h) for h in hours],
                 color="#c0392b",
                 label=(
-                    f"fit: doubling {fit['doubling_hours']:.2f} h"
-                    if fit["doubling_hours"]
-                    else f"fit: rate {fit['rate_per_hour']:+.3f}/h"
+                    f"fit: doubling {fit.doubling_hours:.2f} h"
+                    if fit.doubling_hours
+                    else f"fit: rate {fit.rate_per_hour:+.3f}/h"
                 ),
             )
-        elif att.get("fit_error"):
+        elif att.fit_error:
             ax.text(
-                0.02, 0.95, f"no fit drawn: {att['fit_error']}", fontsize=7, va="top", transform=ax.transAxes
+                0.02, 0.95, f"no fit drawn: {att.fit_error}", fontsize=7, va="top", transform=ax.transAxes
             )
         ax.set_yscale("log")
         ax.legend(fontsize=7)
@@ -185,7 +195,7 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#f3f
 """
 
 
-def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
+def _table(headers: list[str], rows: Sequence[Sequence[object]], left: int = 0) -> str:
     head = "".join(
         f"<th class='l'>{html.escape(h)}</th>" if i < left else f"<th>{html.escape(h)}</th>"
         for i, h in enumerate(headers)
@@ -202,7 +212,7 @@ def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render_html(report: dict[str, Any], *, note: str | None = None, limit: int = 200) -> str:
+def render_html(report: Report, *, note: str | None = None, limit: int = 200) -> str:
     """One HTML document with the headline, three inline SVG charts and the tables."""
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -212,48 +222,25 @@ def render_html(report: dict[str, Any], *, note: str | None = None, limit: int =
     ]
     if note:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
-    level = html.escape(str(report.get("headline_level") or "unknown"))
-    parts.append(f"<p class='headline {level}'>{html.escape(report['headline'])}</p>")
+    level = html.escape(report.headline_level)
+    parts.append(f"<p class='headline {level}'>{html.escape(report.headline)}</p>")
     parts.append("<div class='charts'>")
-    parts.append(f"<figure id='chart-share'>{chart_share(report)}</figure>")
+    parts.append(f"<figure id='chart-share'>{chart_share(report.snapshots)}</figure>")
     parts.append(f"<figure id='chart-states'>{chart_states(report)}</figure>")
     parts.append(f"<figure id='chart-attempts'>{chart_attempts(report)}</figure>")
     parts.append("</div>")
     parts.append("<h2>Exposed servers, longest exposed first</h2>")
+    at_risk = [at_risk_row(r) for r in report.hosts_at_risk[:limit]]
+    for row, host in zip(at_risk, report.hosts_at_risk, strict=False):
+        row[6] = "" if host.exposed_days is None else str(host.exposed_days)  # the number as it is
     parts.append(
-        _table(
-            ["host", "address", "name", "wave", "build", "exposed since", "days", "fix"],
-            [
-                [
-                    f"#{r['host_id']}",
-                    r["address"] or "",
-                    r["name"] or r["fe_server"] or "",
-                    r["wave"],
-                    r["build"] or "",
-                    (r["exposed_since"] or "")[:10],
-                    r["exposed_days"] if r["exposed_days"] is not None else "",
-                    r["fix"] or "",
-                ]
-                for r in report["hosts_at_risk"][:limit]
-            ],
-            left=8,
-        )
+        _table(["host", "address", "name", "wave", "build", "exposed since", "days", "fix"], at_risk, left=8)
     )
     parts.append("<h2>Compromised before protected</h2>")
     parts.append(
         _table(
             ["host", "address", "wave", "first evidence", "protected at", "findings"],
-            [
-                [
-                    f"#{r['host_id']}",
-                    r["address"] or "",
-                    r["wave"],
-                    r["first_evidence"],
-                    r["protected_at"] or "never",
-                    r["findings"],
-                ]
-                for r in report["compromised_before_protected"][:limit]
-            ],
+            [_compromise_cells(c) for c in report.compromised_before_protected[:limit]],
             left=5,
         )
     )
@@ -263,36 +250,35 @@ def render_html(report: dict[str, Any], *, note: str | None = None, limit: int =
     return "\n".join(parts)
 
 
-def _details(report: dict[str, Any]) -> str:
+def _compromise_cells(c: Compromise) -> list[object]:
+    return [
+        f"#{c.host_id}",
+        c.address or "",
+        c.wave,
+        c.first_evidence.isoformat() if c.first_evidence else None,
+        c.protected_at.isoformat() if c.protected_at else "never",
+        c.findings,
+    ]
+
+
+def _details(report: Report) -> str:
     """The fleet picture per wave, the change, the attempts and the definitions, as HTML."""
     out = []
-    for wave in sorted({w for s in report["snapshots"] for w in s["waves"]}):
+    for wave in sorted({w for s in report.snapshots for w in s.waves}):
         out.append(f"<h3>{html.escape(wave_name(wave))}: the fleet picture at each scan (unit: hosts)</h3>")
-        rows = []
-        for snap in report["snapshots"]:
-            c = snap["waves"].get(wave)
-            if c is None:
-                continue
-            rows.append(
-                [
-                    snap["scan"],
-                    snap["time"][:16].replace("T", " "),
-                    f"{c['hosts']:,}",
-                    *(f"{c[s]:,}" for s in STATE_COLUMNS),
-                    f"{c.get('stale', 0):,}",
-                    _pct(c["protected_share"]),
-                    _bounds(c["protected_bounds"]),
-                ]
-            )
         out.append(
-            _table(["scan", "time", "hosts", *STATE_COLUMNS, "stale", "protected", "bounds"], rows, left=2)
+            _table(
+                ["scan", "time", "hosts", *STATE_COLUMNS, "stale", "protected", "bounds"],
+                picture_rows(report, wave),
+                left=2,
+            )
         )
     out.append("<h3>Change</h3><ul>")
     out.extend(f"<li>{html.escape(line.strip())}</li>" for line in _change_lines(report))
     out.append("</ul>")
     out.append(f"<p>{html.escape(_attempt_line(report))}</p>")
     out.append("<h3>Definitions</h3><dl>")
-    for key, text in report.get("definitions", DEFINITIONS).items():
+    for key, text in report.definitions.items():
         out.append(f"<dt>{html.escape(key)}</dt><dd>{html.escape(text)}</dd>")
     out.append("</dl>")
     return "\n".join(out)

@@ -7,11 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stix2
-from sqlalchemy import select
 
-from exwatch.fleet import Store
-from exwatch.fleet import schema as t
-from exwatch.fleet.timeutil import from_db
+from exwatch.fleet import queries as q
+from exwatch.fleet.rows import FindingRow
+from exwatch.fleet.store import Store
 
 PRODUCER = "exwatch"
 
@@ -23,14 +22,7 @@ def _pattern(rule: str) -> str:
 
 def findings_bundle(store: Store, *, since: datetime | None = None) -> stix2.Bundle:
     """Every stored finding: identities of the producer and the hosts, indicators, observed data, sightings."""
-    f, h = t.findings, t.hosts
-    query = select(f, h.c.address, h.c.name.label("host_name"), h.c.fe_server).outerjoin(
-        h, h.c.id == f.c.host_id
-    )
-    if since is not None:
-        query = query.where(f.c.time >= since.astimezone(UTC).replace(tzinfo=None))
-    with store.connect() as conn:
-        rows = conn.execute(query.order_by(f.c.time, f.c.id)).all()
+    rows = q.findings(store, since=since, nulls_last=False).items
     producer = stix2.Identity(name=PRODUCER, identity_class="system", description="exwatch compromise hunter")
     objects: list[Any] = [producer]
     hosts: dict[str, stix2.Identity] = {}
@@ -38,9 +30,9 @@ def findings_bundle(store: Store, *, since: datetime | None = None) -> stix2.Bun
     now = datetime.now(UTC)
     seen_sco: set[str] = set()
     for row in rows:
-        label = row.address or row.host_name or row.host or "unknown host"
+        label = row.address or row.name or row.host or "unknown host"
         if label not in hosts:
-            names = [n for n in (row.address, row.host_name, row.fe_server, row.host) if n]
+            names = [n for n in (row.address, row.name, row.fe_server, row.host) if n]
             hosts[label] = stix2.Identity(
                 name=label,
                 identity_class="system",
@@ -54,48 +46,59 @@ def findings_bundle(store: Store, *, since: datetime | None = None) -> stix2.Bun
                 description=row.title or row.rule,
                 pattern=_pattern(row.rule),
                 pattern_type="stix",
-                valid_from=from_db(row.time) or now,
+                valid_from=row.time or now,
                 indicator_types=["compromised"],
                 labels=[v for v in (row.wave, row.cve) if v],
                 created_by_ref=producer.id,
             )
             objects.append(indicators[row.rule])
-        when = from_db(row.time) or now
-        evidence = json.loads(row.evidence or "{}")
-        sco: Any
-        if evidence.get("sha256"):
-            sco = stix2.File(
-                name=str(evidence.get("file") or "evidence").rsplit("/", 1)[-1],
-                hashes={"SHA-256": evidence["sha256"]},
-            )
-        else:
-            sco = stix2.File(name=str(evidence.get("file") or "evidence").rsplit("/", 1)[-1])
-        observed = stix2.ObservedData(
-            first_observed=when,
-            last_observed=when,
-            number_observed=1,
-            object_refs=[sco.id],
-            created_by_ref=producer.id,
-        )
-        where = f"{evidence.get('file', '')}:{evidence.get('line', evidence.get('record', ''))}"
-        sighting = stix2.Sighting(
-            sighting_of_ref=indicators[row.rule].id,
-            observed_data_refs=[observed.id],
-            where_sighted_refs=[hosts[label].id],
-            first_seen=when,
-            last_seen=when,
-            count=1,
-            description=(
-                f"{row.title or row.rule} ({row.confidence or 'unrated'}; {row.cve or row.wave or ''}) at {where}: "
-                f"{evidence.get('excerpt', '')}"
-            )[:2000],
-            created_by_ref=producer.id,
+        sco, observed, sighting = _sighting(
+            row, producer, indicators[row.rule], hosts[label], row.time or now
         )
         if sco.id not in seen_sco:
             seen_sco.add(sco.id)
             objects.append(sco)
         objects.extend([observed, sighting])
     return stix2.Bundle(objects=objects, allow_custom=False)
+
+
+def _sighting(
+    row: FindingRow,
+    producer: stix2.Identity,
+    indicator: stix2.Indicator,
+    host: stix2.Identity,
+    when: datetime,
+) -> tuple[Any, stix2.ObservedData, stix2.Sighting]:
+    """The evidence file, its observed data and the sighting of the rule's indicator on the host."""
+    evidence = row.evidence
+    name = str(evidence.get("file") or "evidence").rsplit("/", 1)[-1]
+    sco: Any
+    if evidence.get("sha256"):
+        sco = stix2.File(name=name, hashes={"SHA-256": evidence["sha256"]})
+    else:
+        sco = stix2.File(name=name)
+    observed = stix2.ObservedData(
+        first_observed=when,
+        last_observed=when,
+        number_observed=1,
+        object_refs=[sco.id],
+        created_by_ref=producer.id,
+    )
+    where = f"{evidence.get('file', '')}:{evidence.get('line', evidence.get('record', ''))}"
+    sighting = stix2.Sighting(
+        sighting_of_ref=indicator.id,
+        observed_data_refs=[observed.id],
+        where_sighted_refs=[host.id],
+        first_seen=when,
+        last_seen=when,
+        count=1,
+        description=(
+            f"{row.title or row.rule} ({row.confidence or 'unrated'}; {row.cve or row.wave or ''}) at {where}: "
+            f"{evidence.get('excerpt', '')}"
+        )[:2000],
+        created_by_ref=producer.id,
+    )
+    return sco, observed, sighting
 
 
 def bundle_json(bundle: stix2.Bundle) -> str:

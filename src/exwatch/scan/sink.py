@@ -55,44 +55,15 @@ class ScanTotals:
         return {"statuses": dict(self.statuses), "waves": {w: dict(c) for w, c in self.waves.items()}}
 
 
-# A scan only appends to the store; the store's SQLite tuning for reads (a 1 GB memory map and a
-# 128 MB page cache per connection) would make a million-target scan's resident memory grow with the
-# database file. The scan's own connections use SQLite's defaults instead (a workaround from outside
-# exwatch.fleet: the store offers no option for it).
-LEAN_SQLITE_PRAGMAS = ("PRAGMA mmap_size=0", "PRAGMA cache_size=-8192")
-
-
-def _lean_sqlite(store: Any) -> None:
-    engine = getattr(store, "engine", None)
-    if engine is None or getattr(engine.dialect, "name", "") != "sqlite":
-        return
-    from sqlalchemy import event
-
-    def lean(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        for pragma in LEAN_SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-        cursor.close()
-
-    event.listen(engine, "connect", lean)
-    engine.dispose()  # connections opened before (migrations) are replaced by lean ones
-
-
 class StoreSink:
     """Results into ``exwatch.fleet`` (SQLite by default, PostgreSQL by URL)."""
 
     def __init__(self, url: str | None) -> None:
         from exwatch.fleet import open_store
-        from exwatch.fleet.database import check_store
 
-        self.store = open_store(url)
-        # A damaged store is refused before a single request is sent (quick_check on SQLite).
-        try:
-            check_store(self.store.engine, thorough=True)
-        except BaseException:
-            self.store.close()
-            raise
-        _lean_sqlite(self.store)
+        # The scan's profile: a damaged store is refused before a single request is sent (quick_check
+        # on SQLite), and its SQLite connections are lean (a scan only appends).
+        self.store = open_store(url, profile="scan")
 
     def start(self, params: dict[str, Any], started_at: datetime | None) -> int:
         return self.store.start_scan(params, started_at=started_at, kind="scan")

@@ -20,6 +20,7 @@ def require_web_extra() -> None:
     try:
         import argon2  # noqa: F401
         import fastapi  # noqa: F401
+        import jinja2  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
         missing = getattr(exc, "name", None) or "fastapi/uvicorn"

@@ -1,11 +1,13 @@
 """The alerts of ``exwatch watch`` in the dashboard: ``/alerts`` (HTML) and ``/api/alerts`` (JSON).
 
 A router of its own over the app's store (``request.app.state.store``); filters: kind, wave and tag
-(KEY=VALUE on the alerted host).  Every stored text is escaped (exwatch.web.pages.esc).
+(KEY=VALUE on the alerted host).  The page is the template ``alerts.html`` (autoescaped), in the
+dashboard's layout with its signed-in header.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -17,7 +19,7 @@ from exwatch.errors import InputError
 from exwatch.fleet.queries import parse_tag
 from exwatch.watch.log import list_alerts
 from exwatch.watch.model import KINDS
-from exwatch.web.pages import esc, layout
+from exwatch.web import pages
 
 router = APIRouter()
 PAGE_ROWS = 100
@@ -55,70 +57,33 @@ def api_alerts(
     )
 
 
-def _options(values: list[str], chosen: str | None) -> str:
-    opts = ["<option value=''>any</option>"]
-    for v in values:
-        sel = " selected" if v == chosen else ""
-        opts.append(f"<option value='{esc(v)}'{sel}>{esc(v)}</option>")
-    return "".join(opts)
-
-
-def render(page: dict[str, Any], params: dict[str, Any], *, store: str, error: str | None = None) -> str:
-    """The alerts page: filters, then one row per alert."""
+def render(
+    page: Mapping[str, Any],
+    params: Mapping[str, str | None],
+    *,
+    store: str,
+    error: str | None = None,
+    identity: Any = None,
+) -> str:
+    """The alerts page: filters, then one row per alert (the dashboard's layout and header)."""
     from exwatch.report.model import WAVE_ORDER
 
-    rows = []
-    for a in page["items"]:
-        host = esc(a.get("host"))
-        if a.get("host_id") is not None:
-            host = f"<a href='/hosts/{int(a['host_id'])}'>{host}</a>"
-        kind = str(a.get("kind") or "")
-        change = f"{esc(a.get('previous') or '-')} → {esc(a.get('state') or '')}"
-        rows.append(
-            "<tr>"
-            f"<td>{esc(str(a.get('time') or '')[:19].replace('T', ' '))}</td>"
-            f"<td><span class='state {esc(KIND_CLASS.get(kind, ''))}'>{esc(kind.replace('_', ' '))}</span></td>"
-            f"<td>{host}</td><td class='n'>{esc(a.get('port'))}</td><td>{esc(a.get('wave'))}</td>"
-            f"<td>{change}</td><td>{esc(a.get('build'))}</td><td>{esc(a.get('fix'))}</td>"
-            f"<td class='n'>{esc(a.get('scan'))}</td>"
-            "</tr>"
-        )
-    if not rows:
-        rows.append("<tr><td colspan='9' class='muted'>no alert</td></tr>")
-    head = "".join(
-        f"<th>{h}</th>" for h in ("time", "kind", "host", "port", "wave", "change", "build", "fix", "scan")
-    )
-    form = (
-        "<form class='filters' method='get' action='/alerts'>"
-        f"<label>kind<select name='kind'>{_options(list(KINDS), params.get('kind'))}</select></label>"
-        f"<label>wave<select name='wave'>{_options(list(WAVE_ORDER), params.get('wave'))}</select></label>"
-        f"<label>tag (KEY=VALUE)<input name='tag' value='{esc(params.get('tag') or '')}'></label>"
-        "<button type='submit'>filter</button></form>"
-    )
-    pager = ""
     start, total = int(page["offset"]), int(page["total"])
     keep = {k: v for k, v in params.items() if v and k != "offset"}
-    if start > 0:
-        pager += (
-            f"<a href='/alerts?{esc(urlencode({**keep, 'offset': max(0, start - PAGE_ROWS)}))}'>newer</a>"
-        )
-    if start + PAGE_ROWS < total:
-        pager += f"<a href='/alerts?{esc(urlencode({**keep, 'offset': start + PAGE_ROWS}))}'>older</a>"
-    body = (
-        "<h1>Alerts</h1>"
-        "<p class='muted'>One alert per change seen by <code>exwatch watch</code>: exposed, protection lost, "
-        "protected, compromised, gone, back. JSON: <a href='/api/alerts'>/api/alerts</a>.</p>"
-        + (
-            f"<p class='headline' style='background:#fdecea;border-color:#c0392b'>{esc(error)}</p>"
-            if error
-            else ""
-        )
-        + form
-        + f"<p class='muted'>{total} alert(s)</p>"
-        + f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        + f"<p class='pager'>{pager}</p>"
+    return pages.render(
+        "alerts.html",
+        title="exwatch alerts",
+        store=store,
+        identity=identity,
+        page=page,
+        params=params,
+        message=error,
+        kinds=list(KINDS),
+        wave_choices=list(WAVE_ORDER),
+        kind_class=KIND_CLASS,
+        newer=urlencode({**keep, "offset": max(0, start - PAGE_ROWS)}) if start > 0 else None,
+        older=urlencode({**keep, "offset": start + PAGE_ROWS}) if start + PAGE_ROWS < total else None,
     )
-    return layout("exwatch alerts", body, store=store)
 
 
 @router.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
@@ -146,4 +111,6 @@ def alerts_page(
         error = str(exc) if isinstance(exc, InputError) else f"not a number: offset={offset!r}"
         page = {"total": 0, "limit": PAGE_ROWS, "offset": 0, "items": []}
         status = 422
-    return HTMLResponse(render(page, params, store=mask_url(store.url), error=error), status_code=status)
+    identity = request.scope.get("state", {}).get("identity")
+    body = render(page, params, store=mask_url(store.url), error=error, identity=identity)
+    return HTMLResponse(body, status_code=status)

@@ -25,9 +25,13 @@ from exwatch.errors import ExwatchError, InputError, StoreError
 from exwatch.fleet import Store, open_store
 from exwatch.fleet.database import check_store, damaged
 from exwatch.fleet.metrics import STATES
+from exwatch.fleet.rows import Listing
 from exwatch.report.model import WAVE_ORDER
 from exwatch.web import alerts, auth, data, pages
 
+# The JSON edge: every endpoint answers an object (FastAPI's response model; the values are typed up to
+# their ``to_dict``).
+ApiDoc = dict[str, Any]
 State = Literal["vulnerable", "patched", "mitigated", "unknown", "not_affected"]
 Confidence = Literal["confirmed", "likely", "review"]
 # Ids are 32-bit integers in the store (PostgreSQL INTEGER); larger numbers name nothing, and past 64 bits
@@ -237,8 +241,8 @@ def create_app(
             status = 500
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": str(exc)}, status_code=status)
-        page = pages.not_found(str(exc), store=_masked(store))
-        return HTMLResponse(auth.account_header(page, _identity(request)), status_code=status)
+        page = pages.not_found(str(exc), store=_masked(store), identity=_identity(request))
+        return HTMLResponse(page, status_code=status)
 
     register_auth(app, gate)
     register_api(app, store)
@@ -359,7 +363,7 @@ def register_api(app: FastAPI, store: Store) -> None:
         return doc
 
     @app.get("/api/summary", tags=["api"])
-    def api_summary() -> dict[str, Any]:
+    def api_summary() -> ApiDoc:
         """The headline, the latest snapshot per wave, the 7-day change and the compromised-before-protected
         list: the figures of ``exwatch report --format json``."""
         return data.summary(store)
@@ -367,7 +371,7 @@ def register_api(app: FastAPI, store: Store) -> None:
     @app.get("/api/snapshots", tags=["api"])
     def api_snapshots(
         tag: Annotated[str | None, Query(description="Only hosts with this tag, KEY=VALUE.")] = None,
-    ) -> dict[str, Any]:
+    ) -> ApiDoc:
         """Every finished snapshot in time order with its per-wave counts and host-level statuses."""
         return {"snapshots": data.snapshot_series(store, tag=tag)}
 
@@ -381,16 +385,18 @@ def register_api(app: FastAPI, store: Store) -> None:
         ] = None,
         limit: Limit = 100,
         offset: Offset = 0,
-    ) -> dict[str, Any]:
+    ) -> ApiDoc:
         """Hosts in a state in the latest snapshot (default: exposed hosts, longest exposed first, with the
         fix), one item per host and wave."""
-        return data.hosts(store, state=state, wave=wave, tag=tag, text=q, limit=limit, offset=offset)
+        return data.hosts(
+            store, state=state, wave=wave, tag=tag, text=q, limit=limit, offset=offset
+        ).to_dict()
 
     @app.get("/api/hosts/{host_id}", tags=["api"])
-    def api_host(host_id: HostId) -> dict[str, Any]:
+    def api_host(host_id: HostId) -> ApiDoc:
         """One host across snapshots and hunts: identity, tags, states per snapshot, exposure windows,
         hunts, and the latest verdict per wave with its fix."""
-        return data.host(store, _known_id(host_id))
+        return data.host(store, _known_id(host_id)).to_dict()
 
     @app.get("/api/findings", tags=["api"])
     def api_findings(
@@ -399,11 +405,12 @@ def register_api(app: FastAPI, store: Store) -> None:
         confidence: Confidence | None = None,
         limit: Limit = 100,
         offset: Offset = 0,
-    ) -> dict[str, Any]:
+    ) -> ApiDoc:
         """Hunt findings, oldest first, with their evidence (file, line or record, excerpt, sha256)."""
         if host and host.startswith("#") and host[1:].strip().isdigit():
             _known_id(int(host[1:]))
-        return data.findings(store, host=host, wave=wave, confidence=confidence, limit=limit, offset=offset)
+        found = data.findings(store, host=host, wave=wave, confidence=confidence, limit=limit, offset=offset)
+        return data.findings_json(found)
 
 
 def _known_id(host_id: int) -> int:
@@ -444,14 +451,22 @@ def register_pages(app: FastAPI, store: Store) -> None:
             status = 200
         except (InputError, ValueError) as exc:
             error = str(exc) if isinstance(exc, InputError) else f"not a number: offset={offset!r}"
-            page = {"state": "vulnerable", "total": 0, "limit": PAGE_ROWS, "offset": 0, "items": []}
+            page = data.HostsPage("vulnerable", None, None, Listing(0, PAGE_ROWS, 0, ()))
             status = 422
-        body = pages.dashboard(report, page, params=params, waves=WAVE_ORDER, states=STATES, error=error)
-        return HTMLResponse(auth.account_header(body, _identity(request)), status_code=status)
+        body = pages.dashboard(
+            report,
+            page,
+            params=params,
+            waves=WAVE_ORDER,
+            states=STATES,
+            error=error,
+            identity=_identity(request),
+        )
+        return HTMLResponse(body, status_code=status)
 
     @app.get("/hosts/{host_id}", response_class=HTMLResponse, include_in_schema=False)
     def host_page(request: Request, host_id: HostId) -> HTMLResponse:
         doc = data.host(store, _known_id(host_id))
         found = data.findings(store, host_id=host_id, limit=FINDINGS_ON_HOST_PAGE)
-        page = pages.host_page(doc, found, store=_masked(store))
-        return HTMLResponse(auth.account_header(page, _identity(request)))
+        page = pages.host_page(doc, found, store=_masked(store), identity=_identity(request))
+        return HTMLResponse(page)

@@ -14,7 +14,6 @@ When no user exists the dashboard is open, and ``exwatch serve`` refuses to bind
 from __future__ import annotations
 
 import hashlib
-import html
 import re
 import secrets
 import threading
@@ -382,43 +381,10 @@ def parse_form(body: bytes) -> dict[str, str]:
 
 
 def login_page(*, next_path: str = "/", error: str | None = None, user: str = "") -> str:
-    """The sign-in form: server-rendered, no script, posts to /login."""
-    from exwatch.web.pages import CSS
+    """The sign-in form: server-rendered (the dashboard's base template), no script, posts to /login."""
+    from exwatch.web.pages import render
 
-    message = f"<p class='error' role='alert' id='login-error'>{html.escape(error)}</p>" if error else ""
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>exwatch: sign in</title><style>{CSS}"
-        " form.login{display:grid;gap:.6em;max-width:22em} .error{color:#b00020}</style></head><body>"
-        "<header><a href='/'>exwatch dashboard</a><span>sign in to read the store</span></header>"
-        f"<main><h1>Sign in</h1>{message}"
-        "<form class='login' id='login' method='post' action='/login'>"
-        f"<input type='hidden' name='next' value='{html.escape(next_path, quote=True)}'>"
-        "<label>User <input name='username' id='username' autocomplete='username' required "
-        f"value='{html.escape(user, quote=True)}'></label>"
-        "<label>Password <input name='password' id='password' type='password' "
-        "autocomplete='current-password' required></label>"
-        "<button type='submit' id='submit'>Sign in</button></form></main></body></html>"
-    )
-
-
-LOGOUT_FORM = (
-    "<form method='post' action='/logout' id='logout' style='display:inline;margin-left:1em'>"
-    "<button type='submit'>Sign out</button></form>"
-)
-
-
-def account_header(page: str, identity: Identity | None) -> str:
-    """The page with who is signed in and a sign-out button in its header (when signed in)."""
-    if identity is None or identity.kind != "session":
-        return page
-    who = f"signed in as {html.escape(identity.name)}"
-    if "no authentication</span>" in page:
-        page = page.replace("no authentication</span>", who + "</span>" + LOGOUT_FORM, 1)
-    else:
-        page = page.replace("</header>", f"<span>{who}</span>{LOGOUT_FORM}</header>", 1)
-    return page
+    return render("login.html", title="exwatch: sign in", message=error, next_path=next_path, user=user)
 
 
 def login_redirect(path: str, query: str) -> str:

@@ -1,26 +1,26 @@
-"""What the dashboard and the JSON API show, read from the store as plain JSON-ready values.
+"""What the dashboard and the JSON API show, read through the fleet read API (``exwatch.fleet``).
 
-The figures come from the report model and the store's queries (``exwatch.report.model``,
-``exwatch.fleet.queries``), so the web shows exactly the numbers of ``exwatch report --format json``;
-only plain listings (hosts in one state, findings) are read here.
+The figures come from the report model (``exwatch.report.model``), so the web shows exactly the
+numbers of ``exwatch report --format json``; the listings (hosts in one state, one host, findings)
+are the read API's.  Nothing here writes SQL: the values are typed up to the JSON edge
+(``to_dict``) or the templates.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import and_, func, or_, select
+from datetime import datetime
 
 from exwatch import __version__
 from exwatch.config import mask_url
 from exwatch.errors import InputError
-from exwatch.fleet import Store
 from exwatch.fleet import queries as q
-from exwatch.fleet import schema as t
+from exwatch.fleet.jsontypes import JSON, JSONObject
 from exwatch.fleet.metrics import STATES
-from exwatch.report.model import WAVE_ORDER, ReportOptions, build_report
+from exwatch.fleet.rows import FindingRow, HostHistory, HostState, Listing, WaveVerdict
+from exwatch.fleet.store import Store
+from exwatch.report.model import WAVE_ORDER, Report, ReportOptions, build_report
 
 CONFIDENCES = ("confirmed", "likely", "review")
 MAX_LIMIT = 1000
@@ -28,19 +28,6 @@ MAX_LIMIT = 1000
 
 class NotFound(InputError):
     """A host (or another object) the store does not hold; the API answers 404."""
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a listing: ``limit`` items from ``offset`` on, out of ``total``."""
-
-    total: int
-    limit: int
-    offset: int
-    items: list[dict[str, Any]]
-
-    def to_dict(self, **extra: Any) -> dict[str, Any]:
-        return {**extra, "total": self.total, "limit": self.limit, "offset": self.offset, "items": self.items}
 
 
 def check_paging(limit: int, offset: int) -> None:
@@ -51,7 +38,11 @@ def check_paging(limit: int, offset: int) -> None:
         raise InputError(f"offset must be 0 or more, got {offset}")
 
 
-def health(store: Store) -> dict[str, Any]:
+def _page(listing: Listing[HostState] | Listing[FindingRow], items: list[JSON]) -> JSONObject:
+    return {"total": listing.total, "limit": listing.limit, "offset": listing.offset, "items": items}
+
+
+def health(store: Store) -> JSONObject:
     """That the store answers: its masked URL, dialect and newest scan."""
     return {
         "status": "ok",
@@ -62,30 +53,30 @@ def health(store: Store) -> dict[str, Any]:
     }
 
 
-def report(store: Store, *, hosts_limit: int = 0) -> dict[str, Any]:
+def report(store: Store, *, hosts_limit: int = 0) -> Report:
     """The report model (``exwatch report --format json``), with at most ``hosts_limit`` hosts at risk."""
     return build_report(store, ReportOptions(limit=hosts_limit))
 
 
-def summary(store: Store) -> dict[str, Any]:
+def summary(store: Store) -> JSONObject:
     """The headline, the latest snapshot per wave, the week-over-week change and the compromise list."""
     doc = report(store)
-    snaps = doc["snapshots"]
+    latest = doc.latest
     return {
-        "generated_at": doc["generated_at"],
-        "store": doc["store"],
-        "headline": doc["headline"],
-        "wave": doc["wave"],
-        "snapshots": len(snaps),
-        "latest": snaps[-1] if snaps else None,
-        "change_7d": doc["change_7d"],
-        "compromised_before_protected": doc["compromised_before_protected"],
-        "attempts_fit": doc["attempts"]["fit"],
-        "definitions": doc["definitions"],
+        "generated_at": doc.generated_at.isoformat(),
+        "store": doc.store,
+        "headline": doc.headline,
+        "wave": doc.wave,
+        "snapshots": len(doc.snapshots),
+        "latest": latest.to_dict() if latest else None,
+        "change_7d": doc.change_7d.to_dict() if doc.change_7d else None,
+        "compromised_before_protected": [c.to_dict() for c in doc.compromised_before_protected],
+        "attempts_fit": doc.attempts.fit.to_dict() if doc.attempts.fit else None,
+        "definitions": dict(doc.definitions),
     }
 
 
-def snapshot_series(store: Store, *, tag: str | None = None) -> list[dict[str, Any]]:
+def snapshot_series(store: Store, *, tag: str | None = None) -> list[JSON]:
     """The fleet picture at every finished scan's time with its per-wave counts (optionally of tagged
     hosts only): the report's series."""
     pair = q.parse_tag(tag)
@@ -93,22 +84,38 @@ def snapshot_series(store: Store, *, tag: str | None = None) -> list[dict[str, A
     return [s.to_dict() for s in q.fleet_series(store, tag=pair)]
 
 
-def _latest_finished(store: Store) -> tuple[int, str] | None:
-    """The newest scan in the fleet picture (the picture's time is its time)."""
-    sc = t.scans
-    with store.connect() as conn:
-        row = conn.execute(
-            select(sc.c.id, sc.c.started_at)
-            .where(sc.c.finished_at.is_not(None), sc.c.kind == "scan", sc.c.pictured.is_not(None))
-            .order_by(sc.c.started_at.desc(), sc.c.id.desc())
-            .limit(1)
-        ).first()
-    return None if row is None else (int(row.id), q.iso(row.started_at) or "")
+@dataclass(frozen=True)
+class HostsPage:
+    """Hosts in one state in the current fleet picture, one page of them, and the picture's scan."""
+
+    state: str
+    scan: int | None
+    time: datetime | None
+    listing: Listing[HostState]
+
+    def to_dict(self) -> JSONObject:
+        return {
+            "scan": self.scan,
+            "time": self.time.isoformat() if self.time else None,
+            "state": self.state,
+            **_page(self.listing, [host_item(h) for h in self.listing.items]),
+        }
 
 
-def _matches(row: dict[str, Any], text: str) -> bool:
-    fields = (row.get("address"), row.get("name"), row.get("fe_server"), row.get("build"))
-    return any(text in str(v).lower() for v in fields if v)
+def host_item(host: HostState) -> JSONObject:
+    """A host of ``/api/hosts``: a vulnerable one as the report's host at risk, others without the
+    exposure's scan and conflict."""
+    if host.state == "vulnerable":
+        return {**host.to_dict(), "state": host.state}
+    full = host.to_dict()
+    keys = ("host_id", "address", "name", "fe_server", "wave", "build", "cu", "port")
+    return {
+        **{k: full[k] for k in keys},
+        "exposed_since": None,
+        "exposed_days": None,
+        "fix": host.fix,
+        "state": host.state,
+    }
 
 
 def hosts(
@@ -120,7 +127,7 @@ def hosts(
     text: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> dict[str, Any]:
+) -> HostsPage:
     """Hosts in ``state`` for a wave in the current fleet picture (every known host's latest verdict,
     stale and retired hosts left out), one row per host and wave.
 
@@ -134,138 +141,31 @@ def hosts(
         raise InputError(f"unknown wave {wave!r}: use one of {', '.join(WAVE_ORDER)}")
     tag_pair = q.parse_tag(tag)
     needle = (text or "").strip().lower() or None
-    latest = _latest_finished(store)
+    latest = q.latest_scan(store)
     if latest is None:
-        return Page(0, limit, offset, []).to_dict(scan=None, time=None, state=state)
-    scan_id, when = latest
+        return HostsPage(state, None, None, Listing(0, limit, offset, ()))
     waves = [wave] if wave else None
-    if state == "vulnerable":
-        if needle is None and tag_pair is None:
-            total = q.count_in_state(store, state, waves=waves)
-            rows = q.hosts_at_risk(store, waves=waves, limit=offset + limit)
-        else:
-            rows = q.hosts_at_risk(store, waves=waves, tag=tag_pair)
-            if needle is not None:
-                rows = [r for r in rows if _matches(r, needle)]
-            total = len(rows)
-        items = [{**r, "state": state} for r in rows[offset : offset + limit]]
-    else:
-        total, items = _hosts_in_state(store, state, waves, tag_pair, needle, limit, offset)
-    return Page(total, limit, offset, items).to_dict(scan=scan_id, time=when, state=state)
+    total = q.count_in_state(store, state, waves=waves, tag=tag_pair, text=needle)
+    rows = q.hosts_in_state(store, state, waves=waves, tag=tag_pair, text=needle, limit=limit, offset=offset)
+    return HostsPage(state, latest[0], latest[1], Listing(total, limit, offset, tuple(rows)))
 
 
-def _hosts_in_state(
-    store: Store,
-    state: str,
-    waves: list[str] | None,
-    tag: tuple[str, str] | None,
-    needle: str | None,
-    limit: int,
-    offset: int,
-) -> tuple[int, list[dict[str, Any]]]:
-    s, h, o, d, tg, hc = (
-        t.host_states,
-        t.hosts,
-        t.observations,
-        t.details,
-        t.tags,
-        t.host_current,
-    )
-    # the observation of the service that gave the host its verdict
-    verdict_obs = (
-        select(func.min(o.c.id))
-        .where(
-            o.c.scan_id == hc.c.scan_id,
-            o.c.host_id == hc.c.host_id,
-            func.coalesce(o.c.port, 0) == func.coalesce(hc.c.port, 0),
-        )
-        .correlate(hc)
-        .scalar_subquery()
-    )
-    source: Any = (
-        hc.join(h, h.c.id == hc.c.host_id)
-        .join(s, s.c.host_id == hc.c.host_id)
-        .outerjoin(o, o.c.id == verdict_obs)
-        .outerjoin(d, d.c.id == o.c.detail_id)
-    )
-    conds: list[Any] = [s.c.state == state, *q._current(q.picture_time(store), q.DEFAULT_MAX_AGE)]
-    if waves:
-        conds.append(s.c.wave.in_(waves))
-    if tag is not None:
-        source = source.join(tg, and_(tg.c.host_id == s.c.host_id, tg.c.key == tag[0], tg.c.value == tag[1]))
-    if needle is not None:
-        pattern = f"%{needle}%"
-        conds.append(
-            or_(*(func.lower(c).like(pattern) for c in (h.c.address, h.c.name, h.c.fe_server, hc.c.build)))
-        )
-    base = select(
-        s.c.host_id, s.c.wave, h.c.address, h.c.name, h.c.fe_server, hc.c.build, hc.c.cu, hc.c.port, d.c.body
-    ).select_from(source)
-    with store.connect() as conn:
-        total = int(
-            conn.execute(select(func.count()).select_from(base.where(*conds).subquery())).scalar() or 0
-        )
-        rows = conn.execute(
-            base.where(*conds).order_by(s.c.host_id, s.c.wave).limit(limit).offset(offset)
-        ).all()
-    items = [
-        {
-            "host_id": r.host_id,
-            "address": r.address,
-            "name": r.name,
-            "fe_server": r.fe_server,
-            "wave": r.wave,
-            "build": r.build,
-            "cu": r.cu,
-            "port": r.port,
-            "exposed_since": None,
-            "exposed_days": None,
-            "fix": q._fix_text(r.body, r.wave),
-            "state": state,
-        }
-        for r in rows
-    ]
-    return total, items
+@dataclass(frozen=True)
+class HostView:
+    """One host across snapshots and hunts, with its verdicts in the fleet picture (reason and fix)."""
+
+    history: HostHistory
+    verdicts: Mapping[str, WaveVerdict]
+
+    def to_dict(self) -> JSONObject:
+        return {**self.history.to_dict(), "verdicts": {w: v.to_dict() for w, v in self.verdicts.items()}}
 
 
-def host(store: Store, host_id: int) -> dict[str, Any]:
+def host(store: Store, host_id: int) -> HostView:
     """One host across snapshots and hunts, with its latest per-wave verdicts (reason and fix)."""
-    with store.connect() as conn:
-        known = conn.execute(select(t.hosts.c.id).where(t.hosts.c.id == host_id)).first()
-    if known is None:
+    if not q.host_exists(store, host_id):
         raise NotFound(f"no host #{host_id} in the store")
-    doc = q.host_history(store, f"#{host_id}")
-    doc["verdicts"] = _latest_verdicts(store, host_id)
-    return doc
-
-
-def _latest_verdicts(store: Store, host_id: int) -> dict[str, Any]:
-    """The host's verdicts in the fleet picture: the observation of the service that gave them."""
-    o, d, hc = t.observations, t.details, t.host_current
-    with store.connect() as conn:
-        row = conn.execute(
-            select(o.c.scan_id, d.c.body)
-            .join(hc, and_(hc.c.host_id == o.c.host_id, hc.c.scan_id == o.c.scan_id))
-            .outerjoin(d, d.c.id == o.c.detail_id)
-            .where(o.c.host_id == host_id, o.c.status == "exchange")
-            .order_by((func.coalesce(o.c.port, 0) != func.coalesce(hc.c.port, 0)), o.c.id)
-            .limit(1)
-        ).first()
-    if row is None or not row.body:
-        return {}
-    waves = json.loads(row.body).get("waves") or {}
-    out: dict[str, Any] = {}
-    for wave, verdict in waves.items():
-        if isinstance(verdict, dict):
-            out[wave] = {
-                "state": verdict.get("state"),
-                "reason": verdict.get("reason"),
-                "fix": q._fix_text(row.body, wave),
-                "scan": row.scan_id,
-            }
-        else:
-            out[wave] = {"state": verdict, "reason": None, "fix": None, "scan": row.scan_id}
-    return out
+    return HostView(q.host_history(store, f"#{host_id}"), q.host_verdicts(store, host_id))
 
 
 def findings(
@@ -277,53 +177,16 @@ def findings(
     confidence: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> dict[str, Any]:
+) -> Listing[FindingRow]:
     """Hunt findings in time order, filtered by host (#id, address, name, X-FEServer), wave, confidence."""
     check_paging(limit, offset)
     if confidence is not None and confidence not in CONFIDENCES:
         raise InputError(f"unknown confidence {confidence!r}: use one of {', '.join(CONFIDENCES)}")
-    f, h = t.findings, t.hosts
-    conds: list[Any] = []
-    if host_id is not None:
-        conds.append(f.c.host_id == host_id)
-    if host is not None and host.strip():
-        word = host.strip().lower()
-        ids = store.find_hosts(word)
-        conds.append(
-            or_(f.c.host_id.in_(ids), func.lower(f.c.host) == word) if ids else func.lower(f.c.host) == word
-        )
-    if wave:
-        conds.append(f.c.wave == wave)
-    if confidence:
-        conds.append(f.c.confidence == confidence)
-    query = (
-        select(f, h.c.address, h.c.name.label("host_name"), h.c.fe_server)
-        .outerjoin(h, h.c.id == f.c.host_id)
-        .where(*conds)
+    return q.findings(
+        store, host=host, host_id=host_id, wave=wave, confidence=confidence, limit=limit, offset=offset
     )
-    with store.connect() as conn:
-        total = int(conn.execute(select(func.count()).select_from(f).where(*conds)).scalar() or 0)
-        rows = conn.execute(
-            query.order_by(f.c.time.asc().nulls_last(), f.c.id).limit(limit).offset(offset)
-        ).all()
-    items = [
-        {
-            "id": r.id,
-            "hunt": r.hunt_id,
-            "host_id": r.host_id,
-            "host": r.host,
-            "address": r.address,
-            "name": r.host_name,
-            "fe_server": r.fe_server,
-            "rule": r.rule,
-            "wave": r.wave,
-            "cve": r.cve,
-            "confidence": r.confidence,
-            "time": q.iso(r.time),
-            "title": r.title,
-            "description": r.description,
-            "evidence": json.loads(r.evidence) if r.evidence else {},
-        }
-        for r in rows
-    ]
-    return Page(total, limit, offset, items).to_dict()
+
+
+def findings_json(listing: Listing[FindingRow]) -> JSONObject:
+    """A page of findings as ``/api/findings`` answers it."""
+    return _page(listing, [f.to_dict() for f in listing.items])
