@@ -377,7 +377,11 @@ PROFILE_PARTS = (
     # (part, substrings of "file:function" in the profile; the first match wins)
     ("TLS handshake (OpenSSL)", ("do_handshake",)),
     ("waiting in epoll (idle, not CPU)", ("method 'poll' of 'select.epoll'",)),
-    ("socket syscalls (connect, send, recv)", ("_socket.socket", "_ssl._SSLSocket' objects}")),
+    ("waiting for the store's process (idle, not CPU)", ("posix.read", "connection.py")),
+    (
+        "socket syscalls (connect, send, recv, close)",
+        ("_socket.socket", "_ssl._SSLSocket' objects}", "socket.close"),
+    ),
     ("certificate names (cryptography)", ("cert_names",)),
     ("verdicts (kb)", ("exwatch/kb/",)),
     ("fingerprint and probes", ("scan/fingerprint.py", "scan/probes.py", "scan/fusion.py")),
@@ -385,7 +389,10 @@ PROFILE_PARTS = (
     ("observation records", ("scan/observation.py",)),
     ("fold, summary, output", ("scan/fold.py", "scan/summary.py", "scan/run.py", "json/", "cli/scan.py")),
     ("asyncio machinery (loop, TLS protocol, tasks)", ("asyncio/",)),
-    ("imports and start-up", ("importlib", "marshal", "builtins.compile", "builtins.exec")),
+    (
+        "imports and start-up",
+        ("importlib", "marshal", "builtins.compile", "builtins.exec", "<string>", "dataclasses"),
+    ),
 )
 
 
@@ -623,7 +630,7 @@ def _profile_lines(prof: dict[str, Any] | None, n: int) -> list[str]:
     if not prof:
         return []
     total = prof["total"]
-    busy = total - prof["parts"].get("waiting in epoll (idle, not CPU)", 0.0)
+    busy = total - sum(secs for name, secs in prof["parts"].items() if "not CPU" in name)
     lines = [
         "## Profile of the scan process (cProfile, main thread, one passive run)",
         "",
@@ -634,7 +641,7 @@ def _profile_lines(prof: dict[str, Any] | None, n: int) -> list[str]:
         "|---|---|---|---|",
     ]
     for name, secs in sorted(prof["parts"].items(), key=lambda kv: -kv[1]):
-        share = f"{secs / busy * 100:.0f}%" if "epoll" not in name else "-"
+        share = f"{secs / busy * 100:.0f}%" if "not CPU" not in name else "-"
         lines.append(f"| {name} | {secs:.3f} | {secs / n * 1000:.3f} | {share} |")
     lines += ["", "Top functions by own time:", "", "| own s | calls | function |", "|---|---|---|"]
     lines += [f"| {t:.3f} | {c} | `{f}` |" for t, c, f in prof["top"]]
