@@ -15,6 +15,17 @@ import pytest
 MAX_LINES = 80
 # Packages, or single modules (a path ending in .py) of a package not yet held to the limit as a whole.
 CHECKED = (
+    "fleet/queries.py",
+    "fleet/lifecycle.py",
+    "fleet/metrics.py",
+    "fleet/rows.py",
+    "fleet/profiles.py",
+    "report",
+    "web",
+    "cli/report.py",
+    "cli/hosts.py",
+    "cli/scans.py",
+    "cli/readstore.py",
     "lab",
     "hunt",
     "cli/hunt.py",

@@ -126,3 +126,27 @@ def test_tag_typo_names_the_values(tagged_store: str, args: list[str], message: 
     assert message in result.output
     ok = CliRunner().invoke(cli, ["--db", tagged_store, "report", "--tag", "country=NL", "--format", "json"])
     assert ok.exit_code == 1, ok.output  # one vulnerable host
+
+
+def test_serve_needs_an_existing_store(exwatch_home: Path) -> None:
+    home = exwatch_home / "nested"
+    result = CliRunner(env={"EXWATCH_HOME": str(home)}).invoke(cli, ["serve", "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip() == f"exwatch: error: no store at {home / 'exwatch.db'}; run exwatch scan first"
+    )
+    assert not home.exists()
+
+
+def test_read_profile_only_reads(tmp_path: Path) -> None:
+    from exwatch.errors import InputError as NoStore
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with pytest.raises(NoStore):
+        open_store(url, profile="read")
+    assert not (tmp_path / "r.db").exists()
+    open_store(url).close()
+    with open_store(url, profile="read") as store:
+        assert store.latest_scan_id() is None  # it reads
+        with pytest.raises(Exception, match="readonly"):
+            store.start_scan({})  # and it cannot write

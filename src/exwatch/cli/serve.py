@@ -18,7 +18,7 @@ from exwatch.config import mask_url
 from exwatch.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    from exwatch.web.auth import AuthStore
+    from exwatch.web import AuthStore
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 ENV_PASSWORD = "EXWATCH_PASSWORD"
@@ -58,11 +58,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def _users(db_url: str | None, *, create: bool = True) -> AuthStore:
     """The users and tokens of the store; commands that only read (list, remove, revoke) never create one."""
-    from exwatch.fleet.store import open_existing_store, open_store
+    from exwatch.fleet import open_existing_store, open_store
     from exwatch.web import require_web_extra
 
     require_web_extra()
-    from exwatch.web.auth import AuthStore
+    from exwatch.web import AuthStore
 
     store = open_store(resolve_db(db_url)) if create else open_existing_store(resolve_db(db_url))
     return AuthStore(store.engine)
@@ -143,7 +143,7 @@ def serve(
     require_web_extra()
     import uvicorn
 
-    from exwatch.web.auth import AuthSettings
+    from exwatch.web import AuthSettings
 
     if (certfile is None) != (keyfile is None):
         raise InputError("--certfile and --keyfile go together")
@@ -197,7 +197,7 @@ def _listen(
     when anything here fails (no user off loopback, an unusable certificate, a port in use)."""
     import uvicorn
 
-    from exwatch.web.auth import AuthStore
+    from exwatch.web import AuthStore
 
     store = app.state.store
     try:
@@ -235,7 +235,7 @@ def users() -> None:
 
 
 def _read_password(name: str) -> str:
-    from exwatch.web.auth import check_password
+    from exwatch.web import check_password
 
     env = os.environ.get(ENV_PASSWORD)
     if env is not None:
@@ -259,7 +259,7 @@ def users_add(name: str, db_url: str | None) -> None:
 
     At least 12 characters. Once a user exists, the dashboard asks everyone to sign in.
     """
-    from exwatch.web.auth import check_user_name
+    from exwatch.web import check_user_name
 
     check_user_name(name)
     auth = _users(db_url)

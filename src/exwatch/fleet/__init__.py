@@ -61,12 +61,10 @@ from exwatch.fleet.rows import (
 from exwatch.fleet.store import Store, open_existing_store, open_store, require_store
 
 __all__ = [
-    "DEFAULT_MAX_AGE",
-    "PROFILES",
-    "STATES",
     "Change",
     "Compromise",
     "CurrentVerdict",
+    "DEFAULT_MAX_AGE",
     "DoublingFit",
     "ExposureWindow",
     "FindingRow",
@@ -76,7 +74,9 @@ __all__ = [
     "HostState",
     "HuntSummary",
     "Listing",
+    "PROFILES",
     "Picture",
+    "STATES",
     "Service",
     "Snapshot",
     "Store",

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from exwatch.errors import ConfigError
+from exwatch.web.auth import AuthSettings, AuthStore, check_password, check_user_name
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-    from exwatch.web.auth import AuthSettings
 
 EXTRA_HINT = "pip install 'exwatch[web]'"
 
@@ -42,4 +41,12 @@ def create_app(
     return factory(store_url, allowed_hosts=allowed_hosts, auth_settings=auth_settings)
 
 
-__all__ = ["EXTRA_HINT", "create_app", "require_web_extra"]
+__all__ = [
+    "AuthSettings",
+    "AuthStore",
+    "EXTRA_HINT",
+    "check_password",
+    "check_user_name",
+    "create_app",
+    "require_web_extra",
+]
