@@ -29,6 +29,7 @@ CHECKED = (
     "lab",
     "hunt",
     "cli/hunt.py",
+    "cli/hunt_output.py",
     "cluster/hunt.py",
     "kb",
     "mitigate",

@@ -367,17 +367,14 @@ def _hunt(
     from exwatch.hunt import HuntOptions, hunt_paths, record_hunt
 
     result = hunt_paths(folders, HuntOptions(jobs=1))
-    doc = result.to_dict()
+    verdicts = [h.verdict for h in result.hosts]
     hunt_time = datetime(days[-1].year, days[-1].month, days[-1].day, SCAN_HOUR + 3, tzinfo=UTC)
     addresses = {h.host: by_name[h.host].address for h in result.hosts}
     record_hunt(store, result, started_at=hunt_time, store_names=addresses)
     echo(
         f"hunted {len(folders)} triage packages: "
-        + ", ".join(
-            f"{h['verdict']} {sum(1 for x in doc['hosts'] if x['verdict'] == h['verdict'])}"
-            for h in {x["verdict"]: x for x in doc["hosts"]}.values()
-        )
-        + f"; {len(doc['findings']):,} findings"
+        + ", ".join(f"{v} {verdicts.count(v)}" for v in dict.fromkeys(verdicts))
+        + f"; {len(result.findings):,} findings"
     )
 
 

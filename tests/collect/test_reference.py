@@ -15,6 +15,7 @@ import pytest
 
 from exwatch.cli.main import main
 from exwatch.collect.families import MANIFEST_NAME
+from exwatch.collect.hunthook import observation
 from exwatch.collect.manifest import verify
 from exwatch.collect.reference import iis_log_folders, select
 from exwatch.hunt import HuntOptions, hunt_paths
@@ -153,11 +154,10 @@ def test_hunting_the_zip_finds_what_hunting_the_folder_finds(lab_tree: Path, lab
     (host,) = package.hosts
     assert host.host == "EXCH01" and host.verdict == folder.hosts[0].verdict == "compromised"
     # Coverage per log family is the same; the collection's own account is added.
-    for fam, cov in folder.hosts[0].coverage.items():
-        if fam != "files":
-            assert host.coverage[fam] == cov, fam
-    assert host.coverage["collection"]["listed_not_copied"] == 2
-    assert package.stats["collector_observations"][0]["build_source"] == "collector"
+    assert host.coverage.logs == folder.hosts[0].coverage.logs
+    assert host.coverage.collection is not None and host.coverage.collection.listed_not_copied == 2
+    # The build the collector read goes to the store with the hunt (record_hunt).
+    assert host.collection is not None and observation(host.collection)[0]["build_source"] == "collector"
     assert not package.errors
 
 

@@ -140,7 +140,7 @@ def test_event_rules(tmp_path: Path) -> None:
     assert not [g for g in got if g[2] == 11]
     low = {(f.rule, f.confidence) for f in res.findings if f.evidence.record == 3}
     assert low == {("proxyshell.mgmt_export_request", "review")}
-    assert res.hosts[0].coverage["evtx"]["records"] == 7
+    assert res.hosts[0].coverage.logs["evtx"].records == 7
 
 
 def test_public_msexchange_management_rules_match(tmp_path: Path, shared_reference: Path) -> None:

@@ -48,7 +48,7 @@ def test_public_msexchange_management_rule_on_real_evtx(shared_reference: Path, 
         [shared_reference / "evtx" / "MSExchange_Management_wec.evtx"],
         HuntOptions(jobs=1, rule_dirs=(rules,)),
     )
-    assert res.hosts[0].coverage["evtx"]["records"] == 1
+    assert res.hosts[0].coverage.logs["evtx"].records == 1
     # Only the parity-floor context: a Set- cmdlet in the Management log is listed at review, nothing more.
     assert [(f.rule, f.confidence) for f in res.findings] == [("postexploit.mgmt_set_cmdlet", "review")]
     assert res.hosts[0].verdict == "clean"
@@ -133,7 +133,7 @@ def test_yara_legacy_regex_compiles_relaxed(tmp_path: Path) -> None:
     legacy.write_text("rule legacy_escape { strings: $a = /ab\\Rc/ condition: $a }")
     res = hunt_paths([root], HuntOptions(jobs=1, builtin_rules=False, yara_files=(legacy,)))
     assert [f.rule for f in res.findings] == ["yara.legacy_escape"]
-    assert any("relaxed" in n and "legacy.yar" in n for n in res.stats["notes"])
+    assert any("relaxed" in n and "legacy.yar" in n for n in res.stats.notes)
 
 
 _lit = st.text(alphabet="ab/", min_size=1, max_size=4)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from exwatch.cli.main import cli
-from exwatch.hunt import HuntOptions, hunt_paths
+from exwatch.hunt import HuntOptions, hunt_paths, iso_z
 
 DATA = Path(__file__).parent / "data" / "realworld"
 
@@ -92,8 +92,8 @@ def test_lookalikes_stay_low(result) -> None:  # type: ignore[no-untyped-def]
 def test_verdict_and_coverage(result) -> None:  # type: ignore[no-untyped-def]
     host = result.hosts[0]
     assert host.verdict == "compromised"
-    assert host.coverage["ecp"]["first"].startswith("2021-03-03T06:59:18")
-    assert host.coverage["httpproxy/Ecp"]["files"] == 1
+    assert iso_z(host.coverage.logs["ecp"].first) == "2021-03-03T06:59:18Z"
+    assert host.coverage.logs["httpproxy/Ecp"].files == 1
     assert any("proxylogon was first exploited" in w for w in host.warnings)
 
 
@@ -217,7 +217,7 @@ def test_two_paths_two_hosts(tmp_path: Path) -> None:
     res = hunt_paths([DATA, other], HuntOptions(jobs=1))
     assert [h.host for h in res.hosts] == ["realworld", "EXCH02"]
     assert {f.host for f in res.findings} == {"realworld", "EXCH02"}
-    assert res.hosts[1].coverage["iis"]["files"] == 1 and "ecp" not in res.hosts[1].coverage
+    assert res.hosts[1].coverage.logs["iis"].files == 1 and "ecp" not in res.hosts[1].coverage.logs
 
 
 def test_ssrf_hit_names_the_ecp_line(result) -> None:  # type: ignore[no-untyped-def]
@@ -240,7 +240,7 @@ def test_logs_older_than_since_are_not_scanned(tmp_path: Path) -> None:
     # Its lines claim 2021-08 times; a file not written since 2020 cannot hold them, so it is not scanned.
     res = hunt_paths([root], HuntOptions(jobs=1, since=datetime(2021, 1, 1, tzinfo=UTC)))
     assert not [f for f in res.findings if f.evidence.file.endswith("u_ex210305.log")]
-    assert res.hosts[0].coverage["iis"]["files"] == 1
+    assert res.hosts[0].coverage.logs["iis"].files == 1
 
 
 @pytest.mark.parametrize("strategy", ["re2", "ahocorasick", "regex"])

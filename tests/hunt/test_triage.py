@@ -74,8 +74,8 @@ def test_recall_and_lookalikes(packages: dict[str, tuple[Path, dict[str, Any]]],
     else:
         assert result.hosts[0].verdict == "clean"
     assert result.errors == [], "a generated package is readable from end to end"
-    cov = result.hosts[0].coverage
-    assert cov["httpproxy"]["first"] and cov["iis"]["first"]
+    logs = result.hosts[0].coverage.logs
+    assert logs["httpproxy"].first and logs["iis"].first
 
 
 def test_archive_of_a_package(packages: dict[str, tuple[Path, dict[str, Any]]], tmp_path: Path) -> None:

@@ -231,10 +231,10 @@ def hunt(
     """Hunt many triage packages on a Dask cluster (each PATH a package, or a folder of packages; one host
     each). The workers must see the packages at the same paths (local workers or a shared file system).
     """
-    from exwatch.cli.hunt import _refuse_store_in_evidence, _render, print_notes
+    from exwatch.cli.hunt_output import print_notes, render_hunt
     from exwatch.cluster import cluster_hunt, open_client
     from exwatch.cluster.hunt import store_hunt
-    from exwatch.hunt import HuntOptions
+    from exwatch.hunt import HuntOptions, refuse_store_in_evidence
 
     options = HuntOptions(
         since=parse_time(since, "--since") if since else None,
@@ -243,7 +243,7 @@ def hunt(
     console = stderr_console()
     store_url = None if no_store else resolve_db(db_url)
     if store_url is not None:
-        _refuse_store_in_evidence(store_url, list(paths))
+        refuse_store_in_evidence(store_url, list(paths))
     started = datetime.now(UTC)
     with open_client(scheduler, local_workers) as client:
         result = cluster_hunt(client, list(paths), options)
@@ -252,6 +252,6 @@ def hunt(
     if fmt == "json":
         echo_json(result.to_dict())
     else:
-        _render(result, console)
+        render_hunt(result)
     print_notes(result, console)  # evidence names as text: never read as markup
     raise SystemExit(result.exit_code)

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from exwatch.cli.common import (
@@ -23,20 +22,17 @@ from exwatch.cli.common import (
     stderr_console,
     verbosity,
 )
+from exwatch.cli.hunt_output import print_notes, render_hunt
 from exwatch.hunt import (
     CONFIDENCE_RANK,
-    Finding,
     HuntOptions,
     HuntResult,
     Progress,
     apply_limits,
-    centre_excerpt,
     hunt_paths,
-    iso_z,
     limit_options,
     record_hunt,
     refuse_store_in_evidence,
-    safe_text,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,14 +47,6 @@ def window_options(f: F) -> F:
         metavar="T",
         help="Only evidence at or after this ISO 8601 time (UTC if no zone).",
     )(f)
-
-
-def print_notes(result: HuntResult, console: Console) -> None:
-    """The rule notes and each file error as a warning on stderr (evidence text as text, never markup)."""
-    for note in result.stats.get("notes", []):
-        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
-    for e in result.errors:
-        console.print(Text.assemble(("warning:", "yellow"), " ", e.error), highlight=False, soft_wrap=True)
 
 
 @click.command("hunt")
@@ -157,7 +145,7 @@ def hunt(
     console = stderr_console()
     store_url = None if no_store else resolve_db(db_url)
     if store_url is not None:
-        _refuse_store_in_evidence(store_url, [*paths, *(p for p in (exchange_path, iis_logs) if p)])
+        refuse_store_in_evidence(store_url, [*paths, *(p for p in (exchange_path, iis_logs) if p)])
     floor = "review" if show_all else (min_confidence or ("likely" if fmt == "table" else "review")).lower()
     floor = "review" if floor == "low" else floor
     started = datetime.now(UTC)
@@ -175,22 +163,20 @@ def hunt(
 def _output(result: HuntResult, fmt: str, floor: str) -> None:
     """The result on stdout: the JSON document, JSON lines (one per host, finding and error), or the table."""
     if fmt == "table":
-        _render(result, floor=floor)
-        return
-    data = result.to_dict(floor)
-    if fmt == "json":
-        echo_json(data)
+        render_hunt(result, floor=floor)
+    elif fmt == "json":
+        echo_json(result.to_dict(floor))
     else:
+        rank = CONFIDENCE_RANK[floor]
         echo_jsonl(
-            [{"type": "host", **h} for h in data["hosts"]]
-            + [{"type": "finding", **f} for f in data["findings"]]
-            + [{"type": "error", **e} for e in data["errors"]]
+            [{"type": "host", **h.to_dict()} for h in result.hosts]
+            + [
+                {"type": "finding", **f.to_dict()}
+                for f in result.findings
+                if CONFIDENCE_RANK[f.confidence] >= rank
+            ]
+            + [{"type": "error", **e.to_dict()} for e in result.errors]
         )
-
-
-def _refuse_store_in_evidence(url: str, evidence: list[Path]) -> None:
-    """A SQLite store must not be (or be created) inside the evidence, whatever the URL spelling."""
-    refuse_store_in_evidence(url, evidence)
 
 
 def _progress(console: Console) -> Any:
@@ -226,167 +212,3 @@ def _store(result: HuntResult, url: str, started: datetime, console: Console) ->
     for s in stored:
         if s.message:
             console.print(Text(f"note: {s.message}"), highlight=False, soft_wrap=True)
-
-
-def _render(result: HuntResult, _console: object = None, floor: str = "likely") -> None:
-    """The table: per host its verdict and coverage, its findings at or above ``floor`` with the rule's
-    title and a safe excerpt, then its next steps. Evidence text is never read as markup."""
-    out = Console(width=max(Console().width, 160), highlight=False)
-    rank = CONFIDENCE_RANK[floor]
-    for h in result.hosts:
-        c = h.counts
-        out.print(
-            Text.assemble(
-                (h.host, "bold"),
-                f": {h.verdict}  ({c['confirmed']} confirmed, {c['likely']} likely, {c['review']} review)",
-            )
-        )
-        for fam, cov in sorted(h.coverage.items()):
-            if "first" in cov:
-                out.print(
-                    Text(
-                        f"  coverage {fam}: {cov.get('first') or '?'} .. {cov.get('last') or '?'} ({cov['files']} files)"
-                    )
-                )
-        for w in h.warnings:
-            out.print(Text.assemble("  ", ("coverage warning:", "yellow"), f" {w}"))
-        mine = [f for f in result.findings if f.host == h.host]
-        shown = [f for f in mine if CONFIDENCE_RANK[f.confidence] >= rank]
-        hidden = len(mine) - len(shown)
-        if shown:
-            out.print(_findings_table(h.host, shown, floor))
-        if hidden:
-            out.print(
-                Text(
-                    f"  {hidden} finding(s) below {floor} not shown (--all or --min-confidence review shows them)"
-                )
-            )
-        _render_next_steps(out, h.host, h.next_steps)
-        out.print()
-
-
-EXCERPT_WIDTH = 160
-
-
-def _findings_table(host: str, shown: list[Finding], floor: str) -> Table:
-    """One host's findings by wave in time order: where each is, and an excerpt of the evidence centred
-    on the matched part ("…" where it is cut)."""
-    table = Table(
-        title=f"Findings on {safe_text(host, 60)}, by wave in time order"
-        + (f" ({floor} and above)" if floor != "review" else ""),
-        show_lines=False,
-        title_justify="left",
-    )
-    table.add_column("wave", no_wrap=True, max_width=13)
-    table.add_column("time (UTC)", no_wrap=True, min_width=20)
-    table.add_column("confidence", no_wrap=True, max_width=10)
-    table.add_column("finding", ratio=2, overflow="fold")
-    table.add_column("evidence", ratio=3, overflow="fold")
-    last_wave = None
-    for f in shown:
-        ev = f.evidence
-        where = ev.file + (f":{ev.line}" if ev.line else "") + (f" record {ev.record}" if ev.record else "")
-        finding = Text(safe_text(f.title, 120))
-        finding.append("\n" + f.rule, style="dim")
-        evidence = Text(safe_text(where, EXCERPT_WIDTH))
-        if ev.excerpt and ev.excerpt != ev.file:
-            view, _ = centre_excerpt(ev.excerpt, EXCERPT_WIDTH, ev.focus)
-            evidence.append("\n" + safe_text(view, EXCERPT_WIDTH), style="cyan")
-        table.add_row(
-            f.wave if f.wave != last_wave else "", iso_z(f.time) or "-", f.confidence, finding, evidence
-        )
-        last_wave = f.wave
-    return table
-
-
-LIST_MAX = 20
-
-
-def _render_next_steps(out: Console, host: str, steps: dict[str, Any]) -> None:
-    def line(text: str, style: str = "") -> None:
-        out.print(Text(text, style=style), soft_wrap=True)  # a path or SHA-256 is never cut
-
-    line(f"Next steps for {safe_text(host, 60)}", "bold")
-    window = steps.get("window")
-    if not window:
-        line(
-            "  Nothing likely or confirmed: no action from this hunt (the coverage above says how far back it saw)."
-        )
-    else:
-        line(
-            f"  Window to investigate: {window['first']} .. {window['last']} (first and last likely or confirmed evidence)"
-        )
-    _render_files(line, steps)
-    _render_people(line, steps)
-    fix = steps.get("fix")
-    if fix:
-        where = {
-            "store": f"from the store: build {fix.get('build')} seen {fix.get('scanned_at') or ''}".rstrip(),
-            "collection": f"from the collection's build {fix.get('build')}",
-            "kb": "build not known: exwatch scan HOST names the exact update",
-        }.get(str(fix.get("source")), str(fix.get("source")))
-        line(f"  Fix ({where}): {fix.get('text')}")
-    elif window:
-        line("  Fix: scan the server (exwatch scan HOST) for the update its build needs.")
-
-
-def _more(line: Callable[[str], None], rows: list[Any]) -> None:
-    if len(rows) > LIST_MAX:
-        line(f"    ... and {len(rows) - LIST_MAX} more (--format json lists them all)")
-
-
-def _render_files(line: Callable[[str], None], steps: dict[str, Any]) -> None:
-    """The files to remove or inspect, and the files the logs name that the package does not hold."""
-    files = steps.get("files", [])
-    for action, head in (
-        ("remove", "Files to remove (a confirmed finding; keep a copy as evidence first):"),
-        ("inspect", "Files to inspect:"),
-    ):
-        rows = [r for r in files if r["action"] == action]
-        if rows:
-            line(f"  {head}")
-            for r in rows[:LIST_MAX]:
-                line(
-                    f"    {safe_text(r['path'], 200)}  sha256 {r.get('sha256') or '-'}  ({', '.join(r['rules'][:3])})"
-                )
-            _more(line, rows)
-    named = steps.get("files_named_in_logs", [])
-    if named:
-        line("  Files the logs name that the package does not hold (look for them on the server):")
-        for r in named[:LIST_MAX]:
-            line(
-                f"    {safe_text(r['path'], 200)}  ({', '.join(r['rules'][:3])}; {safe_text(r.get('named_in', ''), 120)})"
-            )
-        _more(line, named)
-
-
-def _render_people(line: Callable[[str], None], steps: dict[str, Any]) -> None:
-    """The attacker addresses and the accounts used."""
-    addresses = steps.get("addresses", [])
-    if addresses:
-        line("  Attacker addresses (block them; search firewall, proxy and other servers' logs for them):")
-        for r in addresses[:LIST_MAX]:
-            notes = [
-                n
-                for n, on in (
-                    ("published attacker list", r.get("published")),
-                    ("internal: a proxy, load balancer or the server itself", r.get("internal")),
-                )
-                if on
-            ]
-            line(
-                f"    {safe_text(r['address'], 60)}  {r['findings']} finding(s) {r['first'] or '?'} .. {r['last'] or '?'}"
-                + (f"  ({'; '.join(notes)})" if notes else "")
-            )
-        _more(line, addresses)
-    accounts = steps.get("accounts", [])
-    if accounts:
-        line(
-            "  Accounts used (reset their passwords, review their sessions, mailbox rules and role assignments):"
-        )
-        for r in accounts[:LIST_MAX]:
-            note = "  (system account: commands ran with the server's own rights)" if r.get("system") else ""
-            line(
-                f"    {safe_text(r['account'], 120)}  {r['findings']} finding(s) {r['first'] or '?'} .. {r['last'] or '?'}{note}"
-            )
-        _more(line, accounts)

@@ -13,10 +13,12 @@ from exwatch.cluster.connect import require_distributed, worker_threads
 from exwatch.cluster.executor import BatchingExecutor
 from exwatch.errors import InputError
 from exwatch.hunt import (
+    Coverage,
     FileError,
     HostResult,
     HuntOptions,
     HuntResult,
+    HuntStats,
     find_packages,
     hunt_paths,
     order,
@@ -35,12 +37,12 @@ def _failed(path: Path, exc: BaseException) -> HuntResult:
     host = HostResult(
         host=package_host(path),
         verdict="incomplete",
-        coverage={},
+        coverage=Coverage(),
         warnings=[],
         counts={"confirmed": 0, "likely": 0, "review": 0},
         errors=[error],
     )
-    return HuntResult(hosts=[host], findings=[], errors=[error], stats={"files": 0, "bytes": 0})
+    return HuntResult(hosts=[host], findings=[], errors=[error])
 
 
 def cluster_hunt(
@@ -93,14 +95,9 @@ def merge_results(parts: Sequence[HuntResult]) -> HuntResult:
     hosts = [h for r in parts for h in r.hosts]
     findings = order([f for r in parts for f in r.findings])
     errors = [e for r in parts for e in r.errors]
-    stats: dict[str, Any] = {"files": 0, "bytes": 0, "candidates": 0, "parsed": 0, "notes": []}
-    for r in parts:
-        for key in ("files", "bytes", "candidates", "parsed"):
-            stats[key] += int(r.stats.get(key, 0))
-        for note in r.stats.get("notes", []):
-            if note not in stats["notes"]:
-                stats["notes"].append(note)
-    return HuntResult(hosts=hosts, findings=findings, errors=errors, stats=stats)
+    return HuntResult(
+        hosts=hosts, findings=findings, errors=errors, stats=HuntStats.merge(r.stats for r in parts)
+    )
 
 
 def store_hunt(result: HuntResult, store_url: str | None, started_at: datetime | None = None) -> list[int]:

@@ -9,27 +9,28 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from exwatch.collect.hunthook import adjust_files as collection_files
 from exwatch.collect.hunthook import coverage as collection_coverage
-from exwatch.collect.hunthook import observation as collection_observation
 from exwatch.collect.hunthook import open_for_hunt
 from exwatch.collect.hunthook import warnings as collection_warnings
 from exwatch.collect.manifest import Manifest
 from exwatch.errors import InputError
 from exwatch.hunt.model import (
+    CollectionCoverage,
+    Coverage,
     FileError,
     FileHunt,
+    FilesCoverage,
     Finding,
     HostResult,
     HuntOptions,
     HuntResult,
+    HuntStats,
     HuntTask,
     RuleSpec,
-    iso_text_z,
 )
 from exwatch.hunt.nextsteps import fix_by_wave, fix_from_build, next_steps
 from exwatch.hunt.packages import find_packages, holds_volume_folder, package_host
@@ -205,7 +206,7 @@ def hunt_paths(
         if own_pool is not None:
             own_pool.shutdown()
         cleanup(tmp_root)
-    return HuntResult(hosts=run.hosts, findings=order(run.findings), errors=run.errors, stats=run.stats)
+    return HuntResult(hosts=run.hosts, findings=order(run.findings), errors=run.errors, stats=run.stats())
 
 
 class _Run:
@@ -226,10 +227,13 @@ class _Run:
         self.hosts: list[HostResult] = []
         self.findings: list[Finding] = []
         self.errors: list[FileError] = []
-        # Free-form counters and notes of the whole hunt (JSON edge: ``stats`` of the result).
-        self.stats: dict[str, Any] = {"files": 0, "bytes": 0, "candidates": 0, "parsed": 0, "notes": notes}
+        self.notes = tuple(notes)
         self.clock = time.monotonic()
         self.files_done = self.bytes_done = self.files_total = self.bytes_total = 0
+        self.candidates = self.parsed = self.files = self.bytes = 0
+
+    def stats(self) -> HuntStats:
+        return HuntStats(self.files, self.bytes, self.candidates, self.parsed, self.notes)
 
     def tick(self, host: str, finished: bool = False) -> None:
         if self.progress is not None:
@@ -258,7 +262,6 @@ class _Run:
         groups: Iterable[list[EvidenceFile]]
         if collection:
             groups = [collection_files(list(walked), collection, tmp_root)]
-            self.stats.setdefault("collector_observations", []).extend(collection_observation(collection))
         else:
             # Archive members are hunted (and deleted by the worker) in batches while the walk goes on.
             groups = batches(walked)
@@ -271,11 +274,11 @@ class _Run:
         host_findings: list[Finding] = []
         for res in results:
             host_errors.extend(res.errors)
-            self.stats["candidates"] += res.stats.candidates
-            self.stats["parsed"] += res.stats.parsed
+            self.candidates += res.stats.candidates
+            self.parsed += res.stats.parsed
             host_findings.extend(replace(f, host=host) for f in res.findings)
-        self.stats["files"] += len(tasks)
-        self.stats["bytes"] += sum(t.size for t in tasks)
+        self.files += len(tasks)
+        self.bytes += sum(t.size for t in tasks)
         host_findings = link_chain(host_findings)
         self.hosts.append(_host_result(host, root, tasks, results, host_findings, host_errors, collection))
         self.findings.extend(host_findings)
@@ -301,17 +304,33 @@ class _Run:
         return results
 
 
-def _host_coverage(tasks: list[HuntTask], results: list[FileHunt]) -> dict[str, dict[str, Any]]:
-    """The coverage of one host per log family (and HttpProxy protocol), and of its other files."""
+def _host_coverage(tasks: list[HuntTask], results: list[FileHunt], collection: Manifest | None) -> Coverage:
+    """The coverage of one host per log family (and HttpProxy protocol), of its other files, and the
+    collection's own account of what it copied."""
     per_file = [(r.file, r.coverage) for r in results if r.coverage is not None]
-    coverage = merge_coverage(
+    logs = merge_coverage(
         [(f, c) for f, c in per_file if c.family != "files"],
         {t.rel: _protocol(t.rel) or "" for t in tasks},
     )
     files_cov = [c for _, c in per_file if c.family == "files"]
-    if files_cov:
-        coverage["files"] = {"files": len(files_cov), "bytes": sum(c.bytes for c in files_cov)}
-    return coverage
+    return Coverage(
+        logs=logs,
+        files=FilesCoverage(len(files_cov), sum(c.bytes for c in files_cov)) if files_cov else None,
+        collection=_collection_coverage(collection) if collection else None,
+    )
+
+
+def _collection_coverage(collection: Manifest) -> CollectionCoverage:
+    """The collection's account of itself (exwatch.collect.hunthook.coverage, read at this seam)."""
+    c = collection_coverage(collection)
+    return CollectionCoverage(
+        collected_at=datetime.fromisoformat(str(c["collected_at"]).replace("Z", "+00:00")),
+        files=int(c["files"]),
+        bytes=int(c["bytes"]),
+        skipped={str(k): int(v) for k, v in c["skipped"].items()},
+        listed_not_copied=int(c["listed_not_copied"]),
+        build=c.get("build"),
+    )
 
 
 def _host_result(
@@ -324,11 +343,8 @@ def _host_result(
     collection: Manifest | None,
 ) -> HostResult:
     """One host's verdict, coverage, warnings, counts and next steps."""
-    coverage = _host_coverage(tasks, results)
+    coverage = _host_coverage(tasks, results, collection)
     counts = {c: sum(1 for f in findings if f.confidence == c) for c in ("confirmed", "likely", "review")}
-    if collection:
-        coverage["collection"] = collection_coverage(collection)
-        coverage["collection"]["collected_at"] = iso_text_z(coverage["collection"].get("collected_at"))
     usable, logs = _evidence_in_window(results)
     gap = (
         ["no Exchange, IIS or event log found: nothing says this host is clean"]
@@ -338,14 +354,13 @@ def _host_result(
         else []
     )
     steps = next_steps(findings)
-    build = coverage.get("collection", {}).get("build") if collection else None
-    steps["fix"] = (
-        fix_from_build(str(build), steps["waves"], "collection") if build else None
-    ) or fix_by_wave(steps["waves"])
+    build = coverage.collection.build if coverage.collection else None
+    fix = (fix_from_build(build, steps.waves, "collection") if build else None) or fix_by_wave(steps.waves)
     return HostResult(
         host=host,
         source=str(root),
-        next_steps=steps,
+        next_steps=replace(steps, fix=fix),
+        collection=collection,
         verdict=verdict(findings, errors, len(usable)),
         coverage=coverage,
         warnings=gap + coverage_warnings(coverage) + (collection_warnings(collection) if collection else []),

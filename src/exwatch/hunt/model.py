@@ -4,11 +4,14 @@ store) as these types; ``to_dict``/``from_dict`` are used only at the JSON and s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exwatch.collect.manifest import Manifest
 
 CONFIDENCES = ("confirmed", "likely", "review")
 CONFIDENCE_RANK = {"confirmed": 3, "likely": 2, "review": 1}
@@ -140,8 +143,8 @@ class Evidence:
     # line), so that a shorter view can be centred on it; not part of the JSON.
     focus: int | None = field(default=None, compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"file": self.file}
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"file": self.file}
         if self.line is not None:
             out["line"] = self.line
         if self.record is not None:
@@ -185,7 +188,7 @@ class Finding:
     evidence: Evidence
     source: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "rule": self.rule,
             "wave": self.wave,
@@ -223,7 +226,7 @@ class FileError:
     error: str
     kind: str = "unreadable"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"file": self.file, "kind": self.kind, "error": self.error}
 
     @classmethod
@@ -283,7 +286,7 @@ class StoredHunt:
     def linked(self) -> bool:
         return self.host_id is not None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "hunt_id": self.hunt_id,
             "host_id": self.host_id,
@@ -292,32 +295,279 @@ class StoredHunt:
         }
 
 
+@dataclass(frozen=True)
+class LogCoverage:
+    """What one log family (or HttpProxy protocol folder) of a host covers: its first and last event
+    time, files, bytes, and event records (None when no file of it counts records)."""
+
+    first: datetime | None = None
+    last: datetime | None = None
+    files: int = 0
+    bytes: int = 0
+    records: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "first": iso_z(self.first),
+            "last": iso_z(self.last),
+            "files": self.files,
+            "bytes": self.bytes,
+        }
+        if self.records is not None:
+            out["records"] = self.records
+        return out
+
+
+@dataclass(frozen=True)
+class FilesCoverage:
+    """The other files of a host (web folders, dumps, scripts): how many, and their bytes."""
+
+    files: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"files": self.files, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class CollectionCoverage:
+    """What a collection package (exwatch collect) says about itself: when, how much, what it left out
+    (files per reason), what it listed without copying, and the build it read."""
+
+    collected_at: datetime | None
+    files: int
+    bytes: int
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    listed_not_copied: int = 0
+    build: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "collected_at": iso_z(self.collected_at),
+            "files": self.files,
+            "bytes": self.bytes,
+            "skipped": dict(self.skipped),
+            "listed_not_copied": self.listed_not_copied,
+            "build": self.build,
+        }
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A host's coverage: per log family (and ``httpproxy/<Protocol>``) in the order first seen, its other
+    files, and the collection's own account when it was hunted from a collection package."""
+
+    logs: Mapping[str, LogCoverage] = field(default_factory=dict)
+    files: FilesCoverage | None = None
+    collection: CollectionCoverage | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (``coverage`` of a host; what the store keeps): one entry per family, then
+        ``files`` and ``collection``."""
+        out: dict[str, object] = {k: v.to_dict() for k, v in self.logs.items()}
+        if self.files is not None:
+            out["files"] = self.files.to_dict()
+        if self.collection is not None:
+            out["collection"] = self.collection.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class Seen:
+    """How often and when a thing (file, address, account) shows in a host's findings, and by which rules."""
+
+    findings: int
+    first: datetime | None
+    last: datetime | None
+    rules: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "findings": self.findings,
+            "first": iso_z(self.first),
+            "last": iso_z(self.last),
+            "rules": list(self.rules),
+        }
+
+
+@dataclass(frozen=True)
+class FileToAct:
+    """A file of the package a finding names: remove it (a confirmed finding) or inspect it."""
+
+    path: str
+    action: str
+    confidence: str
+    seen: Seen
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"path": self.path, "action": self.action, **self.seen.to_dict()}
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        out["confidence"] = self.confidence
+        return out
+
+
+@dataclass(frozen=True)
+class NamedFile:
+    """A file the logs name (a shell written, a DLL loaded) that the package does not hold, and where."""
+
+    path: str
+    named_in: str
+    seen: Seen
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, **self.seen.to_dict(), "named_in": self.named_in}
+
+
+@dataclass(frozen=True)
+class Address:
+    """A client address of the findings; ``internal`` a proxy, balancer or the server itself,
+    ``published`` on a published attacker list."""
+
+    address: str
+    seen: Seen
+    internal: bool = False
+    published: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"address": self.address, **self.seen.to_dict(), "internal": self.internal}
+        if self.published:
+            out["published"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account the findings name; ``system`` when commands ran with the server's own rights."""
+
+    account: str
+    seen: Seen
+    system: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {"account": self.account, **self.seen.to_dict(), "system": self.system}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The first and last likely or confirmed evidence of a host: the window to investigate."""
+
+    first: datetime
+    last: datetime
+
+    def to_dict(self) -> dict[str, object]:
+        return {"first": iso_z(self.first), "last": iso_z(self.last)}
+
+
+@dataclass(frozen=True)
+class Fix:
+    """What closes the way in: from ``kb`` per wave (build unknown), from a collection's build, or from
+    the store's last scan of the host (``host_id``, ``scanned_at``, ``status``). ``waves`` is the fix
+    text per vulnerable wave, ``states`` the build's state per wave when the build is known."""
+
+    source: str
+    build: str | None
+    text: str
+    waves: Mapping[str, str] = field(default_factory=dict)
+    states: Mapping[str, str] | None = None
+    host_id: int | None = None
+    scanned_at: datetime | None = None
+    status: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"source": self.source, "build": self.build}
+        if self.states is not None:
+            out["states"] = dict(self.states)
+        in_store = self.source == "store"
+        if in_store and self.build is None:
+            out["host_id"] = self.host_id
+        out["waves"] = dict(self.waves)
+        out["text"] = self.text
+        if in_store and self.build is not None:
+            out["host_id"] = self.host_id
+            out["scanned_at"] = self.scanned_at.isoformat() if self.scanned_at else None
+            out["status"] = self.status
+        return out
+
+
+@dataclass(frozen=True)
+class NextSteps:
+    """What a responder does on one host after the hunt (exwatch.hunt.nextsteps.next_steps)."""
+
+    window: Window | None = None
+    files: tuple[FileToAct, ...] = ()
+    files_named_in_logs: tuple[NamedFile, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    accounts: tuple[Account, ...] = ()
+    waves: tuple[str, ...] = ()
+    fix: Fix | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "window": self.window.to_dict() if self.window else None,
+            "files": [r.to_dict() for r in self.files],
+            "files_named_in_logs": [r.to_dict() for r in self.files_named_in_logs],
+            "addresses": [r.to_dict() for r in self.addresses],
+            "accounts": [r.to_dict() for r in self.accounts],
+            "waves": list(self.waves),
+            "fix": self.fix.to_dict() if self.fix else None,
+        }
+
+
+@dataclass(frozen=True)
+class HuntStats:
+    """Work counters of a hunt (files, bytes, candidate lines, lines parsed) and the rule notes."""
+
+    files: int = 0
+    bytes: int = 0
+    candidates: int = 0
+    parsed: int = 0
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def merge(cls, parts: Iterable[HuntStats]) -> HuntStats:
+        """The counters of several hunts added up; each note once, in first-seen order."""
+        parts = list(parts)
+        notes = dict.fromkeys(n for p in parts for n in p.notes)
+        return cls(
+            files=sum(p.files for p in parts),
+            bytes=sum(p.bytes for p in parts),
+            candidates=sum(p.candidates for p in parts),
+            parsed=sum(p.parsed for p in parts),
+            notes=tuple(notes),
+        )
+
+
 @dataclass
 class HostResult:
     """Verdict and coverage of one host."""
 
     host: str
     verdict: str
-    coverage: dict[str, dict[str, Any]]
+    coverage: Coverage
     warnings: list[str]
     counts: dict[str, int]
     errors: list[FileError] = field(default_factory=list)
     # The package (PATH, or a package inside a folder of packages) this host was hunted from.
     source: str = ""
-    # What to do now (exwatch.hunt.nextsteps.next_steps), and where the hunt went in the store.
-    next_steps: dict[str, Any] = field(default_factory=dict)
+    # What to do now (exwatch.hunt.nextsteps.next_steps; None when the host could not be hunted), and
+    # where the hunt went in the store.
+    next_steps: NextSteps | None = None
     store: StoredHunt | None = None
+    # The manifest of the collection package (exwatch collect) it was hunted from: its build is stored.
+    collection: Manifest | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
             "host": self.host,
             "source": self.source,
             "verdict": self.verdict,
             "counts": self.counts,
             "errors": len(self.errors),
-            "coverage": self.coverage,
+            "coverage": self.coverage.to_dict(),
             "warnings": self.warnings,
-            "next_steps": self.next_steps,
+            "next_steps": self.next_steps.to_dict() if self.next_steps else {},
         }
         if self.store is not None:
             out["store"] = self.store.to_dict()
@@ -331,7 +581,7 @@ class HuntResult:
     hosts: list[HostResult]
     findings: list[Finding]
     errors: list[FileError]
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: HuntStats = field(default_factory=HuntStats)
 
     @property
     def verdict(self) -> str:
@@ -355,12 +605,13 @@ class HuntResult:
             return 3
         return 0
 
-    def to_dict(self, min_confidence: str = "review") -> dict[str, Any]:
+    def to_dict(self, min_confidence: str = "review") -> dict[str, object]:
         """The JSON document; ``min_confidence`` leaves out findings below it (hosts keep every count)."""
         floor = CONFIDENCE_RANK[min_confidence]
+        hosts = [h.to_dict() for h in self.hosts]
         return {
-            "hosts": [h.to_dict() for h in self.hosts],
+            "hosts": hosts,
             "findings": [f.to_dict() for f in self.findings if CONFIDENCE_RANK[f.confidence] >= floor],
-            "coverage": {h.host: h.coverage for h in self.hosts},
+            "coverage": {h["host"]: h["coverage"] for h in hosts},
             "errors": [e.to_dict() for e in self.errors],
         }

@@ -12,9 +12,24 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
-from exwatch.hunt.model import CONFIDENCE_RANK, Finding, iso_z
+from exwatch.hunt.model import (
+    CONFIDENCE_RANK,
+    Account,
+    Address,
+    FileToAct,
+    Finding,
+    Fix,
+    NamedFile,
+    NextSteps,
+    Seen,
+    Window,
+    as_utc,
+    iso_z,
+)
 
 FACT_MAX = 300
 EXCERPT_CHARS = 200
@@ -151,34 +166,50 @@ def _server_path_key(path: str) -> str:
     return p.lstrip("/")
 
 
-def _bump(table: dict[str, dict[str, Any]], key: str, f: Finding, **extra: Any) -> dict[str, Any]:
-    row = table.setdefault(key, {"findings": 0, "first": None, "last": None, "rules": []})
-    row["findings"] += 1
-    if f.rule not in row["rules"]:
-        row["rules"].append(f.rule)
-    if f.time is not None:
-        t = iso_z(f.time)
-        row["first"] = t if row["first"] is None else min(row["first"], t)
-        row["last"] = t if row["last"] is None else max(row["last"], t)
-    row.update({k: v for k, v in extra.items() if v is not None and k not in row})
-    return row
+@dataclass
+class _Tally:
+    """One file, address or account while a host's findings are read: how often, when, by which rules."""
+
+    findings: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    rules: list[str] = field(default_factory=list)
+    sha256: str | None = None
+    confidence: str = "review"
+    named_in: str = ""
+    published: bool = False
+
+    def add(self, f: Finding) -> _Tally:
+        self.findings += 1
+        if f.rule not in self.rules:
+            self.rules.append(f.rule)
+        t = as_utc(f.time)
+        if t is not None:
+            self.first = t if self.first is None else min(self.first, t)
+            self.last = t if self.last is None else max(self.last, t)
+        return self
+
+    def seen(self) -> Seen:
+        return Seen(self.findings, self.first, self.last, tuple(self.rules))
 
 
-def next_steps(findings: Iterable[Finding], *, fix: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The next steps of one host from its findings (likely and confirmed ones; published attacker
-    addresses at any confidence): files to remove (a confirmed finding) or inspect, with SHA-256; files
-    the logs name that the package does not hold; attacker addresses; accounts; the evidence window; the fix."""
-    acted = [f for f in findings if CONFIDENCE_RANK[f.confidence] >= 2]
-    published = [f for f in findings if f.rule == "context.attacker_ip"]
-    files: dict[str, dict[str, Any]] = {}
+def _files(acted: list[Finding]) -> dict[str, _Tally]:
+    """The package's files the findings name, with their SHA-256 and best confidence."""
+    files: dict[str, _Tally] = {}
     for f in acted:
         if f.evidence.family == "file":
-            row = _bump(files, f.evidence.file, f, sha256=f.evidence.sha256)
-            best = row.get("confidence", "review")
-            if CONFIDENCE_RANK[f.confidence] > CONFIDENCE_RANK[best]:
-                row["confidence"] = f.confidence
+            row = files.setdefault(f.evidence.file, _Tally()).add(f)
+            if row.sha256 is None:
+                row.sha256 = f.evidence.sha256
+            if CONFIDENCE_RANK[f.confidence] > CONFIDENCE_RANK[row.confidence]:
+                row.confidence = f.confidence
+    return files
+
+
+def _named(acted: list[Finding], files: Mapping[str, _Tally]) -> dict[str, _Tally]:
+    """The files the logs name (a ``path`` fact) that the package does not hold."""
     held = {_server_path_key(p) for p in files}
-    named: dict[str, dict[str, Any]] = {}
+    named: dict[str, _Tally] = {}
     for f in acted:
         path = f.evidence.facts.get("path")
         if path and f.evidence.family != "file":
@@ -188,56 +219,70 @@ def next_steps(findings: Iterable[Finding], *, fix: dict[str, Any] | None = None
                 None,
             )
             if in_package is None and key not in held:
-                _bump(
-                    named, path, f, named_in=f"{f.evidence.file}:{f.evidence.line or f.evidence.record or ''}"
-                )
-    addresses: dict[str, dict[str, Any]] = {}
-    for f in [*acted, *published]:
-        ip = f.evidence.facts.get("client_ip")
-        if ip:
-            row = _bump(addresses, ip, f, internal=_is_internal(ip))
-            if f.rule == "context.attacker_ip":
-                row["published"] = True
-    accounts: dict[str, dict[str, Any]] = {}
-    for f in acted:
-        user = f.evidence.facts.get("user")
-        if user:
-            _bump(accounts, user, f, system=_system_account(user))
-    # The window comes from log and event times; a file's modification time (which a copy may have
-    # reset) only when no log or event dates the compromise.
-    dated = [f.time for f in acted if f.time is not None and f.evidence.family != "file"] or [
-        f.time for f in acted if f.time is not None
-    ]
+                row = named.setdefault(path, _Tally())
+                if not row.findings:
+                    row.named_in = f"{f.evidence.file}:{f.evidence.line or f.evidence.record or ''}"
+                row.add(f)
+    return named
+
+
+def _by_fact(findings: list[Finding], fact: str) -> dict[str, _Tally]:
+    """The findings' values of ``fact`` (client_ip, user); a published attacker address is marked."""
+    table: dict[str, _Tally] = {}
+    for f in findings:
+        value = f.evidence.facts.get(fact)
+        if value:
+            row = table.setdefault(value, _Tally()).add(f)
+            row.published = row.published or f.rule == "context.attacker_ip"
+    return table
+
+
+def next_steps(findings: Iterable[Finding], *, fix: Fix | None = None) -> NextSteps:
+    """The next steps of one host from its findings (likely and confirmed ones; published attacker
+    addresses at any confidence): files to remove (a confirmed finding) or inspect, with SHA-256; files
+    the logs name that the package does not hold; attacker addresses; accounts; the evidence window; the fix."""
+    findings = list(findings)
+    acted = [f for f in findings if CONFIDENCE_RANK[f.confidence] >= 2]
+    published = [f for f in findings if f.rule == "context.attacker_ip"]
+    files = _files(acted)
     file_rows = [
-        {
-            "path": p,
-            "action": "remove" if row.get("confidence") == "confirmed" else "inspect",
-            **row,
-        }
+        FileToAct(
+            path=p,
+            action="remove" if row.confidence == "confirmed" else "inspect",
+            confidence=row.confidence,
+            seen=row.seen(),
+            sha256=row.sha256,
+        )
         for p, row in files.items()
     ]
-    file_rows.sort(key=lambda r: (r["action"] != "remove", r["first"] or "", r["path"]))
-
-    def rows(table: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
-        out = [{name: k, **v} for k, v in table.items()]
-        out.sort(key=lambda r: (bool(r.get("internal") or r.get("system")), -r["findings"], r[name]))
-        return out
-
-    return {
-        "window": {"first": iso_z(min(dated)), "last": iso_z(max(dated))} if dated else None,
-        "files": file_rows,
-        "files_named_in_logs": rows(named, "path"),
-        "addresses": rows(addresses, "address"),
-        "accounts": rows(accounts, "account"),
-        "waves": sorted({f.wave for f in acted if f.wave in _WAVE_ORDER}, key=_WAVE_ORDER.index),
-        "fix": fix,
-    }
+    file_rows.sort(key=lambda r: (r.action != "remove", iso_z(r.seen.first) or "", r.path))
+    named = [NamedFile(p, r.named_in, r.seen()) for p, r in _named(acted, files).items()]
+    addresses = [
+        Address(ip, r.seen(), internal=_is_internal(ip), published=r.published)
+        for ip, r in _by_fact([*acted, *published], "client_ip").items()
+    ]
+    accounts = [Account(u, r.seen(), system=_system_account(u)) for u, r in _by_fact(acted, "user").items()]
+    # The window comes from log and event times; a file's modification time (which a copy may have
+    # reset) only when no log or event dates the compromise.
+    dated = [as_utc(f.time) for f in acted if f.time is not None and f.evidence.family != "file"] or [
+        as_utc(f.time) for f in acted if f.time is not None
+    ]
+    times = [t for t in dated if t is not None]
+    return NextSteps(
+        window=Window(min(times), max(times)) if times else None,
+        files=tuple(file_rows),
+        files_named_in_logs=tuple(sorted(named, key=lambda r: (-r.seen.findings, r.path))),
+        addresses=tuple(sorted(addresses, key=lambda r: (r.internal, -r.seen.findings, r.address))),
+        accounts=tuple(sorted(accounts, key=lambda r: (r.system, -r.seen.findings, r.account))),
+        waves=tuple(sorted({f.wave for f in acted if f.wave in _WAVE_ORDER}, key=_WAVE_ORDER.index)),
+        fix=fix,
+    )
 
 
 _WAVE_ORDER = ["proxylogon", "proxyshell", "proxynotshell"]
 
 
-def fix_by_wave(waves: Iterable[str]) -> dict[str, Any] | None:
+def fix_by_wave(waves: Iterable[str]) -> Fix | None:
     """The fix when the server's build is not known: per wave, the security update that first fixed its
     CVEs (exwatch.kb); the exact update for the server's CU needs its build (``exwatch scan``)."""
     from exwatch import kb
@@ -255,15 +300,10 @@ def fix_by_wave(waves: Iterable[str]) -> dict[str, Any] | None:
         )
     if not out:
         return None
-    return {
-        "source": "kb",
-        "build": None,
-        "waves": out,
-        "text": "; ".join(out.values()),
-    }
+    return Fix(source="kb", build=None, waves=out, text="; ".join(out.values()))
 
 
-def fix_from_build(build: str, waves: Iterable[str], source: str) -> dict[str, Any] | None:
+def fix_from_build(build: str, waves: Iterable[str], source: str) -> Fix | None:
     """The fix for a known build (a collection's build, or the store's), per wave, from ``kb.verdict``."""
     from exwatch import kb
     from exwatch.errors import ExwatchError
@@ -280,14 +320,20 @@ def fix_from_build(build: str, waves: Iterable[str], source: str) -> dict[str, A
             out[w] = wv.fix_text or wv.reason
     wanted = list(waves)
     text = (
-        "; ".join(f"{kb.wave(w).name}: {t.rstrip('.')}" for w, t in out.items())
+        _wave_text(out)
         if out
         else f"build {build} is not vulnerable to {', '.join(wanted) or 'any tracked wave'}: the compromise came before the fix, or through another way in"
     )
-    return {"source": source, "build": build, "states": states, "waves": out, "text": text}
+    return Fix(source=source, build=build, states=states, waves=out, text=text)
 
 
-def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> dict[str, Any] | None:
+def _wave_text(fixes: Mapping[str, str]) -> str:
+    from exwatch import kb
+
+    return "; ".join(f"{kb.wave(w).name}: {t.rstrip('.')}" for w, t in fixes.items())
+
+
+def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> Fix | None:
     """The fix of the stored host ``host`` names, from the fleet read API (its latest folded snapshot and,
     when vulnerable, the fix the scan stored); None when the store has no one host of that name."""
     from exwatch.errors import InputError
@@ -297,37 +343,20 @@ def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> dict[str, Any
         history = queries.host_history(store, host)
     except InputError:
         return None
+    host_id = history.host_id
     snaps = [s for s in history.snapshots if s.build]
     if not snaps:
-        return {
-            "source": "store",
-            "build": None,
-            "host_id": history.host_id,
-            "waves": {},
-            "text": f"host #{history.host_id} is in the store but no scan read its build: scan it (exwatch scan)",
-        }
+        return Fix(
+            source="store",
+            build=None,
+            host_id=host_id,
+            text=f"host #{host_id} is in the store but no scan read its build: scan it (exwatch scan)",
+        )
     last = snaps[-1]
-    out = fix_from_build(str(last.build), waves, "store") or {
-        "source": "store",
-        "build": last.build,
-        "waves": {},
-        "text": "",
-    }
-    stored = {
-        r.wave: r.fix
-        for r in queries.hosts_at_risk(store)
-        if r.host_id == history.host_id and r.fix
-    }
+    build = str(last.build)
+    out = fix_from_build(build, waves, "store") or Fix(source="store", build=build, text="")
+    stored = {r.wave: r.fix for r in queries.hosts_at_risk(store) if r.host_id == host_id and r.fix}
     if stored:
-        out["waves"] = {**out.get("waves", {}), **stored}
-        from exwatch import kb
-
-        out["text"] = "; ".join(f"{kb.wave(w).name}: {t.rstrip('.')}" for w, t in out["waves"].items())
-    out.update(
-        {
-            "host_id": history.host_id,
-            "scanned_at": last.time.isoformat() if last.time else None,
-            "status": last.status,
-        }
-    )
-    return out
+        merged = {**out.waves, **stored}
+        out = replace(out, waves=merged, text=_wave_text(merged))
+    return replace(out, host_id=host_id, scanned_at=last.time, status=last.status)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from exwatch.hunt.model import HostResult, HuntResult, StoredHunt
+from exwatch.hunt.model import HostResult, HuntResult, NextSteps, StoredHunt
 
 
 def record_hunt(
@@ -28,11 +28,12 @@ def record_hunt(
     it by). It is linked to the stored host its name matches; when it matches none or several, the
     ``StoredHunt`` says so in ``message``. ``--host #12`` (a name starting with ``#``) names the hunt
     after the stored host. A linked host takes its fix from the store's last scan of it. The build a
-    collection package read (``stats["collector_observations"]``) is stored first, as a ``collect`` run.
+    collection package read (``HostResult.collection``) is stored first, as a ``collect`` run.
     """
-    from exwatch.collect.hunthook import store_builds
+    from exwatch.collect.hunthook import observation, store_builds
 
-    store_builds(store, result.stats.get("collector_observations", []), started_at)
+    builds = [rec for h in result.hosts if h.collection for rec in observation(h.collection)]
+    store_builds(store, builds, started_at)
     stored = []
     for h in result.hosts:
         name = (store_names or {}).get(h.host, h.host)
@@ -42,7 +43,7 @@ def record_hunt(
         hunt_id = store.add_hunt(
             name,
             verdict=h.verdict,
-            coverage=h.coverage,
+            coverage=h.coverage.to_dict(),
             findings=[f.to_dict() for f in result.findings if f.host == h.host],
             started_at=started_at,
             errors=[e.to_dict() for e in h.errors],
@@ -87,6 +88,7 @@ def _fix_from_store(store: Any, h: HostResult, host_id: int) -> None:
     had no fix at all)."""
     from exwatch.hunt.nextsteps import fix_from_store
 
-    fix = fix_from_store(store, f"#{host_id}", h.next_steps.get("waves", []))
-    if fix is not None and (fix.get("build") or not h.next_steps.get("fix")):
-        h.next_steps["fix"] = fix
+    steps = h.next_steps or NextSteps()
+    fix = fix_from_store(store, f"#{host_id}", steps.waves)
+    if fix is not None and (fix.build or not steps.fix):
+        h.next_steps = replace(steps, fix=fix)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import Any
 
-from exwatch.hunt.model import CONFIDENCE_RANK, FileCoverage, FileError, Finding, iso_z
+from exwatch.hunt.model import (
+    CONFIDENCE_RANK,
+    Coverage,
+    FileCoverage,
+    FileError,
+    Finding,
+    LogCoverage,
+    as_utc,
+)
 
 FAMILY_WAVES = {
     "httpproxy": ("proxylogon", "proxyshell", "proxynotshell"),
@@ -25,42 +32,47 @@ def first_exploited() -> dict[str, date]:
     return {w.id: w.first_exploited for w in WAVES}
 
 
+def _pick(
+    pick: Callable[[datetime, datetime], datetime], a: datetime | None, b: datetime | None
+) -> datetime | None:
+    return b if a is None else a if b is None else pick(a, b)
+
+
 def merge_coverage(
-    per_file: Iterable[tuple[str, FileCoverage]], protocol_of: dict[str, str]
-) -> dict[str, dict[str, Any]]:
-    """Per family (and HttpProxy protocol folder) of (file, its coverage): first and last event time,
-    file count, bytes and event records; the JSON form of a host's coverage."""
-    out: dict[str, dict[str, Any]] = {}
+    per_file: Iterable[tuple[str, FileCoverage]], protocol_of: Mapping[str, str]
+) -> dict[str, LogCoverage]:
+    """Per family (and HttpProxy protocol folder) of (file, its coverage), in the order first seen: first
+    and last event time, file count, bytes and event records."""
+    out: dict[str, LogCoverage] = {}
     for file, cov in per_file:
         keys = [cov.family]
         if cov.family == "httpproxy" and protocol_of.get(file):
             keys.append(f"httpproxy/{protocol_of[file]}")
+        first, last = as_utc(cov.first), as_utc(cov.last)
         for key in keys:
-            agg = out.setdefault(key, {"first": None, "last": None, "files": 0, "bytes": 0})
-            agg["files"] += 1
-            agg["bytes"] += cov.bytes
-            if cov.records is not None:
-                agg["records"] = agg.get("records", 0) + cov.records
-            for k, t, pick in (("first", cov.first, min), ("last", cov.last, max)):
-                if t is not None:
-                    agg[k] = t if agg[k] is None else pick(agg[k], t)
-    for agg in out.values():
-        agg["first"], agg["last"] = iso_z(agg["first"]), iso_z(agg["last"])
+            agg = out.get(key) or LogCoverage()
+            out[key] = LogCoverage(
+                first=_pick(min, agg.first, first),
+                last=_pick(max, agg.last, last),
+                files=agg.files + 1,
+                bytes=agg.bytes + cov.bytes,
+                records=agg.records if cov.records is None else (agg.records or 0) + cov.records,
+            )
     return out
 
 
-def coverage_warnings(coverage: dict[str, dict[str, Any]]) -> list[str]:
+def coverage_warnings(coverage: Coverage) -> list[str]:
     """A warning for each log family whose oldest event is after a wave's first exploitation."""
     firsts = first_exploited()
     out = []
     for fam, waves in FAMILY_WAVES.items():
-        cov = coverage.get(fam)
+        cov = coverage.logs.get(fam)
         if not cov:
             out.append(f"no {fam} logs: nothing can be said from them")
             continue
-        if not cov.get("first"):
+        if cov.first is None:
             continue
-        start = datetime.fromisoformat(cov["first"].replace("Z", "+00:00")).date()
+        start = cov.first.date()
         for w in waves:
             if w in firsts and start > firsts[w]:
                 out.append(

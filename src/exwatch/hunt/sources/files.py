@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from exwatch.hunt.model import ArchiveLimits, FileError
 
@@ -483,8 +483,17 @@ def _expand_tar(path: Path, exp: _Expansion) -> None:
             exp.copy(member.name, src, float(member.mtime))
 
 
+class _MemberWriter(Protocol):
+    """What ``_expand_7z`` reads of a member's writer: where it wrote (None: not written) and how much."""
+
+    path: Path | None
+    length: int
+
+    def close(self) -> None: ...
+
+
 def _limited_7z_factory(
-    out_dir: Path, budget: _Budget, rel: str, created: dict[str, Any] | None = None
+    out_dir: Path, budget: _Budget, rel: str, created: dict[str, _MemberWriter] | None = None
 ) -> Any:
     """A py7zr writer factory that writes each member to ``out_dir`` and counts the bytes really written,
     so an archive whose headers lie about its sizes is stopped while it expands, not after. A name that
@@ -575,7 +584,7 @@ def _expand_7z(path: Path, exp: _Expansion) -> None:
             # py7zr refuses the whole archive when one name would leave the output folder: every member is
             # expanded under a numbered name instead, and hunted under its own (cleaned) name.
             f._file_info["filename"] = key
-        created: dict[str, Any] = {}
+        created: dict[str, _MemberWriter] = {}
         try:
             zf.extractall(path=None, factory=_limited_7z_factory(exp.out_dir, exp.budget, exp.rel, created))
         finally:
