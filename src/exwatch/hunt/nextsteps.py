@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from exwatch.hunt.model import (
     CONFIDENCE_RANK,
@@ -30,6 +30,9 @@ from exwatch.hunt.model import (
     as_utc,
     iso_z,
 )
+
+if TYPE_CHECKING:
+    from exwatch.fleet import Store
 
 FACT_MAX = 300
 EXCERPT_CHARS = 200
@@ -333,7 +336,7 @@ def _wave_text(fixes: Mapping[str, str]) -> str:
     return "; ".join(f"{kb.wave(w).name}: {t.rstrip('.')}" for w, t in fixes.items())
 
 
-def fix_from_store(store: Any, host: str, waves: Iterable[str]) -> Fix | None:
+def fix_from_store(store: Store, host: str, waves: Iterable[str]) -> Fix | None:
     """The fix of the stored host ``host`` names, from the fleet read API (its latest folded snapshot and,
     when vulnerable, the fix the scan stored); None when the store has no one host of that name."""
     from exwatch.errors import InputError

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from exwatch.hunt.model import HostResult, HuntResult, NextSteps, StoredHunt
 
+if TYPE_CHECKING:
+    from exwatch.fleet import Store
+
 
 def record_hunt(
-    store: Any,
+    store: Store,
     result: HuntResult,
     *,
     started_at: datetime | None = None,
@@ -72,7 +75,7 @@ def _link_message(hunt_id: int, name: str, matches: list[int]) -> str | None:
     return None
 
 
-def _relabel(result: HuntResult, h: HostResult, store: Any, host_id: int) -> str:
+def _relabel(result: HuntResult, h: HostResult, store: Store, host_id: int) -> str:
     """``--host #12``: name the hunt (host and findings) after the stored host (its DNS name, else its address)."""
     from exwatch.fleet import queries
 
@@ -83,7 +86,7 @@ def _relabel(result: HuntResult, h: HostResult, store: Any, host_id: int) -> str
     return label
 
 
-def _fix_from_store(store: Any, h: HostResult, host_id: int) -> None:
+def _fix_from_store(store: Store, h: HostResult, host_id: int) -> None:
     """The fix of a linked host from the store's last scan of it, when it knows the build (or the hunt
     had no fix at all)."""
     from exwatch.hunt.nextsteps import fix_from_store
