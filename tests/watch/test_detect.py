@@ -7,21 +7,25 @@ from typing import Any
 import pytest
 
 from exwatch.watch.detect import detect, new_state
-from exwatch.watch.model import NewFinding, parse_duration
+from exwatch.watch.model import HostSeen, NewFinding, WatchState, parse_duration
 
 
-def host(*states: str, status: str = "exchange") -> dict[str, Any]:
+def host(*states: str, status: str = "exchange") -> HostSeen:
     waves = ("proxylogon", "proxyshell")
-    return {
-        "status": status,
-        "address": "192.0.2.1",
-        "port": 443,
-        "build": "15.1.2176.2",
-        "waves": {w: {"state": s, "fix": {"text": f"fix {w}"}} for w, s in zip(waves, states, strict=False)},
-    }
+    return HostSeen.from_record(
+        {
+            "status": status,
+            "address": "192.0.2.1",
+            "port": 443,
+            "build": "15.1.2176.2",
+            "waves": {
+                w: {"state": s, "fix": {"text": f"fix {w}"}} for w, s in zip(waves, states, strict=False)
+            },
+        }
+    )
 
 
-def run(rounds: list[dict[str, Any]], **kw: Any) -> list[list[tuple[Any, ...]]]:
+def run(rounds: list[dict[str, HostSeen]], **kw: Any) -> list[list[tuple[Any, ...]]]:
     state = new_state()
     out = []
     for n, hosts in enumerate(rounds, 1):
@@ -86,7 +90,9 @@ H = "mail.example"
         ),
     ],
 )
-def test_one_alert_per_change(rounds: list[dict[str, Any]], expected: list[list[tuple[Any, ...]]]) -> None:
+def test_one_alert_per_change(
+    rounds: list[dict[str, HostSeen]], expected: list[list[tuple[Any, ...]]]
+) -> None:
     assert run(rounds) == expected
 
 
@@ -124,3 +130,49 @@ def test_bad_durations(text: str) -> None:
 
     with pytest.raises(InputError):
         parse_duration(text)
+
+
+def test_the_state_survives_its_json_form() -> None:
+    """A watch restarted from the stored JSON goes on where it was: the same alerts (none repeated)."""
+    import json
+
+    finding = NewFinding(host=H, wave="proxylogon", confidence="likely", rule="r1")
+    _, state = detect(new_state(), {H: host("vulnerable")}, scan_id=1, time="t", findings=[finding])
+    _, state = detect(state, {H: host(status="unreachable")}, scan_id=2, time="t")
+    state.hosts[H].host_id = 7
+    stored = json.loads(json.dumps(state.to_dict(), sort_keys=True))
+    assert WatchState.from_dict(stored) == state
+    again = WatchState.from_dict(stored)
+    alerts, _ = detect(again, {H: host(status="unreachable")}, scan_id=3, time="t", findings=[finding])
+    assert [a.kind for a in alerts] == ["gone"]  # compromised was sent already; second round missing
+
+
+def test_a_state_stored_by_the_dict_version_loads() -> None:
+    """The JSON the watch stored before the state was typed (keys absent until first needed)."""
+    old = {
+        "hosts": {
+            H: {
+                "waves": {"proxylogon": "patched"},
+                "ever_vulnerable": [],
+                "missing": 1,
+                "gone": False,
+                "address": "192.0.2.1",
+                "port": 443,
+                "build": "15.1.2176.2",
+                "host_id": 3,
+            },
+            "other": {"waves": {}, "ever_vulnerable": [], "missing": 0, "gone": False, "compromised": [""]},
+        },
+        "rounds": 4,
+        "last_scan": 9,
+        "findings_after": 12,
+        "sinks": {"abc": {"since": 5, "url": "file:///tmp/x.jsonl"}},
+        "started": "2021-03-03T00:00:00+00:00",
+    }
+    state = WatchState.from_dict(old)
+    assert state.rounds == 4 and state.findings_after == 12 and state.sinks["abc"].since == 5
+    assert state.hosts[H].host_id == 3 and state.hosts["other"].compromised == [""]
+    alerts, nxt = detect(state, {H: host("vulnerable")}, scan_id=10, time="t")
+    assert [(a.kind, a.previous, a.address) for a in alerts] == [("protection_lost", "patched", "192.0.2.1")]
+    assert nxt.rounds == 5 and nxt.last_scan == 10 and state.rounds == 4  # the given state is left alone
+    assert WatchState.from_dict(new_state().to_dict()) == new_state() == WatchState.from_dict({})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -12,28 +13,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import Syslog, Webhook, wait_for  # noqa: E402
 from exwatch.errors import InputError  # noqa: E402
+from exwatch.watch.model import Alert  # noqa: E402
 from exwatch.watch.sinks import SinkError, Spool, WebhookSink, open_sink, syslog_message  # noqa: E402
 
-EVENT = {
-    "kind": "protection_lost",
-    "time": "2021-03-03T06:49:42.5+00:00",
-    "host": 'mail"x]',
-    "address": "192.0.2.1",
-    "port": 443,
-    "wave": "proxylogon",
-    "state": "vulnerable",
-    "previous": "mitigated",
-    "build": "15.1.2176.2",
-    "fix": "install KB5000871",
-    "scan": 7,
-    "id": "abc",
-}
+ALERT = Alert(
+    kind="protection_lost",
+    time="2021-03-03T06:49:42.5+00:00",
+    host='mail"x]',
+    address="192.0.2.1",
+    port=443,
+    wave="proxylogon",
+    state="vulnerable",
+    previous="mitigated",
+    build="15.1.2176.2",
+    fix="install KB5000871",
+    scan=7,
+)
+OTHER = dataclasses.replace(ALERT, scan=8)  # another change: another id
+EVENT = ALERT.to_dict()
+
+
+def alert_of(scan: int) -> Alert:
+    return dataclasses.replace(ALERT, scan=scan)
+
+
 # RFC 5424 6: <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD [SP MSG]
 RFC5424 = re.compile(rb"^<(\d{1,3})>1 (\S+) (\S+) exwatch (\d+) (\S+) \[exwatch@32473 (.*)\] \xef\xbb\xbf\{")
 
 
 def test_syslog_message_is_rfc5424() -> None:
-    msg = syslog_message(EVENT, hostname="watcher", procid=42)
+    msg = syslog_message(ALERT, hostname="watcher", procid=42)
     m = RFC5424.match(msg)
     assert m is not None
     assert int(m.group(1)) == 13 * 8 + 3  # log audit, error
@@ -46,9 +55,9 @@ def test_syslog_message_is_rfc5424() -> None:
 def test_syslog_one_message_per_event(transport: str) -> None:
     listener = Syslog(transport)
     try:
-        open_sink(listener.url).send([EVENT, {**EVENT, "id": "def"}])
+        open_sink(listener.url).send([ALERT, OTHER])
         assert wait_for(lambda: len(listener.messages) == 2, 5)
-        assert [e["id"] for e in listener.events()] == ["abc", "def"]
+        assert listener.events() == [ALERT.to_dict(), OTHER.to_dict()]
     finally:
         listener.close()
 
@@ -56,20 +65,23 @@ def test_syslog_one_message_per_event(transport: str) -> None:
 def test_webhook_retries_then_batches(webhook: Webhook) -> None:
     webhook.fail_next = 2
     sink = WebhookSink(webhook.url, retries=2, backoff=0.01)
-    sink.send([EVENT])  # two 500s, then accepted: one object
+    sink.send([ALERT])  # two 500s, then accepted: one object
     assert webhook.posts == 3 and webhook.events == [EVENT]
-    sink.send([EVENT, {**EVENT, "id": "def"}])  # several: {"events": [...]}
-    assert [e["id"] for e in webhook.events] == ["abc", "abc", "def"]
+    sink.send([ALERT, OTHER])  # several: {"events": [...]}
+    assert [e["id"] for e in webhook.events] == [ALERT.id, ALERT.id, OTHER.id]
     webhook.fail_next = 10
     with pytest.raises(SinkError) as info:
-        WebhookSink(webhook.url, retries=1, backoff=0.01).send([EVENT])
+        WebhookSink(webhook.url, retries=1, backoff=0.01).send([ALERT])
     assert info.value.sent == 0
 
 
 def test_spool_keeps_the_newest_within_its_bound(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.jsonl", limit=3)
-    spool.replace([{**EVENT, "id": str(i)} for i in range(5)] + [{**EVENT, "id": "4"}])
-    assert [e["id"] for e in spool.load()] == ["2", "3", "4"] and spool.dropped == 2
+    spool.replace([alert_of(i) for i in range(5)] + [alert_of(4)])
+    assert spool.load() == [alert_of(2), alert_of(3), alert_of(4)] and spool.dropped == 2
+    with spool.path.open("a", encoding="utf-8") as fh:
+        fh.write('{"kind": "exposed"}\nnot json\n')  # a torn or foreign line is skipped
+    assert spool.load() == [alert_of(2), alert_of(3), alert_of(4)]
     spool.replace([])
     assert spool.load() == [] and not (tmp_path / "s.jsonl").exists()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,8 +19,29 @@ from exwatch.fleet import Store
 from exwatch.fleet import schema as fleet_tables
 from exwatch.fleet.timeutil import from_db, now, to_db
 from exwatch.watch import tables as t
-from exwatch.watch.detect import new_state
-from exwatch.watch.model import KINDS, Alert
+from exwatch.watch.model import KINDS, Alert, WatchState
+
+
+class AlertItem(TypedDict, total=False):
+    """One alert of :func:`list_alerts`: the JSON event (``Alert.to_dict``) with the time as stored,
+    the alerted host's store id and the alert's row id (``seq``)."""
+
+    kind: str
+    time: str
+    host: str
+    address: str | None
+    port: int | None
+    wave: str | None
+    state: str | None
+    previous: str | None
+    build: str | None
+    fix: str | None
+    scan: int
+    watch: str
+    detail: str | None
+    id: str
+    host_id: int | None
+    seq: int
 
 
 def has_tables(store: Store) -> bool:
@@ -39,24 +60,24 @@ class AlertLog:
         if not has_tables(store):  # open_store migrates: only a store newer than this code lacks them
             raise StoreError("the store has no watch tables (migration 0006)")
 
-    def load_state(self, name: str) -> dict[str, Any]:
+    def load_state(self, name: str) -> WatchState:
         """The detection state of the watch ``name`` (a fresh one if it never ran)."""
         with self.store.connect() as conn:
             text = conn.execute(select(t.watch_state.c.state).where(t.watch_state.c.name == name)).scalar()
         if text is None:
-            return new_state()
+            return WatchState()
         state = json.loads(text)
-        return state if isinstance(state, dict) else new_state()
+        return WatchState.from_dict(state) if isinstance(state, dict) else WatchState()
 
-    def _write_state(self, conn: Any, name: str, state: Mapping[str, Any]) -> None:
-        body = json.dumps(state, sort_keys=True, default=str)
+    def _write_state(self, conn: Any, name: str, state: WatchState) -> None:
+        body = json.dumps(state.to_dict(), sort_keys=True, default=str)
         done = conn.execute(
             update(t.watch_state).where(t.watch_state.c.name == name).values(state=body, updated_at=now())
         )
         if not done.rowcount:
             conn.execute(insert(t.watch_state).values(name=name, state=body, updated_at=now()))
 
-    def save_state(self, name: str, state: Mapping[str, Any]) -> None:
+    def save_state(self, name: str, state: WatchState) -> None:
         """Store the state alone (e.g. the sinks a watch registered)."""
         try:
             with self.store.engine.begin() as conn:
@@ -72,7 +93,7 @@ class AlertLog:
     def commit_round(
         self,
         name: str,
-        state: Mapping[str, Any],
+        state: WatchState,
         alerts: Iterable[Alert],
         host_ids: Mapping[str, int] | None = None,
     ) -> list[int]:
@@ -153,11 +174,12 @@ def list_alerts(
     watch: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> dict[str, Any]:
-    """Alerts newest first with the filters of /api/alerts: ``{total, limit, offset, items}``."""
+) -> dict[str, object]:
+    """Alerts newest first with the filters of /api/alerts, as its JSON body: ``{total, limit, offset,
+    items}``, each item an :class:`AlertItem`."""
     if kind is not None and kind not in KINDS:
         raise InputError(f"unknown alert kind {kind!r} (known: {', '.join(KINDS)})")
-    empty = {"total": 0, "limit": limit, "offset": offset, "items": []}
+    empty: dict[str, object] = {"total": 0, "limit": limit, "offset": offset, "items": []}
     if not has_tables(store):
         return empty
     a = t.watch_alerts
@@ -180,10 +202,11 @@ def list_alerts(
         rows = conn.execute(
             select(a).where(*conds).order_by(a.c.time.desc(), a.c.id.desc()).limit(limit).offset(offset)
         ).all()
-    items = []
+    items: list[AlertItem] = []
     for r in rows:
-        body = json.loads(r.body)
-        body["time"] = (from_db(r.time) or r.time).isoformat() if r.time is not None else body.get("time")
+        body: AlertItem = json.loads(r.body)
+        if r.time is not None:  # the stored time, as the store gives it back (the body's otherwise)
+            body["time"] = (from_db(r.time) or r.time).isoformat()
         body["host_id"] = r.host_id
         body["seq"] = int(r.id)
         items.append(body)

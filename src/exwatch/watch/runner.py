@@ -27,9 +27,8 @@ from exwatch.fleet import schema as ft
 from exwatch.scan.engine import ScanOptions, run_scan
 from exwatch.scan.fold import fold_services, host_of
 from exwatch.watch.detect import detect as detect_changes
-from exwatch.watch.detect import new_state
 from exwatch.watch.log import AlertLog
-from exwatch.watch.model import Alert, NewFinding
+from exwatch.watch.model import Alert, HostSeen, NewFinding, SinkStart, WatchState
 from exwatch.watch.sinks import AlertSink, SinkError, Spool, open_sink, sink_key
 
 EVIDENCE_CONFIDENCE = ("likely", "confirmed")
@@ -96,12 +95,12 @@ class RoundResult:
         return 3 if self.incomplete else 0
 
 
-def fold_hosts(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One folded record per host of a round's service records."""
+def fold_hosts(records: Iterable[Mapping[str, Any]]) -> dict[str, HostSeen]:
+    """One folded host per host of a round's service (observation) records."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for rec in records:
         groups.setdefault(host_of(rec), []).append(rec)
-    return {host: fold_services(recs) for host, recs in groups.items()}
+    return {host: HostSeen.from_record(fold_services(recs)) for host, recs in groups.items()}
 
 
 class Watcher:
@@ -134,7 +133,7 @@ class Watcher:
         }
         self.store: Store | None = None
         self.log: AlertLog | None = None
-        self.state: dict[str, Any] = new_state()
+        self.state = WatchState()
         self.rounds_done = 0
         self.last: RoundResult | None = None
 
@@ -146,17 +145,17 @@ class Watcher:
         self.log = AlertLog(self.store)
         self.state = self.log.load_state(self.name)
         changed = False
-        if not self.state.get("started"):
+        if not self.state.started:
             # Findings stored before the watch first ran are not new: the watch starts from here.
-            self.state["started"] = datetime.now(UTC).isoformat()
-            self.state["findings_after"] = self._max_finding_id()
+            self.state.started = datetime.now(UTC).isoformat()
+            self.state.findings_after = self._max_finding_id()
             changed = True
-        sinks = self.state.setdefault("sinks", {})
+        sinks = self.state.sinks
         first = self.log.last_alert_id() + 1
         for s in self.sinks:
             key = sink_key(s.url)
             if key not in sinks:
-                sinks[key] = {"since": first, "url": mask_url(s.url)}
+                sinks[key] = SinkStart(first, mask_url(s.url))
                 changed = True
         if changed:
             self.log.save_state(self.name, self.state)
@@ -191,7 +190,7 @@ class Watcher:
         """Scan, detect, record, deliver."""
         assert self.log is not None and self.store is not None
         started = time.monotonic()
-        records: list[dict[str, Any]] = []
+        records: list[Mapping[str, Any]] = []  # the scan's observation records of this round
         summary = run_scan(
             list(self.config.targets),
             self.config.options,
@@ -211,7 +210,7 @@ class Watcher:
             waves=self.config.waves,
             findings=findings,
         )
-        state["findings_after"] = max(int(state.get("findings_after") or 0), last_finding)
+        state.findings_after = max(state.findings_after, last_finding)
         self.log.commit_round(self.name, state, alerts, host_ids)
         self.state = state
         for a in alerts:
@@ -222,18 +221,14 @@ class Watcher:
         waves = self.config.waves
         vulnerable = incomplete = exchange = 0
         for rec in hosts.values():
-            states = [
-                str(v.get("state"))
-                for w, v in (rec.get("waves") or {}).items()
-                if isinstance(v, Mapping) and (waves is None or w in waves)
-            ]
-            exchange += rec.get("status") == "exchange"
-            if rec.get("status") == "exchange" and "vulnerable" in states:
+            states = [v.state for w, v in rec.waves.items() if waves is None or w in waves]
+            exchange += rec.status == "exchange"
+            if rec.status == "exchange" and "vulnerable" in states:
                 vulnerable += 1
-            elif rec.get("status") == "unreachable" or "unknown" in states:
+            elif rec.status == "unreachable" or "unknown" in states:
                 incomplete += 1
         result = RoundResult(
-            number=int(state.get("rounds") or 0),
+            number=state.rounds,
             scan_id=summary.scan_id,
             seconds=time.monotonic() - started,
             hosts=len(hosts),
@@ -264,13 +259,13 @@ class Watcher:
             host_id = by_key.get(str(rec.get("key")))
             if host_id is not None:
                 out.setdefault(host_of(rec), host_id)
-        for host, entry in (self.state.get("hosts") or {}).items():
-            if host not in out and entry.get("host_id") is not None:
-                out[host] = int(entry["host_id"])
+        for host, entry in self.state.hosts.items():
+            if host not in out and entry.host_id is not None:
+                out[host] = entry.host_id
         for host, host_id in out.items():
-            entry = (self.state.get("hosts") or {}).get(host)
-            if entry is not None:
-                entry["host_id"] = host_id
+            known = self.state.hosts.get(host)
+            if known is not None:
+                known.host_id = host_id
         return out
 
     def _max_finding_id(self) -> int:
@@ -279,22 +274,22 @@ class Watcher:
             return int(conn.execute(select(func.max(ft.findings.c.id))).scalar() or 0)
 
     def _new_findings(
-        self, hosts: Mapping[str, Mapping[str, Any]], host_ids: Mapping[str, int]
+        self, hosts: Mapping[str, HostSeen], host_ids: Mapping[str, int]
     ) -> tuple[list[NewFinding], int]:
         """Findings of likely or confirmed confidence stored since the last round, for watched hosts."""
         assert self.store is not None
-        after = int(self.state.get("findings_after") or 0)
+        after = self.state.findings_after
         f = ft.findings
         by_id = {v: k for k, v in host_ids.items()}
         by_text: dict[str, str] = {}
         for host, rec in hosts.items():
             by_text[host.lower()] = host
-            if rec.get("address"):
-                by_text[str(rec["address"]).lower()] = host
-        for host, entry in (self.state.get("hosts") or {}).items():
+            if rec.address:
+                by_text[str(rec.address).lower()] = host
+        for host, entry in self.state.hosts.items():
             by_text.setdefault(host.lower(), host)
-            if entry.get("address"):
-                by_text.setdefault(str(entry["address"]).lower(), host)
+            if entry.address:
+                by_text.setdefault(str(entry.address).lower(), host)
         out: list[NewFinding] = []
         last = after
         with self.store.connect() as conn:
@@ -325,15 +320,16 @@ class Watcher:
         key = sink_key(sink.url)
         spool = self.spools[key]
         report = Delivery(mask_url(sink.url))
-        since = int(((self.state.get("sinks") or {}).get(key) or {}).get("since") or 1)
+        start = self.state.sinks.get(key)
+        since = start.since if start is not None else 1
         pending = self.log.pending(self.name, key, since)
         queued = spool.load()
-        queued_ids = {str(e.get("id")) for e in queued}
+        queued_ids = {e.id for e in queued}
         # Spooled before a crash, not yet marked: they are in the spool already.
         respooled = [i for i, a in pending if a.id in queued_ids]
         if respooled:
             self.log.mark(key, respooled, "spooled")
-        fresh = [(i, a.to_dict()) for i, a in pending if a.id not in queued_ids]
+        fresh = [(i, a) for i, a in pending if a.id not in queued_ids]
         batch = queued + [e for _, e in fresh]
         report.queued = len(queued)
         if not batch:

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from exwatch import __version__
 from exwatch.config import mask_url
 from exwatch.errors import InputError
-from exwatch.watch.model import SEVERITY
+from exwatch.watch.model import SEVERITY, Alert
 
 BATCH = 500  # events per webhook POST
 FACILITY = 13  # RFC 5424 6.2.1: 13 is "log audit"
@@ -52,7 +52,7 @@ class AlertSink(Protocol):
 
     url: str
 
-    def send(self, events: Sequence[dict[str, Any]]) -> None: ...
+    def send(self, events: Sequence[Alert]) -> None: ...
 
 
 def sink_key(url: str) -> str:
@@ -93,11 +93,11 @@ class WebhookSink:
                 delay = min(delay * 2, 30.0)
         raise SinkError(f"{mask_url(self.url)}: {problem} (after {self.retries + 1} attempts)")
 
-    def send(self, events: Sequence[dict[str, Any]]) -> None:
+    def send(self, events: Sequence[Alert]) -> None:
         sent = 0
         for start in range(0, len(events), BATCH):
-            chunk = list(events[start : start + BATCH])
-            payload: Any = chunk[0] if len(chunk) == 1 else {"events": chunk}
+            chunk = [e.to_dict() for e in events[start : start + BATCH]]
+            payload: object = chunk[0] if len(chunk) == 1 else {"events": chunk}
             try:
                 self._post(json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8"))
             except SinkError as exc:
@@ -111,8 +111,9 @@ def _sd_value(value: Any) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
-def syslog_message(event: dict[str, Any], *, hostname: str | None = None, procid: int | None = None) -> bytes:
-    """One RFC 5424 message for one event: header, one SD-ELEMENT with the fields, the JSON as MSG."""
+def syslog_message(alert: Alert, *, hostname: str | None = None, procid: int | None = None) -> bytes:
+    """One RFC 5424 message for one alert: header, one SD-ELEMENT with the fields, the JSON as MSG."""
+    event = alert.to_dict()
     pri = FACILITY * 8 + SEVERITY.get(str(event.get("kind")), 5)
     stamp = str(event.get("time") or datetime.now(UTC).isoformat())
     try:
@@ -144,7 +145,7 @@ class SyslogSink:
         self.port = port
         self.timeout = timeout
 
-    def send(self, events: Sequence[dict[str, Any]]) -> None:
+    def send(self, events: Sequence[Alert]) -> None:
         messages = [syslog_message(e) for e in events]
         sent = 0
         try:
@@ -178,12 +179,12 @@ class FileSink:
         self.url = url
         self.path = path
 
-    def send(self, events: Sequence[dict[str, Any]]) -> None:
+    def send(self, events: Sequence[Alert]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
                 for e in events:
-                    fh.write(json.dumps(e, default=str, ensure_ascii=False, sort_keys=True) + "\n")
+                    fh.write(json.dumps(e.to_dict(), default=str, ensure_ascii=False, sort_keys=True) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
@@ -219,14 +220,14 @@ def open_sink(url: str, *, retries: int = 3, backoff: float = 0.5, timeout: floa
 
 @dataclass
 class Spool:
-    """A sink's bounded on-disk queue of events it did not take (JSON lines, oldest first)."""
+    """A sink's bounded on-disk queue of alerts it did not take (JSON lines, oldest first)."""
 
     path: Path
     limit: int = 10_000
     dropped: int = 0
 
-    def load(self) -> list[dict[str, Any]]:
-        """The spooled events (a damaged line is skipped: the spool is ours, never evidence)."""
+    def load(self) -> list[Alert]:
+        """The spooled alerts (a damaged line is skipped: the spool is ours, never evidence)."""
         if not self.path.exists():
             return []
         out = []
@@ -234,18 +235,18 @@ class Spool:
             for line in fh:
                 try:
                     event = json.loads(line)
-                except ValueError:
+                    if isinstance(event, dict):
+                        out.append(Alert.from_dict(event))
+                except (ValueError, TypeError):
                     continue
-                if isinstance(event, dict):
-                    out.append(event)
         return out
 
-    def replace(self, events: Sequence[dict[str, Any]]) -> None:
-        """Keep exactly these events (at most ``limit``, the newest), written atomically."""
+    def replace(self, events: Sequence[Alert]) -> None:
+        """Keep exactly these alerts (at most ``limit``, the newest), written atomically."""
         seen: set[str] = set()
         unique = []
         for e in events:
-            key = str(e.get("id"))
+            key = e.id
             if key in seen:
                 continue
             seen.add(key)
@@ -260,7 +261,7 @@ class Spool:
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
             for e in unique:
-                fh.write(json.dumps(e, default=str, ensure_ascii=False, sort_keys=True) + "\n")
+                fh.write(json.dumps(e.to_dict(), default=str, ensure_ascii=False, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
