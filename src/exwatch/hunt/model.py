@@ -40,13 +40,6 @@ def iso_z(t: datetime | None, *, precise: bool = False) -> str | None:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def iso_text_z(text: str | None) -> str | None:
-    """A time string of a worker's result (``precise`` form) in the output form."""
-    if not text:
-        return None
-    return iso_z(datetime.fromisoformat(text.replace("Z", "+00:00")))
-
-
 @dataclass(frozen=True)
 class ArchiveLimits:
     """Limits that stop an archive bomb: what the archives under one PATH may expand to, all nesting
