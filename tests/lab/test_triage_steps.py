@@ -13,7 +13,7 @@ import pytest
 
 from exwatch.lab import triage_traffic as traffic
 from exwatch.lab.triage_formats import ServerInfo, iso_ms
-from exwatch.lab.triage_plan import EVT_SYSMON, Plan, iis_file
+from exwatch.lab.triage_plan import EVT_SYSMON, Plan, TruthItem, iis_file
 from exwatch.lab.triage_scenarios import lookalikes, proxylogon, proxynotshell, proxyshell
 from exwatch.lab.triage_steps import (
     Draw,
@@ -100,9 +100,9 @@ def test_a_back_end_line_goes_to_the_request_file_and_truth_names_the_request_ti
     assert line.time == run.times["late"] + timedelta(milliseconds=40)
     assert "CONTOSO\\EXCH01$" in line.text and " 444 " in line.text
     # The user agent is a published indicator: a context item joins the planted one.
-    assert [i["detection"] for i in line.items] == ["proxylogon.iis_backend_reset", "context.user_agent"]
-    assert line.items[0]["time"] == iso_ms(run.times["late"])
-    assert line.items[0]["match"] == "schema=Reset" and line.items[0]["wave"] == "proxylogon"
+    assert [i.detection for i in line.items] == ["proxylogon.iis_backend_reset", "context.user_agent"]
+    assert line.items[0].time == iso_ms(run.times["late"])
+    assert line.items[0].match == "schema=Reset" and line.items[0].wave == "proxylogon"
 
 
 def test_truth_matches_are_filled_and_events_carry_their_truth() -> None:
@@ -124,8 +124,8 @@ def test_truth_matches_are_filled_and_events_carry_their_truth() -> None:
     (event,) = run.plan.events
     assert event.file == EVT_SYSMON
     assert dict(event.spec.named_data)["CommandLine"] == "cmd.exe /c attrib +h abc.aspx"
-    assert event.items[0]["match"] == "+h abc.aspx"
-    assert event.items[0]["time"] == iso_ms(T0 + timedelta(seconds=3))
+    assert event.items[0].match == "+h abc.aspx"
+    assert event.items[0].time == iso_ms(T0 + timedelta(seconds=3))
 
 
 def test_a_replacing_file_drops_the_earlier_plant_of_its_path() -> None:
@@ -144,6 +144,11 @@ def test_a_replacing_file_drops_the_earlier_plant_of_its_path() -> None:
     ]
 
 
+def _json(items: list[TruthItem]) -> list[dict[str, object]]:
+    """The items as truth.json holds them (what the digests were first taken of)."""
+    return [i.to_dict() for i in items]
+
+
 def _plan_digest(seed: int) -> str:
     """A digest of everything the four scenarios plant for ``seed`` (lines, events, files, truth)."""
     plan = Plan(ServerInfo(), datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 3, 4, tzinfo=UTC), seed)
@@ -152,10 +157,11 @@ def _plan_digest(seed: int) -> str:
     proxynotshell(plan, T0 + timedelta(hours=5))
     lookalikes(plan)
     record = {
-        "lines": [(p.file, p.time.isoformat(), p.text, p.items) for p in plan.lines],
-        "events": [(p.file, dataclasses.asdict(p.spec), p.items) for p in plan.events],
+        "lines": [(p.file, p.time.isoformat(), p.text, _json(p.items)) for p in plan.lines],
+        "events": [(p.file, dataclasses.asdict(p.spec), _json(p.items)) for p in plan.events],
         "files": [
-            (p.path, hashlib.sha256(p.content).hexdigest(), p.time.isoformat(), p.items) for p in plan.files
+            (p.path, hashlib.sha256(p.content).hexdigest(), p.time.isoformat(), _json(p.items))
+            for p in plan.files
         ],
     }
     return hashlib.sha256(json.dumps(record, default=str, sort_keys=True).encode()).hexdigest()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, cast
 
 from exwatch import kb
 from exwatch.errors import BuildError
@@ -65,9 +64,9 @@ def catalogue() -> tuple[CatalogueBuild, ...]:
 @functools.cache
 def wave_facts(build: str) -> dict[str, WaveFacts]:
     """Per wave: the kb state of ``build`` and its per-CVE states (cached: fleets repeat builds)."""
-    waves = cast(dict[str, Any], kb.verdict(build).to_dict()["waves"])
+    waves = kb.verdict(build).waves
     return {
-        w: WaveFacts(str(waves[w]["state"]), {c: str(st) for c, st in waves[w]["cves"].items()})
+        w: WaveFacts(waves[w].state.value, {c.cve: c.state.value for c in waves[w].cve_verdicts})
         for w in WAVE_CVES
         if w in waves
     }

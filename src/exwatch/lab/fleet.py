@@ -100,6 +100,32 @@ def _rules_for(mitigations: tuple[str, ...]) -> RuleSet:
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerTruth:
+    """One server of a running fleet as the manifest lists it: where it answers, what it runs, and its
+    ground truth per wave (``truth``: the actual state; ``truth_passive``: what a passive scan can see)."""
+
+    address: str
+    port: int
+    scheme: str
+    name: str
+    product: str | None
+    build: str | None
+    mitigations: tuple[str, ...]
+    variant: str
+    web_config: str | None
+    fqdn: str
+    fe_server: str | None
+    truth: dict[str, str]
+    truth_passive: dict[str, str]
+
+    def to_dict(self) -> dict[str, object]:
+        """The manifest's JSON form (field order kept)."""
+        out = dataclasses.asdict(self)
+        out["mitigations"] = list(self.mitigations)
+        return out
+
+
 class LabFleet:
     """A fleet of emulated servers in one event loop. Use ``async with LabFleet(specs) as fleet``."""
 
@@ -221,35 +247,39 @@ class LabFleet:
         """Requests (and request-less connections) received per address."""
         return dict(self._counts)
 
-    def manifest(self) -> dict[str, Any]:
+    def servers(self) -> list[ServerTruth]:
         """The ground truth of every server as it stands now."""
-        servers = []
+        out = []
         for srv in self._servers.values():
             spec = srv.spec
             srv.refresh_rules()
-            servers.append(
-                {
-                    "address": spec.address,
-                    "port": spec.port,
-                    "scheme": spec.scheme,
-                    "name": spec.name,
-                    "product": spec.product if spec.is_exchange else None,
-                    "build": spec.build,
-                    "mitigations": list(spec.mitigations),
-                    "variant": spec.variant,
-                    "web_config": str(spec.web_config) if spec.web_config else None,
-                    "fqdn": srv.state.fqdn,  # named by the server's certificate
-                    "fe_server": srv.state.netbios
+            out.append(
+                ServerTruth(
+                    address=spec.address,
+                    port=spec.port,
+                    scheme=spec.scheme,
+                    name=spec.name,
+                    product=spec.product if spec.is_exchange else None,
+                    build=spec.build,
+                    mitigations=tuple(spec.mitigations),
+                    variant=spec.variant,
+                    web_config=str(spec.web_config) if spec.web_config else None,
+                    fqdn=srv.state.fqdn,  # named by the server's certificate
+                    fe_server=srv.state.netbios
                     if spec.is_exchange and not (spec.build or "").startswith("14.")
                     else None,
-                    "truth": truth(spec, srv.state.rules if spec.is_exchange else None),
-                    "truth_passive": truth_passive(spec),
-                }
+                    truth=truth(spec, srv.state.rules if spec.is_exchange else None),
+                    truth_passive=truth_passive(spec),
+                )
             )
+        return out
+
+    def manifest(self) -> dict[str, object]:
+        """The manifest file's JSON document: the fleet's CA and the ground truth of every server."""
         return {
             "ca_cert": str(self.ca.ca_path) if self.ca else None,
             "ca_pem": self.ca.ca_pem.decode("ascii") if self.ca else None,
-            "servers": servers,
+            "servers": [s.to_dict() for s in self.servers()],
         }
 
     # --- connections ----------------------------------------------------------------------------------

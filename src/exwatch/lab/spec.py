@@ -67,9 +67,9 @@ class ServerSpec:
         """True when this server runs an emulated Exchange front end."""
         return self.variant in EXCHANGE_VARIANTS and self.build is not None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The JSON form (the ``--spec`` file format)."""
-        out = asdict(self)
+        out: dict[str, object] = asdict(self)
         out["web_config"] = str(self.web_config) if self.web_config else None
         return out
 

@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -69,6 +69,7 @@ from exwatch.lab.triage_plan import (
     EVT_SYSMON,
     LinePlant,
     Plan,
+    TruthItem,
     mgmt_event,
     mirror_process_events,
     script_block,
@@ -95,6 +96,24 @@ DEFAULT_ATTACK_TOD = timedelta(hours=6, minutes=49, seconds=42)
 PROXYSHELL_AFTER = timedelta(hours=3)
 PROXYNOTSHELL_AFTER = timedelta(hours=5)
 MIN_SIZE = 200_000
+
+
+class TruthDocument(TypedDict):
+    """``truth.json`` of a triage package (and what :func:`write_triage` returns): the server, the
+    window, the seed and scenarios, when each wave's chain starts, the build, the ground-truth items
+    (:meth:`TruthItem.to_dict`, in :meth:`TruthItem.sort_key` order) and where the restarts are."""
+
+    host: str
+    start: str
+    end: str
+    seed: int
+    scenarios: list[str]
+    attack_time: str | None
+    scenario_times: dict[str, str]
+    build: str
+    items: list[dict[str, object]]
+    notes: dict[str, str | None]
+
 
 # Share of the package size per family (our estimate: front-end logs dominate a real collection).
 SHARES = {"httpproxy": 0.56, "iis1": 0.28, "iis2": 0.12, "ecp": 0.004, "oabgen": 0.001, "events": 0.035}
@@ -171,7 +190,7 @@ def _segment_lines(
         yield traffic.bulk_lines(vs, rng, n, day, start_ms, span_ms, iso)
 
 
-def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[dict[str, Any]]:
+def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[TruthItem]:
     """Write one log file (benign lines merged with the plants by time); return its truth items.
 
     The file is written segment by segment (an hour at a time), so memory stays small for big files.
@@ -185,7 +204,7 @@ def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[di
     if (job.restart or job.rollover) and job.family == "httpproxy" and plants:
         raise ValueError("a restarted file carries no plants")
 
-    items: list[dict[str, Any]] = []
+    items: list[TruthItem] = []
     full = os.path.join(out, job.path)
     os.makedirs(os.path.dirname(full), exist_ok=True)
     with open(full, "w", encoding="utf-8", newline="") as f:
@@ -232,7 +251,7 @@ def run_log_job(job: LogJob, seed: int, out: str, server: ServerInfo) -> list[di
                 f.write(plants[k].text + CRLF)
                 line_no += 1
                 for it in plants[k].items:
-                    items.append({**it, "file": job.path, "line": line_no})
+                    items.append(it.located(job.path, line=line_no))
                 k += 1
             if prev < len(lines):
                 f.write(CRLF.join(lines[prev:]) + CRLF)
@@ -565,9 +584,9 @@ def _management_routine(plan: Plan, rnd: random.Random, t: datetime) -> EventSpe
     return mgmt_event(plan, t, cmdlet, params, who, sid)
 
 
-def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
+def _write_events(plan: Plan, out: Path, budget: int) -> list[TruthItem]:
     benign = _benign_events(plan, budget)
-    items: list[dict[str, Any]] = []
+    items: list[TruthItem] = []
     first_record = {
         EVT_APPLICATION: 184_220,
         EVT_MANAGEMENT: 3_229,
@@ -577,7 +596,7 @@ def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
         EVT_SYSMON: 1_048_311,
     }
     for fname in EVENT_FILES:
-        entries: list[tuple[datetime, int, EventSpec, list[dict[str, Any]]]] = [
+        entries: list[tuple[datetime, int, EventSpec, list[TruthItem]]] = [
             (e.time, 0, e, []) for e in benign[fname]
         ]
         entries += [(p.spec.time, 1, p.spec, p.items) for p in plan.events if p.file == fname]
@@ -590,15 +609,15 @@ def _write_events(plan: Plan, out: Path, budget: int) -> list[dict[str, Any]]:
                 record = first_record[fname] + k
                 f.write(event_xml(spec, record, plan.server.fqdn) + CRLF)
                 for it in its:
-                    items.append({**it, "file": fname, "record": record})
+                    items.append(it.located(fname, record=record))
             f.write(events_document_tail())
         os.utime(path, (plan.end.timestamp(), plan.end.timestamp()))
     return items
 
 
-def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
+def _write_files(plan: Plan, out: Path) -> list[TruthItem]:
     """Write the planted files; their truth items are file-level (``offset`` 0, ``match`` in the content)."""
-    items: list[dict[str, Any]] = []
+    items: list[TruthItem] = []
     for fp in plan.files:
         path = out / fp.path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -606,10 +625,9 @@ def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
         ts = fp.time.timestamp()
         os.utime(path, (ts, ts))
         for it in fp.items:
-            match = it.get("match")
-            if match is not None and match.encode("utf-8") not in fp.content:
-                raise ValueError(f"planted file {fp.path} lacks its trait {match!r}")
-            items.append({**it, "file": fp.path, "offset": 0})
+            if it.match is not None and it.match.encode("utf-8") not in fp.content:
+                raise ValueError(f"planted file {fp.path} lacks its trait {it.match!r}")
+            items.append(it.located(fp.path, offset=0))
     return items
 
 
@@ -618,9 +636,9 @@ def _write_files(plan: Plan, out: Path) -> list[dict[str, Any]]:
 
 def _write_all(
     plan: Plan, jobs: list[LogJob], out: Path, events_budget: int, n_workers: int
-) -> list[dict[str, Any]]:
+) -> list[TruthItem]:
     """Write every log file (in a process pool when ``n_workers`` > 1), the event logs and the files."""
-    items: list[dict[str, Any]] = []
+    items: list[TruthItem] = []
     if n_workers > 1:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context()) as pool:
             futures = [pool.submit(run_log_job, job, plan.seed, str(out), plan.server) for job in jobs]
@@ -713,8 +731,8 @@ def write_triage(
     attack_time: datetime | None = None,
     workers: int | None = None,
     scenario_times: Mapping[str, datetime] | None = None,
-) -> dict[str, Any]:
-    """Write a triage package to ``out`` and its ``truth.json``; return the truth dict.
+) -> TruthDocument:
+    """Write a triage package to ``out`` and its ``truth.json``; return the truth document.
 
     ``size`` is the target total size in bytes (the logs are filled with benign traffic up to it);
     ``start`` (UTC, default 2021-03-01) and ``days`` set the window the logs cover; ``attack_time``
@@ -761,13 +779,11 @@ def write_triage(
         # A full disk or a folder we may not write: one clear line; what was written stays for inspection.
         raise InputError(f"cannot write the package to {out}: {exc.strerror or exc}") from exc
 
-    items.sort(
-        key=lambda it: (it["time"], it["file"], it.get("line", 0), it.get("record", 0), it["detection"])
-    )
+    items.sort(key=TruthItem.sort_key)
     restart = next((j.path for j in jobs if j.restart and j.family == "httpproxy"), None)
     iis_restart = next((j.path for j in jobs if j.restart and j.family == "iis1"), None)
     rollover = next((rollover_path(j.path) for j in jobs if j.rollover), None)
-    truth: dict[str, Any] = {
+    truth: TruthDocument = {
         "host": server.host,
         "start": t_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "end": t_end.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -776,7 +792,7 @@ def write_triage(
         "attack_time": times["proxylogon"].strftime("%Y-%m-%dT%H:%M:%SZ") if "proxylogon" in times else None,
         "scenario_times": {k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in times.items()},
         "build": server.version_short,
-        "items": items,
+        "items": [it.to_dict() for it in items],
         "notes": {"httpproxy_restart": restart, "iis_restart": iis_restart, "httpproxy_rollover": rollover},
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
 from exwatch.lab import triage_traffic as traffic
 from exwatch.lab.triage_formats import (
@@ -50,6 +49,59 @@ IOC_UAS = ("ExchangeServicesClient/0.0.0.0", "python-requests/2.25.1", "antSword
 SYSMON_GUID = "{5770385F-C22A-43E0-BF4C-06F5698FFBD9}"
 
 
+@dataclass(frozen=True)
+class TruthItem:
+    """One ground-truth item of ``truth.json``: what was planted (``kind`` attack or lookalike, ``wave``,
+    ``cve``, the ``detection`` a hunt should make, ``time``), optionally the text it is found by
+    (``match``), the highest confidence a correct hunt may give it (``expect``, look-alikes) and a
+    ``note``; and where it went: ``file`` with its 1-based ``line``, event ``record`` or ``offset``
+    (filled in when the package is written)."""
+
+    kind: str
+    wave: str
+    cve: str | None
+    detection: str
+    time: str
+    match: str | None = None
+    expect: str | None = None
+    note: str | None = None
+    file: str | None = None
+    line: int | None = None
+    record: int | None = None
+    offset: int | None = None
+
+    def located(
+        self, file: str, *, line: int | None = None, record: int | None = None, offset: int | None = None
+    ) -> TruthItem:
+        """This item in ``file`` at ``line``, ``record`` or ``offset``."""
+        return replace(self, file=file, line=line, record=record, offset=offset)
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form in ``truth.json`` (keys in this order; absent ones left out, ``cve`` kept)."""
+        out: dict[str, object] = {
+            "kind": self.kind,
+            "wave": self.wave,
+            "cve": self.cve,
+            "detection": self.detection,
+            "time": self.time,
+        }
+        optional = (
+            ("match", self.match),
+            ("expect", self.expect),
+            ("note", self.note),
+            ("file", self.file),
+            ("line", self.line),
+            ("record", self.record),
+            ("offset", self.offset),
+        )
+        out.update((k, v) for k, v in optional if v is not None)
+        return out
+
+    def sort_key(self) -> tuple[str, str, int, int, str]:
+        """The order of ``truth.json``: time, file, line, record, detection."""
+        return (self.time, self.file or "", self.line or 0, self.record or 0, self.detection)
+
+
 @dataclass
 class LinePlant:
     """A log line to insert, by time, into ``file``."""
@@ -57,14 +109,14 @@ class LinePlant:
     file: str
     time: datetime
     text: str
-    items: list[dict[str, Any]]
+    items: list[TruthItem]
 
 
 @dataclass
 class EventPlant:
     file: str
     spec: EventSpec
-    items: list[dict[str, Any]]
+    items: list[TruthItem]
 
 
 @dataclass
@@ -74,7 +126,7 @@ class FilePlant:
     path: str
     content: bytes
     time: datetime
-    items: list[dict[str, Any]]
+    items: list[TruthItem]
 
 
 @dataclass
@@ -101,19 +153,12 @@ def item(
     match: str | None = None,
     expect: str | None = None,
     note: str | None = None,
-) -> dict[str, Any]:
+) -> TruthItem:
     """One ground-truth item (file and line/record are added when the package is written)."""
-    d: dict[str, Any] = {"kind": kind, "wave": wave, "cve": cve, "detection": detection, "time": iso_ms(t)}
-    if match is not None:
-        d["match"] = match
-    if expect is not None:
-        d["expect"] = expect  # look-alikes: the highest confidence a correct hunt may give this rule here
-    if note is not None:
-        d["note"] = note
-    return d
+    return TruthItem(kind, wave, cve, detection, iso_ms(t), match=match, expect=expect, note=note)
 
 
-def _context_items(text: str, wave: str, kind: str, t: datetime) -> list[dict[str, Any]]:
+def _context_items(text: str, wave: str, kind: str, t: datetime) -> list[TruthItem]:
     """Low-confidence context items for published attacker addresses and User-Agents in a planted line."""
     out = []
     for ip in IOC_IPS:
@@ -160,7 +205,7 @@ def oabgen_file(t: datetime) -> str:
 
 
 def add_line(
-    plan: Plan, file: str, t: datetime, text: str, items: Iterable[dict[str, Any]], wave: str, kind: str
+    plan: Plan, file: str, t: datetime, text: str, items: Iterable[TruthItem], wave: str, kind: str
 ) -> None:
     its = list(items)
     its.extend(_context_items(text, wave, kind, t))
@@ -316,7 +361,7 @@ def mirror_process_events(plan: Plan) -> None:
             cmd = dict(p.spec.named_data)["CommandLine"]
             plan.events.append(
                 EventPlant(
-                    EVT_SECURITY, security_4688(plan, p.spec), [{**it, "match": cmd[:40]} for it in p.items]
+                    EVT_SECURITY, security_4688(plan, p.spec), [replace(it, match=cmd[:40]) for it in p.items]
                 )
             )
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from exwatch.lab import triage_traffic as traffic
 from exwatch.lab.triage_formats import EventSpec, ServerInfo
@@ -35,6 +35,7 @@ from exwatch.lab.triage_plan import (
     EventPlant,
     FilePlant,
     Plan,
+    TruthItem,
     add_line,
     defender_detection,
     ecp_file,
@@ -120,7 +121,7 @@ class ScenarioRun:
         except KeyError:
             raise KeyError(f"scenario template names {{{name}}}, which this run does not define") from None
 
-    def items(self, truth: Iterable[Truth], t: datetime) -> list[dict[str, Any]]:
+    def items(self, truth: Iterable[Truth], t: datetime) -> list[TruthItem]:
         """The ground-truth items of a step at ``t``."""
         return [
             item(
