@@ -70,7 +70,7 @@ def test_selection_matches_the_data(lab_tree: Path) -> None:
     chosen, skipped, listing = select(lab_tree)
     copied, listed = _expected(lab_tree)
     assert {c.path for c in chosen} == copied
-    assert {i["path"] for i in listing if not i["copied"]} == listed
+    assert {i.path for i in listing if not i.copied} == listed
     assert listed == {"Windows/Temp/lsass.dmp", "root/lsass.dmp"}  # dumps are listed, never copied
     # Every family with files in the lab tree contributes; absent ones are recorded, not guessed.
     names = {c.family.name for c in chosen}
@@ -90,7 +90,7 @@ def test_selection_matches_the_data(lab_tree: Path) -> None:
 def test_every_planted_file_is_collected_or_listed(lab_tree: Path) -> None:
     truth = json.loads((lab_tree / "truth.json").read_text())
     chosen, _, listing = select(lab_tree)
-    taken = {c.path for c in chosen} | {i["path"] for i in listing}
+    taken = {c.path for c in chosen} | {i.path for i in listing}
     planted = {it["file"].split("!/")[0] for it in truth["items"]}
     assert planted and planted <= taken, sorted(planted - taken)
 
@@ -157,7 +157,10 @@ def test_hunting_the_zip_finds_what_hunting_the_folder_finds(lab_tree: Path, lab
     assert host.coverage.logs == folder.hosts[0].coverage.logs
     assert host.coverage.collection is not None and host.coverage.collection.listed_not_copied == 2
     # The build the collector read goes to the store with the hunt (record_hunt).
-    assert host.collection is not None and observation(host.collection)[0]["build_source"] == "collector"
+    assert (
+        host.collection is not None
+        and observation(host.collection)[0].to_record()["build_source"] == "collector"
+    )
     assert not package.errors
 
 

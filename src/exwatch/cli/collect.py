@@ -169,8 +169,8 @@ def tree_cmd(
         max_bytes=_max_bytes(max_bytes_text),
     )
     stderr_console().print(
-        f"wrote {out}: {len(m['files'])} files, {sum(f['size'] for f in m['files'])} bytes, "
-        f"{len(m['skipped'])} skipped, {sum(1 for i in m['listing'] if not i['copied'])} listed only",
+        f"wrote {out}: {len(m.files)} files, {sum(f.size for f in m.files)} bytes, "
+        f"{len(m.skipped)} skipped, {sum(1 for i in m.listing if not i.copied)} listed only",
         highlight=False,
     )
 

@@ -8,9 +8,10 @@ The hunt calls these few functions; everything collection-specific stays here.
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from exwatch.collect.families import MANIFEST_NAME
 from exwatch.collect.manifest import (
@@ -23,6 +24,43 @@ from exwatch.collect.manifest import (
 )
 
 BUILD_SOURCE = "collector"
+
+
+class ManifestCoverage(TypedDict):
+    """What a collection says about itself (``coverage``): when (ISO 8601, ``Z``), how many files and
+    bytes, the files it left out per reason, the listed files not copied, the build it read."""
+
+    collected_at: str
+    files: int
+    bytes: int
+    skipped: dict[str, int]
+    listed_not_copied: int
+    build: str | None
+
+
+@dataclass(frozen=True)
+class CollectedBuild:
+    """The build the collector read on a server, stored as an observation of that host (source
+    ``collector``); ``cu_only`` when it came from the registry, which gives the CU level only."""
+
+    host: str
+    build: str
+    cu_only: bool
+    time: datetime
+
+    def to_record(self) -> dict[str, object]:
+        """The observation record the store takes (the scanner's record shape)."""
+        return {
+            "key": f"collector:{self.host.lower()}",
+            "target": self.host,
+            "name": self.host,
+            "fe_server": self.host.split(".", 1)[0],
+            "status": "exchange",
+            "build": self.build,
+            "build_source": BUILD_SOURCE,
+            "cu_only": self.cu_only,
+            "time": self.time.astimezone(UTC).isoformat(),
+        }
 
 
 def open_for_hunt(path: Path, *, check: bool = True) -> Manifest | None:
@@ -70,7 +108,7 @@ def adjust_files(files: list[Any], manifest: Manifest, tmp_root: str) -> list[An
     return out
 
 
-def coverage(manifest: Manifest) -> dict[str, Any]:
+def coverage(manifest: Manifest) -> ManifestCoverage:
     """What the collection says about itself: when, how much, and what it left out (by reason)."""
     reasons: dict[str, int] = {}
     for s in manifest.skipped:
@@ -100,39 +138,28 @@ def warnings(manifest: Manifest) -> list[str]:
     return out
 
 
-def observation(manifest: Manifest) -> list[dict[str, Any]]:
-    """The build the collector read on the server, as an observation record of that host (none without a build)."""
+def observation(manifest: Manifest) -> list[CollectedBuild]:
+    """The build the collector read on the server, as an observation of that host (none without a build)."""
     if not manifest.build:
         return []
     exchange = manifest.raw.get("exchange") or {}
-    return [
-        {
-            "key": f"collector:{manifest.host.lower()}",
-            "target": manifest.host,
-            "name": manifest.host,
-            "fe_server": manifest.host.split(".", 1)[0],
-            "status": "exchange",
-            "build": manifest.build,
-            "build_source": BUILD_SOURCE,
-            # The registry's Msi* values give the CU level only (builds.md); ExSetup.exe's version is exact.
-            "cu_only": exchange.get("build_from") == "registry",
-            "time": manifest.collected_at.astimezone(UTC).isoformat(),
-        }
-    ]
+    # The registry's Msi* values give the CU level only (builds.md); ExSetup.exe's version is exact.
+    cu_only = isinstance(exchange, dict) and exchange.get("build_from") == "registry"
+    return [CollectedBuild(manifest.host, manifest.build, cu_only, manifest.collected_at)]
 
 
-def store_builds(store: Any, records: list[dict[str, Any]], started_at: datetime | None = None) -> int | None:
-    """Store the builds collected (``observation`` records) as one run of kind ``collect`` through the public
+def store_builds(store: Any, builds: list[CollectedBuild], started_at: datetime | None = None) -> int | None:
+    """Store the builds collected (``observation``) as one run of kind ``collect`` through the public
     Store API; its id, or None when there is none."""
-    if not records:
+    if not builds:
         return None
     scan_id = int(
         store.start_scan(
-            {"command": "hunt", "source": BUILD_SOURCE, "hosts": [r["target"] for r in records]},
+            {"command": "hunt", "source": BUILD_SOURCE, "hosts": [b.host for b in builds]},
             started_at=started_at,
             kind="collect",
         )
     )
-    store.add_observations(scan_id, records)
+    store.add_observations(scan_id, [b.to_record() for b in builds])
     store.finish_scan(scan_id)
     return scan_id

@@ -11,13 +11,12 @@ import hashlib
 import os
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from exwatch.collect.families import MANIFEST_NAME, Family, families, package_path
-from exwatch.collect.manifest import FORMAT, format_time
+from exwatch.collect.manifest import FORMAT, ListedFile, Manifest, PackageFile, format_time, parse_manifest
 
 DEFAULT_INSTALL = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
 APPHOST = "Windows/System32/inetsrv/config/applicationHost.config"
@@ -137,12 +136,12 @@ def select(
     since: datetime | None = None,
     max_bytes: int | None = None,
     exclude: Path | None = None,
-) -> tuple[list[Candidate], list[dict[str, str]], list[dict[str, Any]]]:
+) -> tuple[list[Candidate], list[dict[str, str]], list[ListedFile]]:
     """What a collection of ``root`` takes: (files in the order they are written, skipped, listing)."""
     bases = _bases(root, install, system_drive)
     taken: dict[str, Candidate] = {}
     skipped: list[dict[str, str]] = []
-    listing: list[dict[str, Any]] = []
+    listing: list[ListedFile] = []
     excluded = exclude.resolve() if exclude else None
     for fam in families():
         if fam.kind == "eventlog":
@@ -169,14 +168,8 @@ def select(
                     st = p.stat()
                     if fam.kind == "listing":
                         copied = fam.copies(p.name, st.st_size)
-                        listing.append(
-                            {
-                                "path": rel,
-                                "size": st.st_size,
-                                "mtime": format_time(datetime.fromtimestamp(st.st_mtime, UTC)),
-                                "copied": copied,
-                            }
-                        )
+                        mtime = format_time(datetime.fromtimestamp(st.st_mtime, UTC))
+                        listing.append(ListedFile(rel, st.st_size, mtime, copied))
                         if not copied:
                             taken[rel.lower()] = Candidate(rel, p, st.st_size, st.st_mtime, fam, -1)
                             continue
@@ -186,9 +179,7 @@ def select(
     files, budget_skipped = admit(chosen, since=since, max_bytes=max_bytes)
     # A listed file that could have been copied but did not fit is no longer marked copied.
     kept = {c.path for c in files}
-    for item in listing:
-        if item["copied"] and item["path"] not in kept:
-            item["copied"] = False
+    listing = [replace(i, copied=False) if i.copied and i.path not in kept else i for i in listing]
     return files, skipped + budget_skipped, listing
 
 
@@ -240,12 +231,12 @@ def collect_tree(
     since: datetime | None = None,
     max_bytes: int | None = None,
     collected_at: datetime | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Collect ``root`` into the zip ``out`` (members, then the manifest last); return the manifest."""
     files, skipped, listing = select(
         root, install=install, system_drive=system_drive, since=since, max_bytes=max_bytes, exclude=out
     )
-    entries: list[dict[str, Any]] = []
+    entries: list[PackageFile] = []
     tmp = out.with_name(out.name + ".part")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
         for c in files:
@@ -263,17 +254,15 @@ def collect_tree(
             except OSError as exc:
                 skipped.append({"path": c.path, "reason": f"unreadable: {exc.strerror or exc}"})
                 continue
-            entries.append(
-                {"path": c.path, "size": size, "sha256": digest.hexdigest(), "mtime": format_time(mtime)}
-            )
-        manifest: dict[str, Any] = {
+            entries.append(PackageFile(c.path, size, digest.hexdigest(), format_time(mtime)))
+        document = {
             "format": FORMAT,
             "host": host,
             "collected_at": format_time(collected_at or datetime.now(UTC)),
             "exchange": {"build": build, "install_path": install},
-            "files": entries,
+            "files": [e.to_dict() for e in entries],
             "skipped": skipped,
-            "listing": listing,
+            "listing": [i.to_dict() for i in listing],
             "options": {
                 "since": format_time(since) if since else None,
                 "max_bytes": max_bytes,
@@ -282,9 +271,10 @@ def collect_tree(
         }
         import json
 
-        zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=1))
+        data = json.dumps(document, indent=1)
+        zf.writestr(MANIFEST_NAME, data)
     tmp.replace(out)
-    return manifest
+    return parse_manifest(data.encode("utf-8"))
 
 
 def _dos_time(when: datetime) -> tuple[int, int, int, int, int, int]:

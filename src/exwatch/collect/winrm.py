@@ -65,7 +65,8 @@ class HostResult:
     build: str | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (an entry of ``hosts`` in ``collect winrm --format json``)."""
         return asdict(self)
 
 
@@ -82,7 +83,7 @@ class PsrpSession:
         from pypsrp.powershell import RunspacePool
         from pypsrp.wsman import WSMan
 
-        kwargs: dict[str, Any] = {
+        kwargs: dict[str, Any] = {  # keyword arguments of pypsrp.wsman.WSMan (typed per keyword)
             "auth": creds.auth,
             "ssl": creds.ssl,
             "cert_validation": creds.cert_validation,
