@@ -128,14 +128,40 @@ def host_status_counts(conn: Connection, scan_id: int) -> list[tuple[str, int]]:
     return sorted(total.items())
 
 
+def simple_folds(conn: Connection, scan_id: int, first: int, last: int) -> None:
+    """The folds of hosts that have one service in the scan: observations ``first``..``last`` (each
+    the only one of its host so far).  One service folds into its own answer (exwatch.fleet.hostfold:
+    its status, rank, port and build, no conflict, and its per-wave states when it is an Exchange
+    answer), so both tables are filled in SQL from the stored rows, with no Python per row."""
+    o, ds = t.observations, t.detail_states
+    in_range = (o.c.scan_id == scan_id, o.c.id >= first, o.c.id <= last, o.c.host_id.is_not(None))
+    conn.execute(
+        insert(t.scan_hosts).from_select(
+            ["scan_id", "host_id", "status", "rank", "port", "build", "conflict"],
+            select(o.c.scan_id, o.c.host_id, o.c.status, rank_of(o), o.c.port, o.c.build, false()).where(
+                *in_range
+            ),
+        )
+    )
+    conn.execute(
+        insert(t.observation_states).from_select(
+            ["scan_id", "wave", "host_id", "state", "cu"],
+            select(o.c.scan_id, ds.c.wave, o.c.host_id, ds.c.state, o.c.cu)
+            .select_from(o.join(ds, ds.c.detail_id == o.c.detail_id))
+            .where(*in_range, o.c.status == "exchange"),
+        )
+    )
+
+
 # -- moving the picture on ------------------------------------------------------------------------
 
 
 def _contributions(conn: Connection, touched: Any, retired_after: datetime | None) -> Counter[Any]:
-    """Counts of the current picture's (host_current, host_states) hosts among ``touched``, per wave,
-    state and source scan, leaving out hosts retired at or before ``retired_after`` (None: keep all)."""
+    """Counts of the current picture's (host_current, host_states) hosts among ``touched`` (None: all
+    of them), per wave, state and source scan, leaving out hosts retired at or before
+    ``retired_after`` (None: keep all)."""
     hc, hs, h = t.host_current, t.host_states, t.hosts
-    keep: list[Any] = [hc.c.host_id.in_(touched)]
+    keep: list[Any] = [] if touched is None else [hc.c.host_id.in_(touched)]
     if retired_after is not None:
         keep.append(or_(h.c.retired_at.is_(None), h.c.retired_at > retired_after))
     base = hc.join(h, h.c.id == hc.c.host_id)
@@ -317,16 +343,26 @@ def add_detail_states(conn: Connection, bodies: list[tuple[int, str]]) -> None:
 
 
 def _step(conn: Connection, scan_id: int, when: datetime, prev: tuple[int, datetime] | None) -> None:
-    """Move the picture from the previous pictured scan ``prev`` to ``scan_id`` (at ``when``)."""
-    o, h, sv, ps = t.observations, t.hosts, t.service_current, t.picture_summary
+    """Move the picture from the previous pictured scan ``prev`` to ``scan_id`` (at ``when``).
+
+    The counts at ``when`` are the previous counts with the touched hosts' old contributions taken
+    out and their new ones put in; when the scan saw at least half the picture's hosts, they are
+    counted afresh over the whole picture instead (one pass rather than two over most of it)."""
+    h, sv, ps, sh, hc = t.hosts, t.service_current, t.picture_summary, t.scan_hosts, t.host_current
     prev_when = prev[1] if prev else None
-    observed = select(o.c.host_id).where(o.c.scan_id == scan_id, o.c.host_id.is_not(None)).distinct()
+    # the hosts this scan observed: its folds (one per host with a stored observation)
+    observed = select(sh.c.host_id).where(sh.c.scan_id == scan_id)
     retiring = select(h.c.id).where(h.c.retired_at <= when)
     if prev_when is not None:
         retiring = retiring.where(h.c.retired_at > prev_when)
     touched = union(observed, retiring).subquery()
     touched_ids = select(touched.c[0])
-    before = _contributions(conn, touched_ids, prev_when) if prev else Counter()
+    afresh = prev is None
+    if not afresh:
+        seen = conn.execute(select(func.count()).select_from(sh).where(sh.c.scan_id == scan_id)).scalar() or 0
+        pictured = conn.execute(select(func.count()).select_from(hc)).scalar() or 0
+        afresh = 2 * int(seen) >= int(pictured)
+    before: Counter[Any] = Counter() if afresh else _contributions(conn, touched_ids, prev_when)
     # each service of this scan: its best observation replaces the service's older one
     best = _latest_services(select_scan=scan_id)
     rows = select(
@@ -348,15 +384,18 @@ def _step(conn: Connection, scan_id: int, when: datetime, prev: tuple[int, datet
     )
     conn.execute(stmt)
     _refold_hosts(conn, observed)
-    after = _contributions(conn, touched_ids, when)
     summary: Counter[Any] = Counter()
-    if prev:
+    if afresh:
+        summary.update(_contributions(conn, None, when))
+    else:
+        assert prev is not None
+        after = _contributions(conn, touched_ids, when)
         for wave, state, source, n in conn.execute(
             select(ps.c.wave, ps.c.state, ps.c.source_scan, ps.c.n).where(ps.c.scan_id == prev[0])
         ):
             summary[(wave, state, int(source))] += int(n)
-    summary.subtract(before)
-    summary.update(after)
+        summary.subtract(before)
+        summary.update(after)
     conn.execute(ps.delete().where(ps.c.scan_id == scan_id))
     values = [
         {"scan_id": scan_id, "wave": w, "state": st, "source_scan": src, "n": n}

@@ -6,13 +6,15 @@ import contextlib
 import gc
 import hashlib
 import json
+import marshal
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, literal, select, text, update
+from sqlalchemy import Connection, and_, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +28,10 @@ from exwatch.fleet.identity import HostIndex, Identity, identity_of
 from exwatch.fleet.timeutil import now, to_db
 
 BATCH = 5000
+# SQLite pages of WAL between checkpoints during a bulk write (64 MB of 4 KB pages; SQLite's default: 1000).
+BULK_CHECKPOINT_PAGES = 16384
+# Detail bodies remembered by their marshal bytes at most (then forgotten and met again).
+DETAIL_CACHE = 200_000
 PROTECTED = ("patched", "mitigated")
 OBS_COLUMNS = (
     "scan_id",
@@ -46,6 +52,18 @@ OBS_COLUMNS = (
 STATE_COLUMNS = ("scan_id", "wave", "host_id", "state", "cu")
 SCAN_HOST_COLUMNS = ("scan_id", "host_id", "status", "rank", "port", "build", "conflict")
 HOST_COLUMNS = ("address", "name", "fe_server", "cert", "first_seen")
+# Tables whose PostgreSQL planner statistics finish_scan keeps fresh.
+ANALYZED = (
+    "hosts",
+    "scan_hosts",
+    "host_current",
+    "service_current",
+    "picture_summary",
+    "observations",
+    "observation_states",
+    "host_exposure",
+    "scan_summary",
+)
 # What an observation says beyond its columns, stored once per distinct body.
 DETAIL_KEYS = ("waves", "probes", "conflicts", "notes")
 
@@ -101,6 +119,7 @@ class Store:
         self._tags: dict[tuple[int, str], str] = {}
         self._details: dict[str, int] = {}
         self._detail_bodies: dict[str, int] = {}
+        self._detail_keys: dict[bytes, int] = {}
         self._scan_hosts: dict[int, ScanFolds] = {}
         self._scan_times: dict[int, datetime] = {}
 
@@ -227,10 +246,15 @@ class Store:
         verdict (scan_hosts, observation_states) with the precedence of exwatch.scan.fold: an Exchange
         answer outranks refused, timed-out or non-Exchange ports, and Exchange answers that disagree on
         the build set ``conflict`` and give each wave its most exposed state.
+
+        A host with one service in the scan so far (the common case) is folded in SQL from its stored
+        row (its verdict is that row's own: exwatch.fleet.picture.simple_folds); hosts with several
+        are folded here (exwatch.fleet.hostfold).  On SQLite the batch is written with foreign keys
+        off and checked once for the whole batch instead of row by row.
         """
         if not records:
             return
-        with self._lock, _gc_paused(), self._begin() as conn:
+        with self._lock, _gc_paused(), self._write_connection() as conn, conn.begin():
             if self.dialect == "postgresql":
                 # Bulk load: the commit need not wait for the WAL flush (a crash can lose this batch,
                 # never corrupt the store; a resumed scan stores it again).
@@ -242,58 +266,133 @@ class Store:
             detail_ids = self._detail_ids(conn, records)
             record_time = self._record_time
             default_time = self._db_time(scan_time)
-            obs_rows: list[tuple[Any, ...]] = []
+            simple_rows: list[tuple[Any, ...]] = []
+            other_rows: list[tuple[Any, ...]] = []
             tag_rows: dict[tuple[int, str], str] = {}
             known_tags = self._tags
             touched: dict[int, HostFold] = {}
             reload: list[int] = []
+            per_host = Counter(host_ids)
+            stored = folds.stored
             for rec, host_id, detail_id in zip(records, host_ids, detail_ids, strict=True):
                 build = rec.get("build")
                 cu = cu_of(build)
                 when = rec.get("time")
-                obs_rows.append(
-                    (
-                        scan_id,
-                        host_id,
-                        str(rec.get("key") or rec.get("target") or rec.get("address") or ""),
-                        rec.get("target"),
-                        rec.get("address"),
-                        rec.get("port"),
-                        rec.get("status") or "exchange",
-                        rec.get("error"),
-                        build,
-                        cu,
-                        rec.get("build_source"),
-                        rec.get("cu_only"),
-                        record_time(when) if when else default_time,
-                        detail_id,
-                    )
+                status = rec.get("status") or "exchange"
+                row = (
+                    scan_id,
+                    host_id,
+                    str(rec.get("key") or rec.get("target") or rec.get("address") or ""),
+                    rec.get("target"),
+                    rec.get("address"),
+                    rec.get("port"),
+                    status,
+                    rec.get("error"),
+                    build,
+                    cu,
+                    rec.get("build_source"),
+                    rec.get("cu_only"),
+                    record_time(when) if when else default_time,
+                    detail_id,
                 )
                 if host_id is None:
+                    other_rows.append(row)
                     continue
                 tags = rec.get("tags")
                 if tags:
                     for key, value in tags.items():
                         if known_tags.get((host_id, key)) != value:
                             tag_rows[(host_id, str(key))] = str(value)
+                if (
+                    per_host[host_id] == 1
+                    and host_id not in stored
+                    and host_id not in folds
+                    # an empty build text ranks as "no build" here and as a build in SQL: fold it here
+                    and (build is None or build != "" or status != "exchange")
+                ):
+                    simple_rows.append(row)
+                    stored.add(host_id)  # a later batch with another service of it reloads this one
+                    continue
+                other_rows.append(row)
                 fold = touched.get(host_id)
                 if fold is None:
                     fold = folds.get(host_id)
                     if fold is None:
                         fold = HostFold()
-                        if host_id in folds.stored:
+                        if host_id in stored:
                             reload.append(host_id)
                     touched[host_id] = fold
                 fold.add(rec, cu)
             try:
                 if reload:
                     self._reload_folds(conn, scan_id, reload, touched)
-                self._bulk(conn, "observations", OBS_COLUMNS, obs_rows)
+                ids = self._insert_with_ids(conn, t.observations, OBS_COLUMNS, simple_rows + other_rows)
+                if simple_rows:
+                    picture.simple_folds(conn, scan_id, ids[0], ids[len(simple_rows) - 1])
                 self._write_folds(conn, scan_id, folds, touched)
                 if tag_rows:
                     self._write_tags(conn, tag_rows)
+                if self.dialect == "sqlite":
+                    self._check_references(conn, scan_id, ids[0], ids[-1])
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot store observations: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _write_connection(self) -> Iterator[Connection]:
+        """A connection for one bulk write; on SQLite with foreign keys off for its transaction (the
+        batch is checked once instead: _check_references), on again before it goes back to the pool."""
+        try:
+            conn = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to the store {mask_url(self.url)}: {exc}") from exc
+        try:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                # the WAL is copied back into the file every 64 MB instead of every 4 MB: one
+                # checkpoint (and fsync) per dozen batches, hot index pages written once for all
+                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
+                conn.commit()  # a PRAGMA opens no SQLite transaction; end SQLAlchemy's own
+            yield conn
+        finally:
+            try:
+                if self.dialect == "sqlite":
+                    conn.rollback()  # nothing is open after a commit; after an error, end it first
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")
+            finally:
+                conn.close()
+
+    def _check_references(self, conn: Connection, scan_id: int, first: int, last: int) -> None:
+        """What the foreign keys would check row by row, once for the batch of observations
+        ``first``..``last``: its scan, hosts and detail bodies exist (another process may have
+        deleted a scan or a host since this store cached it)."""
+        if conn.execute(select(t.scans.c.id).where(t.scans.c.id == scan_id)).first() is None:
+            raise StoreError(f"scan {scan_id} is no longer in the store; nothing of this batch was written")
+        o, h, d = t.observations, t.hosts, t.details
+        in_batch = (o.c.id >= first, o.c.id <= last)
+        dangling = conn.execute(
+            select(func.count())
+            .select_from(o)
+            .where(
+                *in_batch,
+                or_(
+                    and_(o.c.host_id.is_not(None), ~select(h.c.id).where(h.c.id == o.c.host_id).exists()),
+                    and_(
+                        o.c.detail_id.is_not(None),
+                        ~select(d.c.id).where(d.c.id == o.c.detail_id).exists(),
+                    ),
+                ),
+            )
+        ).scalar()
+        if dangling:
+            self.forget_identities()
+            self._details.clear()
+            self._detail_bodies.clear()
+            self._detail_keys.clear()
+            raise StoreError(
+                f"{dangling} observations name a host or detail no longer in the store (changed by "
+                "another process); nothing of this batch was written: retry"
+            )
 
     def _scan_folds(self, conn: Connection, scan_id: int) -> ScanFolds:
         """This process's folds of the scan's hosts; hosts stored by an earlier run are reloaded on demand."""
@@ -516,6 +615,10 @@ class Store:
         result: list[int | None] = []
         missing: dict[str, str] = {}  # digest -> body, for bodies this store has not met yet
         pending: list[tuple[int, str]] = []  # (position, body) waiting for an id
+        by_key = self._detail_keys
+        if len(by_key) > DETAIL_CACHE:
+            by_key.clear()
+        keyed: list[tuple[int, bytes]] = []  # (position, marshal key) of bodies met in this batch
         for rec in records:
             detail = {}
             for key in DETAIL_KEYS:
@@ -525,6 +628,18 @@ class Store:
             if not detail:
                 result.append(None)
                 continue
+            # A body seen before is known by its marshal bytes (a third of the cost of its JSON text;
+            # equal bytes mean equal content, equal content in another key order only misses).
+            try:
+                mkey: bytes = marshal.dumps(detail)
+            except ValueError:  # a value marshal does not know (a date, ...): by its JSON text
+                pass
+            else:
+                detail_id = by_key.get(mkey)
+                if detail_id is not None:
+                    result.append(detail_id)
+                    continue
+                keyed.append((len(result), mkey))
             body = dumps(detail)
             detail_id = by_body.get(body)
             if detail_id is None:
@@ -537,7 +652,7 @@ class Store:
                     by_body[body] = detail_id
             result.append(detail_id)
         if not pending:
-            return result
+            return self._keep_keys(result, keyed)
         known = conn.execute(
             select(t.details.c.digest, t.details.c.id).where(t.details.c.digest.in_(list(missing)))
         ).all()
@@ -553,18 +668,36 @@ class Store:
             picture.add_detail_states(conn, [(i, body) for (_, body), i in zip(items, ids, strict=True)])
         for position, body in pending:
             result[position] = by_body[body]
+        return self._keep_keys(result, keyed)
+
+    def _keep_keys(self, result: list[int | None], keyed: list[tuple[int, bytes]]) -> list[int | None]:
+        for position, mkey in keyed:
+            detail_id = result[position]
+            if detail_id is not None:
+                self._detail_keys[mkey] = detail_id
         return result
 
     def _write_tags(self, conn: Connection, rows: dict[tuple[int, str], str]) -> None:
-        """Upsert tags in one executemany (plain DB-API rows: no per-row statement building)."""
-        mark = "%s" if self.dialect == "postgresql" else "?"
-        sql = (
-            f"INSERT INTO tags (host_id, key, value) VALUES ({mark}, {mark}, {mark}) "
-            "ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value"
-        )
+        """Upsert tags: one plain executemany on SQLite; on PostgreSQL, many rows are copied into a
+        temporary table first and upserted with one statement (an executemany of upserts is a round
+        trip per row)."""
+        upsert = " ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value"
         items = [(h, k, v) for (h, k), v in rows.items()]
-        for chunk in _chunks(items):
-            conn.exec_driver_sql(sql, list(chunk))
+        if self.dialect == "postgresql" and len(items) > 100:
+            conn.exec_driver_sql(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS tags_in (host_id integer, key text, value text) "
+                "ON COMMIT DELETE ROWS"
+            )
+            self._bulk(conn, "tags_in", ("host_id", "key", "value"), items)
+            conn.exec_driver_sql(
+                "INSERT INTO tags (host_id, key, value) SELECT host_id, key, value FROM tags_in" + upsert
+            )
+            conn.exec_driver_sql("TRUNCATE tags_in")
+        else:
+            mark = "%s" if self.dialect == "postgresql" else "?"
+            sql = f"INSERT INTO tags (host_id, key, value) VALUES ({mark}, {mark}, {mark})" + upsert
+            for chunk in _chunks(items):
+                conn.exec_driver_sql(sql, list(chunk))
         self._tags.update(rows)
 
     def finish_scan(self, scan_id: int, *, finished_at: datetime | None = None) -> None:
@@ -604,17 +737,19 @@ class Store:
         try:
             if self.dialect == "postgresql":
                 with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    for table in (
-                        "hosts",
-                        "scan_hosts",
-                        "host_current",
-                        "service_current",
-                        "picture_summary",
-                        "observations",
-                        "observation_states",
-                        "host_exposure",
-                        "scan_summary",
-                    ):
+                    # only tables whose statistics are missing or that changed by a fifth since
+                    # (a full ANALYZE after every snapshot costs seconds at 400,000 hosts)
+                    stale = (
+                        conn.exec_driver_sql(
+                            "SELECT c.relname FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
+                            "WHERE s.schemaname = current_schema() AND c.relname = ANY(%(names)s) AND (s.last_analyze IS NULL AND "
+                            "s.last_autoanalyze IS NULL OR s.n_mod_since_analyze > 0.2 * GREATEST(c.reltuples, 1000))",
+                            {"names": list(ANALYZED)},
+                        )
+                        .scalars()
+                        .all()
+                    )
+                    for table in stale:
                         conn.exec_driver_sql(f"ANALYZE {table}")
             else:
                 with self.engine.connect() as conn:
