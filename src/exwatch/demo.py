@@ -25,6 +25,7 @@ from exwatch.errors import InputError
 
 if TYPE_CHECKING:
     from exwatch.lab import ServerSpec
+    from exwatch.report import Report
 
 # The protected share of Internet-facing Exchange servers for ProxyLogon, 1 - V/U with U = 400,000
 # (RiskIQ's universe), as collected in the reference exposure_timeline.csv:
@@ -113,7 +114,7 @@ class DemoResult:
     """Where the demo put its outputs, and the report it printed."""
 
     db_url: str
-    report: dict[str, Any]
+    report: Report
     html: Path
     json: Path
     stix: Path
@@ -194,7 +195,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     echo(f"JSON report: {json_path.resolve()}   STIX findings: {stix_path.resolve()}")
     echo(f"store: {mask_url(db_url)}   manifests (ground truth per day): {(out / 'manifests').resolve()}")
     echo(f"demo finished in {seconds:.0f} s")
-    return DemoResult(db_url, report.to_dict(), html_path, json_path, stix_path, manifests, hunted, seconds)
+    return DemoResult(db_url, report, html_path, json_path, stix_path, manifests, hunted, seconds)
 
 
 def _check(options: DemoOptions) -> list[date]:

@@ -38,7 +38,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoResult
 
 def test_counts_equal_manifest_truth_host_for_host(demo_run: tuple[Path, DemoResult, list[str]]) -> None:
     out, result, _ = demo_run
-    report = result.report
+    report = result.report.to_dict()  # the JSON report, as report.json holds it
     manifests = sorted((out / "manifests").glob("*.json"))
     assert [m.stem for m in manifests] == [d.isoformat() for d in DAYS]
     db = sqlite3.connect(result.db_url.removeprefix("sqlite:///"))
@@ -70,7 +70,7 @@ def test_counts_equal_manifest_truth_host_for_host(demo_run: tuple[Path, DemoRes
 
 def test_hunts_and_outputs(demo_run: tuple[Path, DemoResult, list[str]]) -> None:
     out, result, lines = demo_run
-    report = result.report
+    report = result.report.to_dict()  # the JSON report, as report.json holds it
     hunted = result.hunted
     flagged = {row["address"] for row in report["compromised_before_protected"]}
     manifest = json.loads(sorted((out / "manifests").glob("*.json"))[-1].read_text())

@@ -13,12 +13,11 @@ from exwatch.importers import ImportResult, import_file
 
 
 def _render(result: ImportResult) -> None:
-    d = result.to_dict()
     out = sys.stdout
-    rate = f", {d['lines_per_second']:,.0f} lines/s" if d["lines_per_second"] else ""
+    rate = f", {result.lines_per_second:,.0f} lines/s" if result.lines_per_second else ""
     out.write(
         f"{result.source} export {result.path}: {result.lines:,} item(s) read in {result.seconds:.1f} s{rate}; "
-        f"{result.observations:,} observation(s), {d['malformed']:,} malformed, {result.skipped:,} without HTTP\n"
+        f"{result.observations:,} observation(s), {result.malformed.total():,} malformed, {result.skipped:,} without HTTP\n"
     )
     for day, scan_id in sorted(result.scans.items()):
         out.write(f"  {day}: scan {scan_id}\n")

@@ -84,7 +84,12 @@ class ImportResult:
             return 1
         return 3 if self.malformed.total() else 0
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def lines_per_second(self) -> float | None:
+        return round(self.lines / self.seconds, 1) if self.seconds else None
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (``exwatch import --format json``)."""
         return {
             "source": self.source,
             "file": self.path,
@@ -99,7 +104,7 @@ class ImportResult:
             "statuses": dict(self.statuses),
             "waves": {w: dict(c) for w, c in sorted(self.waves.items())},
             "seconds": round(self.seconds, 3),
-            "lines_per_second": round(self.lines / self.seconds, 1) if self.seconds else None,
+            "lines_per_second": self.lines_per_second,
         }
 
 
