@@ -1,5 +1,7 @@
 """Where the store's ingest time goes: ``python -m benchmarks.store.profile [--hosts 50000] [--days 5]``.
 
+``--label NAME`` keeps the summary in profiles.json, which RESULTS.md shows.
+
 Ingests the benchmark's records (benchmarks.store.run) into a fresh store under cProfile and prints:
 
 - the wall time of add_observations and of finish_scan, per snapshot and in total;
@@ -16,18 +18,23 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
+import os
 import pstats
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 
 from benchmarks.store.run import BATCH, DAY0, fresh_database, make_plan, records
 from exwatch.fleet import open_store
+
+HERE = Path(__file__).resolve().parent
 
 
 def profile(url: str, hosts: int, days: int, top: int) -> str:
@@ -104,16 +111,41 @@ def _profile(url: str, hosts: int, days: int, top: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def save(label: str, text: str, where: Path) -> None:
+    """Keep a profile's summary in profiles.json (benchmarks/store/run.py puts it in RESULTS.md)."""
+    profiles: dict[str, Any] = json.loads(where.read_text()) if where.exists() else {}
+    lines = text.splitlines()
+    keep = [line for line in lines[1:] if line.startswith("- snapshot")]
+    sql = [line for line in lines if line.startswith("| ")][:10]
+    tottime = text[text.find("by tottime") :].splitlines()[2:16] if "by tottime" in text else []
+    profiles[label] = {
+        "summary": f"{lines[0]} (measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
+        f"load average {os.getloadavg()[0]:.2f})",
+        "lines": [*keep, "", "SQL statements by time:", "", *sql, "", "Functions by own time:", "", *tottime],
+    }
+    where.write_text(json.dumps(profiles, indent=1) + "\n", encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=50_000)
     parser.add_argument("--days", type=int, default=5)
     parser.add_argument("--db", default=None, help="store URL (default: a fresh SQLite file)")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--label", help="keep the summary under this name in profiles.json (for RESULTS.md)")
+    parser.add_argument(
+        "--from-file", type=Path, help="with --label: keep this earlier output instead of profiling"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="exwatch-profile-") as tmp:
-        url = args.db or f"sqlite:///{tmp}/profile.db"
-        sys.stdout.write(profile(url, args.hosts, args.days, args.top))
+    if args.from_file:
+        text = args.from_file.read_text(encoding="utf-8")
+    else:
+        with tempfile.TemporaryDirectory(prefix="exwatch-profile-") as tmp:
+            url = args.db or f"sqlite:///{tmp}/profile.db"
+            text = profile(url, args.hosts, args.days, args.top)
+    sys.stdout.write(text)
+    if args.label:
+        save(args.label, text, HERE / "profiles.json")
     return 0
 
 

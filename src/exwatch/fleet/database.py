@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -165,26 +168,105 @@ def damaged(engine_or_url: Engine | str | None, exc: BaseException) -> StoreErro
     return StoreError(f"the store{where} cannot be read ({message}): {DAMAGED_HINT}")
 
 
-def check_store(engine: Engine, *, thorough: bool = True) -> None:
+# How long the SQLite integrity check may run before a scan or `serve` (seconds); EXWATCH_STORE_CHECK
+# sets it: a number of seconds, "full" (no bound) or "off" (one row of every table and index only).
+CHECK_BUDGET = 0.5
+CHECK_ENV = "EXWATCH_STORE_CHECK"
+
+
+def check_budget() -> float | None:
+    """The time bound of the integrity check: seconds, None for a full check, 0 for none."""
+    value = os.environ.get(CHECK_ENV, "").strip().lower()
+    if not value:
+        return CHECK_BUDGET
+    if value == "full":
+        return None
+    if value == "off":
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError as exc:
+        raise ConfigError(f"{CHECK_ENV} must be a number of seconds, 'full' or 'off', not {value!r}") from exc
+    return max(0.0, seconds)
+
+
+def check_store(engine: Engine, *, thorough: bool = True, budget: float | None | str = "env") -> None:
     """Raise a StoreError when the store is damaged.
 
-    ``thorough``: on SQLite, ``PRAGMA quick_check`` (reads every page of the file); otherwise, and
-    on PostgreSQL, one row of every exwatch table.
+    Always: one row of every exwatch table, and on SQLite the first entry of every index (a damaged
+    index root fails here).  ``thorough`` on SQLite adds ``PRAGMA quick_check`` (every page of the
+    file) bounded in time: it stops after ``budget`` seconds (default: EXWATCH_STORE_CHECK, else
+    CHECK_BUDGET; None: no bound) and what it read by then was sound.  A store that fits is checked
+    whole; a store of gigabytes is checked from its first pages (quick_check reads about 1 GB/s
+    here, see benchmarks/store/RESULTS.md), and a damaged page met later by a write fails that write
+    cleanly (SQLite refuses it; nothing is written).
     """
     from exwatch.fleet.schema import metadata
 
+    seconds = check_budget() if budget == "env" else budget
+    assert seconds is None or isinstance(seconds, float | int)
     try:
         with engine.connect() as conn:
-            if thorough and conn.dialect.name == "sqlite":
-                rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
-                if rows != ["ok"]:
+            if thorough and conn.dialect.name == "sqlite" and seconds != 0:
+                rows = _quick_check(conn, seconds)
+                if rows != ["ok"] and rows is not None:
                     raise StoreError(
                         f"the store {mask_url(str(engine.url))} failed SQLite's quick_check "
                         f"({'; '.join(rows)[:300]}): {DAMAGED_HINT}"
                     )
             for table in metadata.sorted_tables:
                 conn.execute(select(text("1")).select_from(table).limit(1)).all()
+            if conn.dialect.name == "sqlite":
+                _first_index_entries(conn)
     except DatabaseError as exc:
         raise damaged(engine, exc) from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read the store {mask_url(str(engine.url))}: {exc}") from exc
+
+
+def _quick_check(conn: Connection, seconds: float | None) -> list[str] | None:
+    """SQLite's quick_check, stopped after ``seconds`` (None: to its end); None when it was stopped.
+
+    The stop is sqlite3_interrupt from a timer thread: SQLite walks each b-tree in one step that a
+    progress handler cannot break into, but it does notice an interrupt."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    timer = None
+    guard = threading.Lock()
+    done = False
+
+    def stop() -> None:
+        with guard:  # never after the check has ended (the interrupt would hit the next query)
+            if not done:
+                raw.interrupt()
+
+    if seconds is not None:
+        timer = threading.Timer(seconds, stop)
+        timer.daemon = True
+        timer.start()
+    try:
+        return [str(r[0]) for r in raw.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.OperationalError as exc:
+        if timer is not None and "interrupt" in str(exc).lower():
+            return None
+        raise
+    finally:
+        with guard:
+            done = True
+        if timer is not None:
+            timer.cancel()
+
+
+def _first_index_entries(conn: Connection) -> None:
+    """Read the first entry of every index of the store (through the index alone)."""
+    rows = conn.exec_driver_sql(
+        "SELECT m.name, m.tbl_name, i.name FROM sqlite_master m, pragma_index_info(m.name) i "
+        "WHERE m.type = 'index' AND i.seqno = 0"
+    ).all()
+    for index, table, column in rows:
+        if column is None:
+            continue
+        conn.exec_driver_sql(
+            f'SELECT "{column}" FROM "{table}" INDEXED BY "{index}" WHERE "{column}" IS NOT NULL '
+            f'ORDER BY "{column}" LIMIT 1'
+        ).all()

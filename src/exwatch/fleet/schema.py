@@ -48,12 +48,15 @@ scans = Table(
 )
 
 # What one scan saw of one host.  Per-wave states are in observation_states for GROUP BY.
+# observations, observation_states and scan_hosts carry no foreign keys (migration 0007): they are
+# written in bulk by the store alone, which checks a batch's scan, hosts and details once
+# (Store._check_references) instead of one trigger or lookup per row, and deletes them explicitly.
 observations = Table(
     "observations",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("scan_id", Integer, ForeignKey("scans.id", ondelete="CASCADE"), nullable=False),
-    Column("host_id", Integer, ForeignKey("hosts.id")),
+    Column("scan_id", Integer, nullable=False),
+    Column("host_id", Integer),
     Column("key", String(512), nullable=False),
     Column("target", String(512)),
     Column("address", String(255)),
@@ -65,7 +68,7 @@ observations = Table(
     Column("build_source", String(64)),
     Column("cu_only", Boolean),
     Column("time", DateTime),
-    Column("detail_id", Integer, ForeignKey("details.id")),
+    Column("detail_id", Integer),
     Index("ix_observations_scan_key", "scan_id", "key"),
     Index("ix_observations_host_scan", "host_id", "scan_id"),
 )
@@ -83,9 +86,9 @@ details = Table(
 observation_states = Table(
     "observation_states",
     metadata,
-    Column("scan_id", Integer, ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True),
+    Column("scan_id", Integer, primary_key=True),
     Column("wave", String(32), primary_key=True),
-    Column("host_id", Integer, ForeignKey("hosts.id"), primary_key=True),
+    Column("host_id", Integer, primary_key=True),
     Column("state", String(16), nullable=False),
     Column("cu", String(64)),
     sqlite_with_rowid=False,
@@ -157,8 +160,8 @@ host_exposure = Table(
 scan_hosts = Table(
     "scan_hosts",
     metadata,
-    Column("scan_id", Integer, ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True),
-    Column("host_id", Integer, ForeignKey("hosts.id"), primary_key=True),
+    Column("scan_id", Integer, primary_key=True),
+    Column("host_id", Integer, primary_key=True),
     Column("status", String(32), nullable=False),
     Column("rank", Integer, nullable=False),
     Column("port", Integer),

@@ -249,8 +249,9 @@ class Store:
 
         A host with one service in the scan so far (the common case) is folded in SQL from its stored
         row (its verdict is that row's own: exwatch.fleet.picture.simple_folds); hosts with several
-        are folded here (exwatch.fleet.hostfold).  On SQLite the batch is written with foreign keys
-        off and checked once for the whole batch instead of row by row.
+        are folded here (exwatch.fleet.hostfold).  The batch's references (scan, hosts, detail bodies)
+        are checked once for the whole batch (the bulk tables have no foreign keys; on SQLite the
+        other tables' keys are off during the batch).
         """
         if not records:
             return
@@ -332,8 +333,7 @@ class Store:
                 self._write_folds(conn, scan_id, folds, touched)
                 if tag_rows:
                     self._write_tags(conn, tag_rows)
-                if self.dialect == "sqlite":
-                    self._check_references(conn, scan_id, ids[0], ids[-1])
+                self._check_references(conn, scan_id, ids[0], ids[-1])
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot store observations: {exc}") from exc
 
@@ -701,9 +701,11 @@ class Store:
         self._tags.update(rows)
 
     def finish_scan(self, scan_id: int, *, finished_at: datetime | None = None) -> None:
-        """Close a snapshot: record its end and fill its summary counts (one GROUP BY each)."""
+        """Close a snapshot: record its end and fill its summary counts (one GROUP BY each), then move
+        the exposure windows and the fleet picture on.  Every row it writes is derived from rows of
+        the store (foreign keys off on SQLite, as for add_observations; it deletes no parent row)."""
         s = t.observation_states
-        with self._begin() as conn:
+        with self._lock, self._write_connection() as conn, conn.begin():
             self._scan_time(conn, scan_id)
             conn.execute(
                 update(t.scans).where(t.scans.c.id == scan_id).values(finished_at=to_db(finished_at) or now())
