@@ -755,6 +755,9 @@ class Store:
                         conn.exec_driver_sql(f"ANALYZE {table}")
             else:
                 with self.engine.connect() as conn:
+                    # sampled statistics (about 1,000 rows per index): a full ANALYZE of a table of
+                    # millions of states would stall the scan for seconds
+                    conn.exec_driver_sql("PRAGMA analysis_limit=1000")
                     conn.exec_driver_sql("PRAGMA optimize")
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot refresh the store's statistics: {exc}") from exc
