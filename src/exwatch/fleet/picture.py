@@ -162,9 +162,12 @@ def _contributions(conn: Connection, touched: Any, retired_after: datetime | Non
     ``retired_after`` (None: keep all)."""
     hc, hs, h = t.host_current, t.host_states, t.hosts
     keep: list[Any] = [] if touched is None else [hc.c.host_id.in_(touched)]
-    if retired_after is not None:
+    base: Any = hc
+    # the hosts table only for the retired filter, and only when a host is retired at all (a join of
+    # every state row with its host costs a second per 400,000 hosts)
+    if retired_after is not None and _any_retired(conn):
         keep.append(or_(h.c.retired_at.is_(None), h.c.retired_at > retired_after))
-    base = hc.join(h, h.c.id == hc.c.host_id)
+        base = hc.join(h, h.c.id == hc.c.host_id)
     out: Counter[Any] = Counter()
     rows: list[Any] = list(
         conn.execute(
@@ -183,6 +186,11 @@ def _contributions(conn: Connection, touched: Any, retired_after: datetime | Non
     for wave, state, source, n in rows:
         out[(wave, state, int(source))] += int(n)
     return out
+
+
+def _any_retired(conn: Connection) -> bool:
+    h = t.hosts
+    return conn.execute(select(h.c.id).where(h.c.retired_at.is_not(None)).limit(1)).first() is not None
 
 
 class DetailStates:
@@ -238,8 +246,13 @@ def _refold_hosts(conn: Connection, hosts: Any) -> None:
     A host with one service (the common case) is copied in SQL; hosts with several are folded here.
     """
     sv, hc, hs, ds = t.service_current, t.host_current, t.host_states, t.detail_states
-    conn.execute(hc.delete().where(hc.c.host_id.in_(hosts)))
-    conn.execute(hs.delete().where(hs.c.host_id.in_(hosts)))
+    for table in (hc, hs):
+        if conn.dialect.name == "sqlite" and _covers(conn, table, hosts):
+            # every row goes: SQLite drops the table's pages at once instead of row by row (a scan of
+            # the whole fleet); PostgreSQL deletes row by row either way (TRUNCATE would lock readers out)
+            conn.execute(table.delete())
+        else:
+            conn.execute(table.delete().where(table.c.host_id.in_(hosts)))
     counts = (
         select(sv.c.host_id, func.count().label("n"))
         .where(sv.c.host_id.in_(hosts))
@@ -299,6 +312,12 @@ def _refold_hosts(conn: Connection, hosts: Any) -> None:
         states += [(host_id, w, st) for w, st in fold.states().items()]
     bulk(conn, "host_current", HC_COLUMNS, current)
     bulk(conn, "host_states", ("host_id", "wave", "state"), states)
+
+
+def _covers(conn: Connection, table: Any, hosts: Any) -> bool:
+    """Whether every row of ``table`` (host_current or host_states) is of one of ``hosts``."""
+    outside = select(table.c.host_id).where(table.c.host_id.not_in(hosts)).limit(1)
+    return conn.execute(outside).first() is None
 
 
 HC_COLUMNS = ("host_id", "scan_id", "status", "rank", "port", "seen_at", "build", "cu", "conflict")
