@@ -101,6 +101,9 @@ class ScanFolds(dict[int, HostFold]):
         super().__init__()
         self.stored = stored
         self.written: dict[int, tuple[Any, ...]] = {}
+        # hosts folded in SQL from their one service (status, port, build, cu_only, time, detail_id):
+        # a later service of the host is folded with this one in Python, as the record first came
+        self.simple: dict[int, tuple[Any, ...]] = {}
 
 
 class Store:
@@ -120,6 +123,7 @@ class Store:
         self._details: dict[str, int] = {}
         self._detail_bodies: dict[str, int] = {}
         self._detail_keys: dict[bytes, int] = {}
+        self._detail_states = picture.DetailStates()
         self._scan_hosts: dict[int, ScanFolds] = {}
         self._scan_times: dict[int, datetime] = {}
 
@@ -255,6 +259,21 @@ class Store:
         """
         if not records:
             return
+        try:
+            self._add_observations(scan_id, records)
+        except BaseException:
+            # ids of detail bodies (and folds) written in the rolled-back transaction may be reused
+            self._forget_details()
+            self._scan_hosts.pop(scan_id, None)
+            raise
+
+    def _forget_details(self) -> None:
+        self._details.clear()
+        self._detail_bodies.clear()
+        self._detail_keys.clear()
+        self._detail_states = picture.DetailStates()
+
+    def _add_observations(self, scan_id: int, records: list[dict[str, Any]]) -> None:
         with self._lock, _gc_paused(), self._write_connection() as conn, conn.begin():
             if self.dialect == "postgresql":
                 # Bulk load: the commit need not wait for the WAL flush (a crash can lose this batch,
@@ -275,6 +294,7 @@ class Store:
             reload: list[int] = []
             per_host = Counter(host_ids)
             stored = folds.stored
+            simple = folds.simple
             for rec, host_id, detail_id in zip(records, host_ids, detail_ids, strict=True):
                 build = rec.get("build")
                 cu = cu_of(build)
@@ -306,13 +326,14 @@ class Store:
                             tag_rows[(host_id, str(key))] = str(value)
                 if (
                     per_host[host_id] == 1
+                    and host_id not in simple
                     and host_id not in stored
                     and host_id not in folds
                     # an empty build text ranks as "no build" here and as a build in SQL: fold it here
                     and (build is None or build != "" or status != "exchange")
                 ):
                     simple_rows.append(row)
-                    stored.add(host_id)  # a later batch with another service of it reloads this one
+                    simple[host_id] = (status, rec.get("port"), build, rec.get("cu_only"), when, detail_id)
                     continue
                 other_rows.append(row)
                 fold = touched.get(host_id)
@@ -320,7 +341,12 @@ class Store:
                     fold = folds.get(host_id)
                     if fold is None:
                         fold = HostFold()
-                        if host_id in stored:
+                        earlier = simple.pop(host_id, None)
+                        if earlier is not None:
+                            # its one-service fold is stored: fold that service again, then this one
+                            stored.add(host_id)
+                            self._add_earlier(conn, fold, earlier)
+                        elif host_id in stored:
                             reload.append(host_id)
                     touched[host_id] = fold
                 fold.add(rec, cu)
@@ -336,6 +362,23 @@ class Store:
                 self._check_references(conn, scan_id, ids[0], ids[-1])
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot store observations: {exc}") from exc
+
+    def _add_earlier(self, conn: Connection, fold: HostFold, earlier: tuple[Any, ...]) -> None:
+        """Fold a service stored earlier in this scan as its record came (its states from its detail)."""
+        status, port, build, cu_only, when, detail_id = earlier
+        waves: dict[str, Any] = {}
+        if detail_id is not None:
+            self._detail_states.load(conn, {int(detail_id)})
+            waves = self._detail_states.waves(detail_id)
+        rec = {
+            "status": status,
+            "port": port,
+            "build": build,
+            "cu_only": cu_only,
+            "time": when,
+            "waves": waves,
+        }
+        fold.add(rec, cu_of(build))
 
     @contextlib.contextmanager
     def _write_connection(self) -> Iterator[Connection]:
@@ -386,9 +429,6 @@ class Store:
         ).scalar()
         if dangling:
             self.forget_identities()
-            self._details.clear()
-            self._detail_bodies.clear()
-            self._detail_keys.clear()
             raise StoreError(
                 f"{dangling} observations name a host or detail no longer in the store (changed by "
                 "another process); nothing of this batch was written: retry"
