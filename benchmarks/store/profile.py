@@ -111,16 +111,19 @@ def _profile(url: str, hosts: int, days: int, top: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def save(label: str, text: str, where: Path) -> None:
+def save(label: str, text: str, where: Path, measured: str | None = None) -> None:
     """Keep a profile's summary in profiles.json (benchmarks/store/run.py puts it in RESULTS.md)."""
     profiles: dict[str, Any] = json.loads(where.read_text()) if where.exists() else {}
     lines = text.splitlines()
     keep = [line for line in lines[1:] if line.startswith("- snapshot")]
-    sql = [line for line in lines if line.startswith("| ")][:10]
+    sql = [line for line in lines if line.startswith("|")][:12]  # header, rule and the first ten
     tottime = text[text.find("by tottime") :].splitlines()[2:16] if "by tottime" in text else []
+    when = (
+        measured
+        or f"measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, load average {os.getloadavg()[0]:.2f}"
+    )
     profiles[label] = {
-        "summary": f"{lines[0]} (measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
-        f"load average {os.getloadavg()[0]:.2f})",
+        "summary": f"{lines[0]} ({when})",
         "lines": [*keep, "", "SQL statements by time:", "", *sql, "", "Functions by own time:", "", *tottime],
     }
     where.write_text(json.dumps(profiles, indent=1) + "\n", encoding="utf-8")
@@ -136,6 +139,7 @@ def main() -> int:
     parser.add_argument(
         "--from-file", type=Path, help="with --label: keep this earlier output instead of profiling"
     )
+    parser.add_argument("--measured", help="with --from-file: when and under what load it was measured")
     args = parser.parse_args()
     if args.from_file:
         text = args.from_file.read_text(encoding="utf-8")
@@ -145,7 +149,7 @@ def main() -> int:
             text = profile(url, args.hosts, args.days, args.top)
     sys.stdout.write(text)
     if args.label:
-        save(args.label, text, HERE / "profiles.json")
+        save(args.label, text, HERE / "profiles.json", args.measured)
     return 0
 
 

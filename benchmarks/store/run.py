@@ -333,16 +333,14 @@ def render(runs: list[dict[str, Any]], profiles_file: Path) -> str:
         "history is `host_history` of 20 random hosts a run, median and max over every host timed.",
         "",
         "| backend | hosts x snapshots | observations | ingest obs/s (goal 50,000) | after the first snapshot "
-        "| load during ingest (mean / max) | headline report s, median (min-max) (goal 2) "
+        "| load during ingest (mean / max) | report (build_report) s, median (min-max) (goal 2) "
         "| host history ms median / max (goal 50) | measured |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    earlier = [r for r in runs if "ingest_load" not in r]
+    runs = [r for r in runs if "ingest_load" in r]
     for r in runs:
-        load = (
-            f"{r['ingest_load']:.1f} / {r['ingest_load_max']:.1f}"
-            if "ingest_load" in r
-            else f"{r['load_average']:.1f} (end)"
-        )
+        load = f"{r['ingest_load']:.1f} / {r['ingest_load_max']:.1f}"
         spread = (
             f" ({r['report_min_s']:.2f}-{r['report_max_s']:.2f}, {r['read_runs']} runs)"
             if "report_min_s" in r
@@ -353,6 +351,31 @@ def render(runs: list[dict[str, Any]], profiles_file: Path) -> str:
             f"| {_rate(r.get('steady_obs_per_s'))} | {load} | {r['report_s']:.2f}{spread} "
             f"| {r['history_ms']:.1f} / {r['history_max_ms']:.1f} | {r['measured']} |"
         )
+    if earlier:
+        lines += [
+            "",
+            "Earlier runs (older code, before this method: reads timed once each, not alternated):",
+            "",
+            "| backend | hosts x snapshots | ingest obs/s | headline report s | host history ms median / max "
+            "| measured | load at the end |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in earlier:
+            lines.append(
+                f"| {r['backend']} | {r['hosts']:,} x {r['days']} | {r['obs_per_s']:,.0f} | {r['report_s']:.2f} "
+                f"| {r['history_ms']:.1f} / {r['history_max_ms']:.1f} | {r['measured']} | {r['load_average']:.1f} |"
+            )
+    compared = profiles_file.with_name("compare.md")
+    if compared.exists():
+        lines += [
+            "",
+            "## Before and after, side by side (`python -m benchmarks.store.compare`)",
+            "",
+            "The machine's speed moves by half within an hour (shared cores), so figures of different hours",
+            "do not compare; this runs two revisions alternately, after benchmarks/method.",
+            "",
+            compared.read_text(encoding="utf-8").strip(),
+        ]
     health = [r for r in runs if r.get("health")]
     if health:
         lines += [
@@ -377,6 +400,9 @@ def render(runs: list[dict[str, Any]], profiles_file: Path) -> str:
         lines += ["", "## Where the ingest time goes (cProfile, `python -m benchmarks.store.profile`)", ""]
         for label, p in profiles.items():
             lines += [f"### {label}", "", p["summary"], "", *p["lines"], ""]
+    floor = profiles_file.with_name("FLOOR.md")
+    if floor.exists():
+        lines += ["", floor.read_text(encoding="utf-8").strip()]
     last = runs[-1] if runs else None
     if last:
         lines += [
@@ -401,7 +427,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each read (at least 3)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
+    parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from the kept results")
     args = parser.parse_args()
+    if args.render:
+        runs = json.loads(args.out.with_name("results.json").read_text())
+        args.out.write_text(render(runs, args.out.with_name("profiles.json")), encoding="utf-8")
+        return 0
     if args.runs < 3:
         parser.error("--runs must be at least 3 (a median)")
     tmp = tempfile.mkdtemp(prefix="exwatch-bench-")
