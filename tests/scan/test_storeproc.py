@@ -26,7 +26,9 @@ def _not_exchange(req: FakeRequest) -> ProbeResponse:
 
 
 def _run(url: str, transport: FakeTransport, targets: list[str] = TARGETS, **kw: object) -> ScanRun:
-    run = ScanRun(targets, ScanOptions(ports=parse_ports("443/https"), batch_size=7), url, **kw)  # type: ignore[arg-type]
+    run = ScanRun(
+        targets, ScanOptions(ports=parse_ports("443/https"), batch_size=7), url, store_process=True, **kw
+    )  # type: ignore[arg-type]
     FakeClock().run(scan_async(run, transport))
     return run
 
