@@ -88,7 +88,7 @@ def check(doc: dict[str, Any], specs: list[ServerSpec], retired: set[str]) -> No
     }
 
 
-def ordinary_use(db: str, fleet: Any, specs: list[ServerSpec], prefix: str) -> None:
+def assert_ordinary_use(db: str, fleet: Any, specs: list[ServerSpec], prefix: str) -> None:
     runner = CliRunner()
     rng = f"{prefix}.0/27"
     exchange = [s for s in specs if s.is_exchange]
@@ -152,7 +152,7 @@ def lab_sqlite() -> Iterator[tuple[Any, list[ServerSpec]]]:
 @pytest.mark.integration
 def test_ordinary_use_sqlite(lab_sqlite: tuple[Any, list[ServerSpec]], tmp_path: Path) -> None:
     fleet, specs = lab_sqlite
-    ordinary_use(f"sqlite:///{tmp_path / 'fleet.db'}", fleet, specs, "127.71.0")
+    assert_ordinary_use(f"sqlite:///{tmp_path / 'fleet.db'}", fleet, specs, "127.71.0")
 
 
 @pytest.fixture
@@ -167,4 +167,4 @@ def test_ordinary_use_postgres(lab_pg: tuple[Any, list[ServerSpec]], pg_url: str
 
     fleet, specs = lab_pg
     for url in fresh_pg_url(pg_url):
-        ordinary_use(url, fleet, specs, "127.72.0")
+        assert_ordinary_use(url, fleet, specs, "127.72.0")
