@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 # SQLite settings for one writer and many readers: WAL lets reports read while a scan writes;
 # NORMAL sync is safe with WAL (a power cut loses at most the last transactions, never corrupts).
+# journal_mode=WAL is set apart (_sqlite_wal): on a new file it takes a lock that SQLite does not wait for.
 SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=30000",
@@ -106,9 +107,42 @@ def store_missing(url: str) -> str | None:
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    for pragma in SQLITE_PRAGMAS:
-        cursor.execute(pragma)
-    cursor.close()
+    try:
+        _sqlite_wal(cursor)
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+# How long a connection keeps asking for WAL mode while other processes hold the new file (seconds).
+WAL_WAIT = 30.0
+
+
+def _sqlite_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (it stays so in the file; a store already in WAL is left alone).
+
+    Turning a new file to WAL needs an exclusive lock, and SQLite answers "database is locked" at
+    once, without the busy timeout, when another process holds the file at that instant (seen when
+    four processes create one store together: tests/abuse/test_store_hostile.py). So: ask, and on
+    "locked" ask again after a short sleep, for at most WAL_WAIT seconds.
+    """
+    deadline = time.monotonic() + WAL_WAIT
+    pause = 0.005
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()
+            if mode is not None and str(mode[0]).lower() in ("wal", "memory"):
+                return
+            cursor.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 # Any constant: the PostgreSQL advisory lock that serialises exwatch migrations on one database.
