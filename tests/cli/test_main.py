@@ -62,3 +62,42 @@ def test_every_command_has_help_and_is_in_readme() -> None:
         result = CliRunner().invoke(cli, [*parts, "--help"])
         assert result.exit_code == 0, (full, result.output)
         assert len(result.output.strip().splitlines()) > 2, full
+
+
+def _refused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again: a refused port
+
+
+def test_quiet_and_verbose_work_after_the_sub_command(tmp_path: Path) -> None:
+    """`exwatch scan X -v` / `-q` act as `exwatch -v scan X` / `-q` (not a usage error)."""
+    port = _refused_port()
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    scan = ["scan", f"127.0.0.1:{port}", "--ports", str(port), "--db", db, "--timeout", "1"]
+    after_v = CliRunner().invoke(cli, [*scan, "-vv"])
+    before_v = CliRunner().invoke(cli, ["-vv", *scan])
+    assert after_v.exit_code == before_v.exit_code == 3, after_v.output
+    # -vv prints the scan's start and its progress line on stderr, wherever the flag stands.
+    assert "service(s) to try" in after_v.stderr and "service(s) to try" in before_v.stderr
+    after_q = CliRunner().invoke(cli, [*scan, "-q", "-v"])  # quiet wins over a later -v
+    assert after_q.exit_code == 3, after_q.output
+    assert after_q.stderr == ""
+    # A group's sub-command takes them too; its errors still reach stderr.
+    listed = CliRunner().invoke(cli, ["hosts", "list", "-q", "--db", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert listed.exit_code == 2 and "no store at" in listed.stderr
+
+
+def test_every_command_takes_quiet_and_verbose() -> None:
+    ctx = click.Context(cli)
+    for name in _all_commands(cli, ctx, "exwatch"):
+        command: click.Command = cli
+        for part in name.split()[1:]:
+            assert isinstance(command, click.Group)
+            found = command.get_command(ctx, part)
+            assert found is not None
+            command = found
+        opts = {opt for param in command.params for opt in param.opts}
+        assert {"-q", "-v"} <= opts, f"{name} lacks -q or -v"

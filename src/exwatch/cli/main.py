@@ -55,8 +55,54 @@ class LazyGroup(click.Group):
                 raise
             command = getattr(module, attr)
             assert isinstance(command, click.Command)
+            with_global_options(command)
             return command
         return super().get_command(ctx, cmd_name)
+
+
+def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["verbosity"] = -1
+
+
+def _add_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        obj = ctx.find_root().ensure_object(dict)
+        if obj.get("verbosity", 0) >= 0:
+            obj["verbosity"] = obj.get("verbosity", 0) + value
+
+
+def with_global_options(command: click.Command) -> click.Command:
+    """Give ``command`` and its sub-commands the root's ``-q`` and ``-v`` (where they do not use the
+    letters themselves), so ``exwatch scan RANGE -q`` works as ``exwatch -q scan RANGE`` does."""
+    if getattr(command, "_exwatch_global_options", False):
+        return command
+    used = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    if not used & {"-q", "--quiet"}:
+        command.params.append(
+            click.Option(
+                ["-q", "--quiet"],
+                is_flag=True,
+                expose_value=False,
+                callback=_set_quiet,
+                help="Only errors on stderr (as exwatch -q).",
+            )
+        )
+    if not used & {"-v", "--verbose"}:
+        command.params.append(
+            click.Option(
+                ["-v", "--verbose"],
+                count=True,
+                expose_value=False,
+                callback=_add_verbose,
+                help="More detail on stderr (as exwatch -v).",
+            )
+        )
+    command._exwatch_global_options = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_global_options(sub)
+    return command
 
 
 def _as_store_error(exc: Exception) -> ExwatchError | None:
