@@ -317,3 +317,45 @@ def test_centre_excerpt_marks_each_cut() -> None:
     tail, at = centre_excerpt(text, 160, len(text) - 3)
     assert tail[0] == "\u2026" and tail.endswith("yyy") and len(tail) == 160 and at == 160 - 3
     assert centre_excerpt(text, 160, None)[0] == "x" * 159 + "\u2026"
+
+
+def test_csv_lists_the_json_findings(hunted: dict[str, Any], package: tuple[Path, dict[str, Any]]) -> None:
+    """`--format csv`: one row per finding, as many and the same as the JSON document's (every
+    confidence by default, as json/jsonl), with the evidence's place and facts in columns."""
+    import csv
+    import io
+
+    res = _run(str(package[0]), "--format", "csv")
+    assert res.exit_code == 1, res.stderr
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    findings = hunted["findings"]
+    assert len(rows) == len(findings) > 0
+    key = lambda r, e: (r["rule"], e["file"], str(e.get("line") or ""), str(e.get("record") or ""))  # noqa: E731
+    assert sorted(key(r, r) for r in rows) == sorted(key(f, f["evidence"]) for f in findings)
+    assert {r["confidence"] for r in rows} == {f["confidence"] for f in findings}
+    assert all(TIME_Z.match(r["time"]) for r in rows if r["time"])
+    likely = _run(str(package[0]), "--format", "csv", "--min-confidence", "likely")
+    shown = list(csv.DictReader(io.StringIO(likely.stdout)))
+    assert 0 < len(shown) < len(rows) and {r["confidence"] for r in shown} <= {"likely", "confirmed"}
+
+
+def test_csv_cells_never_run_as_formulas(tmp_path: Path) -> None:
+    """Attacker text that a spreadsheet would run (=, +, -, @ first) is written with a leading
+    apostrophe (OWASP CSV injection); the evidence keeps it as it was."""
+    import csv
+    import io
+
+    logs = tmp_path / "EXCH03" / "inetpub/logs/LogFiles/W3SVC1"
+    logs.mkdir(parents=True)
+    user = '=HYPERLINK("http://evil.example","x")'
+    log = logs / "u_ex210303.log"
+    log.write_text(
+        IIS_HEAD + f"2021-03-03 07:00:00 10.0.0.5 POST /ecp/y.js - 443 {user} 203.0.113.7 ua - 200 0 0 20\n"
+    )
+    res = _run(str(tmp_path / "EXCH03"), "--format", "csv")
+    assert res.exit_code == 1, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert rows and all(r["user"] == "'" + user for r in rows), rows
+    for row in rows:
+        assert not any(v.startswith(("=", "+", "-", "@")) for v in row.values() if v), row
+    assert user in log.read_text()

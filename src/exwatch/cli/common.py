@@ -6,11 +6,12 @@ everywhere: machine formats on stdout, messages on stderr, the same exit codes.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -112,6 +113,29 @@ def echo_jsonl(objs: Iterable[Any]) -> None:
     for obj in objs:
         sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False))
         sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection",
+# https://owasp.org/www-community/attacks/CSV_Injection); evidence and server answers are written by
+# the attacker, so such a cell is written with a leading apostrophe, which shows the text as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value for a CSV cell: text that a spreadsheet would run as a formula is quoted with ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def echo_csv(fields: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+    """Write CSV to stdout (header, then one line per row, flushed), each text cell made safe for a
+    spreadsheet (:func:`csv_cell`)."""
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
         sys.stdout.flush()
 
 

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from exwatch.cli.common import (
     db_option,
+    echo_csv,
     echo_json,
     echo_jsonl,
     format_option,
@@ -25,6 +26,7 @@ from exwatch.cli.common import (
 from exwatch.cli.hunt_output import print_notes, render_hunt
 from exwatch.hunt import (
     CONFIDENCE_RANK,
+    Finding,
     HuntOptions,
     HuntResult,
     Progress,
@@ -87,13 +89,13 @@ def window_options(f: F) -> F:
     "--min-confidence",
     type=click.Choice(["review", "low", "likely", "confirmed"], case_sensitive=False),
     default=None,
-    help="Show findings at or above this confidence (low = review). Default: likely in the table, every finding in json/jsonl.",
+    help="Show findings at or above this confidence (low = review). Default: likely in the table, every finding in json/jsonl/csv.",
 )
 @click.option("--all", "show_all", is_flag=True, help="Show every finding, review-level ones included.")
 @click.option(
     "-v", "--verbose", count=True, help="Progress on stderr (files, bytes/s); same as exwatch -v hunt."
 )
-@format_option("table", "json", "jsonl")
+@format_option("table", "json", "jsonl", "csv")
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not write the findings to the store.")
 @click.option(
@@ -166,6 +168,9 @@ def _output(result: HuntResult, fmt: str, floor: str) -> None:
         render_hunt(result, floor=floor)
     elif fmt == "json":
         echo_json(result.to_dict(floor))
+    elif fmt == "csv":
+        rank = CONFIDENCE_RANK[floor]
+        echo_csv(CSV_FIELDS, (csv_row(f) for f in result.findings if CONFIDENCE_RANK[f.confidence] >= rank))
     else:
         rank = CONFIDENCE_RANK[floor]
         echo_jsonl(
@@ -177,6 +182,49 @@ def _output(result: HuntResult, fmt: str, floor: str) -> None:
             ]
             + [{"type": "error", **e.to_dict()} for e in result.errors]
         )
+
+
+# One row per finding; the facts a responder acts on get columns of their own.
+FACT_FIELDS = ("client_ip", "user", "url", "path", "command", "cmdlet")
+CSV_FIELDS = (
+    "host",
+    "confidence",
+    "rule",
+    "wave",
+    "cve",
+    "time",
+    "title",
+    "file",
+    "line",
+    "record",
+    "offset",
+    "sha256",
+    "family",
+    *FACT_FIELDS,
+    "excerpt",
+    "description",
+)
+
+
+def csv_row(finding: Finding) -> dict[str, object]:
+    """The CSV row of one finding (``--format csv``)."""
+    data = finding.to_dict()
+    evidence = finding.evidence
+    row: dict[str, object] = {
+        k: data.get(k) for k in ("host", "confidence", "rule", "wave", "cve", "time", "title")
+    }
+    row.update(
+        file=evidence.file,
+        line=evidence.line,
+        record=evidence.record,
+        offset=evidence.offset,
+        sha256=evidence.sha256,
+        family=evidence.family,
+        excerpt=evidence.excerpt,
+        description=finding.description,
+    )
+    row.update({k: evidence.facts.get(k, "") for k in FACT_FIELDS})
+    return row
 
 
 def _progress(console: Console) -> Any:
