@@ -7,8 +7,10 @@ Used for a host's services within one scan (store ingest) and for its latest ser
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from typing import TypedDict
 
+from exwatch.record import Observation
 from exwatch.scan.fold import EXPOSURE, builds_disagree
 
 
@@ -25,6 +27,27 @@ def cu_of(build: str | None) -> str | None:
     except ValueError:
         return None
 
+
+class WaveState(TypedDict):
+    """A wave's state as the store keeps it per detail body (``detail_states``): the state alone."""
+
+    state: str
+
+
+class StoredService(TypedDict):
+    """A service read back from the store to be folded again: the fields of an :class:`Observation`
+    a fold reads (a resumed scan, a merge or split, the fleet picture)."""
+
+    status: str | None
+    port: int | None
+    build: str | None
+    cu_only: bool | None
+    time: str | None
+    waves: Mapping[str, WaveState]
+
+
+# What a fold writes: status, rank, port, build, conflict and the sorted (wave, state) pairs.
+FoldKey = tuple[str, int, int | None, str | None, bool, tuple[tuple[str, str], ...]]
 
 # Per-wave states kept per host; host-level ones (unreachable, not_exchange) are statuses instead.
 WAVE_STATES = frozenset({"vulnerable", "patched", "mitigated", "unknown", "not_affected"})
@@ -65,7 +88,8 @@ class HostFold:
         self.states_all: dict[str, str] = {}
         self.scan_id: int | None = None
 
-    def add(self, rec: dict[str, Any], cu: str | None) -> None:
+    def add(self, rec: Observation | StoredService, cu: str | None) -> None:
+        """Fold one more service of the host (``cu``: its build's CU key, ``cu_of(build)``)."""
         status = rec.get("status") or "exchange"
         exchange = status == "exchange"
         build = rec.get("build")
@@ -124,7 +148,8 @@ class HostFold:
             return {}
         return self.states_all if self.conflict else self.states_top
 
-    def key(self) -> tuple[Any, ...]:
+    def key(self) -> FoldKey:
+        """What is written of the fold (scan_hosts and its states): equal keys need no new write."""
         return (
             self.status,
             self.rank,

@@ -14,7 +14,9 @@ X-FEServer alone is never enough: internal names such as ``EXCH01`` repeat acros
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from exwatch.record import Observation
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
@@ -37,7 +39,7 @@ class Identity(NamedTuple):
         )
 
 
-def identity_of(record: dict[str, Any]) -> Identity:
+def identity_of(record: Observation) -> Identity:
     """The identity an observation record gives (``cert_sha256`` or the sorted ``cert_names``)."""
     # Hot path of ingest: plain str methods, no helper calls for the common shapes.
     cert = record.get("cert_sha256")

@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exwatch.fleet import schema as t
-from exwatch.fleet.hostfold import WAVE_STATES, HostFold, cu_of
+from exwatch.fleet.hostfold import WAVE_STATES, HostFold, StoredService, WaveState, cu_of
 from exwatch.fleet.timeutil import to_db
 
 HOST_STATUS = "*"
@@ -197,7 +197,7 @@ class DetailStates:
     """Per-wave states of detail bodies, read once per id (bodies are few: they repeat across hosts)."""
 
     def __init__(self) -> None:
-        self._states: dict[int, dict[str, Any]] = {}
+        self._states: dict[int, dict[str, WaveState]] = {}
 
     def load(self, conn: Connection, ids: set[int]) -> None:
         ds = t.detail_states
@@ -211,7 +211,7 @@ class DetailStates:
             ):
                 self._states[int(detail_id)][str(wave)] = {"state": str(state)}
 
-    def waves(self, detail_id: int | None) -> dict[str, Any]:
+    def waves(self, detail_id: int | None) -> dict[str, WaveState]:
         return {} if detail_id is None else self._states.get(int(detail_id), {})
 
 
@@ -219,7 +219,7 @@ def fold_services_rows(rows: Any, details: DetailStates) -> dict[int, HostFold]:
     """Fold service rows (host_id, port, scan_id, rank, status, build, detail_id, at) per host."""
     folds: dict[int, HostFold] = {}
     for row in rows:
-        rec = {
+        rec: StoredService = {
             "status": row.status,
             "port": row.port or None,
             "build": row.build,

@@ -9,13 +9,13 @@ import json
 import marshal
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast
 
-from sqlalchemy import Connection, and_, func, insert, literal, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, and_, func, insert, literal, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from exwatch.config import default_db_url, mask_url
@@ -23,9 +23,10 @@ from exwatch.errors import InputError, StoreError
 from exwatch.fleet import picture
 from exwatch.fleet import schema as t
 from exwatch.fleet.database import engine_for, migrate, store_missing
-from exwatch.fleet.hostfold import HostFold, cu_of
+from exwatch.fleet.hostfold import FoldKey, HostFold, StoredService, WaveState, cu_of
 from exwatch.fleet.identity import HostIndex, Identity, identity_of
 from exwatch.fleet.timeutil import now, to_db
+from exwatch.record import Observation, ProbeEntry, WaveEntry
 
 BATCH = 5000
 # SQLite pages of WAL between checkpoints during a bulk write (64 MB of 4 KB pages; SQLite's default: 1000).
@@ -67,12 +68,43 @@ ANALYZED = (
 # What an observation says beyond its columns, stored once per distinct body.
 DETAIL_KEYS = ("waves", "probes", "conflicts", "notes")
 
+# A time as the driver takes it: SQLite text in SQLAlchemy's layout, a naive UTC datetime on PostgreSQL.
+DbTime = str | datetime | None
+# One row of the observations table, in OBS_COLUMNS order.
+ObsRow = tuple[
+    int, int | None, str, str, str | None, int, str, str | None, str | None, str | None,
+    str | None, bool | None, DbTime, int | None,
+]  # fmt: skip
+# A host folded in SQL from its one service so far: status, port, build, cu_only, time, detail_id.
+SimpleService = tuple[str, int, str | None, bool | None, str | None, int | None]
+
+
+class Detail(TypedDict, total=False):
+    """What an observation says beyond its columns (DETAIL_KEYS), stored as one JSON body in details."""
+
+    waves: dict[str, WaveEntry]
+    probes: dict[str, ProbeEntry]
+    conflicts: list[str]
+    notes: list[str]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One batch of observations sorted for writing (Store._sort_batch)."""
+
+    simple_rows: list[ObsRow] = field(default_factory=list)  # one-service hosts: folded in SQL
+    other_rows: list[ObsRow] = field(default_factory=list)  # the rest: folded here (touched)
+    tags: dict[tuple[int, str], str] = field(default_factory=dict)  # changed tags
+    touched: dict[int, HostFold] = field(default_factory=dict)  # folds of the batch's other hosts
+    reload: list[int] = field(default_factory=list)  # hosts whose services an earlier run stored
+
 
 # check_circular=False: a record is plain JSON data (no cycles); the text is the same, written sooner.
 _ENCODER = json.JSONEncoder(
     sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False, check_circular=False
 )
 dumps = _ENCODER.encode
+Row = TypeVar("Row")
 
 
 @contextlib.contextmanager
@@ -89,9 +121,27 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _chunks(rows: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
+def _chunks(rows: Sequence[Row], size: int = BATCH) -> Iterable[Sequence[Row]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
+
+
+def _detail_of(rec: Observation) -> Detail:
+    """The record's DETAIL_KEYS that say something (the order of DETAIL_KEYS: a marshal key's order)."""
+    detail: Detail = {}
+    waves = rec.get("waves")
+    if waves:
+        detail["waves"] = waves
+    probes = rec.get("probes")
+    if probes:
+        detail["probes"] = probes
+    conflicts = rec.get("conflicts")
+    if conflicts:
+        detail["conflicts"] = conflicts
+    notes = rec.get("notes")
+    if notes:
+        detail["notes"] = notes
+    return detail
 
 
 class ScanFolds(dict[int, HostFold]):
@@ -100,10 +150,10 @@ class ScanFolds(dict[int, HostFold]):
     def __init__(self, stored: set[int]) -> None:
         super().__init__()
         self.stored = stored
-        self.written: dict[int, tuple[Any, ...]] = {}
-        # hosts folded in SQL from their one service (status, port, build, cu_only, time, detail_id):
-        # a later service of the host is folded with this one in Python, as the record first came
-        self.simple: dict[int, tuple[Any, ...]] = {}
+        self.written: dict[int, FoldKey] = {}
+        # hosts folded in SQL from their one service: a later service of the host is folded with
+        # this one in Python, as the record first came
+        self.simple: dict[int, SimpleService] = {}
 
 
 class Store:
@@ -157,16 +207,11 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot connect to the store {mask_url(self.url)}: {exc}") from exc
 
-    def _begin(self) -> Any:
+    def _begin(self) -> contextlib.AbstractContextManager[Connection]:
         try:
             return self.engine.begin()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write to the store {mask_url(self.url)}: {exc}") from exc
-
-    def _insert(self, table: Any) -> Any:
-        if self.dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
 
     def _host_index(self, conn: Connection) -> HostIndex:
         """The identity of every host, loaded once and topped up with hosts others added since."""
@@ -199,7 +244,11 @@ class Store:
     # -- scans ---------------------------------------------------------------------------------
 
     def start_scan(
-        self, params: dict[str, Any], *, started_at: datetime | None = None, kind: str = "scan"
+        self,
+        params: dict[str, Any],  # free-form: each command's options, kept as JSON (str() for the rest)
+        *,
+        started_at: datetime | None = None,
+        kind: str = "scan",
     ) -> int:
         """Open a snapshot and return its id; its time is ``started_at`` (default: now)."""
         started = to_db(started_at) or now()
@@ -220,7 +269,7 @@ class Store:
             self._scan_times[scan_id] = to_db(started) or now()
         return self._scan_times[scan_id]
 
-    def scan_params(self, scan_id: int) -> dict[str, Any]:
+    def scan_params(self, scan_id: int) -> dict[str, Any]:  # free-form: what start_scan was given
         """The parameters a scan was started with."""
         with self.connect() as conn:
             text = conn.execute(select(t.scans.c.params).where(t.scans.c.id == scan_id)).scalar()
@@ -243,7 +292,7 @@ class Store:
             value = conn.execute(select(func.max(t.scans.c.id)).where(t.scans.c.kind == "scan")).scalar()
         return None if value is None else int(value)
 
-    def add_observations(self, scan_id: int, records: list[dict[str, Any]]) -> None:
+    def add_observations(self, scan_id: int, records: Sequence[Observation]) -> None:
         """Store what a scan saw, in batches; hosts are matched across scans (exwatch.fleet.identity).
 
         Every (host, port) service record is kept; a host's services in one scan are folded into one
@@ -273,7 +322,7 @@ class Store:
         self._detail_keys.clear()
         self._detail_states = picture.DetailStates()
 
-    def _add_observations(self, scan_id: int, records: list[dict[str, Any]]) -> None:
+    def _add_observations(self, scan_id: int, records: Sequence[Observation]) -> None:
         with self._lock, _gc_paused(), self._write_connection() as conn, conn.begin():
             if self.dialect == "postgresql":
                 # Bulk load: the commit need not wait for the WAL flush (a crash can lose this batch,
@@ -284,93 +333,122 @@ class Store:
             folds = self._scan_folds(conn, scan_id)
             host_ids = self._resolve_hosts(conn, records, index, scan_time)
             detail_ids = self._detail_ids(conn, records)
-            record_time = self._record_time
-            default_time = self._db_time(scan_time)
-            simple_rows: list[tuple[Any, ...]] = []
-            other_rows: list[tuple[Any, ...]] = []
-            tag_rows: dict[tuple[int, str], str] = {}
-            known_tags = self._tags
-            touched: dict[int, HostFold] = {}
-            reload: list[int] = []
-            per_host = Counter(host_ids)
-            stored = folds.stored
-            simple = folds.simple
-            for rec, host_id, detail_id in zip(records, host_ids, detail_ids, strict=True):
-                build = rec.get("build")
-                cu = cu_of(build)
-                when = rec.get("time")
-                status = rec.get("status") or "exchange"
-                row = (
-                    scan_id,
-                    host_id,
-                    str(rec.get("key") or rec.get("target") or rec.get("address") or ""),
-                    rec.get("target"),
-                    rec.get("address"),
-                    rec.get("port"),
-                    status,
-                    rec.get("error"),
-                    build,
-                    cu,
-                    rec.get("build_source"),
-                    rec.get("cu_only"),
-                    record_time(when) if when else default_time,
-                    detail_id,
-                )
-                if host_id is None:
-                    other_rows.append(row)
-                    continue
-                tags = rec.get("tags")
-                if tags:
-                    for key, value in tags.items():
-                        if known_tags.get((host_id, key)) != value:
-                            tag_rows[(host_id, str(key))] = str(value)
-                if (
-                    per_host[host_id] == 1
-                    and host_id not in simple
-                    and host_id not in stored
-                    and host_id not in folds
-                    # an empty build text ranks as "no build" here and as a build in SQL: fold it here
-                    and (build is None or build != "" or status != "exchange")
-                ):
-                    simple_rows.append(row)
-                    simple[host_id] = (status, rec.get("port"), build, rec.get("cu_only"), when, detail_id)
-                    continue
-                other_rows.append(row)
-                fold = touched.get(host_id)
-                if fold is None:
-                    fold = folds.get(host_id)
-                    if fold is None:
-                        fold = HostFold()
-                        earlier = simple.pop(host_id, None)
-                        if earlier is not None:
-                            # its one-service fold is stored: fold that service again, then this one
-                            stored.add(host_id)
-                            self._add_earlier(conn, fold, earlier)
-                        elif host_id in stored:
-                            reload.append(host_id)
-                    touched[host_id] = fold
-                fold.add(rec, cu)
+            batch = self._sort_batch(conn, scan_id, records, host_ids, detail_ids, folds, scan_time)
             try:
-                if reload:
-                    self._reload_folds(conn, scan_id, reload, touched)
-                ids = self._insert_with_ids(conn, t.observations, OBS_COLUMNS, simple_rows + other_rows)
-                if simple_rows:
-                    picture.simple_folds(conn, scan_id, ids[0], ids[len(simple_rows) - 1])
-                self._write_folds(conn, scan_id, folds, touched)
-                if tag_rows:
-                    self._write_tags(conn, tag_rows)
-                self._check_references(conn, scan_id, ids[0], ids[-1])
+                self._write_batch(conn, scan_id, folds, batch)
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot store observations: {exc}") from exc
 
-    def _add_earlier(self, conn: Connection, fold: HostFold, earlier: tuple[Any, ...]) -> None:
+    def _sort_batch(
+        self,
+        conn: Connection,
+        scan_id: int,
+        records: Sequence[Observation],
+        host_ids: list[int | None],
+        detail_ids: list[int | None],
+        folds: ScanFolds,
+        scan_time: datetime,
+    ) -> _Batch:
+        """The batch's observation rows and changed tags; each host's services either left to SQL
+        (a host's one service so far: ``simple_rows``) or folded here (``touched``)."""
+        batch = _Batch()
+        simple_rows, other_rows, tag_rows, touched = (
+            batch.simple_rows,
+            batch.other_rows,
+            batch.tags,
+            batch.touched,
+        )
+        record_time = self._record_time
+        default_time = self._db_time(scan_time)
+        known_tags = self._tags
+        per_host = Counter(host_ids)
+        stored = folds.stored
+        simple = folds.simple
+        for rec, host_id, detail_id in zip(records, host_ids, detail_ids, strict=True):
+            build = rec.get("build")
+            cu = cu_of(build)
+            when = rec.get("time")
+            status = rec.get("status") or "exchange"
+            row: ObsRow = (
+                scan_id,
+                host_id,
+                str(rec.get("key") or rec.get("target") or rec.get("address") or ""),
+                rec.get("target"),
+                rec.get("address"),
+                rec.get("port"),
+                status,
+                rec.get("error"),
+                build,
+                cu,
+                rec.get("build_source"),
+                rec.get("cu_only"),
+                record_time(when) if when else default_time,
+                detail_id,
+            )
+            if host_id is None:
+                other_rows.append(row)
+                continue
+            tags = rec.get("tags")
+            if tags:
+                for key, value in tags.items():
+                    if known_tags.get((host_id, key)) != value:
+                        tag_rows[(host_id, str(key))] = str(value)
+            if (
+                per_host[host_id] == 1
+                and host_id not in simple
+                and host_id not in stored
+                and host_id not in folds
+                # an empty build text ranks as "no build" here and as a build in SQL: fold it here
+                and (build is None or build != "" or status != "exchange")
+            ):
+                simple_rows.append(row)
+                simple[host_id] = (status, rec.get("port"), build, rec.get("cu_only"), when, detail_id)
+                continue
+            other_rows.append(row)
+            fold = touched.get(host_id)
+            if fold is None:
+                fold = touched[host_id] = self._open_fold(conn, folds, host_id, batch.reload)
+            fold.add(rec, cu)
+        return batch
+
+    def _open_fold(self, conn: Connection, folds: ScanFolds, host_id: int, reload: list[int]) -> HostFold:
+        """The fold a host's next service in this scan goes into: this process's, else a new one (with
+        the host's service stored earlier in SQL folded again, or the host put on ``reload`` when an
+        earlier run of the scan stored its services)."""
+        fold = folds.get(host_id)
+        if fold is None:
+            fold = HostFold()
+            earlier = folds.simple.pop(host_id, None)
+            if earlier is not None:
+                # its one-service fold is stored: fold that service again, then this one
+                folds.stored.add(host_id)
+                self._add_earlier(conn, fold, earlier)
+            elif host_id in folds.stored:
+                reload.append(host_id)
+        return fold
+
+    def _write_batch(self, conn: Connection, scan_id: int, folds: ScanFolds, batch: _Batch) -> None:
+        """Write a sorted batch: its observations, the folds of its hosts (in SQL for one-service
+        hosts), its tags; then check its references once."""
+        if batch.reload:
+            self._reload_folds(conn, scan_id, batch.reload, batch.touched)
+        simple_rows = batch.simple_rows
+        ids = self._insert_with_ids(conn, t.observations, OBS_COLUMNS, simple_rows + batch.other_rows)
+        if simple_rows:
+            picture.simple_folds(conn, scan_id, ids[0], ids[len(simple_rows) - 1])
+        self._write_folds(conn, scan_id, folds, batch.touched)
+        if batch.tags:
+            self._write_tags(conn, batch.tags)
+        self._check_references(conn, scan_id, ids[0], ids[-1])
+
+    def _add_earlier(self, conn: Connection, fold: HostFold, earlier: SimpleService) -> None:
         """Fold a service stored earlier in this scan as its record came (its states from its detail)."""
         status, port, build, cu_only, when, detail_id = earlier
-        waves: dict[str, Any] = {}
+        waves: dict[str, WaveState] = {}
         if detail_id is not None:
             self._detail_states.load(conn, {int(detail_id)})
             waves = self._detail_states.waves(detail_id)
-        rec = {
+        rec: StoredService = {
             "status": status,
             "port": port,
             "build": build,
@@ -460,8 +538,8 @@ class Store:
                 .where(o.c.scan_id == scan_id, o.c.host_id.in_(list(chunk)))
             ).all()
             for row in rows:
-                body = json.loads(row.body) if row.body else {}
-                rec = {
+                body: Detail = json.loads(row.body) if row.body else {}
+                rec: StoredService = {
                     "status": row.status,
                     "port": row.port,
                     "build": row.build,
@@ -475,8 +553,8 @@ class Store:
         self, conn: Connection, scan_id: int, folds: ScanFolds, touched: dict[int, HostFold]
     ) -> None:
         """Write the (scan, host) folds that changed: scan_hosts and the per-wave observation_states."""
-        new_hosts: list[tuple[Any, ...]] = []
-        new_states: list[tuple[Any, ...]] = []
+        new_hosts: list[tuple[int, int, str, int, int | None, str | None, bool]] = []
+        new_states: list[tuple[int, str, int, str, str | None]] = []
         changed: list[int] = []
         for host_id, fold in touched.items():
             written = folds.written.get(host_id)
@@ -505,7 +583,7 @@ class Store:
         self._bulk(conn, "scan_hosts", SCAN_HOST_COLUMNS, new_hosts)
         self._bulk(conn, "observation_states", STATE_COLUMNS, new_states)
 
-    def _record_time(self, value: Any) -> Any:
+    def _record_time(self, value: str | datetime) -> DbTime:
         """A record's time for the driver; the common ``...T..+00:00`` text is converted without parsing."""
         if (
             self.dialect == "sqlite"
@@ -517,13 +595,13 @@ class Store:
             return f"{value[:10]} {value[11:19]}.{value[20:26] if len(value) == 32 else '000000'}"
         return self._db_time(to_db(value))
 
-    def _first_seen(self, value: Any, scan_time: datetime) -> Any:
+    def _first_seen(self, value: str | None, scan_time: datetime) -> DbTime:
         """A new host's first_seen for the driver: its record's time, else the scan's."""
         if value is None or value == "":
             return self._db_time(scan_time)
         return self._record_time(value)
 
-    def _db_time(self, when: datetime | None) -> Any:
+    def _db_time(self, when: datetime | None) -> DbTime:
         """A naive UTC time as the driver takes it (SQLite: SQLAlchemy's own text layout, so that
         times written here and through Core compare as text)."""
         if when is None or self.dialect == "postgresql":
@@ -531,7 +609,7 @@ class Store:
         return when.strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def _bulk(
-        self, conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+        self, conn: Connection, table: str, columns: tuple[str, ...], rows: Sequence[tuple[object, ...]]
     ) -> None:
         """Insert many rows fast: COPY on PostgreSQL, one executemany per batch on SQLite."""
         if not rows:
@@ -550,7 +628,7 @@ class Store:
             conn.exec_driver_sql(sql, list(chunk))
 
     def _resolve_hosts(
-        self, conn: Connection, records: list[dict[str, Any]], index: HostIndex, scan_time: datetime
+        self, conn: Connection, records: Sequence[Observation], index: HostIndex, scan_time: datetime
     ) -> list[int | None]:
         """Host ids for the records: known hosts matched, new Exchange hosts inserted."""
         result: list[int | None] = []
@@ -614,7 +692,7 @@ class Store:
         return result
 
     def _insert_with_ids(
-        self, conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+        self, conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[object, ...]]
     ) -> list[int]:
         """Insert rows (without their id) and return the new ids in order.
 
@@ -647,7 +725,7 @@ class Store:
         self._bulk(conn, name, ("id", *columns), [(i, *r) for i, r in zip(ids[1:], rows[1:], strict=True)])
         return ids
 
-    def _detail_ids(self, conn: Connection, records: list[dict[str, Any]]) -> list[int | None]:
+    def _detail_ids(self, conn: Connection, records: Sequence[Observation]) -> list[int | None]:
         """Ids of the deduplicated detail bodies (per-wave reasons and fixes, probe outcomes, notes).
 
         Bodies seen before are looked up by their text (no digest computed again)."""
@@ -660,18 +738,14 @@ class Store:
             by_key.clear()
         keyed: list[tuple[int, bytes]] = []  # (position, marshal key) of bodies met in this batch
         for rec in records:
-            detail = {}
-            for key in DETAIL_KEYS:
-                value = rec.get(key)
-                if value:
-                    detail[key] = value
+            detail = _detail_of(rec)
             if not detail:
                 result.append(None)
                 continue
             # A body seen before is known by its marshal bytes (a third of the cost of its JSON text;
             # equal bytes mean equal content, equal content in another key order only misses).
             try:
-                mkey: bytes = marshal.dumps(detail)
+                mkey: bytes = marshal.dumps(cast(dict[str, object], detail))
             except ValueError:  # a value marshal does not know (a date, ...): by its JSON text
                 pass
             else:
@@ -863,12 +937,16 @@ class Store:
         host: str,
         *,
         verdict: str,
-        coverage: dict[str, Any],
-        findings: list[dict[str, Any]],
+        coverage: Mapping[str, object],
+        findings: Sequence[Mapping[str, object]],
         started_at: datetime | None = None,
-        errors: list[dict[str, Any]] | None = None,
+        errors: Sequence[Mapping[str, object]] | None = None,
     ) -> int:
-        """Store one hunt of one host with its findings; the host is matched by name, address or X-FEServer."""
+        """Store one hunt of one host with its findings; the host is matched by name, address or X-FEServer.
+
+        ``coverage``, each finding and each error are JSON documents (``to_dict`` of exwatch.hunt.model's
+        Coverage, Finding and HuntError): a finding's fields fill the columns, its evidence is kept as
+        JSON."""
         matches = self.find_hosts(host)
         host_id = matches[0] if len(matches) == 1 else None
         with self._begin() as conn:
@@ -928,7 +1006,7 @@ def refold(conn: Connection, scan_ids: Iterable[int], host_ids: Iterable[int]) -
     conn.execute(sh.delete().where(sh.c.scan_id.in_(scans), sh.c.host_id.in_(hosts)))
     conn.execute(s.delete().where(s.c.scan_id.in_(scans), s.c.host_id.in_(hosts)))
     folds: dict[tuple[int, int], HostFold] = {}
-    bodies: dict[int, dict[str, Any]] = {}
+    bodies: dict[int, Detail] = {}
     rows = conn.execute(
         select(
             o.c.scan_id, o.c.host_id, o.c.status, o.c.port, o.c.build, o.c.cu_only, o.c.time, o.c.detail_id
@@ -938,11 +1016,11 @@ def refold(conn: Connection, scan_ids: Iterable[int], host_ids: Iterable[int]) -
     ).all()
     wanted = {r.detail_id for r in rows if r.detail_id is not None}
     for chunk in _chunks(sorted(wanted), 900):
-        for detail_id, body in conn.execute(select(d.c.id, d.c.body).where(d.c.id.in_(list(chunk)))):
-            bodies[int(detail_id)] = json.loads(body)
+        for detail_id, raw in conn.execute(select(d.c.id, d.c.body).where(d.c.id.in_(list(chunk)))):
+            bodies[int(detail_id)] = json.loads(raw)
     for row in rows:
-        body = bodies.get(row.detail_id, {}) if row.detail_id is not None else {}
-        rec = {
+        body: Detail = bodies.get(row.detail_id, {}) if row.detail_id is not None else {}
+        rec: StoredService = {
             "status": row.status,
             "port": row.port,
             "build": row.build,
