@@ -1,8 +1,9 @@
-"""No function over 80 lines in the checked packages: long functions hide several concepts in one body.
+"""No function over 80 lines anywhere in ``src/exwatch``: long functions hide several concepts in one body.
 
-``CHECKED`` names the packages (or modules) under ``src/exwatch`` held to the limit; add a package once its long
-functions are split (issue 16 item 5). Nested functions count on their own, and their lines also count
-towards the function around them.
+Every module of the package is held to the limit (issue 16 item 5), except the Alembic revisions in
+``fleet/migrations/``: their ``upgrade`` functions are data-like lists of DDL (one ``create_table`` or
+``create_index`` after another, as Alembic writes them), frozen once released, with no concept to split
+out. Nested functions count on their own, and their lines also count towards the function around them.
 """
 
 from __future__ import annotations
@@ -10,54 +11,17 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 MAX_LINES = 80
-# Packages, or single modules (a path ending in .py) of a package not yet held to the limit as a whole.
-CHECKED = (
-    "fleet/queries.py",
-    "fleet/lifecycle.py",
-    "fleet/metrics.py",
-    "fleet/rows.py",
-    "fleet/profiles.py",
-    "report",
-    "web",
-    "cli/report.py",
-    "cli/hosts.py",
-    "cli/scans.py",
-    "cli/readstore.py",
-    "lab",
-    "hunt",
-    "cli/hunt.py",
-    "cli/hunt_output.py",
-    "cluster/hunt.py",
-    "kb",
-    "mitigate",
-    "collect",
-    "watch",
-    "importers",
-    "cluster/__init__.py",
-    "cluster/connect.py",
-    "cluster/executor.py",
-    "cluster/shards.py",
-    "cluster/tasks.py",
-    "demo.py",
-    "config.py",
-    "errors.py",
-    "cli/kb.py",
-    "cli/lab.py",
-    "cli/lab_serve.py",
-    "cli/lab_triage.py",
-    "cli/mitigate.py",
-    "cli/serve.py",
-    "cli/demo.py",
-    "cli/collect.py",
-    "cli/watch.py",
-    "cli/imports.py",
-    "cli/main.py",
-    "cli/common.py",
-)
 SRC = Path(__file__).resolve().parents[1] / "src" / "exwatch"
+# Not held to the limit: Alembic revisions (DDL lists, see the module docstring).
+EXEMPT = ("fleet/migrations/",)
+
+
+def modules() -> list[Path]:
+    """Every module of the package held to the limit."""
+    return [
+        path for path in sorted(SRC.rglob("*.py")) if not path.relative_to(SRC).as_posix().startswith(EXEMPT)
+    ]
 
 
 def long_functions(root: Path, limit: int = MAX_LINES) -> list[tuple[str, str, int]]:
@@ -84,12 +48,22 @@ def _walk(node: ast.AST, file: str, prefix: str, limit: int) -> list[tuple[str, 
     return found
 
 
-@pytest.mark.parametrize("package", CHECKED)
-def test_no_function_over_the_limit(package: str) -> None:
-    too_long = long_functions(SRC / package)
+def test_no_function_over_the_limit() -> None:
+    paths = modules()
+    assert len(paths) > 100  # the whole package is walked, not an empty glob
+    too_long = [found for path in paths for found in long_functions(path)]
     assert not too_long, "\n".join(
         f"{f}: {name} has {n} lines (limit {MAX_LINES})" for f, name, n in too_long
     )
+
+
+def test_only_the_migrations_are_exempt() -> None:
+    walked = {path.relative_to(SRC).as_posix() for path in modules()}
+    every = {path.relative_to(SRC).as_posix() for path in SRC.rglob("*.py")}
+    assert {p for p in every - walked} == {p for p in every if p.startswith("fleet/migrations/")}
+    assert "fleet/store.py" in walked and "scan/engine.py" in walked and "lab/triage_scenarios.py" in walked
+    # the exemption is used: the revisions do hold long upgrade functions
+    assert any(long_functions(SRC / p) for p in every - walked)
 
 
 def test_the_check_finds_a_long_function(tmp_path: Path) -> None:
