@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -75,3 +79,30 @@ def test_upgrade_of_a_0003_store_builds_the_picture(store_url: str) -> None:
         assert pic.scope == ("127.76.0.0/30",)
         hosts = {h.address: (h.status, h.port) for h in q.list_hosts(store)}
         assert hosts == {"127.76.0.1": ("exchange", 443), "127.76.0.2": ("exchange", 443)}
+
+
+def test_head_revision_is_alembics() -> None:
+    """The shortcut's head (the newest file's prefix) is the head Alembic finds."""
+    from exwatch.fleet.database import head_revision
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_a_store_at_head_opens_without_alembic(tmp_path: Path) -> None:
+    """Opening a store already at the newest revision does not import Alembic (a scan's start-up);
+    a new store does (it is migrated)."""
+    script = (
+        "import sys\nfrom exwatch.fleet import open_store\n"
+        "with open_store(sys.argv[1]) as s:\n    s.start_scan({})\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, url], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert runs == ["True", "False"]
