@@ -2,15 +2,19 @@
 
 Every ``to_dict`` gives the JSON the commands and the web API print (key order included), so the
 typed values cross the seams between the store, the report and the web, and only the JSON writers
-see plain mappings.
+see plain mappings. Most rows are their fields in order (:class:`JsonRow`: times as ISO 8601 text,
+mappings as objects, tuples as lists, nested rows by their own ``to_dict``); the few whose JSON
+renames, sorts or leaves out a field write their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypedDict, TypeVar, cast
 
 from exwatch.fleet.jsontypes import JSON, JSONObject
 from exwatch.fleet.metrics import WaveCounts
@@ -23,6 +27,62 @@ def iso(when: datetime | None) -> str | None:
 
 def _waves(waves: Mapping[str, WaveCounts]) -> JSONObject:
     return {w: c.to_dict() for w, c in sorted(waves.items())}
+
+
+class JsonRow:
+    """A dataclass row whose JSON is its fields in order, then the properties named in ``computed``.
+
+    Each field is written by its declared type: a time as ISO 8601 text, a mapping as an object, a
+    tuple as a list (of rows by their ``to_dict``), a row by its ``to_dict``, anything else as it is.
+    Each class's writer is made once from its fields, on first use, as one dict display (as
+    ``dataclasses`` writes ``__init__``): as fast as a ``to_dict`` written by hand.
+    """
+
+    __dataclass_fields__: ClassVar[dict[str, Field[object]]]
+    computed: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> JSONObject:
+        write = _WRITERS.get(type(self))
+        if write is None:
+            write = _WRITERS[type(self)] = _writer(type(self))
+        return write(self)
+
+
+_WRITERS: dict[type[JsonRow], Callable[[JsonRow], JSONObject]] = {}
+
+
+def _writer(cls: type[JsonRow]) -> Callable[[JsonRow], JSONObject]:
+    """The ``to_dict`` of a row class: one dict display of its fields and ``computed`` properties."""
+    hints = typing.get_type_hints(cls)
+    typed = [(f.name, hints[f.name]) for f in fields(cls)]
+    typed += [(name, typing.get_type_hints(getattr(cls, name).fget)["return"]) for name in cls.computed]
+    items = ", ".join(f"{name!r}: {_conversion(f'row.{name}', kind)}" for name, kind in typed)
+    namespace: dict[str, object] = {}
+    exec(f"def to_dict(row):\n    return {{{items}}}\n", {"iso": iso}, namespace)  # noqa: S102
+    return cast(Callable[[JsonRow], JSONObject], namespace["to_dict"])
+
+
+def _conversion(expr: str, kind: object) -> str:
+    """The expression that writes ``expr``, a value of type ``kind``, as JSON."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    optional = isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union
+    if optional:
+        if len(args) != 1:
+            return expr
+        inner = _conversion(expr, args[0])
+        return inner if inner in (expr, f"iso({expr})") else f"None if {expr} is None else {inner}"
+    origin = typing.get_origin(kind) or kind
+    if kind is datetime:
+        return f"iso({expr})"
+    if origin in (Mapping, dict):
+        return f"dict({expr})"
+    if origin is tuple:
+        if isinstance(args[0], type) and issubclass(args[0], JsonRow):
+            return f"[item.to_dict() for item in {expr}]"
+        return f"list({expr})"
+    if isinstance(kind, type) and issubclass(kind, JsonRow):
+        return f"{expr}.to_dict()"
+    return expr
 
 
 @dataclass(frozen=True)
@@ -41,6 +101,19 @@ class Snapshot:
             "statuses": dict(self.statuses),
             "waves": _waves(self.waves),
         }
+
+
+class PictureDoc(TypedDict):
+    """The JSON of a :class:`Picture` (``scans show`` prints it as ``fleet_picture``)."""
+
+    scan: int
+    time: str
+    hosts: int
+    statuses: dict[str, int]
+    stale: int
+    scan_statuses: dict[str, int]
+    scope: list[str] | None
+    waves: JSONObject
 
 
 @dataclass(frozen=True)
@@ -64,7 +137,7 @@ class Picture:
     def hosts(self) -> int:
         return sum(self.statuses.values())
 
-    def to_dict(self) -> JSONObject:
+    def to_dict(self) -> PictureDoc:
         return {
             "scan": self.scan_id,
             "time": self.time.isoformat(),
@@ -119,8 +192,10 @@ class HostState:
 
 
 @dataclass(frozen=True)
-class Compromise:
+class Compromise(JsonRow):
     """A host and wave with evidence of exploitation: first evidence, protection time, and the flag."""
+
+    computed = ("compromised_before_protected",)
 
     host_id: int
     address: str | None
@@ -138,24 +213,12 @@ class Compromise:
         evidence, protected = self.first_evidence, self.protected_at
         return evidence is not None and (protected is None or evidence < protected)
 
-    def to_dict(self) -> JSONObject:
-        return {
-            "host_id": self.host_id,
-            "address": self.address,
-            "name": self.name,
-            "fe_server": self.fe_server,
-            "wave": self.wave,
-            "first_evidence": iso(self.first_evidence),
-            "findings": self.findings,
-            "first_vulnerable": iso(self.first_vulnerable),
-            "protected_at": iso(self.protected_at),
-            "compromised_before_protected": self.compromised_before_protected,
-        }
-
 
 @dataclass(frozen=True)
-class ExposureWindow:
+class ExposureWindow(JsonRow):
     """First seen vulnerable to first seen protected after it (open when ``first_protected`` is None)."""
+
+    computed = ("days",)
 
     host_id: int
     wave: str
@@ -167,18 +230,9 @@ class ExposureWindow:
         start, end = self.first_vulnerable, self.first_protected
         return round((end - start).total_seconds() / 86400, 3) if start and end else None
 
-    def to_dict(self) -> JSONObject:
-        return {
-            "host_id": self.host_id,
-            "wave": self.wave,
-            "first_vulnerable": iso(self.first_vulnerable),
-            "first_protected": iso(self.first_protected),
-            "days": self.days,
-        }
-
 
 @dataclass(frozen=True)
-class HostRow:
+class HostRow(JsonRow):
     """A known host with its place in the current fleet picture (``exwatch hosts list``)."""
 
     host_id: int
@@ -195,26 +249,9 @@ class HostRow:
     retired_at: datetime | None
     tags: Mapping[str, str]
 
-    def to_dict(self) -> JSONObject:
-        return {
-            "host_id": self.host_id,
-            "address": self.address,
-            "name": self.name,
-            "fe_server": self.fe_server,
-            "status": self.status,
-            "port": self.port,
-            "scan": self.scan,
-            "build": self.build,
-            "conflict": self.conflict,
-            "last_seen": iso(self.last_seen),
-            "stale": self.stale,
-            "retired_at": iso(self.retired_at),
-            "tags": dict(self.tags),
-        }
-
 
 @dataclass(frozen=True)
-class Service:
+class Service(JsonRow):
     """One (host, port) service as one scan saw it."""
 
     port: int | None
@@ -224,19 +261,9 @@ class Service:
     build_source: str | None
     error: str | None
 
-    def to_dict(self) -> JSONObject:
-        return {
-            "port": self.port,
-            "status": self.status,
-            "address": self.address,
-            "build": self.build,
-            "build_source": self.build_source,
-            "error": self.error,
-        }
-
 
 @dataclass(frozen=True)
-class HostSnapshot:
+class HostSnapshot(JsonRow):
     """One host in one scan: its services folded (status, winning port, build, conflict, wave states)."""
 
     scan: int
@@ -273,7 +300,7 @@ class HostSnapshot:
 
 
 @dataclass(frozen=True)
-class CurrentVerdict:
+class CurrentVerdict(JsonRow):
     """A host's place in the current fleet picture."""
 
     scan: int
@@ -284,20 +311,9 @@ class CurrentVerdict:
     seen_at: datetime | None
     waves: Mapping[str, str]
 
-    def to_dict(self) -> JSONObject:
-        return {
-            "scan": self.scan,
-            "status": self.status,
-            "port": self.port,
-            "build": self.build,
-            "conflict": self.conflict,
-            "seen_at": iso(self.seen_at),
-            "waves": dict(self.waves),
-        }
-
 
 @dataclass(frozen=True)
-class HuntSummary:
+class HuntSummary(JsonRow):
     """One hunt of a host: when, its verdict, how many findings and the first one's time."""
 
     hunt: int
@@ -306,18 +322,9 @@ class HuntSummary:
     findings: int
     first_finding: datetime | None
 
-    def to_dict(self) -> JSONObject:
-        return {
-            "hunt": self.hunt,
-            "time": self.time.isoformat(),
-            "verdict": self.verdict,
-            "findings": self.findings,
-            "first_finding": iso(self.first_finding),
-        }
-
 
 @dataclass(frozen=True)
-class HostHistory:
+class HostHistory(JsonRow):
     """One host across snapshots and hunts (``exwatch hosts show``)."""
 
     host_id: int
@@ -339,26 +346,9 @@ class HostHistory:
         """How the host is named on a page: DNS name, else address, else X-FEServer, else #id."""
         return self.name or self.address or self.fe_server or f"#{self.host_id}"
 
-    def to_dict(self) -> JSONObject:
-        return {
-            "host_id": self.host_id,
-            "address": self.address,
-            "name": self.name,
-            "fe_server": self.fe_server,
-            "cert": self.cert,
-            "first_seen": iso(self.first_seen),
-            "retired_at": iso(self.retired_at),
-            "merged_into": self.merged_into,
-            "tags": dict(self.tags),
-            "current": None if self.current is None else self.current.to_dict(),
-            "snapshots": [s.to_dict() for s in self.snapshots],
-            "exposure": [e.to_dict() for e in self.exposure],
-            "hunts": [h.to_dict() for h in self.hunts],
-        }
-
 
 @dataclass(frozen=True)
-class WaveVerdict:
+class WaveVerdict(JsonRow):
     """A host's verdict for one wave in the fleet picture: state, reason and fix, and the scan."""
 
     state: str | None
@@ -366,12 +356,9 @@ class WaveVerdict:
     fix: str | None
     scan: int
 
-    def to_dict(self) -> JSONObject:
-        return {"state": self.state, "reason": self.reason, "fix": self.fix, "scan": self.scan}
-
 
 @dataclass(frozen=True)
-class FindingRow:
+class FindingRow(JsonRow):
     """One stored hunt finding with the host it was linked to."""
 
     id: int
@@ -389,25 +376,6 @@ class FindingRow:
     title: str | None
     description: str | None
     evidence: Mapping[str, JSON]
-
-    def to_dict(self) -> JSONObject:
-        return {
-            "id": self.id,
-            "hunt": self.hunt,
-            "host_id": self.host_id,
-            "host": self.host,
-            "address": self.address,
-            "name": self.name,
-            "fe_server": self.fe_server,
-            "rule": self.rule,
-            "wave": self.wave,
-            "cve": self.cve,
-            "confidence": self.confidence,
-            "time": iso(self.time),
-            "title": self.title,
-            "description": self.description,
-            "evidence": dict(self.evidence),
-        }
 
 
 Item = TypeVar("Item")
