@@ -8,6 +8,7 @@ that mypy checks at every seam (scan -> fold -> sink -> store), with no conversi
 - :class:`Observation`: one (host, port) service, as ``exwatch.scan.observation.host_record`` builds it.
 - :class:`HostRecord`: the services of one host folded into one (``exwatch.scan.fold``), plus the host
   id and the one fix that closes every open wave (``finish_host``).
+- :class:`ExposedHost`: the short form of an exposed host that the scan's summary keeps (a capped list).
 
 This module is pure and imports nothing of the project, so kb-free layers (fleet, web) can use it.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import NotRequired, TypedDict
 
 __all__ = [
+    "ExposedHost",
     "FixEntry",
     "HostFix",
     "HostRecord",
@@ -113,3 +115,26 @@ class HostRecord(Observation):
     fix: NotRequired[str]
     fix_build: NotRequired[str | None]
     fix_kb: NotRequired[str | None]
+
+
+class ExposedHost(TypedDict):
+    """The short form of an exposed host record that ``ScanSummary.exposed`` keeps (``EXPOSED_FIELDS``)."""
+
+    key: str
+    host: str | None
+    target: str
+    address: str | None
+    port: int
+    name: str | None
+    build: str | None
+    build_source: str | None
+    cu_only: bool | None
+    product: str | None
+    cu: str | None
+    fe_server: str | None
+    waves: dict[str, WaveEntry]
+    services: list[ServiceEntry] | None
+    conflict: bool | None
+    fix: str | None
+    fix_build: str | None
+    fix_kb: str | None

@@ -21,6 +21,7 @@ from exwatch.cli.common import (
 )
 from exwatch.cli.hunt import window_options
 from exwatch.errors import InputError
+from exwatch.record import HostRecord, Observation
 
 
 def _cluster_options(func: Any) -> Any:
@@ -169,15 +170,15 @@ class _ClusterProgress:
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
         self.err = stderr_console()
-        self.records: list[dict[str, Any]] = []
+        self.records: list[HostRecord] = []
         self.done = self.total = 0
         self.last = time.monotonic()
 
-    def host(self, rec: dict[str, Any]) -> None:
+    def host(self, rec: HostRecord) -> None:
         if self.fmt == "json":
             self.records.append(rec)
 
-    def record(self, rec: dict[str, Any]) -> None:
+    def record(self, rec: Observation) -> None:
         self.done += 1
         if verbosity() >= 1 and time.monotonic() - self.last >= 5.0:
             self.last = time.monotonic()

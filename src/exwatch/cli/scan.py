@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the engine, rich and the knowledge base load when a scan ru
     from rich.console import Console
     from rich.progress import Progress
 
+    from exwatch.record import ExposedHost, HostRecord
     from exwatch.scan.summary import Progress as ScanProgress
     from exwatch.scan.summary import ScanSummary
 
@@ -93,7 +94,7 @@ def whole_scan_line(summary: ScanSummary) -> str | None:
     return f"whole scan {summary.scan_id} (every run): {statuses}" + (f"; {waves}" if waves else "")
 
 
-def services_text(rec: dict[str, Any]) -> str:
+def services_text(rec: HostRecord) -> str:
     """A host's services in a few words: ``443/https exchange; 80/http unreachable (refused)``."""
     parts = []
     for svc in rec.get("services") or []:
@@ -102,7 +103,8 @@ def services_text(rec: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
+def _csv_row(rec: HostRecord) -> dict[str, object]:
+    """One CSV row: the record's ``CSV_FIELDS``, one column per wave (its state), the services in words."""
     row = {k: rec.get(k) for k in CSV_FIELDS if k in rec}
     for wave, v in (rec.get("waves") or {}).items():
         row[wave] = v.get("state")
@@ -112,7 +114,7 @@ def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def fix_summary(rec: dict[str, Any]) -> str:
+def fix_summary(rec: HostRecord | ExposedHost) -> str:
     """The one update that closes every exposed wave of a host (the record's ``fix``, else computed)."""
     if rec.get("fix"):
         return str(rec["fix"])
@@ -166,7 +168,8 @@ def render_table(summary: ScanSummary, console: Console) -> None:
     for rec in shown:
         cells = []
         for wave in wave_cols:
-            state = (rec["waves"].get(wave) or {}).get("state", "")
+            entry = rec["waves"].get(wave)
+            state = entry.get("state", "") if entry else ""
             cells.append(f"[{STATE_STYLE.get(state, '')}]{state}[/]")
         source = (rec.get("build_source") or "") + (" (CU only)" if rec.get("cu_only") else "")
         port = str(rec.get("port") or "") + (" (conflict)" if rec.get("conflict") else "")
@@ -365,13 +368,13 @@ class HostOutput:
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
-        self.records: list[dict[str, Any]] = []
+        self.records: list[HostRecord] = []
         self.csv: csv.DictWriter[str] | None = None
         if fmt == "csv":
             self.csv = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
             self.csv.writeheader()
 
-    def host(self, rec: dict[str, Any]) -> None:
+    def host(self, rec: HostRecord) -> None:
         if self.fmt == "jsonl":
             sys.stdout.write(json.dumps(rec, default=str, ensure_ascii=False) + "\n")
             sys.stdout.flush()

@@ -7,19 +7,39 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from exwatch.cluster.connect import require_distributed, worker_threads
 from exwatch.cluster.shards import Scope, Shard, iter_shards, shard_budget, shard_options
 from exwatch.cluster.tasks import scan_shard
 from exwatch.errors import InputError
+from exwatch.record import HostRecord, Observation
 from exwatch.scan.observation import unreachable_record
 from exwatch.scan.options import ScanOptions
 from exwatch.scan.run import ScanHooks, ScanRun
-from exwatch.scan.summary import ScanSummary
+from exwatch.scan.summary import ScanSummary, SummaryDict
 from exwatch.scan.targets import Target, TargetSet
 
-ShardTask = Callable[[list[Target], ScanOptions, dict[str, str]], list[dict[str, Any]]]
+ShardTask = Callable[[list[Target], ScanOptions, dict[str, str]], list[Observation]]
+
+
+class ClusterDict(TypedDict):
+    """What the cluster did, in the JSON summary of ``cluster scan`` (its ``cluster`` object)."""
+
+    shards: int
+    shard_size: int
+    in_flight: int
+    worker_threads: int
+    rate_per_shard: float
+    failed_shards: int
+    failed_targets: dict[str, int]
+    excluded_before_sharding: int
+
+
+class ClusterSummaryDict(SummaryDict):
+    """The scan's JSON summary with the ``cluster`` object."""
+
+    cluster: ClusterDict
 
 
 @dataclass
@@ -36,10 +56,9 @@ class ClusterScanResult:
     failed_targets: dict[str, int] = field(default_factory=dict)  # error class -> targets
     excluded: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ClusterSummaryDict:
         """The summary's JSON form with a ``cluster`` object."""
-        out = self.summary.to_dict()
-        out["cluster"] = {
+        cluster: ClusterDict = {
             "shards": self.shards,
             "shard_size": self.shard_size,
             "in_flight": self.in_flight,
@@ -49,7 +68,7 @@ class ClusterScanResult:
             "failed_targets": dict(self.failed_targets),
             "excluded_before_sharding": self.excluded,
         }
-        return out
+        return {**self.summary.to_dict(), "cluster": cluster}
 
 
 @dataclass
@@ -69,10 +88,10 @@ def cluster_scan(
     retries: int = 2,
     shard_timeout: float | None = None,
     tags: Mapping[str, str] | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[Observation], None] | None = None,
     on_start: Callable[[int, int, list[str]], None] | None = None,
     task: ShardTask = scan_shard,
-    on_host: Callable[[dict[str, Any]], None] | None = None,
+    on_host: Callable[[HostRecord], None] | None = None,
 ) -> ClusterScanResult:
     """Scan ``targets`` across the workers of ``client``; one observation per target in ONE stored scan.
 
@@ -150,7 +169,7 @@ class _ShardPump:
         self.pending: dict[Any, _InFlight] = {}
         self.result: ClusterScanResult | None = None
 
-    def take(self, records: list[dict[str, Any]]) -> None:
+    def take(self, records: list[Observation]) -> None:
         for rec in records:
             self.run.summary.requests += int(rec.get("requests") or 0)
             self.run.add(rec)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from exwatch.errors import InputError
+from exwatch.record import Observation
 from exwatch.scan.fingerprint import Fingerprinter, FingerprintResult, parse_owa_path
 from exwatch.scan.observation import host_record, known_build
 from exwatch.scan.probes import ProbeResponse
@@ -153,7 +154,7 @@ def fingerprint(status: int | None, headers: Mapping[str, str], bodies: Iterable
     return fp.finish()
 
 
-def record_of(seen: Seen, source: str, tags: Mapping[str, str]) -> dict[str, Any]:
+def record_of(seen: Seen, source: str, tags: Mapping[str, str]) -> Observation:
     """The observation record of one imported answer (the scanner's record shape)."""
     all_tags = {"source": source, **dict(tags)}
     if seen.country:
@@ -191,7 +192,7 @@ def import_file(
     store_url: str | None,
     *,
     tags: Mapping[str, str] | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[Observation], None] | None = None,
 ) -> ImportResult:
     """Read an export of ``source`` (``shodan`` or ``censys``) and store one scan per observation day."""
     import time
@@ -234,7 +235,7 @@ def _store(
     store_url: str | None,
     tags: dict[str, str],
     result: ImportResult,
-    on_record: Callable[[dict[str, Any]], None] | None,
+    on_record: Callable[[Observation], None] | None,
 ) -> None:
     from sqlalchemy import select
 
@@ -266,7 +267,7 @@ def _store(
                 "scan_time": last.isoformat(),
             }
             scan_id = store.start_scan(params, started_at=last)
-            batch: list[dict[str, Any]] = []
+            batch: list[Observation] = []
             for seen in seen_items:
                 rec = record_of(seen, source, tags)
                 result.statuses[str(rec["status"])] += 1

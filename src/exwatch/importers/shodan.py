@@ -41,6 +41,7 @@ def split_banner(data: str) -> tuple[int | None, dict[str, str], bytes]:
     return status, headers, body.encode("utf-8", "surrogateescape") if body else b""
 
 
+# A banner is one line of Shodan's export, parsed JSON: free-form (every key checked as it is read).
 def _address(banner: Mapping[str, Any]) -> str:
     value = banner.get("ip_str")
     if value is None and isinstance(banner.get("ip"), int):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from exwatch.record import HostRecord, Observation
 from exwatch.scan._http import Connection, FetchError, Limits, classify, client_tls_context
 from exwatch.scan.fingerprint import Fingerprinter, cert_names
 from exwatch.scan.limits import Gate, Gates, raise_open_files_limit, retry_delay
@@ -193,7 +194,7 @@ class Scanner:
         return last
 
     # -- one target ---------------------------------------------------------------------------
-    async def scan_target(self, target: Target) -> dict[str, Any]:
+    async def scan_target(self, target: Target) -> Observation:
         """Scan one target within its budget; always returns a record."""
         self.exclusions.refresh()
         state = _HostState()
@@ -270,7 +271,7 @@ class Scanner:
                 return second
         return outcome
 
-    def _record(self, target: Target, state: _HostState) -> dict[str, Any]:
+    def _record(self, target: Target, state: _HostState) -> Observation:
         names, sha = self._cert(state.conn.peer_cert if state.conn else None)
         fp = state.fp.result if state.fp is not None else None
         if fp is not None and fp.answered == 0:
@@ -411,10 +412,10 @@ def run_scan(
     scan_time: datetime | None = None,
     tags: Mapping[str, str] | None = None,
     resume: int | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[Observation], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, int, list[str]], None] | None = None,
-    on_host: Callable[[dict[str, Any]], None] | None = None,
+    on_host: Callable[[HostRecord], None] | None = None,
 ) -> ScanSummary:
     """Scan ``targets`` and store one observation per target; a plain synchronous call.
 

@@ -28,7 +28,8 @@ exposed state of each wave over every Exchange answer: ``vulnerable`` > ``unknow
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+
+from exwatch.record import HostRecord, Observation, ServiceEntry, WaveEntry
 
 __all__ = [
     "EXPOSURE",
@@ -62,7 +63,7 @@ EXPOSURE: dict[str, int] = {
 }
 
 
-def service_rank(record: Mapping[str, Any]) -> int:
+def service_rank(record: Observation) -> int:
     """The rank (1 to 4) of one service record's answer."""
     status = record.get("status")
     if status == "exchange":
@@ -92,7 +93,7 @@ def most_exposed(states: Iterable[str]) -> str | None:
     return min(states, key=lambda s: EXPOSURE.get(s, 9), default=None)
 
 
-def host_of(record: Mapping[str, Any]) -> str:
+def host_of(record: Observation) -> str:
     """The host a service record belongs to, for grouping one scan's records: the name it was given,
     else its address, else the host part of its key."""
     if record.get("name"):
@@ -106,14 +107,14 @@ def host_of(record: Mapping[str, Any]) -> str:
     return rest.rsplit(":", 1)[0]
 
 
-def _port_of(record: Mapping[str, Any]) -> int:
+def _port_of(record: Observation) -> int:
     try:
         return int(record.get("port") or 0)
     except (TypeError, ValueError):
         return 0
 
 
-def ordered(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def ordered(records: Iterable[Observation]) -> list[Observation]:
     """Service records best first: rank high, then time new (ISO text), then port low (stable sorts)."""
     recs = sorted(records, key=lambda r: (_port_of(r), str(r.get("key") or "")))
     recs.sort(key=lambda r: str(r.get("time") or ""), reverse=True)
@@ -121,7 +122,7 @@ def ordered(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return recs
 
 
-def _service(record: Mapping[str, Any]) -> dict[str, Any]:
+def _service(record: Observation) -> ServiceEntry:
     return {
         "key": record.get("key"),
         "port": record.get("port"),
@@ -133,7 +134,7 @@ def _service(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def fold_services(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def fold_services(records: Iterable[Observation]) -> HostRecord:
     """One host record from the service records of one host (ValueError for none).
 
     The result is a copy of the winning service record with:
@@ -147,12 +148,14 @@ def fold_services(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if not recs:
         raise ValueError("fold_services needs at least one service record")
     winner = recs[0]
-    host: dict[str, Any] = dict(winner)
-    host["services"] = [_service(r) for r in sorted(recs, key=lambda r: (_port_of(r), str(r.get("key"))))]
     exchange = [r for r in recs if r.get("status") == "exchange"]
     builds = sorted({str(r["build"]) for r in exchange if r.get("build")})
     conflict = any(builds_disagree(a, b) for i, a in enumerate(builds) for b in builds[i + 1 :])
-    host["conflict"] = conflict
+    host: HostRecord = {
+        **winner,
+        "services": [_service(r) for r in sorted(recs, key=lambda r: (_port_of(r), str(r.get("key"))))],
+        "conflict": conflict,
+    }
     host["conflicts"] = list(winner.get("conflicts") or [])
     if conflict:
         ports = ", ".join(
@@ -166,15 +169,15 @@ def fold_services(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return host
 
 
-def _fold_waves(voters: list[Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _fold_waves(voters: list[Observation]) -> dict[str, WaveEntry]:
+    out: dict[str, WaveEntry] = {}
     wave_ids: list[str] = []
     for r in voters:
         for w in r.get("waves") or {}:
             if w not in wave_ids:
                 wave_ids.append(w)
     for w in wave_ids:
-        best: tuple[int, Mapping[str, Any], Mapping[str, Any]] | None = None
+        best: tuple[int, WaveEntry, Observation] | None = None
         for r in voters:
             v = (r.get("waves") or {}).get(w)
             if not isinstance(v, Mapping):
@@ -183,9 +186,7 @@ def _fold_waves(voters: list[Mapping[str, Any]]) -> dict[str, Any]:
             if best is None or score < best[0]:
                 best = (score, v, r)
         if best is not None:
-            entry = dict(best[1])
-            entry["port"] = best[2].get("port")
-            out[w] = entry
+            out[w] = {**best[1], "port": best[2].get("port")}
     return out
 
 
@@ -193,7 +194,7 @@ class _Pending:
     __slots__ = ("closed", "records", "remaining")
 
     def __init__(self) -> None:
-        self.records: list[Mapping[str, Any]] = []
+        self.records: list[Observation] = []
         self.remaining = 0
         self.closed = False
 
@@ -212,9 +213,9 @@ class HostFolder:
         self._pending: dict[str, _Pending] = {}
         self._last: str | None = None
 
-    def expect(self, key: str, host: str) -> list[dict[str, Any]]:
+    def expect(self, key: str, host: str) -> list[HostRecord]:
         """A service (its record key) of ``host`` is about to be scanned; returns hosts now complete."""
-        ready: list[dict[str, Any]] = []
+        ready: list[HostRecord] = []
         if self._last is not None and host != self._last:
             ready.extend(self._close(self._last))
         self._last = host
@@ -224,7 +225,7 @@ class HostFolder:
         pending.remaining += 1
         return ready
 
-    def add(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def add(self, record: Observation) -> list[HostRecord]:
         """A service record came back; returns the host record if its host is now complete."""
         host = self._host_of.pop(str(record.get("key")), None)
         if host is None:  # never announced: a host of its own
@@ -237,7 +238,7 @@ class HostFolder:
             return [fold_services(pending.records)]
         return []
 
-    def _close(self, host: str) -> list[dict[str, Any]]:
+    def _close(self, host: str) -> list[HostRecord]:
         pending = self._pending.get(host)
         if pending is None:
             return []
@@ -247,12 +248,12 @@ class HostFolder:
             return [fold_services(pending.records)] if pending.records else []
         return []
 
-    def end_of_stream(self) -> list[dict[str, Any]]:
+    def end_of_stream(self) -> list[HostRecord]:
         """No more services will be announced: the last host is closed (returned if complete)."""
         last, self._last = self._last, None
         return self._close(last) if last is not None else []
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[HostRecord]:
         """Fold every host still open over the services that came back (and forget them)."""
         out = [fold_services(p.records) for p in self._pending.values() if p.records]
         self._pending.clear()

@@ -20,8 +20,8 @@ it only decides when the build cannot, and a disagreement is still flagged as a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from exwatch.record import FixEntry, WaveEntry
 from exwatch.scan.probes import ProbeOutcome
 
 DEFINITE = frozenset({"vulnerable", "patched", "not_affected"})
@@ -35,7 +35,7 @@ class WaveState:
     reason: str
     conflict: bool = False
 
-    def to_dict(self, fix: Any = None) -> dict[str, Any]:
+    def to_dict(self, fix: FixEntry | None = None) -> WaveEntry:
         """The record form: state, reason, conflict and the fix."""
         return {"state": self.state, "reason": self.reason, "conflict": self.conflict, "fix": fix}
 

@@ -11,15 +11,18 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from exwatch.errors import BuildError
+from exwatch.record import ExposedHost, FixEntry, HostFix, Observation
 from exwatch.scan.fingerprint import FingerprintResult
 from exwatch.scan.fusion import WaveState, fuse
 from exwatch.scan.probes import ProbeOutcome
 from exwatch.scan.targets import Target
 
-WAVE_IDS: tuple[str, ...] = ("proxylogon", "proxyshell", "proxynotshell")
+if TYPE_CHECKING:
+    from exwatch.kb import CatalogueEntry, Verdict
+
 # The CVE whose unauthenticated request shape each wave's probe sends (fingerprinting.md 4).
 PROBE_CVE = {
     "proxylogon": "CVE-2021-26855",
@@ -30,17 +33,26 @@ SEVERITY = {"vulnerable": 0, "unknown": 1, "mitigated": 2, "patched": 3, "not_af
 
 
 def wave_ids() -> tuple[str, ...]:
-    """The waves the knowledge base knows (the three of CONTRACTS.md if it cannot say)."""
-    try:
-        from exwatch import kb
+    """The waves the knowledge base knows, in its order (``kb.WAVE_IDS``)."""
+    from exwatch import kb
 
-        return tuple(w.id for w in kb.WAVES)
-    except (ImportError, AttributeError):
-        return WAVE_IDS
+    return kb.WAVE_IDS
+
+
+class VerdictFacts(TypedDict, total=False):
+    """What the knowledge base says of a build besides its waves (empty without a verdict)."""
+
+    product: str
+    cu: str | None
+    support: str | None
+
+
+#: Per wave: (state, reason, fix, state of the CVE the wave's probe tests).
+WaveVerdicts = dict[str, tuple[str, str, FixEntry | None, str | None]]
 
 
 @functools.lru_cache(maxsize=4096)
-def _verdict(build: str, as_of: date | None = None) -> Any:
+def _verdict(build: str, as_of: date | None = None) -> Verdict:
     from exwatch import kb
 
     return kb.verdict(build, as_of=as_of)
@@ -69,9 +81,7 @@ def known_build(build: str) -> bool:
     return build in _known_builds()
 
 
-def build_verdict(
-    build: str | None, as_of: date | None = None
-) -> tuple[dict[str, tuple[str, str, Any, str | None]], dict[str, Any]]:
+def build_verdict(build: str | None, as_of: date | None = None) -> tuple[WaveVerdicts, VerdictFacts]:
     """Per wave (state, reason, fix, state of the probed CVE) from the kb (with the knowledge of
     ``as_of``, None: today), and product facts."""
     waves = wave_ids()
@@ -82,7 +92,7 @@ def build_verdict(
     except BuildError as exc:
         return {w: ("unknown", f"build {build!r} is not understood: {exc}", None, None) for w in waves}, {}
     as_dict = v.to_dict()
-    out: dict[str, tuple[str, str, Any, str | None]] = {}
+    out: WaveVerdicts = {}
     for w in waves:
         wv = v.waves.get(w)
         if wv is None:
@@ -91,7 +101,7 @@ def build_verdict(
         wd = (as_dict.get("waves") or {}).get(w, {})
         cve_state = (wd.get("cves") or {}).get(PROBE_CVE.get(w, ""))
         out[w] = (str(wv.state), wv.reason, wd.get("fix"), None if cve_state is None else str(cve_state))
-    facts = {"product": v.product, "cu": v.cu, "support": as_dict.get("support")}
+    facts: VerdictFacts = {"product": v.product, "cu": v.cu, "support": as_dict.get("support")}
     return out, facts
 
 
@@ -107,10 +117,10 @@ def host_record(
     when: datetime,
     extra_tags: Mapping[str, str] | None = None,
     as_of: date | None = None,
-) -> dict[str, Any]:
+) -> Observation:
     """Assemble the observation record of one target (verdicts with the knowledge of ``as_of``)."""
     tags = {**dict(extra_tags or {}), **dict(target.tags)}
-    rec: dict[str, Any] = {
+    rec: Observation = {
         "key": target.key,
         "target": target.text,
         "scheme": target.scheme,
@@ -151,13 +161,11 @@ def host_record(
         if error:
             rec["notes"].append(f"some requests failed: {error}")
         return rec
-    rec.update(
-        status="exchange",
-        build=fp.build,
-        build_source=fp.build_source,
-        cu_only=fp.cu_only if fp.build else None,
-        approximate=fp.approximate if fp.build else None,
-    )
+    rec["status"] = "exchange"
+    rec["build"] = fp.build
+    rec["build_source"] = fp.build_source
+    rec["cu_only"] = fp.cu_only if fp.build else None
+    rec["approximate"] = fp.approximate if fp.build else None
     verdicts, facts = build_verdict(fp.build, as_of)
     rec["product"] = facts.get("product")
     rec["cu"] = facts.get("cu")
@@ -174,15 +182,30 @@ def host_record(
 
 
 def unreachable_record(
-    target: Target, address: str | None, error: str, when: datetime, **kw: Any
-) -> dict[str, Any]:
+    target: Target,
+    address: str | None,
+    error: str,
+    when: datetime,
+    *,
+    extra_tags: Mapping[str, str] | None = None,
+    as_of: date | None = None,
+) -> Observation:
     """The record of a target that gave no HTTP answer at all (error: the error class)."""
     return host_record(
-        target, address, fp=None, probes=None, error=error, cert_names=[], cert_sha256=None, when=when, **kw
+        target,
+        address,
+        fp=None,
+        probes=None,
+        error=error,
+        cert_names=[],
+        cert_sha256=None,
+        when=when,
+        extra_tags=extra_tags,
+        as_of=as_of,
     )
 
 
-def worst_state(rec: Mapping[str, Any]) -> tuple[int, ...]:
+def worst_state(rec: Observation | ExposedHost) -> tuple[int, ...]:
     """Sort key, worst first: the worst state over the waves, then the per-wave states in wave order
     (the oldest, most exploited wave weighs most), so a host open to every wave precedes one open to
     the later waves only."""
@@ -198,7 +221,7 @@ def worst_state(rec: Mapping[str, Any]) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=1)
-def _entries() -> dict[str, Any]:
+def _entries() -> dict[str, CatalogueEntry]:
     from exwatch import kb
 
     return {str(e.build): e for e in kb.catalogue()}
@@ -214,7 +237,7 @@ def _key(build: str) -> tuple[int, ...]:
 _TARGET_BUILD = re.compile(r"\((\d+\.\d+\.\d+\.\d+)\) or later")
 
 
-def _wave_target(fix: Mapping[str, Any]) -> tuple[str, bool] | None:
+def _wave_target(fix: FixEntry) -> tuple[str, bool] | None:
     """The lowest build that closes one wave (and whether it is a CU's release build, to be followed by
     that CU's latest SU), from the kb's fix: this CU's SU, else the first later CU containing the fix,
     else the build the kb's sentence names (the newest CU that received the update, and its SU)."""
@@ -228,7 +251,7 @@ def _wave_target(fix: Mapping[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
-def host_fix(rec: Mapping[str, Any], waves: Iterable[str] | None = None) -> dict[str, Any]:
+def host_fix(rec: Observation | ExposedHost, waves: Iterable[str] | None = None) -> HostFix:
     """The one update that closes every open wave of a host (vulnerable or unknown), from the kb's fixes.
 
     Returns ``{"fix": sentence, "fix_build": build or None, "fix_kb": "KB..." or None}``; the sentence is

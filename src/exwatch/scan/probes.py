@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from exwatch.record import ProbeEntry
+
 # Every request the scanner sends carries this User-Agent so that a log hunt on the target can recognise
 # (and exclude) the scanner's own attack-shaped requests (fingerprinting.md 4, scanner_practice.md 3).
 USER_AGENT = "exwatch-scan/0.1 (+authorised exposure scan; https://github.com/exwatch)"
@@ -107,7 +109,7 @@ class ProbeOutcome:
     reason: str
     validated: bool = True
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> ProbeEntry:
         """A JSON-ready form, as stored in observation records under ``probes``."""
         return {"outcome": self.outcome, "reason": self.reason, "validated": self.validated}
 

@@ -28,14 +28,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from exwatch.errors import InputError
+from exwatch.record import HostRecord, Observation
 from exwatch.scan.fold import HostFolder
 from exwatch.scan.options import ScanOptions
 from exwatch.scan.plan import build_target_set, no_target_message, target_stream
-from exwatch.scan.sink import Sink, open_sink
+from exwatch.scan.sink import ScanParams, Sink, open_sink
 from exwatch.scan.summary import Progress, ScanSummary, finish_host
 from exwatch.scan.targets import Target, TargetSet
 
-Record = dict[str, Any]
 _STOP: Any = object()
 
 
@@ -45,8 +45,8 @@ class ScanHooks:
     ``on_host`` each host record (services folded, with ``fix``), ``on_start`` (scan id, targets,
     problems with the target list) once the scan is stored, ``progress`` about twice a second."""
 
-    on_record: Callable[[Record], None] | None = None
-    on_host: Callable[[Record], None] | None = None
+    on_record: Callable[[Observation], None] | None = None
+    on_host: Callable[[HostRecord], None] | None = None
     on_start: Callable[[int, int, list[str]], None] | None = None
     progress: Callable[[Progress], None] | None = None
 
@@ -69,7 +69,7 @@ class StoreWriter:
         self.flush_interval = flush_interval
         self.error: BaseException | None = None
         self.written = 0
-        self._batch: list[Record] = []
+        self._batch: list[Observation] = []
         self._lock = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._thread = threading.Thread(target=self._run, name="exwatch-store-writer", daemon=True)
@@ -80,7 +80,7 @@ class StoreWriter:
         """The queue is full: the next full batch would wait for the store."""
         return self._queue.full()
 
-    def put(self, rec: Record) -> None:
+    def put(self, rec: Observation) -> None:
         """Add one record (blocks only when the store is ``depth`` batches behind)."""
         if self.error is not None:
             raise self.error
@@ -91,13 +91,13 @@ class StoreWriter:
             batch, self._batch = self._batch, []
         self._queue.put(batch)
 
-    async def put_async(self, rec: Record) -> None:
+    async def put_async(self, rec: Observation) -> None:
         """:meth:`put` from the event loop: wait on the loop, not in the thread, while the store is behind."""
         while self._queue.full() and self._thread.is_alive():
             await asyncio.sleep(0.005)
         self.put(rec)
 
-    def _take(self) -> list[Record]:
+    def _take(self) -> list[Observation]:
         with self._lock:
             batch, self._batch = self._batch, []
         return batch
@@ -206,7 +206,7 @@ class ScanRun:
         )
         return self.scan_id
 
-    def _params(self) -> dict[str, Any]:
+    def _params(self) -> ScanParams:
         assert self.tset is not None
         return {
             "targets": list(self.tset.items),
@@ -244,26 +244,26 @@ class ScanRun:
         """No more targets will be queued."""
         self.emit(self.folder.end_of_stream())
 
-    def add(self, rec: Record) -> None:
+    def add(self, rec: Observation) -> None:
         """One service record: counted, handed to ``on_record`` and to the writer, folded."""
         self.count(rec)
         assert self.writer is not None
         self.writer.put(rec)
         self.emit(self.folder.add(rec))
 
-    async def add_async(self, rec: Record) -> None:
+    async def add_async(self, rec: Observation) -> None:
         """:meth:`add` from the event loop (waits on the loop when the store is behind)."""
         self.count(rec)
         assert self.writer is not None
         await self.writer.put_async(rec)
         self.emit(self.folder.add(rec))
 
-    def count(self, rec: Record) -> None:
+    def count(self, rec: Observation) -> None:
         self.summary.add_service(rec)
         if self.hooks.on_record is not None:
             self.hooks.on_record(rec)
 
-    def emit(self, hosts: list[Record], *, show: bool = True) -> None:
+    def emit(self, hosts: list[HostRecord], *, show: bool = True) -> None:
         """Count and hand over host records folded from their services."""
         for host in hosts:
             self.summary.add(finish_host(host))

@@ -8,23 +8,37 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from exwatch.errors import InputError
+from exwatch.record import Observation
+
+#: A scan's stored parameters (targets, options, tags, scan_time, and what a caller adds: the
+#: cluster's settings, an import's file and day): a JSON object stored as it is and read back by
+#: ``--resume``, open to keys this module does not know, hence free-form.
+ScanParams = dict[str, Any]
 
 
 class Sink(Protocol):
     """What the engine needs from a result store."""
 
-    def start(self, params: dict[str, Any], started_at: datetime | None) -> int: ...
-    def add(self, scan_id: int, records: list[dict[str, Any]]) -> None: ...
+    def start(self, params: ScanParams, started_at: datetime | None) -> int: ...
+    def add(self, scan_id: int, records: Sequence[Observation]) -> None: ...
     def finish(self, scan_id: int, finished_at: datetime | None) -> None: ...
-    def params(self, scan_id: int) -> dict[str, Any]: ...
+    def params(self, scan_id: int) -> ScanParams: ...
     def done_keys(self, scan_id: int) -> set[str]: ...
     def totals(self, scan_id: int) -> ScanTotals | None: ...
     def close(self) -> None: ...
+
+
+class TotalsDict(TypedDict):
+    """The JSON form of :class:`ScanTotals`."""
+
+    statuses: dict[str, int]
+    waves: dict[str, dict[str, int]]
 
 
 @dataclass
@@ -50,7 +64,7 @@ class ScanTotals:
             c.get("unknown", 0) for c in self.waves.values()
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TotalsDict:
         """A JSON-ready form."""
         return {"statuses": dict(self.statuses), "waves": {w: dict(c) for w, c in self.waves.items()}}
 
@@ -65,16 +79,16 @@ class StoreSink:
         # on SQLite), and its SQLite connections are lean (a scan only appends).
         self.store = open_store(url, profile="scan")
 
-    def start(self, params: dict[str, Any], started_at: datetime | None) -> int:
+    def start(self, params: ScanParams, started_at: datetime | None) -> int:
         return self.store.start_scan(params, started_at=started_at, kind="scan")
 
-    def add(self, scan_id: int, records: list[dict[str, Any]]) -> None:
+    def add(self, scan_id: int, records: Sequence[Observation]) -> None:
         self.store.add_observations(scan_id, records)
 
     def finish(self, scan_id: int, finished_at: datetime | None) -> None:
         self.store.finish_scan(scan_id, finished_at=finished_at)
 
-    def params(self, scan_id: int) -> dict[str, Any]:
+    def params(self, scan_id: int) -> ScanParams:
         return self.store.scan_params(scan_id)
 
     def done_keys(self, scan_id: int) -> set[str]:
@@ -107,6 +121,16 @@ class StoreSink:
         self.store.close()
 
 
+@dataclass
+class MemoryScan:
+    """One scan kept by a :class:`MemorySink`."""
+
+    params: ScanParams
+    records: list[Observation] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    finished: datetime | None = None
+
+
 class MemorySink:
     """Results kept in memory (``store_url="memory:"``): for benchmarks and library use without a store."""
 
@@ -114,29 +138,29 @@ class MemorySink:
 
     def __init__(self, keep: bool = True) -> None:
         self.keep = keep
-        self.scans: dict[int, dict[str, Any]] = {}
+        self.scans: dict[int, MemoryScan] = {}
 
-    def start(self, params: dict[str, Any], started_at: datetime | None) -> int:
+    def start(self, params: ScanParams, started_at: datetime | None) -> int:
         scan_id = next(self._ids)
-        self.scans[scan_id] = {"params": params, "records": [], "keys": set(), "finished": None}
+        self.scans[scan_id] = MemoryScan(params)
         return scan_id
 
-    def add(self, scan_id: int, records: list[dict[str, Any]]) -> None:
+    def add(self, scan_id: int, records: Sequence[Observation]) -> None:
         scan = self.scans[scan_id]
         if self.keep:
-            scan["records"].extend(records)
-            scan["keys"].update(r["key"] for r in records)
+            scan.records.extend(records)
+            scan.keys.update(r["key"] for r in records)
 
     def finish(self, scan_id: int, finished_at: datetime | None) -> None:
-        self.scans[scan_id]["finished"] = finished_at
+        self.scans[scan_id].finished = finished_at
 
-    def params(self, scan_id: int) -> dict[str, Any]:
+    def params(self, scan_id: int) -> ScanParams:
         if scan_id not in self.scans:
             raise InputError(f"no scan {scan_id} in memory")
-        return dict(self.scans[scan_id]["params"])
+        return dict(self.scans[scan_id].params)
 
     def done_keys(self, scan_id: int) -> set[str]:
-        return set(self.scans[scan_id]["keys"])
+        return set(self.scans[scan_id].keys)
 
     def totals(self, scan_id: int) -> ScanTotals | None:
         """Counts over the records kept (None when records are not kept)."""
@@ -144,7 +168,7 @@ class MemorySink:
             return None
         statuses: Counter[str] = Counter()
         waves: dict[str, Counter[str]] = {}
-        for rec in self.scans[scan_id]["records"]:
+        for rec in self.scans[scan_id].records:
             statuses[str(rec.get("status"))] += 1
             if rec.get("status") != "exchange":
                 continue

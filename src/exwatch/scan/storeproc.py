@@ -18,12 +18,14 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
 from exwatch.errors import StoreError
-from exwatch.scan.sink import ScanTotals
+from exwatch.record import Observation
+from exwatch.scan.sink import ScanParams, ScanTotals
 
 _PRELOAD = ["exwatch.scan.sink", "exwatch.fleet", "exwatch.fleet.queries"]
 _SERVER: Any = None
@@ -58,7 +60,7 @@ def _serve(conn: Connection, parent_end: Connection, url: str | None) -> None:
     from exwatch.scan.sink import StoreSink
 
     try:
-        sink: Any = StoreSink(url)
+        sink = StoreSink(url)
     except BaseException as exc:
         conn.send(("err", _portable(exc)))
         return
@@ -137,10 +139,10 @@ class ProcessSink:
             self._conn.send((op, args))
             return self._answer()
 
-    def start(self, params: dict[str, Any], started_at: datetime | None) -> int:
+    def start(self, params: ScanParams, started_at: datetime | None) -> int:
         return int(self._call("start", params, started_at))
 
-    def add(self, scan_id: int, records: list[dict[str, Any]]) -> None:
+    def add(self, scan_id: int, records: Sequence[Observation]) -> None:
         self._ready()
         with self._lock:
             self._conn.send(("add", (scan_id, records)))
@@ -148,7 +150,7 @@ class ProcessSink:
     def finish(self, scan_id: int, finished_at: datetime | None) -> None:
         self._call("finish", scan_id, finished_at)
 
-    def params(self, scan_id: int) -> dict[str, Any]:
+    def params(self, scan_id: int) -> ScanParams:
         return dict(self._call("params", scan_id))
 
     def done_keys(self, scan_id: int) -> set[str]:

@@ -7,13 +7,13 @@ counters, the list of exposed hosts is only a capped sample of them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
+from exwatch.record import ExposedHost, HostRecord, Observation
 from exwatch.scan.fold import host_of
 from exwatch.scan.observation import host_fix
-from exwatch.scan.sink import ScanTotals
+from exwatch.scan.sink import ScanTotals, TotalsDict
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Progress:
         return (self.total - self.done) / self.rate
 
 
+#: The keys of :class:`~exwatch.record.ExposedHost`, in its order.
 EXPOSED_FIELDS = (
     "key",
     "host",
@@ -82,7 +83,7 @@ class ScanSummary:
     errors: Counter[str] = field(default_factory=Counter)
     waves: dict[str, Counter[str]] = field(default_factory=dict)
     conflicts: int = 0
-    exposed: list[dict[str, Any]] = field(default_factory=list)
+    exposed: list[ExposedHost] = field(default_factory=list)
     exposed_dropped: int = 0
     exposed_hosts: int = 0
     vulnerable_hosts: int = 0
@@ -97,14 +98,14 @@ class ScanSummary:
 
     MAX_EXPOSED = 10_000
 
-    def add_service(self, rec: Mapping[str, Any]) -> None:
+    def add_service(self, rec: Observation) -> None:
         """Count one service record (the progress of the scan)."""
         self.scanned += 1
 
     def _chosen(self, wave: str) -> bool:
         return not self.waves_selected or wave in self.waves_selected
 
-    def add(self, rec: Mapping[str, Any]) -> None:
+    def add(self, rec: HostRecord) -> None:
         """Count one host record (folded); keep a short form of it if a chosen wave is exposed."""
         self.hosts += 1
         status = str(rec.get("status"))
@@ -125,7 +126,7 @@ class ScanSummary:
         if vulnerable or unknown:
             self.exposed_hosts += 1
             if len(self.exposed) < self.MAX_EXPOSED:
-                self.exposed.append({k: rec.get(k) for k in EXPOSED_FIELDS})
+                self.exposed.append(exposed_host(rec))
             else:
                 self.exposed_dropped += 1
 
@@ -150,7 +151,7 @@ class ScanSummary:
             return 3
         return 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SummaryDict:
         """A JSON-ready summary."""
         return {
             "scan_id": self.scan_id,
@@ -177,6 +178,32 @@ class ScanSummary:
         }
 
 
+class SummaryDict(TypedDict):
+    """The JSON form of a :class:`ScanSummary` (``--format json``'s ``summary``)."""
+
+    scan_id: int
+    total: int
+    scanned: int
+    services: int
+    hosts: int
+    skipped: int
+    seconds: float
+    hosts_per_second: float | None
+    requests: int
+    statuses: dict[str, int]
+    errors: dict[str, int]
+    waves: dict[str, dict[str, int]]
+    waves_selected: list[str]
+    conflicts: int
+    vulnerable_hosts: int
+    unknown_hosts: int
+    exposed_hosts: int
+    incomplete_hosts: int
+    problems: list[str]
+    interrupted: bool
+    whole_scan: TotalsDict | None
+
+
 class ScanInterrupted(KeyboardInterrupt):
     """The scan stopped before its end (Ctrl-C, or its output closed); ``summary`` has what it found.
 
@@ -189,8 +216,35 @@ class ScanInterrupted(KeyboardInterrupt):
         self.reason = reason
 
 
-def finish_host(host: dict[str, Any]) -> dict[str, Any]:
+def exposed_host(rec: HostRecord) -> ExposedHost:
+    """The short form of an exposed host kept in the summary (the keys of ``EXPOSED_FIELDS``)."""
+    return {
+        "key": rec.get("key"),
+        "host": rec.get("host"),
+        "target": rec.get("target"),
+        "address": rec.get("address"),
+        "port": rec.get("port"),
+        "name": rec.get("name"),
+        "build": rec.get("build"),
+        "build_source": rec.get("build_source"),
+        "cu_only": rec.get("cu_only"),
+        "product": rec.get("product"),
+        "cu": rec.get("cu"),
+        "fe_server": rec.get("fe_server"),
+        "waves": rec.get("waves"),
+        "services": rec.get("services"),
+        "conflict": rec.get("conflict"),
+        "fix": rec.get("fix"),
+        "fix_build": rec.get("fix_build"),
+        "fix_kb": rec.get("fix_kb"),
+    }
+
+
+def finish_host(host: HostRecord) -> HostRecord:
     """Complete a folded host record: its host id and the one fix that closes every open wave."""
     host["host"] = host_of(host)
-    host.update(host_fix(host))
+    fix = host_fix(host)
+    host["fix"] = fix["fix"]
+    host["fix_build"] = fix["fix_build"]
+    host["fix_kb"] = fix["fix_kb"]
     return host

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 
 from exwatch.config import data_dir, mask_url
 from exwatch.fleet import Store, open_store
 from exwatch.fleet import schema as ft
+from exwatch.record import Observation
 from exwatch.scan.engine import ScanOptions, run_scan
 from exwatch.scan.fold import fold_services, host_of
 from exwatch.watch.detect import detect as detect_changes
@@ -95,9 +95,9 @@ class RoundResult:
         return 3 if self.incomplete else 0
 
 
-def fold_hosts(records: Iterable[Mapping[str, Any]]) -> dict[str, HostSeen]:
+def fold_hosts(records: Iterable[Observation]) -> dict[str, HostSeen]:
     """One folded host per host of a round's service (observation) records."""
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+    groups: dict[str, list[Observation]] = {}
     for rec in records:
         groups.setdefault(host_of(rec), []).append(rec)
     return {host: HostSeen.from_record(fold_services(recs)) for host, recs in groups.items()}
@@ -190,7 +190,7 @@ class Watcher:
         """Scan, detect, record, deliver."""
         assert self.log is not None and self.store is not None
         started = time.monotonic()
-        records: list[Mapping[str, Any]] = []  # the scan's observation records of this round
+        records: list[Observation] = []  # the scan's observation records of this round
         summary = run_scan(
             list(self.config.targets),
             self.config.options,
@@ -243,7 +243,7 @@ class Watcher:
             self.on_round(result)
         return result
 
-    def _host_ids(self, scan_id: int, records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    def _host_ids(self, scan_id: int, records: Sequence[Observation]) -> dict[str, int]:
         """host (as the watch names it) -> the store's host id, from this round's observations."""
         assert self.store is not None
         o = ft.observations
