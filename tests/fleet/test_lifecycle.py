@@ -15,6 +15,7 @@ from exwatch.errors import InputError
 from exwatch.fleet import Store
 from exwatch.fleet import lifecycle as lc
 from exwatch.fleet import queries as q
+from exwatch.fleet.rows import PictureDoc
 
 T0 = datetime(2021, 3, 9, tzinfo=UTC)
 
@@ -161,6 +162,27 @@ def test_scans_list_show_delete(store: Store) -> None:
     assert done["hosts_removed"] == 1 and store.find_hosts("127.75.5.3") == []
     with pytest.raises(InputError, match="no scan"):
         lc.show_scan(store, third)
+
+
+def test_documents_have_their_declared_shape(store: Store) -> None:
+    # the commands print these documents: their keys, in order, are the TypedDicts' (scans, hosts)
+    first = scan(store, 0, [rec("127.75.8.1", "vulnerable", fe_server="A"), rec("127.75.8.2", "patched")])
+    assert list(lc.list_scans(store)[0]) == list(lc.ScanEntry.__annotations__)
+    shown = lc.show_scan(store, first)
+    assert list(shown) == list(lc.ScanDetail.__annotations__)
+    assert shown["fleet_picture"] is not None
+    assert list(shown["fleet_picture"]) == list(PictureDoc.__annotations__)
+    assert shown["ports"] == [{"port": 443, "status": "exchange", "services": 2}]
+    merged = lc.merge(store, "127.75.8.1", "127.75.8.2")
+    assert list(merged) == list(lc.Merged.__annotations__)
+    assert list(lc.list_changes(store)[0]) == list(lc.ChangeEntry.__annotations__)
+    assert list(lc.undo(store, merged["change"])) == list(lc.Undone.__annotations__)
+    scan(store, 1, [rec("127.75.8.3", "vulnerable", name="mx.example")])
+    scan(store, 2, [rec("127.75.8.4", "patched", name="mx.example")])
+    assert list(lc.split(store, "mx.example", ["127.75.8.3"])) == list(lc.SplitOff.__annotations__)
+    retired = lc.retire(store, "127.75.8.2")
+    assert list(retired) == list(lc.Retired.__annotations__)
+    assert list(lc.delete_scan(store, first)) == list(lc.ScanDeleted.__annotations__)
 
 
 def test_scans_cli(store_url: str, store: Store) -> None:

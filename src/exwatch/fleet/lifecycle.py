@@ -10,26 +10,112 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, func, insert, select, update
 
 from exwatch.errors import InputError
 from exwatch.fleet import picture
 from exwatch.fleet import queries as q
 from exwatch.fleet import schema as t
+from exwatch.fleet.jsontypes import JSONObject
+from exwatch.fleet.rows import PictureDoc
 from exwatch.fleet.store import Store, rebuild_exposure, refold
 from exwatch.fleet.timeutil import from_db, now, to_db
 
 
-def _scan_row(conn: Connection, scan_id: int) -> Any:
+# What the commands print (``scans`` and ``hosts``, as JSON or tables): the documents below.
+class ScanEntry(TypedDict):
+    """One scan in ``scans list``."""
+
+    scan: int
+    kind: str
+    started_at: str | None
+    finished_at: str | None
+    finished: bool
+    scope: list[str] | None
+    services: int
+    hosts: int
+
+
+class PortCount(TypedDict):
+    """Services of one port in one status, in ``scans show``."""
+
+    port: int | None
+    status: str
+    services: int
+
+
+class ScanDetail(ScanEntry):
+    """One scan in ``scans show``: its entry, parameters, what it saw and the fleet picture then."""
+
+    params: JSONObject
+    statuses: dict[str, int]
+    waves: dict[str, dict[str, int]]
+    ports: list[PortCount]
+    fleet_picture: PictureDoc | None
+
+
+class ScanDeleted(TypedDict):
+    """What ``scans delete`` removed and recomputed."""
+
+    scan: int
+    started_at: str | None
+    services: int
+    hosts: int
+    hosts_removed: int
+    pictures_rebuilt: int
+
+
+class Retired(TypedDict):
+    change: int
+    host_id: int
+    retired_at: str | None
+    previous: str | None
+
+
+class Merged(TypedDict):
+    change: int
+    host_id: int
+    merged: int
+    observations: int
+
+
+class SplitOff(TypedDict):
+    change: int
+    host_id: int
+    new_host_id: int
+    observations: int
+
+
+class ChangeEntry(TypedDict):
+    """One recorded host change in ``hosts changes``."""
+
+    change: int
+    kind: str
+    host_id: int
+    other_id: int | None
+    effective_at: str | None
+    created_at: str | None
+    undone_at: str | None
+    observations: int
+
+
+class Undone(TypedDict):
+    change: int
+    kind: str
+    host_id: int
+    other_id: int | None
+
+
+def _scan_row(conn: Connection, scan_id: int) -> Row[Any]:
     row = conn.execute(select(t.scans).where(t.scans.c.id == scan_id)).first()
     if row is None:
         raise InputError(f"no scan {scan_id} in the store; `exwatch scans list` shows them")
     return row
 
 
-def list_scans(store: Store, *, limit: int | None = None) -> list[dict[str, Any]]:
+def list_scans(store: Store, *, limit: int | None = None) -> list[ScanEntry]:
     """Every scan, newest first: time, state, scope (its targets), services and hosts it stored."""
     sc, o, sh = t.scans, t.observations, t.scan_hosts
     with store.connect() as conn:
@@ -46,7 +132,7 @@ def list_scans(store: Store, *, limit: int | None = None) -> list[dict[str, Any]
     return [_scan_doc(row, services.get(row.id, 0), hosts.get(row.id, 0)) for row in scans]
 
 
-def _scan_doc(row: Any, services: int, hosts: int) -> dict[str, Any]:
+def _scan_doc(row: Row[Any], services: int, hosts: int) -> ScanEntry:
     return {
         "scan": row.id,
         "kind": row.kind,
@@ -59,7 +145,7 @@ def _scan_doc(row: Any, services: int, hosts: int) -> dict[str, Any]:
     }
 
 
-def show_scan(store: Store, scan_id: int) -> dict[str, Any]:
+def show_scan(store: Store, scan_id: int) -> ScanDetail:
     """One scan: its parameters and scope, what it saw (per status and per wave), and the fleet picture
     at its time."""
     sc, o, sh, ss = t.scans, t.observations, t.scan_hosts, t.scan_summary
@@ -75,21 +161,23 @@ def show_scan(store: Store, scan_id: int) -> dict[str, Any]:
             .order_by(o.c.port, o.c.status)
         ).all()
     del sc
-    doc = _scan_doc(row, services, hosts)
-    doc["params"] = json.loads(row.params) if row.params else {}
-    doc["statuses"] = {st: int(n) for w, st, n in summary if w == picture.HOST_STATUS}
     waves: dict[str, dict[str, int]] = {}
     for w, st, n in summary:
         if w != picture.HOST_STATUS:
             waves.setdefault(w, {})[st] = int(n)
-    doc["waves"] = waves
-    doc["ports"] = [{"port": p, "status": st, "services": int(n)} for p, st, n in ports]
     fleet = [p for p in q.fleet_series(store) if p.scan_id == scan_id]
-    doc["fleet_picture"] = fleet[0].to_dict() if fleet else None
-    return doc
+    return {
+        **_scan_doc(row, services, hosts),
+        # free-form: the options the scan was started with (Store.start_scan), as stored
+        "params": json.loads(row.params) if row.params else {},
+        "statuses": {st: int(n) for w, st, n in summary if w == picture.HOST_STATUS},
+        "waves": waves,
+        "ports": [{"port": p, "status": st, "services": int(n)} for p, st, n in ports],
+        "fleet_picture": cast(PictureDoc, fleet[0].to_dict()) if fleet else None,
+    }
 
 
-def delete_scan(store: Store, scan_id: int) -> dict[str, Any]:
+def delete_scan(store: Store, scan_id: int) -> ScanDeleted:
     """Delete one scan and everything stored from it; the fleet picture from its time on, the exposure
     windows and the hosts only it had seen are recomputed or removed."""
     sc, o, sh, s, ss, ps, h = (
@@ -146,11 +234,40 @@ def delete_scan(store: Store, scan_id: int) -> dict[str, Any]:
     }
 
 
+class Identifiers(TypedDict):
+    """A host's identifiers before a split (put back by its undo)."""
+
+    address: str | None
+    name: str | None
+    fe_server: str | None
+    cert: str | None
+
+
+class ChangeData(TypedDict, total=False):
+    """What a host change moved (``host_changes.data``), so that its undo puts it back: a retirement
+    keeps the previous retirement time, a merge and a split the ids they moved."""
+
+    previous: str | None
+    observations: list[int]
+    hunts: list[int]
+    findings: list[int]
+    scans: list[int]
+    addresses: list[str]
+    identity: Identifiers
+
+
 def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
-def _record(conn: Connection, kind: str, host_id: int, other_id: int | None, at: Any, data: Any) -> int:
+def _record(
+    conn: Connection,
+    kind: str,
+    host_id: int,
+    other_id: int | None,
+    at: datetime | None,
+    data: ChangeData,
+) -> int:
     return int(
         conn.execute(
             insert(t.host_changes)
@@ -167,7 +284,7 @@ def _record(conn: Connection, kind: str, host_id: int, other_id: int | None, at:
     )
 
 
-def retire(store: Store, host: str, *, at: datetime | None = None) -> dict[str, Any]:
+def retire(store: Store, host: str, *, at: datetime | None = None) -> Retired:
     """Retire a host (decommissioned) from ``at``: from then on it leaves the fleet picture.
 
     The default is the time of the newest finished scan (now for a store without one), so that the
@@ -185,12 +302,12 @@ def retire(store: Store, host: str, *, at: datetime | None = None) -> dict[str, 
     return {"change": change, "host_id": host_id, "retired_at": q.iso(when), "previous": q.iso(before)}
 
 
-def _move(conn: Connection, table: Any, ids: list[int], host_id: int) -> None:
+def _move(conn: Connection, table: Table, ids: list[int], host_id: int) -> None:
     for chunk in _chunks(ids):
         conn.execute(update(table).where(table.c.id.in_(chunk)).values(host_id=host_id))
 
 
-def _owned(conn: Connection, table: Any, host_id: int) -> list[int]:
+def _owned(conn: Connection, table: Table, host_id: int) -> list[int]:
     return sorted(
         int(i) for i in conn.execute(select(table.c.id).where(table.c.host_id == host_id)).scalars()
     )
@@ -217,7 +334,7 @@ def _after_move(conn: Connection, scans: list[int], hosts: list[int], since: dat
     rebuild_exposure(conn)
 
 
-def merge(store: Store, keep: str, gone: str) -> dict[str, Any]:
+def merge(store: Store, keep: str, gone: str) -> Merged:
     """Merge host ``gone`` into host ``keep`` (identity matching took one server for two): its
     observations, hunts and findings move to ``keep``; its identifiers will name ``keep`` from now on."""
     keep_id, gone_id = q.resolve_host(store, keep), q.resolve_host(store, gone)
@@ -235,14 +352,14 @@ def merge(store: Store, keep: str, gone: str) -> dict[str, Any]:
         conn.execute(update(h).where(h.c.id == gone_id).values(merged_into=keep_id))
         for table in (t.scan_hosts, t.observation_states, t.service_current, t.host_current, t.host_exposure):
             conn.execute(table.delete().where(table.c.host_id == gone_id))
-        data = {"observations": obs, "hunts": hunts, "findings": findings, "scans": scans}
+        data: ChangeData = {"observations": obs, "hunts": hunts, "findings": findings, "scans": scans}
         change = _record(conn, "merge", keep_id, gone_id, None, data)
         _after_move(conn, scans, [keep_id], first)
     store.forget_identities()
     return {"change": change, "host_id": keep_id, "merged": gone_id, "observations": len(obs)}
 
 
-def split(store: Store, host: str, addresses: list[str]) -> dict[str, Any]:
+def split(store: Store, host: str, addresses: list[str]) -> SplitOff:
     """Split the observations of ``host`` made at ``addresses`` off into a new host (identity matching
     took two servers for one)."""
     if not addresses:
@@ -275,7 +392,7 @@ def split(store: Store, host: str, addresses: list[str]) -> dict[str, Any]:
                 .returning(h.c.id)
             ).scalar_one()
         )
-        previous = {
+        previous: Identifiers = {
             "address": ident.address,
             "name": ident.name,
             "fe_server": ident.fe_server,
@@ -285,14 +402,14 @@ def split(store: Store, host: str, addresses: list[str]) -> dict[str, Any]:
             conn.execute(update(h).where(h.c.id == host_id).values(address=staying[-1].address))
         scans, first = _scans_of(conn, moving)
         _move(conn, o, moving, new_id)
-        data = {"observations": moving, "scans": scans, "addresses": wanted, "identity": previous}
+        data: ChangeData = {"observations": moving, "scans": scans, "addresses": wanted, "identity": previous}
         change = _record(conn, "split", host_id, new_id, None, data)
         _after_move(conn, scans, [host_id, new_id], first)
     store.forget_identities()
     return {"change": change, "host_id": host_id, "new_host_id": new_id, "observations": len(moving)}
 
 
-def list_changes(store: Store, *, host: str | None = None) -> list[dict[str, Any]]:
+def list_changes(store: Store, *, host: str | None = None) -> list[ChangeEntry]:
     """The recorded host changes, newest first (optionally of one host)."""
     c = t.host_changes
     query = select(c).order_by(c.c.id.desc())
@@ -301,9 +418,9 @@ def list_changes(store: Store, *, host: str | None = None) -> list[dict[str, Any
         query = query.where((c.c.host_id == host_id) | (c.c.other_id == host_id))
     with store.connect() as conn:
         rows = conn.execute(query).all()
-    out = []
+    out: list[ChangeEntry] = []
     for r in rows:
-        data = json.loads(r.data)
+        data: ChangeData = json.loads(r.data)
         out.append(
             {
                 "change": r.id,
@@ -319,7 +436,7 @@ def list_changes(store: Store, *, host: str | None = None) -> list[dict[str, Any
     return out
 
 
-def undo(store: Store, change_id: int) -> dict[str, Any]:
+def undo(store: Store, change_id: int) -> Undone:
     """Reverse one recorded change (a merge is split back, a split merged back, a retirement lifted)."""
     c, h, o = t.host_changes, t.hosts, t.observations
     with store._begin() as conn:
@@ -338,7 +455,7 @@ def undo(store: Store, change_id: int) -> dict[str, Any]:
         ).scalar()
         if later and row.kind != "retire":
             raise InputError("undo the later changes of these hosts first (`exwatch hosts changes`)")
-        data = json.loads(row.data)
+        data: ChangeData = json.loads(row.data)
         if row.kind == "retire":
             previous = to_db(data.get("previous"))
             conn.execute(update(h).where(h.c.id == row.host_id).values(retired_at=previous))
@@ -366,8 +483,8 @@ def undo(store: Store, change_id: int) -> dict[str, Any]:
                 t.host_exposure,
             ):
                 conn.execute(table.delete().where(table.c.host_id == new_id))
-            ident = data.get("identity") or {}
-            conn.execute(update(h).where(h.c.id == row.host_id).values(**ident))
+            ident = data.get("identity")
+            conn.execute(update(h).where(h.c.id == row.host_id).values(**(dict(ident) if ident else {})))
             scans, first = _scans_of(conn, obs)
             _after_move(conn, scans, [int(row.host_id)], first)
         else:  # pragma: no cover - only the kinds above are recorded

@@ -104,7 +104,9 @@ class Snapshot:
 
 
 class PictureDoc(TypedDict):
-    """The JSON of a :class:`Picture` (``scans show`` prints it as ``fleet_picture``)."""
+    """The JSON of a :class:`Picture` (``Picture.to_dict``; ``scans show`` prints it as ``fleet_picture``).
+
+    ``to_dict`` itself gives a ``JSONObject`` (what the JSON writers take; a TypedDict is none)."""
 
     scan: int
     time: str
@@ -137,7 +139,8 @@ class Picture:
     def hosts(self) -> int:
         return sum(self.statuses.values())
 
-    def to_dict(self) -> PictureDoc:
+    def to_dict(self) -> JSONObject:
+        """The picture as JSON (the shape :class:`PictureDoc` names, for readers that index it)."""
         return {
             "scan": self.scan_id,
             "time": self.time.isoformat(),
