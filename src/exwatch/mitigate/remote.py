@@ -13,12 +13,13 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import cast
 from urllib.parse import urlsplit
 
 from exwatch.errors import InputError
 from exwatch.mitigate.operations import TEMPORARY_NOTE, BuildFix, fix_for
 from exwatch.mitigate.rules import waves_for
+from exwatch.record import FixEntry, Observation
 from exwatch.scan.engine import probe_host
 
 _STATE_OF = {
@@ -120,11 +121,12 @@ class TargetResult:
             "time": self.time.isoformat(),
         }
 
-    def observation(self, run_key: str) -> dict[str, Any]:
+    def observation(self, run_key: str) -> Observation:
         """The record the store takes, shaped like a scan observation (CONTRACTS.md)."""
         errors = [w.reason for w in self.waves.values() if w.result == "inconclusive"]
         return {
             "target": self.target.text,
+            "scheme": self.target.scheme,
             "address": self.target.address,
             "port": self.target.port,
             "status": self.status,
@@ -137,12 +139,23 @@ class TargetResult:
                 for w, v in self.waves.items()
             },
             "waves": {
-                w: {"state": v.state, "reason": v.reason, "fix": v.fix.to_dict() if v.fix else None}
+                # BuildFix.to_dict: a FixEntry with the build and its state besides
+                w: {
+                    "state": v.state,
+                    "reason": v.reason,
+                    "fix": cast(FixEntry, v.fix.to_dict()) if v.fix else None,
+                }
                 for w, v in self.waves.items()
             },
             "name": None,
             "fe_server": None,
             "cert_names": [],
+            "cert_sha256": None,
+            "approximate": None,
+            "product": None,
+            "cu": None,
+            "conflicts": [],
+            "notes": [],
             "tags": {"source": "mitigate verify"},
             "time": self.time.isoformat(),
             "key": f"{run_key}:{self.target.address}:{self.target.port}",
