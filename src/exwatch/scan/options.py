@@ -38,6 +38,8 @@ class ScanOptions:
     waves: tuple[str, ...] = ()  # waves that decide the exit code and the exposed list (): every wave
     as_of: str | None = None  # ISO date: verdicts with the knowledge of that day (None: today)
 
+    # The stored form is free-form JSON on purpose: its keys are this dataclass's fields (asdict), and
+    # from_params reads back what any version stored (keys it does not know are left out).
     def to_params(self) -> dict[str, Any]:
         """A JSON-ready form (paths made absolute so that a resume from elsewhere finds them)."""
         out = asdict(self)

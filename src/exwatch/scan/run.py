@@ -152,7 +152,7 @@ class ScanRun:
         tags: Mapping[str, str] | None = None,
         resume: int | None = None,
         hooks: ScanHooks | None = None,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,  # free-form: merged into the stored ScanParams
         store_process: bool = False,
     ) -> None:
         self.options = options or ScanOptions()
