@@ -92,3 +92,22 @@ def test_spool_keeps_the_newest_within_its_bound(tmp_path: Path) -> None:
 def test_bad_sink_urls(url: str) -> None:
     with pytest.raises(InputError):
         open_sink(url)
+
+
+def test_file_sink_writes_an_event_once_across_restarts(tmp_path: Path) -> None:
+    """A restarted watch may send again the batch a kill -9 cut off from the store's record: the file
+    sink reads the ids at its end and writes each event once; a last line cut by the kill is ended,
+    so the next event is a line of its own."""
+    import json
+
+    path = tmp_path / "alerts.jsonl"
+    open_sink(f"file://{path}").send([ALERT])
+    path.write_bytes(path.read_bytes() + b'{"id": "cut-by-a-ki')  # a kill in the middle of a write
+    restarted = open_sink(f"file://{path}")
+    restarted.send([ALERT, OTHER])  # ALERT again (the window), OTHER new
+    restarted.send([OTHER])  # and again in the same process (a spool resend)
+    lines = path.read_text().splitlines()
+    assert lines[1] == '{"id": "cut-by-a-ki'
+    events = [json.loads(line) for line in lines if line != lines[1]]
+    assert [e["id"] for e in events] == [ALERT.id, OTHER.id]
+    assert events[0] == json.loads(json.dumps(EVENT, default=str))

@@ -172,19 +172,64 @@ class SyslogSink:
             raise SinkError(f"{self.url}: {exc.strerror or exc}", sent=sent) from exc
 
 
+# How much of a file sink's end is read for the ids already written (a restart resends at most the
+# batches of the last round, which sit at the end).
+FILE_TAIL_BYTES = 16 << 20
+FILE_IDS_KEPT = 100_000  # the newest ids remembered while the watch runs (bounded memory)
+
+
 class FileSink:
-    """One JSON line per event appended to a file (created with its folder)."""
+    """One JSON line per event appended to a file (created with its folder).
+
+    A file is the one receiver exwatch can read back, so it closes the window a ``kill -9`` leaves
+    (the batch written, the store not told yet: the restart sends it again): an event whose ``id`` is
+    already among the file's last lines is not written twice. A last line cut by a kill is ended
+    first, so the next event starts a line of its own."""
 
     def __init__(self, url: str, path: Path) -> None:
         self.url = url
         self.path = path
+        self._written: dict[str, None] | None = None  # insertion-ordered: the oldest is dropped first
+
+    def _tail(self) -> tuple[dict[str, None], bool]:
+        """The ids in the file's last FILE_TAIL_BYTES, and whether its last line is cut."""
+        try:
+            with self.path.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - FILE_TAIL_BYTES))
+                data = fh.read()
+        except FileNotFoundError:
+            return {}, False
+        ids: dict[str, None] = {}
+        for line in data.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a cut line, or the first, partial line of the tail
+            if isinstance(event, dict) and isinstance(event.get("id"), str):
+                ids[event["id"]] = None
+        while len(ids) > FILE_IDS_KEPT:
+            del ids[next(iter(ids))]
+        return ids, bool(data) and not data.endswith(b"\n")
 
     def send(self, events: Sequence[Alert]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            cut = False
+            if self._written is None:
+                self._written, cut = self._tail()
+            written = self._written
             with self.path.open("a", encoding="utf-8") as fh:
+                if cut:
+                    fh.write("\n")
                 for e in events:
-                    fh.write(json.dumps(e.to_dict(), default=str, ensure_ascii=False, sort_keys=True) + "\n")
+                    event = e.to_dict()
+                    if event["id"] in written:
+                        continue
+                    fh.write(json.dumps(event, default=str, ensure_ascii=False, sort_keys=True) + "\n")
+                    written[str(event["id"])] = None
+                    if len(written) > FILE_IDS_KEPT:
+                        del written[next(iter(written))]
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
