@@ -297,15 +297,11 @@ def _breakdowns(store: Store, opts: ReportOptions, wave: str | None) -> dict[str
     """The current picture of the headline wave per CU, per build (``--by-build``) and per tag key."""
     if wave is None:
         return {}
-    age = opts.max_age
-    out = {"cu": q.breakdown(store, wave, tag=opts.tag, max_age=age)}
-    if opts.by_build:
-        out["build"] = q.breakdown(store, wave, by="build", tag=opts.tag, max_age=age)
-    for key in q.tag_keys(store, ("organisation", "country", "network")):
-        by_tag = q.breakdown(store, wave, by=f"tag:{key}", tag=opts.tag, max_age=age)
-        if set(by_tag) - {"(untagged)"}:
-            out[f"tag:{key}"] = by_tag
-    return out
+    keys = ["cu", *(["build"] if opts.by_build else [])]
+    keys += [f"tag:{k}" for k in q.tag_keys(store, ("organisation", "country", "network"))]
+    # one pass over the current picture for every grouping (each was a pass of its own)
+    out = q.breakdowns(store, wave, keys, tag=opts.tag, max_age=opts.max_age)
+    return {k: v for k, v in out.items() if not k.startswith("tag:") or set(v) - {"(untagged)"}}
 
 
 def headline_level(report: Report) -> str:
