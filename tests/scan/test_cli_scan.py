@@ -163,3 +163,21 @@ def test_parse_tags() -> None:
     assert _parse_tags is parse_tags
     with pytest.raises(InputError, match="expected key=value"):
         parse_tags(("orphan",))
+
+
+def test_csv_cells_of_a_hostile_server_never_run_as_formulas(
+    lab: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a server answers (X-FEServer, the notes and conflicts built from it) reaches the CSV; a cell that a
+    spreadsheet would run as a formula is written with a leading apostrophe (OWASP CSV injection)."""
+    from exwatch.cli.scan import HostOutput
+
+    lines = _run(VULNERABLE, "--format", "jsonl", db=tmp_path / "s.db").stdout.splitlines()
+    rec = json.loads(lines[0])
+    rec["fe_server"] = '=HYPERLINK("http://evil.example","x")'
+    rec["conflicts"] = ["@SUM(1+1)"]
+    HostOutput("csv").host(rec)
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1
+    assert rows[0]["fe_server"] == "'" + rec["fe_server"] and rows[0]["conflicts"] == "'@SUM(1+1)"
+    assert rows[0]["address"] == VULNERABLE and rows[0]["proxyshell"] == "vulnerable"

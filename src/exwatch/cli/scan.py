@@ -14,6 +14,7 @@ import click
 from exwatch.cli.common import (
     EXIT_FOUND,
     EXIT_INCOMPLETE,
+    csv_cell,
     db_option,
     echo_json,
     format_option,
@@ -379,7 +380,7 @@ class HostOutput:
             sys.stdout.write(json.dumps(rec, default=str, ensure_ascii=False) + "\n")
             sys.stdout.flush()
         elif self.csv is not None:
-            self.csv.writerow(_csv_row(rec))
+            self.csv.writerow({k: csv_cell(v) for k, v in _csv_row(rec).items()})
             sys.stdout.flush()
         elif self.fmt == "json":
             self.records.append(rec)
