@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exwatch.fleet import schema as t
+from exwatch.fleet import tally
 from exwatch.fleet.hostfold import WAVE_STATES, HostFold, StoredService, WaveState, cu_of
 from exwatch.fleet.timeutil import to_db
 
@@ -444,6 +445,7 @@ def after_finish(conn: Connection, scan_id: int) -> None:
     sc = t.scans
     row = conn.execute(select(sc.c.started_at, sc.c.kind).where(sc.c.id == scan_id)).one()
     if row.kind != "scan":
+        tally.refresh(conn)  # not in the picture, but it may have written its hosts' tags
         return
     when = to_db(row.started_at)
     assert when is not None
@@ -474,6 +476,7 @@ def after_finish(conn: Connection, scan_id: int) -> None:
         rebuild(conn, since=when)
         return
     _step(conn, scan_id, when, _pictured_before(conn, when, scan_id))
+    tally.refresh(conn)
 
 
 def rebuild(conn: Connection, since: datetime | None = None) -> int:
@@ -504,6 +507,7 @@ def rebuild(conn: Connection, since: datetime | None = None) -> int:
         assert when is not None
         _step(conn, scan_id, when, (prev[0], prev[1]) if prev else None)  # type: ignore[arg-type]
         prev = (scan_id, when)
+    tally.refresh(conn)
     return len(redo)
 
 
@@ -571,6 +575,7 @@ def ensure(conn: Connection) -> bool:
         )
     ).scalar()
     if missing is None:
+        tally.ensure(conn)
         return False
     rebuild(conn)
     return True

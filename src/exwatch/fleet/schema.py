@@ -237,6 +237,22 @@ picture_summary = Table(
     Column("n", Integer, nullable=False),
 )
 
+# The current picture (as of scan_id, the newest pictured scan) counted per wave, state, breakdown
+# ("cu", "build", "tag:KEY" of the report's tag keys), group and the time of each host's verdict
+# (stale decided at read time); the row with breakdown "*" marks what it covers (exwatch.fleet.tally).
+picture_tally = Table(
+    "picture_tally",
+    metadata,
+    Column("scan_id", Integer, primary_key=True),
+    Column("wave", String(32), primary_key=True),
+    Column("breakdown", String(80), primary_key=True),
+    Column("grp", String(255), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("seen_at", DateTime, primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # Every identity or lifecycle change a user made (merge, split, retire), with what it moved, so that
 # ``hosts undo ID`` can reverse it.
 host_changes = Table(

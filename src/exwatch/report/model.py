@@ -14,6 +14,7 @@ from exwatch.fleet.jsontypes import JSONObject
 from exwatch.fleet.metrics import Change, DoublingFit, WaveCounts, change, fit_doubling, nearest_earlier
 from exwatch.fleet.rows import Compromise, HostState, Picture
 from exwatch.fleet.store import Store
+from exwatch.fleet.tally import TAG_KEYS
 
 # Display order of the waves (the kb's own order when it is importable).
 try:
@@ -298,8 +299,8 @@ def _breakdowns(store: Store, opts: ReportOptions, wave: str | None) -> dict[str
     if wave is None:
         return {}
     keys = ["cu", *(["build"] if opts.by_build else [])]
-    keys += [f"tag:{k}" for k in q.tag_keys(store, ("organisation", "country", "network"))]
-    # one pass over the current picture for every grouping (each was a pass of its own)
+    keys += [f"tag:{k}" for k in q.tag_keys(store, TAG_KEYS)]
+    # from the store's tally of the picture, or one pass over it for every grouping
     out = q.breakdowns(store, wave, keys, tag=opts.tag, max_age=opts.max_age)
     return {k: v for k, v in out.items() if not k.startswith("tag:") or set(v) - {"(untagged)"}}
 

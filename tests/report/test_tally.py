@@ -1,0 +1,177 @@
+"""The report's breakdowns read from the store's tally (exwatch.fleet.tally) equal the exact pass over
+the fleet picture, through rescans, tag changes, hosts with two services, a deleted scan, a retired
+host, a merge, stale hosts for several max ages, and an unfinished scan (where the tally is refused)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from exwatch.fleet import Store, open_store, tally
+from exwatch.fleet import lifecycle as lc
+from exwatch.fleet import queries as q
+from exwatch.fleet import schema as t
+from exwatch.report import ReportOptions, build_report
+
+DAY0 = datetime(2021, 3, 2, tzinfo=UTC)
+WAVES = ("proxylogon", "proxyshell")
+AGES = (None, timedelta(days=30), timedelta(days=10), timedelta(days=3))
+BUILDS = ("15.1.2176.2", "15.2.792.3", None)
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.integration])]
+)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tally.db'}"
+        return
+    base = request.getfixturevalue("pg_url")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def address(i: int) -> str:
+    return f"127.61.{i // 200}.{i % 200 + 1}"
+
+
+def record(i: int, day: int, *, port: int = 443, org: str | None = None) -> dict[str, Any]:
+    """Host i on a day: its state moves with the day, its build and tags with i."""
+    build = BUILDS[i % 3]
+    state = ("vulnerable", "patched", "mitigated", "unknown")[(i + day) % 4]
+    tags = {"country": ("NL", "BE", "DE")[i % 3], "organisation": org or f"org{i % 5}"}
+    if i % 7 == 0:
+        tags = {}  # untagged
+    elif i % 4 == 0:
+        tags["network"] = f"net{i % 2}"
+    rec: dict[str, Any] = {
+        "target": address(i),
+        "key": f"{address(i)}:{port}",
+        "address": address(i),
+        "port": port,
+        "status": "exchange" if build or i % 2 else "not_exchange",
+        "build": build,
+        "waves": {
+            "proxylogon": {"state": state, "reason": "r", "fix": {"text": "KB5000871"}},
+            "proxyshell": {"state": "not_affected" if i % 5 == 0 else "patched", "reason": "r", "fix": {}},
+        },
+        "fe_server": f"EXCH{i:03d}",
+        "tags": tags,
+        "time": (DAY0 + timedelta(days=day, seconds=i)).isoformat(),
+    }
+    return rec
+
+
+def scan(store: Store, day: int, hosts: range | list[int], **extra: Any) -> int:
+    sid = store.start_scan({"day": day}, started_at=DAY0 + timedelta(days=day))
+    recs = [record(i, day, **extra) for i in hosts]
+    # hosts divisible by 6 answer on a second port too (a refused port 80)
+    recs += [
+        dict(record(i, day), port=80, key=f"x{i}", status="refused", build=None, waves={})
+        for i in hosts
+        if i % 6 == 0
+    ]
+    store.add_observations(sid, recs)
+    store.finish_scan(sid)
+    return sid
+
+
+def assert_tally_exact(store: Store, *, used: bool = True) -> None:
+    """Every breakdown of every wave and max age: the tally's answer is the exact pass's."""
+    with store.connect() as conn:
+        answered = tally.read(conn, WAVES[0], tally.BREAKDOWNS, None) is not None
+    assert answered is used
+    for wave in WAVES:
+        for age in AGES:
+            fast = q.breakdowns(store, wave, tally.BREAKDOWNS, max_age=age)
+            exact = q.breakdowns(store, wave, tally.BREAKDOWNS, max_age=age, tallied=False)
+            assert fast == exact, (wave, age)
+        assert q.breakdowns(store, wave, ["cu"], max_age=None)["cu"]
+
+
+def test_tally_equals_the_exact_breakdowns(url: str) -> None:
+    with open_store(url) as store:
+        assert q.breakdowns(store, "proxylogon", ["cu"]) == {"cu": {}}
+        first = scan(store, 0, range(60))
+        assert_tally_exact(store)
+        scan(store, 3, range(0, 60, 2))  # a rescan of half the fleet
+        scan(store, 8, range(40, 90))  # a shard, with new hosts
+        assert_tally_exact(store)
+        # tags change in a rescan: organisation "moved" for hosts 40..49
+        scan(store, 12, range(40, 50), org="moved")
+        assert_tally_exact(store)
+        # stale: hosts 1, 3, 5.. below 40 not re-seen since day 3 or 0; 30, 10 and 3 days tested
+        scan(store, 20, range(50, 90))
+        assert_tally_exact(store)
+        # a scan out of time order (a rebuild), then deleted
+        late = scan(store, 10, range(0, 20))
+        assert_tally_exact(store)
+        lc.delete_scan(store, late)
+        assert_tally_exact(store)
+        # a retired host leaves the picture; a merge
+        lc.retire(store, address(42))
+        assert_tally_exact(store)
+        lc.merge(store, address(51), address(52))
+        assert_tally_exact(store)
+        # the first scan deleted: its hosts seen only then leave the store
+        lc.delete_scan(store, first)
+        assert_tally_exact(store)
+        # a scan started, its tags written, not finished: the tally is refused, the exact pass used
+        sid = store.start_scan({"day": 21}, started_at=DAY0 + timedelta(days=21))
+        store.add_observations(sid, [record(i, 21, org="running") for i in range(50, 60)])
+        assert_tally_exact(store, used=False)
+        fast_report = build_report(store, ReportOptions(limit=5)).to_dict()
+        store.finish_scan(sid)
+        assert_tally_exact(store)
+        assert fast_report["breakdown"] != build_report(store, ReportOptions(limit=5)).to_dict()["breakdown"]
+
+
+def test_a_store_without_a_tally_gets_one_on_open(url: str) -> None:
+    """A store from before revision 0008 (its tally empty) is counted on open; the report's figures
+    are the same either way."""
+    with open_store(url) as store:
+        for day in (0, 4, 9):
+            scan(store, day, range(day, 40 + day))
+        before = build_report(store, ReportOptions(limit=5, by_build=True)).to_dict()
+        with store.engine.begin() as conn:
+            conn.execute(t.picture_tally.delete())
+        assert_tally_exact(store, used=False)
+    with open_store(url) as store:
+        assert_tally_exact(store)
+        with store.connect() as conn:
+            assert conn.execute(select(t.picture_tally.c.n)).first() is not None
+        after = build_report(store, ReportOptions(limit=5, by_build=True)).to_dict()
+    for doc in (before, after):
+        doc.pop("generated_at")
+    assert after == before
+    assert set(after["breakdown"]) == {"cu", "build", "tag:organisation", "tag:country", "tag:network"}
+
+
+def test_a_tag_filter_and_other_keys_use_the_exact_pass(url: str) -> None:
+    with open_store(url) as store:
+        scan(store, 0, range(30))
+        scan(store, 2, range(10, 40))
+        with store.connect() as conn:
+            assert tally.read(conn, "proxylogon", ["tag:other"], None) is None
+        for tag in (("country", "NL"), ("organisation", "org1")):
+            got = q.breakdowns(store, "proxylogon", tally.BREAKDOWNS, tag=tag)
+            assert got == q.breakdowns(store, "proxylogon", tally.BREAKDOWNS, tag=tag, tallied=False)
+            assert sum(c.hosts for c in got["cu"].values()) < sum(
+                c.hosts for c in q.breakdowns(store, "proxylogon", ["cu"])["cu"].values()
+            )
