@@ -96,6 +96,8 @@ def assert_tally_exact(store: Store, *, used: bool = True) -> None:
     """Every breakdown of every wave and max age: the tally's answer is the exact pass's."""
     with store.connect() as conn:
         answered = tally.read(conn, WAVES[0], tally.BREAKDOWNS, None) is not None
+        # only the headline wave (the first with a classified host) is tallied
+        assert tally.read(conn, WAVES[1], tally.BREAKDOWNS, None) is None
     assert answered is used
     for wave in WAVES:
         for age in AGES:
