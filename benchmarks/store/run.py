@@ -2,6 +2,8 @@
 
     python -m benchmarks.store.run [--hosts 400000] [--days 30] [--db URL] [--runs 5] [--out RESULTS.md]
     bash scripts/with-postgres.sh .venv/bin/python -m benchmarks.store.run --backend postgresql
+    python -m benchmarks.store.run --db sqlite:////tmp/bench.db ...      # the store file is kept
+    python -m benchmarks.store.run --db sqlite:////tmp/bench.db --reads-only ...   # reads of newer code on it
 
 With no --db it runs on a fresh SQLite file, and on PostgreSQL too when EXWATCH_TEST_PG_URL is set
 (``--backend`` picks one).  Goals: >= 50,000 observations/s ingested, headline report <= 2 s, one
@@ -278,6 +280,7 @@ def _bench(url: str, hosts: int, days: int, runs: int, seed: int = 1) -> dict[st
     load_before = _load()
     with open_store(url) as store:
         ingest = _ingest(store, plan, hosts, days)
+        ingest["settle_s"] = settle(url)
         reads = _reads(store, hosts, days, runs, seed)
     sqlite_file = url.startswith("sqlite:///")
     return {
@@ -293,6 +296,72 @@ def _bench(url: str, hosts: int, days: int, runs: int, seed: int = 1) -> dict[st
     }
 
 
+def reads_only(url: str, hosts: int, days: int, runs: int, seed: int = 1) -> dict[str, Any]:
+    """The reads again on a store this benchmark built (``--db URL --reads-only``, the same --hosts and
+    --days): its first open (migrations, the picture's tally on a store from before it), what the tally
+    costs a finishing scan (refresh, median of 3), then the reads as in a full run."""
+    from exwatch.fleet import tally
+
+    load_before = _load()
+    t0 = time.perf_counter()
+    store = open_store(url)
+    first_open = time.perf_counter() - t0
+    try:
+        refresh = []
+        for _ in range(3):
+            with store.engine.begin() as conn:
+                t0 = time.perf_counter()
+                tally.refresh(conn)
+                refresh.append(time.perf_counter() - t0)
+        print(
+            f"  first open {first_open:.2f} s; tally refresh {statistics.median(refresh):.2f} s "
+            f"(median of {len(refresh)}; load {_load():.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
+        settled = settle(url)
+        reads = _reads(store, hosts, days, runs, seed)
+    finally:
+        store.close()
+    return {
+        "backend": "postgresql" if url.startswith("postgresql") else "sqlite",
+        "hosts": hosts,
+        "days": days,
+        **reads,
+        "reads_only": True,
+        "settle_s": settled,
+        "first_open_s": first_open,
+        "tally_refresh_s": statistics.median(refresh),
+        "load_before": load_before,
+        "load_after": _load(),
+    }
+
+
+def settle(url: str) -> float | None:
+    """PostgreSQL: VACUUM ANALYZE every table before the reads, timed (None on SQLite).  After a big
+    ingest autovacuum works through the bulk tables for a minute or more; reads timed during it saw
+    one host's history spike (131 ms at 400,000 x 30; 69 ms at 100,000 x 30 during a VACUUM, against
+    27 ms without), which measures the vacuum rather than the read."""
+    if not url.startswith("postgresql"):
+        return None
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        t0 = time.perf_counter()
+        with engine.connect() as conn:
+            conn.execute(text("VACUUM (ANALYZE)"))
+        spent = time.perf_counter() - t0
+    finally:
+        engine.dispose()
+    print(
+        f"  VACUUM ANALYZE before the reads: {spent:.1f} s (load {_load():.2f})", file=sys.stderr, flush=True
+    )
+    return spent
+
+
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
@@ -303,15 +372,34 @@ def write_results(results: list[dict[str, Any]], args: argparse.Namespace) -> No
     runs: list[dict[str, Any]] = json.loads(store_file.read_text()) if store_file.exists() else []
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     for r in results:
-        r = {**r, "measured": stamp, "load_average": r.get("load_after", os.getloadavg()[0])}
-        runs = [
-            x for x in runs if (x["backend"], x["hosts"], x["days"]) != (r["backend"], r["hosts"], r["days"])
-        ]
+        key = (r["backend"], r["hosts"], r["days"])
+        kept = [x for x in runs if (x["backend"], x["hosts"], x["days"]) == key]
+        if r.get("reads_only"):
+            # the reads of newer code on a store of the same size; the ingest figures stay the kept run's
+            r = {**(kept[0] if kept else {}), **r, "reads_measured": stamp, "reads_commit": _commit()}
+            r.pop("reads_only")
+        else:
+            r = {**r, "measured": stamp, "load_average": r.get("load_after", os.getloadavg()[0])}
+            for name in ("reads_measured", "reads_commit", "first_open_s", "tally_refresh_s"):
+                r.pop(name, None)
+        runs = [x for x in runs if (x["backend"], x["hosts"], x["days"]) != key]
         runs.append(r)
     runs.sort(key=lambda x: (x["backend"], x["hosts"] * x["days"]))
     store_file.write_text(json.dumps(runs, indent=1) + "\n", encoding="utf-8")
     args.out.write_text(render(runs, args.out.with_name("profiles.json")), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
 
 
 def render(runs: list[dict[str, Any]], profiles_file: Path) -> str:
@@ -337,20 +425,45 @@ def render(runs: list[dict[str, Any]], profiles_file: Path) -> str:
         "| host history ms median / max (goal 50) | measured |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    earlier = [r for r in runs if "ingest_load" not in r]
-    runs = [r for r in runs if "ingest_load" in r]
+    earlier = [r for r in runs if "ingest_load" not in r and not r.get("reads_measured")]
+    runs = [r for r in runs if "ingest_load" in r or r.get("reads_measured")]
+    again = [r for r in runs if r.get("reads_measured")]
     for r in runs:
-        load = f"{r['ingest_load']:.1f} / {r['ingest_load_max']:.1f}"
+        load = f"{r['ingest_load']:.1f} / {r['ingest_load_max']:.1f}" if "ingest_load" in r else "-"
         spread = (
-            f" ({r['report_min_s']:.2f}-{r['report_max_s']:.2f}, {r['read_runs']} runs)"
+            f" ({r['report_min_s']:.2f}-{r['report_max_s']:.2f}, {r['read_runs']} runs"
+            + (f"; load {r['read_load'][0]:.1f} / {r['read_load'][1]:.1f}" if r.get("read_load") else "")
+            + ")"
             if "report_min_s" in r
             else ""
         )
+        if r.get("reads_measured"):
+            spread += " *"
         lines.append(
-            f"| {r['backend']} | {r['hosts']:,} x {r['days']} | {r['observations']:,} | {r['obs_per_s']:,.0f} "
+            f"| {r['backend']} | {r['hosts']:,} x {r['days']} | {r['hosts'] * r['days']:,} | {_rate(r.get('obs_per_s'))} "
             f"| {_rate(r.get('steady_obs_per_s'))} | {load} | {r['report_s']:.2f}{spread} "
-            f"| {r['history_ms']:.1f} / {r['history_max_ms']:.1f} | {r['measured']} |"
+            f"| {r['history_ms']:.1f} / {r['history_max_ms']:.1f} | {r.get('measured', r.get('reads_measured'))} |"
         )
+    for r in again:
+        lines += [
+            "",
+            f"\\* {r['backend']} {r['hosts']:,} x {r['days']}: reads measured again {r['reads_measured']} with the code "
+            f"of commit {r['reads_commit']} (`--reads-only`), on a store of that size built by this benchmark's records "
+            + (
+                "(the ingest figures are those of the full run)"
+                if "obs_per_s" in r
+                else "(its ingest not timed by run.py)"
+            )
+            + f"; the first open of that store took "
+            f"{r['first_open_s']:.1f} s (migrations, and the picture's tally counted on a store from before it); "
+            f"counting the tally, added to every finishing scan, took {r['tally_refresh_s']:.2f} s (median of 3). "
+            f"Load (1-minute) {r['load_before']:.1f} before the reads, {r['load_after']:.1f} after."
+            + (
+                f" The reads were timed after a VACUUM ANALYZE ({r['settle_s']:.0f} s; see `settle` in run.py)."
+                if r.get("settle_s") is not None
+                else ""
+            ),
+        ]
     if earlier:
         lines += [
             "",
@@ -428,6 +541,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
     parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from the kept results")
+    parser.add_argument(
+        "--reads-only",
+        action="store_true",
+        help="with --db URL of a store this benchmark built with the same --hosts and --days (keep one with "
+        "--db sqlite:////tmp/PATH.db: a given file is kept): time only the reads",
+    )
     args = parser.parse_args()
     if args.render:
         runs = json.loads(args.out.with_name("results.json").read_text())
@@ -435,6 +554,8 @@ def main() -> int:
         return 0
     if args.runs < 3:
         parser.error("--runs must be at least 3 (a median)")
+    if args.reads_only and not args.db:
+        parser.error("--reads-only needs --db URL of a store this benchmark built")
     tmp = tempfile.mkdtemp(prefix="exwatch-bench-")
     pg = os.environ.get("EXWATCH_TEST_PG_URL")
     backend = args.backend or ("both" if pg else "sqlite")
@@ -465,6 +586,16 @@ def run_all(urls: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
             file=sys.stderr,
             flush=True,
         )
+        if args.reads_only:
+            r = reads_only(url, args.hosts, args.days, args.runs)
+            results.append(r)
+            print(
+                f"{r['backend']}: headline report {r['report_s']:.2f} s median of {r['read_runs']} "
+                f"({r['report_min_s']:.2f}-{r['report_max_s']:.2f}; goal 2 s); host history {r['history_ms']:.1f} ms "
+                f"median, {r['history_max_ms']:.1f} ms max over {r['history_hosts']} hosts (goal 50 ms); "
+                f"load {r['load_before']:.2f} before, {r['load_after']:.2f} after"
+            )
+            continue
         r = bench(url, args.hosts, args.days, args.runs)
         results.append(r)
         print(

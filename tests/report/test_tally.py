@@ -177,3 +177,15 @@ def test_a_tag_filter_and_other_keys_use_the_exact_pass(url: str) -> None:
             assert sum(c.hosts for c in got["cu"].values()) < sum(
                 c.hosts for c in q.breakdowns(store, "proxylogon", ["cu"])["cu"].values()
             )
+
+
+def test_a_tag_key_no_host_carries(url: str) -> None:
+    """No host has a network tag (odd hosts only): the tally counts every host untagged there."""
+    with open_store(url) as store:
+        scan(store, 0, range(1, 40, 2))
+        scan(store, 5, range(21, 60, 2))
+        assert "network" not in q.tag_values(store)
+        assert_tally_exact(store)
+        got = q.breakdowns(store, "proxylogon", ["tag:network", "cu"], max_age=None)
+        assert list(got["tag:network"]) == ["(untagged)"]
+        assert got["tag:network"]["(untagged)"].hosts == sum(c.hosts for c in got["cu"].values())

@@ -79,13 +79,17 @@ def _newest_scan(conn: Connection) -> int:
     return int(conn.execute(select(func.max(t.scans.c.id))).scalar() or 0)
 
 
-def group_columns() -> tuple[Any, list[Any]]:
+def group_columns(conn: Connection) -> tuple[Any, list[Any]]:
     """The picture's join (host_current, host_states, one outer join with tags per key) and the group
-    expression of every breakdown in ``BREAKDOWNS``, as the exact query writes them."""
+    expression of every breakdown in ``BREAKDOWNS``, as the exact query writes them; a key no host
+    carries is no join but its constant (every host is untagged there: a lookup per host saved)."""
     hc, hs, tg = t.host_current, t.host_states, t.tags
     source: Any = hc.join(hs, hs.c.host_id == hc.c.host_id)
     groups: list[Any] = [func.coalesce(hc.c.cu, UNKNOWN_BUILD), func.coalesce(hc.c.build, UNKNOWN_BUILD)]
     for i, key in enumerate(TAG_KEYS):
+        if conn.execute(select(tg.c.key).where(tg.c.key == key).limit(1)).first() is None:
+            groups.append(literal(UNTAGGED))
+            continue
         g = tg.alias(f"t{i}")
         source = source.outerjoin(g, and_(g.c.host_id == hc.c.host_id, g.c.key == key))
         groups.append(func.coalesce(g.c.value, UNTAGGED))
@@ -110,7 +114,7 @@ def refresh(conn: Connection) -> None:
         # the grouped sort in memory (the default 4 MB spills it to disk: three times slower)
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
     gone = select(h.c.id).where(or_(h.c.merged_into.is_not(None), h.c.retired_at <= to_db(at)))
-    source, groups = group_columns()
+    source, groups = group_columns(conn)
     labels = [f"g{i}" for i in range(len(groups))]
     base = (
         select(
