@@ -149,7 +149,12 @@ def test_ctrl_c_stores_what_finished_then_resume(tmp_path: Path) -> None:
     assert proc.stdout is not None
     printed = [proc.stdout.readline() for _ in range(2000)]
     proc.send_signal(signal.SIGINT)
-    rest, err = proc.communicate(timeout=60)
+    # The rest through the same reader: communicate() reads the pipe itself, and would lose what this
+    # reader already holds past the 2,000th line (lines stored but "never printed").
+    rest = proc.stdout.read()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.wait(60)
     printed += [x for x in rest.splitlines() if x.strip()]
     assert proc.returncode == 3, err
     assert "interrupted" in err and "--resume 1" in err

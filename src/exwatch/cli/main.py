@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 from typing import Any
 
@@ -161,8 +162,28 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int, quiet: bool) -> No
     ctx.obj["verbosity"] = -1 if quiet else verbose
 
 
+def whole_writes() -> None:
+    """Give stdout a buffer when it has none (``python -u``, PYTHONUNBUFFERED=1).
+
+    Unbuffered, text goes straight to the file, and a write that a signal cuts short while a pipe's
+    reader is behind keeps only what the pipe took: 131,072 of 2,000,001 bytes of one JSON document,
+    measured (tests/cli/test_main.py::test_stdout_writes_whole_under_signals). A buffered writer
+    writes the rest; each record is still flushed, so a reader sees every line as soon as it is done."""
+    stream = sys.stdout
+    raw = getattr(stream, "buffer", None)
+    if not isinstance(stream, io.TextIOWrapper) or not isinstance(raw, io.RawIOBase):
+        return
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=stream.line_buffering,
+    )
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; known errors become one line on stderr and their exit code, never a traceback."""
+    whole_writes()
     try:
         return cli.main(args=argv, prog_name="exwatch", standalone_mode=True)
     except ExwatchError as exc:  # raised outside click's own handling (e.g. in result callbacks)
