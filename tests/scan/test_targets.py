@@ -136,6 +136,32 @@ def test_manifest_detected_by_content(tmp_path: Path) -> None:
     assert targets[0].tags == (("lab", "ex1"),) and targets[0].name is None
 
 
+def test_manifest_read_again_when_it_changes(tmp_path: Path) -> None:
+    """The specs of a manifest are parsed once per scan (counted, then streamed): a rewritten manifest
+    (another size or modification time) is read afresh, never served from the earlier parse."""
+    import os
+
+    f = tmp_path / "manifest.json"
+
+    def write(addresses: list[str], mtime_ns: int) -> None:
+        servers = ", ".join(f'{{"name": "ex", "address": "{a}", "port": 443}}' for a in addresses)
+        f.write_text('{"servers": [' + servers + "]}", encoding="utf-8")
+        os.utime(f, ns=(mtime_ns, mtime_ns))
+
+    write(["127.20.0.5"], 1_000_000_000)
+    tset = TargetSet((), (f,), parse_ports("443"))
+    assert tset.check(False)[0] == 1
+    assert [t.key for t in tset] == ["https://127.20.0.5:443"]
+    write(["127.20.0.7"], 1_000_000_000)  # same size, same time: only the cache could tell them apart
+    write(["127.20.0.8"], 2_000_000_000)
+    assert [t.key for t in TargetSet((), (f,), parse_ports("443"))] == ["https://127.20.0.8:443"]
+    write(["127.20.0.8", "127.20.0.9"], 2_000_000_000)  # same time, another size
+    assert [t.key for t in TargetSet((), (f,), parse_ports("443"))] == [
+        "https://127.20.0.8:443",
+        "https://127.20.0.9:443",
+    ]
+
+
 def test_exclusions_and_connect_check(tmp_path: Path) -> None:
     f = tmp_path / "optout.txt"
     f.write_text("198.51.100.0/24\nmail.optout.example\n", encoding="utf-8")
