@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, literal_column, or_, select
@@ -446,7 +447,9 @@ def _tags_of(conn: Connection, host_ids: Sequence[int] | None = None) -> dict[in
 # -- hosts in a state of the current picture -------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def _fix_text(detail: str | None, wave: str) -> str | None:
+    """The fix of one wave in a detail body (bodies repeat across hosts: each is parsed once)."""
     if not detail:
         return None
     verdict = (json.loads(detail).get("waves") or {}).get(wave) or {}
