@@ -189,3 +189,29 @@ def test_a_tag_key_no_host_carries(url: str) -> None:
         got = q.breakdowns(store, "proxylogon", ["tag:network", "cu"], max_age=None)
         assert list(got["tag:network"]) == ["(untagged)"]
         assert got["tag:network"]["(untagged)"].hosts == sum(c.hosts for c in got["cu"].values())
+
+
+def test_history_states_from_detail_bodies_equal_the_stored_folds(url: str) -> None:
+    """One host's per-scan wave states in its history (read from the detail body when the host
+    answered once in a scan) are the stored folds (observation_states) for every host and scan:
+    two services, refused ports, a merge, a split-off address, a deleted scan."""
+    from exwatch.fleet.queries import _host_states
+
+    with open_store(url) as store:
+        first = scan(store, 0, range(40))
+        scan(store, 3, range(0, 40, 2))
+        scan(store, 6, range(20, 60))
+        lc.merge(store, address(21), address(22))
+        lc.delete_scan(store, first)
+        ids = [r.host_id for r in q.list_hosts(store, max_age=None)]
+        assert len(ids) > 30
+        several = 0
+        for host_id in ids:
+            history = q.host_history(store, f"#{host_id}")
+            with store.connect() as conn:
+                stored: dict[int, dict[str, str]] = {}
+                for row in _host_states(conn, host_id):
+                    stored.setdefault(row.scan_id, {})[row.wave] = row.state
+            assert {s.scan: dict(s.waves) for s in history.snapshots if s.waves} == stored, host_id
+            several += sum(1 for s in history.snapshots if len(s.services) > 1)
+        assert several > 5  # scans where the host answered on two ports (read from the stored folds)

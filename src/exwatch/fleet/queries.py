@@ -659,17 +659,21 @@ def host_verdicts(store: Store, host_id: int) -> dict[str, WaveVerdict]:
 # -- compromise, exposure, attempts ----------------------------------------------------------------
 
 
-def _host_states(conn: Connection, host_id: int, waves: list[str] | None = None) -> list[Any]:
-    """(scan_id, started_at, finished_at, wave, state) of one host in every snapshot that saw it.
+def _host_states(
+    conn: Connection, host_id: int, waves: list[str] | None = None, *, scan_ids: list[int] | None = None
+) -> list[Any]:
+    """(scan_id, started_at, finished_at, wave, state) of one host in every snapshot that saw it (or
+    in ``scan_ids``), from observation_states.
 
     The host's snapshots come from observations (index host_id, scan_id); the states are then looked
     up by their primary key (scan_id, wave, host_id) with explicit lists, so that no database scans
     the states table for one host.
     """
     o, s, sc, ss = t.observations, t.observation_states, t.scans, t.scan_summary
-    scan_ids = sorted(
-        {int(i) for i in conn.execute(select(o.c.scan_id).where(o.c.host_id == host_id)).scalars()}
-    )
+    if scan_ids is None:
+        scan_ids = sorted(
+            {int(i) for i in conn.execute(select(o.c.scan_id).where(o.c.host_id == host_id)).scalars()}
+        )
     if not scan_ids:
         return []
     if waves is None:
@@ -863,17 +867,26 @@ def _host_snapshots(conn: Connection, host_id: int) -> tuple[HostSnapshot, ...]:
         .order_by(sc.c.started_at, sh.c.scan_id)
     ).all()
     services: dict[int, list[Service]] = {}
+    answers: dict[int, list[tuple[str, int | None]]] = {}
     for row in conn.execute(
-        select(o.c.scan_id, o.c.port, o.c.status, o.c.address, o.c.build, o.c.build_source, o.c.error)
+        select(
+            o.c.scan_id,
+            o.c.port,
+            o.c.status,
+            o.c.address,
+            o.c.build,
+            o.c.build_source,
+            o.c.error,
+            o.c.detail_id,
+        )
         .where(o.c.host_id == host_id)
         .order_by(o.c.scan_id, o.c.port, o.c.id)
     ):
         services.setdefault(int(row.scan_id), []).append(
             Service(row.port, row.status, row.address, row.build, row.build_source, row.error)
         )
-    states: dict[int, dict[str, str]] = {}
-    for row in _host_states(conn, host_id):
-        states.setdefault(row.scan_id, {})[row.wave] = row.state
+        answers.setdefault(int(row.scan_id), []).append((row.status, row.detail_id))
+    states = _snapshot_states(conn, host_id, answers)
     return tuple(
         HostSnapshot(
             scan=row.scan_id,
@@ -887,6 +900,39 @@ def _host_snapshots(conn: Connection, host_id: int) -> tuple[HostSnapshot, ...]:
         )
         for row in folded
     )
+
+
+def _snapshot_states(
+    conn: Connection, host_id: int, answers: Mapping[int, list[tuple[str, int | None]]]
+) -> dict[int, dict[str, str]]:
+    """The host's per-wave states in each scan that saw it (``answers``: per scan, the status and
+    detail body of each of its services there).
+
+    A scan where the host answered once folds into that answer (exwatch.fleet.picture.simple_folds):
+    its states are its detail body's (detail_states: a few bodies, shared by every host and scan), no
+    read of observation_states, whose rows of one host lie in as many places as it has scans (a cold
+    read of each on PostgreSQL made one host's history take 100 ms and more at 400,000 x 30).  Scans
+    with several services read their fold from observation_states."""
+    ds = t.detail_states
+    single = {scan: rows[0][1] for scan, rows in answers.items() if len(rows) == 1}
+    details = sorted(
+        {int(d) for scan, d in single.items() if d is not None and answers[scan][0][0] == "exchange"}
+    )
+    per_detail: dict[int, dict[str, str]] = {}
+    for chunk in _id_chunks(details):
+        for detail_id, wave, state in conn.execute(
+            select(ds.c.detail_id, ds.c.wave, ds.c.state).where(ds.c.detail_id.in_(chunk))
+        ):
+            per_detail.setdefault(int(detail_id), {})[str(wave)] = str(state)
+    states: dict[int, dict[str, str]] = {}
+    for scan, detail_id in single.items():
+        if answers[scan][0][0] == "exchange" and detail_id is not None and int(detail_id) in per_detail:
+            states[scan] = dict(per_detail[int(detail_id)])
+    several = sorted(scan for scan, rows in answers.items() if len(rows) > 1)
+    if several:
+        for row in _host_states(conn, host_id, scan_ids=several):
+            states.setdefault(row.scan_id, {})[row.wave] = row.state
+    return states
 
 
 def _current_verdict(conn: Connection, host_id: int) -> CurrentVerdict | None:
