@@ -454,8 +454,8 @@ def render(runs: list[dict[str, Any]], profiles_file: Path) -> str:
                 if "obs_per_s" in r
                 else "(its ingest not timed by run.py)"
             )
-            + f"; the first open of that store took "
-            f"{r['first_open_s']:.1f} s (migrations, and the picture's tally counted on a store from before it); "
+            + f"; opening the store took {r['first_open_s']:.1f} s in this run (on a store from before migration "
+            f"0008 the first open also counts the picture's tally: see FLOOR.md); "
             f"counting the tally, added to every finishing scan, took {r['tally_refresh_s']:.2f} s (median of 3). "
             f"Load (1-minute) {r['load_before']:.1f} before the reads, {r['load_after']:.1f} after."
             + (
