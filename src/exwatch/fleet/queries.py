@@ -497,10 +497,11 @@ def _in_state(
     return select(*cols).select_from(source).where(*conds), at
 
 
-def _page_rows(conn: Connection, pairs: Select[Any], exposed: bool) -> list[Any]:
+def _page_rows(conn: Connection, pairs: Select[Any], exposed: bool) -> tuple[list[Any], dict[int, str]]:
     """The rows of an ordered page of (host, wave) pairs: the host, its current verdict and the
-    detail body of the observation of the service that gave it (the lowest id if it answered twice),
-    looked up for the page's pairs only."""
+    detail body id of the observation of the service that gave it (the lowest id if it answered
+    twice), looked up for the page's pairs only; and those detail bodies, each read once (they repeat
+    across hosts)."""
     o, d, h, hc = t.observations, t.details, t.hosts, t.host_current
     page = pairs.subquery("page")
     verdict_obs = (
@@ -517,7 +518,6 @@ def _page_rows(conn: Connection, pairs: Select[Any], exposed: bool) -> list[Any]
         page.join(hc, hc.c.host_id == page.c.host_id)
         .join(h, h.c.id == page.c.host_id)
         .outerjoin(o, o.c.id == verdict_obs)
-        .outerjoin(d, d.c.id == o.c.detail_id)
     )
     since = page.c.first_vulnerable if exposed else literal_column("NULL")
     order = (since.asc().nulls_last(),) if exposed else ()
@@ -535,12 +535,18 @@ def _page_rows(conn: Connection, pairs: Select[Any], exposed: bool) -> list[Any]
             hc.c.scan_id,
             hc.c.seen_at,
             since.label("first_vulnerable"),
-            d.c.body,
+            o.c.detail_id,
         )
         .select_from(source)
         .order_by(*order, page.c.host_id, page.c.wave)
     )
-    return list(conn.execute(query).all())
+    rows = list(conn.execute(query).all())
+    bodies: dict[int, str] = {}
+    for chunk in _id_chunks(sorted({int(r.detail_id) for r in rows if r.detail_id is not None})):
+        bodies.update(
+            (int(i), str(b)) for i, b in conn.execute(select(d.c.id, d.c.body).where(d.c.id.in_(chunk)))
+        )
+    return rows, bodies
 
 
 def hosts_in_state(
@@ -576,7 +582,7 @@ def hosts_in_state(
     if offset:
         query = query.offset(offset)
     with store.connect() as conn:
-        rows = _page_rows(conn, query, exposed)
+        rows, bodies = _page_rows(conn, query, exposed)
     out = []
     for row in rows:
         since = from_db(row.first_vulnerable)
@@ -596,7 +602,7 @@ def hosts_in_state(
                 seen_at=from_db(row.seen_at),
                 exposed_since=since,
                 exposed_days=round((at - since).total_seconds() / 86400, 2) if since and at else None,
-                fix=_fix_text(row.body, row.wave),
+                fix=_fix_text(bodies.get(row.detail_id) if row.detail_id is not None else None, row.wave),
             )
         )
     return out
