@@ -614,7 +614,7 @@ def write_results(path: Path, v: dict[str, Any]) -> None:
         "",
         f"Start-up goal: at most 0.3 s each ({st.load_text()}).",
         "",
-        f"CPU per host of the scan (asyncio's own loop, SQLite store; interpreter start-up and imports left out; "
+        f"CPU per host of the scan (asyncio's own loop, SQLite store; interpreter start-up, imports and making the store left out; "
         f"medians of {len(v['cpu']['loops'])} scans in fresh processes): **event loop thread "
         f"{v['cpu']['loop_ms']:.2f} ms**, the whole scanning process {v['cpu']['process_ms']:.2f} ms "
         f"(with the store's writer thread). Goal: at most 1 ms. The floor: connecting and the TLS "
