@@ -215,3 +215,48 @@ def test_history_states_from_detail_bodies_equal_the_stored_folds(url: str) -> N
             assert {s.scan: dict(s.waves) for s in history.snapshots if s.waves} == stored, host_id
             several += sum(1 for s in history.snapshots if len(s.services) > 1)
         assert several > 5  # scans where the host answered on two ports (read from the stored folds)
+
+
+def test_tagged_series_equals_the_picture_at_each_scan(url: str) -> None:
+    """The series for a tag (one pass over the tagged hosts' observations in time order) equals the
+    picture computed from the observations at each scan, through rescans, two services, a retirement
+    between scans, a merge, a deleted scan and a tag value that moved."""
+    from exwatch.fleet.queries import _tagged_picture_counts, _tagged_series_rows
+
+    with open_store(url) as store:
+        first = scan(store, 0, range(50))
+        scan(store, 3, range(0, 50, 2))
+        scan(store, 6, range(30, 70), org="moved")
+        lc.retire(store, address(34), at=DAY0 + timedelta(days=4))
+        lc.retire(store, address(3), at=DAY0 + timedelta(days=1))
+        scan(store, 9, range(60, 80))
+        scan(store, 8, range(10, 20))  # out of time order
+        lc.merge(store, address(12), address(13))
+        lc.delete_scan(store, first)
+        scan(store, 12, range(0, 80, 5))
+        with store.connect() as conn:
+            sc = t.scans
+            when = {
+                int(i): w
+                for i, w in conn.execute(
+                    select(sc.c.id, sc.c.started_at)
+                    .where(sc.c.finished_at.is_not(None))
+                    .order_by(sc.c.started_at)
+                )
+            }
+            assert len(when) == 5
+            for tag in (
+                ("country", "NL"),
+                ("organisation", "moved"),
+                ("organisation", "org1"),
+                ("network", "net0"),
+            ):
+                fast = sorted(_tagged_series_rows(conn, when, tag))
+                exact = sorted(r for i, w in when.items() for r in _tagged_picture_counts(conn, i, w, tag))
+                assert fast == exact, tag
+                assert fast
+            # a window of the series (the scans before it still count)
+            later = dict(list(when.items())[2:])
+            assert sorted(_tagged_series_rows(conn, later, ("country", "BE"))) == sorted(
+                r for i, w in later.items() for r in _tagged_picture_counts(conn, i, w, ("country", "BE"))
+            )

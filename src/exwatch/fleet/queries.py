@@ -168,9 +168,7 @@ def _series_rows(conn: Connection, when: Mapping[int, datetime], tag: Tag | None
     ps = t.picture_summary
     rows: list[SeriesRow] = []
     if tag is not None:
-        for scan_id, at in when.items():
-            rows += _tagged_picture_counts(conn, scan_id, at, tag)
-        return rows
+        return _tagged_series_rows(conn, when, tag)
     for chunk in _id_chunks(list(when)):
         rows += [
             (int(a), str(b), str(c), int(d), int(e))
@@ -215,15 +213,108 @@ def _fold_series(
     return {i: (waves[i], statuses[i], stale_hosts.get(i, 0)) for i in when}
 
 
-def _tagged_picture_counts(conn: Connection, scan_id: int, when: datetime, tag: Tag) -> list[SeriesRow]:
-    """The picture's counts at one scan for the hosts carrying a tag, from the observations."""
+def _tagged(tag: Tag) -> Select[Any]:
     tg, h = t.tags, t.hosts
-    tagged = select(tg.c.host_id).where(
+    return select(tg.c.host_id).where(
         tg.c.key == tag[0],
         tg.c.value == tag[1],
         tg.c.host_id.in_(select(h.c.id).where(h.c.merged_into.is_(None))),
     )
-    folds = pic.picture_at(conn, to_db(when) or when, scan_id, hosts=tagged)
+
+
+def _tagged_series_rows(conn: Connection, when: Mapping[int, datetime], tag: Tag) -> list[SeriesRow]:
+    """The picture's counts at each scan of ``when`` for the hosts carrying a tag, in one pass over
+    their observations in time order: each scan's services replace the older ones of their (host,
+    port), and only the hosts a scan touched (or that retire by its time) are folded again, as
+    exwatch.fleet.picture steps the whole fleet's picture.  The same counts as ``picture_at`` for
+    each scan (``_tagged_picture_counts``; tests/report/test_tally.py), without a window over every
+    observation up to every scan (32 s a scan at 400,000 hosts x 30)."""
+    o, sc, h = t.observations, t.scans, t.hosts
+    rank = pic.rank_of(o)
+    port = func.coalesce(o.c.port, 0)
+    observed = (
+        select(
+            o.c.host_id,
+            port.label("port"),
+            o.c.scan_id,
+            rank.label("rank"),
+            pic.status_of_rank(rank, o.c.status).label("status"),
+            sc.c.started_at.label("at"),
+            o.c.build,
+            o.c.cu,
+            o.c.detail_id,
+        )
+        .select_from(o.join(sc, sc.c.id == o.c.scan_id))
+        .where(pic.finished_scans(), o.c.host_id.is_not(None), o.c.host_id.in_(_tagged(tag)))
+        # a scan's best observation of a service first (the order of picture._latest_services)
+        .order_by(sc.c.started_at, sc.c.id, o.c.host_id, port, rank.desc(), o.c.id)
+    )
+    order = [
+        (int(i), w)
+        for i, w in conn.execute(
+            select(sc.c.id, sc.c.started_at).where(pic.finished_scans()).order_by(sc.c.started_at, sc.c.id)
+        )
+    ]
+    retiring = sorted(
+        (w, int(i))
+        for i, w in conn.execute(select(h.c.id, h.c.retired_at).where(h.c.retired_at.is_not(None)))
+    )
+    details = pic.DetailStates()
+    services: dict[int, dict[int, Any]] = {}
+    contributed: dict[int, list[tuple[str, str, int]]] = {}
+    counts: Counter[tuple[str, str, int]] = Counter()
+    retired: set[int] = set()
+    stream = iter(conn.execution_options(yield_per=10_000).execute(observed))
+    ahead = next(stream, None)
+    rows: list[SeriesRow] = []
+    next_retiring = 0
+    for scan_id, started in order:
+        touched: set[int] = set()
+        batch: list[Any] = []
+        while ahead is not None and int(ahead.scan_id) == scan_id:
+            batch.append(ahead)
+            ahead = next(stream, None)
+        seen: set[tuple[int, int]] = set()
+        for row in batch:
+            key = (int(row.host_id), int(row.port))
+            if key not in seen:  # the first of a service in the scan is its best
+                seen.add(key)
+                services.setdefault(key[0], {})[key[1]] = row
+                touched.add(key[0])
+        details.load(conn, {int(r.detail_id) for r in batch if r.detail_id is not None})
+        while next_retiring < len(retiring) and retiring[next_retiring][0] <= started:
+            retired.add(retiring[next_retiring][1])
+            touched.add(retiring[next_retiring][1])
+            next_retiring += 1
+        for host_id in touched:
+            counts.subtract(contributed.pop(host_id, []))
+            if host_id in retired or host_id not in services:
+                continue
+            if len(services[host_id]) == 1:
+                # one service folds into its own answer (hostfold.HostFold: its status, its states
+                # when it is an Exchange answer), without a fold object per host and scan
+                (row,) = services[host_id].values()
+                source, status = int(row.scan_id), row.status or "exchange"
+                keys = [(pic.HOST_STATUS, status, source)]
+                if status == "exchange":
+                    keys += [(w, v["state"], source) for w, v in details.waves(row.detail_id).items()]
+            else:
+                mine = [services[host_id][p] for p in sorted(services[host_id])]
+                fold = pic.fold_services_rows(mine, details)[host_id]
+                source = int(fold.scan_id or 0)
+                keys = [(pic.HOST_STATUS, fold.status, source)]
+                keys += [(wave, state, source) for wave, state in fold.states().items()]
+            counts.update(keys)
+            contributed[host_id] = keys
+        if scan_id in when:
+            rows += [(scan_id, w, st, src, n) for (w, st, src), n in counts.items() if n > 0]
+    return rows
+
+
+def _tagged_picture_counts(conn: Connection, scan_id: int, when: datetime, tag: Tag) -> list[SeriesRow]:
+    """The picture's counts at one scan for the hosts carrying a tag, from the observations (the
+    reference ``_tagged_series_rows`` is checked against)."""
+    folds = pic.picture_at(conn, to_db(when) or when, scan_id, hosts=_tagged(tag))
     counts: Counter[tuple[str, str, int]] = Counter()
     for fold in folds.values():
         source = int(fold.scan_id or 0)
