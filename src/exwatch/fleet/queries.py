@@ -290,25 +290,33 @@ def _tagged_series_rows(conn: Connection, when: Mapping[int, datetime], tag: Tag
             counts.subtract(contributed.pop(host_id, []))
             if host_id in retired or host_id not in services:
                 continue
-            if len(services[host_id]) == 1:
-                # one service folds into its own answer (hostfold.HostFold: its status, its states
-                # when it is an Exchange answer), without a fold object per host and scan
-                (row,) = services[host_id].values()
-                source, status = int(row.scan_id), row.status or "exchange"
-                keys = [(pic.HOST_STATUS, status, source)]
-                if status == "exchange":
-                    keys += [(w, v["state"], source) for w, v in details.waves(row.detail_id).items()]
-            else:
-                mine = [services[host_id][p] for p in sorted(services[host_id])]
-                fold = pic.fold_services_rows(mine, details)[host_id]
-                source = int(fold.scan_id or 0)
-                keys = [(pic.HOST_STATUS, fold.status, source)]
-                keys += [(wave, state, source) for wave, state in fold.states().items()]
+            keys = _host_keys(host_id, services[host_id], details)
             counts.update(keys)
             contributed[host_id] = keys
         if scan_id in when:
             rows += [(scan_id, w, st, src, n) for (w, st, src), n in counts.items() if n > 0]
     return rows
+
+
+def _host_keys(
+    host_id: int, services: Mapping[int, Any], details: pic.DetailStates
+) -> list[tuple[str, str, int]]:
+    """The (wave, state, source scan) keys one host adds to the picture's counts, from its latest
+    service rows (port -> row)."""
+    if len(services) == 1:
+        # one service folds into its own answer (hostfold.HostFold: its status, its states when it
+        # is an Exchange answer), without a fold object per host and scan
+        (row,) = services.values()
+        source, status = int(row.scan_id), row.status or "exchange"
+        keys = [(pic.HOST_STATUS, status, source)]
+        if status == "exchange":
+            keys += [(w, v["state"], source) for w, v in details.waves(row.detail_id).items()]
+        return keys
+    mine = [services[p] for p in sorted(services)]
+    fold = pic.fold_services_rows(mine, details)[host_id]
+    source = int(fold.scan_id or 0)
+    keys = [(pic.HOST_STATUS, fold.status, source)]
+    return keys + [(wave, state, source) for wave, state in fold.states().items()]
 
 
 def _tagged_picture_counts(conn: Connection, scan_id: int, when: datetime, tag: Tag) -> list[SeriesRow]:
