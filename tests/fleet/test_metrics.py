@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,20 @@ def test_host_history(store: Store) -> None:
     assert history.exposure[0].days == pytest.approx(6)
     with pytest.raises(InputError):
         q.host_history(store, "127.40.9.9")
+
+
+def test_numpy_is_loaded_only_for_a_fit(tmp_path: Path) -> None:
+    """A scan's start (opening the store) never imports NumPy (0.1 s of every command); a fit does."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom exwatch.fleet import open_store\nfrom exwatch.fleet import metrics\n"
+        "with open_store(sys.argv[1]) as s:\n    s.start_scan({})\n"
+        "before = 'numpy' in sys.modules\n"
+        "metrics.fit_doubling([0, 1, 2, 3], [1, 2, 4, 8])\n"
+        "print(before, 'numpy' in sys.modules)\n"
+    )
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    out = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

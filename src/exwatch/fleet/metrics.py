@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import numpy as np
-
 from exwatch.errors import InputError
 from exwatch.fleet.jsontypes import JSONObject
 
@@ -173,6 +171,8 @@ def t_cdf(x: float, df: int) -> float:
     log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
     # Integrate the density from 0 to |x| after u = atan(t), which maps the heavy tails to a
     # bounded interval: dt = (1 + t^2) du.
+    import numpy as np  # here, not at the top: a scan or a report without a fit never pays for it
+
     upper = math.atan(abs(x))
     u = np.linspace(0.0, upper, 4001)
     tt = np.tan(u)
@@ -246,6 +246,8 @@ def fit_doubling(
     pairs = [(float(h), int(c)) for h, c in zip(hours, counts, strict=True) if c > 0]
     if len(pairs) < 3:
         raise InputError(f"a doubling time needs at least 3 hours with attempts, got {len(pairs)}")
+    import numpy as np
+
     x = np.array([p[0] for p in pairs])
     y = np.log(np.array([p[1] for p in pairs], dtype=float))
     design = np.column_stack([np.ones_like(x), x])
