@@ -175,6 +175,8 @@ def main() -> int:
         return 2
     from exwatch.lab.triage import write_triage
 
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="exwatch-bench-hunt-", dir=args.out))
     pkg = base / "EXCH01"
     try:
