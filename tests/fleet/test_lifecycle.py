@@ -4,7 +4,10 @@ fleet picture after each (stale hosts counted apart)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +212,20 @@ def test_an_empty_scan_does_not_hide_the_fleet(store: Store) -> None:
     assert [s.hosts for s in series] == [2, 2]
     assert series[-1].waves["proxylogon"].vulnerable == 1 and series[-1].scan_statuses == {}
     assert [h.address for h in q.hosts_at_risk(store)] == ["127.75.8.1"]
+
+
+def test_scope_of_a_scan_names_its_targets_file(store_url: str, tmp_path: Path) -> None:
+    """A scan given a targets file records the file in its scope (it used to show "(none)")."""
+    targets = tmp_path / "fleet.txt"
+    targets.write_text("127.75.9.1\n127.75.9.2\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "exwatch", "-q", "scan", "127.75.9.3", "--targets-file", str(targets)]
+        + ["--ports", "443", "--db", store_url, "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 3, run.stderr  # nothing answered: nothing found, not everything checked
+    out = CliRunner().invoke(cli, ["scans", "list", "--db", store_url, "--format", "json"])
+    assert json.loads(out.stdout)[0]["scope"] == ["127.75.9.3", f"@{targets.resolve()}"]
+    out = CliRunner().invoke(cli, ["scans", "show", "1", "--db", store_url])
+    assert f"scope: 127.75.9.3, @{targets.resolve()}" in out.stdout

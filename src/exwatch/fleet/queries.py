@@ -63,19 +63,24 @@ def parse_tag(text: str | None) -> Tag | None:
 
 
 def scope_of(params_text: str | None) -> list[str] | None:
-    """The targets a scan was given, from its stored parameters (None when it did not say)."""
+    """The targets a scan was given, from its stored parameters (None when it did not say): those of
+    its command line, then each targets file as ``@PATH`` (a file's targets are not copied into the
+    store; a scan of a 400,000-line file keeps its path)."""
     if not params_text:
         return None
     try:
         params = json.loads(params_text)
     except ValueError:
         return None
-    targets = params.get("targets") if isinstance(params, dict) else None
-    if targets is None:
+    if not isinstance(params, dict):
         return None
-    if isinstance(targets, str):
-        return [targets]
-    return [str(x) for x in targets]
+    targets = params.get("targets")
+    options = params.get("options")
+    files = options.get("targets_files") if isinstance(options, dict) else None
+    if targets is None and not files:
+        return None
+    scope = [targets] if isinstance(targets, str) else [str(x) for x in targets or ()]
+    return scope + [f"@{f}" for f in files or ()]
 
 
 def _join_tag(source: Any, host_id: Any, tag: Tag | None, alias: str | None = None) -> Any:
