@@ -229,3 +229,32 @@ def test_scope_of_a_scan_names_its_targets_file(store_url: str, tmp_path: Path) 
     assert json.loads(out.stdout)[0]["scope"] == ["127.75.9.3", f"@{targets.resolve()}"]
     out = CliRunner().invoke(cli, ["scans", "show", "1", "--db", store_url])
     assert f"scope: 127.75.9.3, @{targets.resolve()}" in out.stdout
+
+
+def test_a_host_exposed_again_is_not_shown_closed(store_url: str, store: Store) -> None:
+    """Vulnerable, mitigated, then vulnerable again (the mitigation rolled back): the first window
+    stays the metrics' window, and `hosts show` and the host page say the host is exposed again."""
+    for day, state in enumerate(("vulnerable", "mitigated", "vulnerable", "patched", "vulnerable")):
+        scan(store, day, [rec("127.75.10.1", state)])
+    doc = q.host_history(store, "127.75.10.1")
+    (first,) = doc.exposure
+    assert (first.first_vulnerable, first.first_protected) == (T0, T0 + timedelta(days=1))
+    assert [(e.wave, e.first_vulnerable, e.first_protected) for e in doc.exposed_again] == [
+        ("proxylogon", T0 + timedelta(days=2), T0 + timedelta(days=3)),
+        ("proxylogon", T0 + timedelta(days=4), None),
+    ]
+    out = CliRunner().invoke(cli, ["hosts", "show", "127.75.10.1", "--db", store_url])
+    assert "exposed again proxylogon: 2021-03-13T00:00:00+00:00 -> still exposed" in out.stdout
+    assert "exposed again proxylogon: 2021-03-11T00:00:00+00:00 -> 2021-03-12T00:00:00+00:00" in out.stdout
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
+    from webfill import Client
+
+    from exwatch.web import create_app
+
+    app = create_app(store_url)
+    try:
+        page = Client(app).get(f"/hosts/{doc.host_id}").text
+    finally:
+        app.state.store.close()
+    assert page.count("(exposed again)") == 2 and "still exposed" in page

@@ -131,7 +131,15 @@ def _print_history(doc: HostHistory, out: Console) -> None:
         end = _iso(e.first_protected) or "still exposed"
         out.print(
             f"exposure {e.wave}: {_iso(e.first_vulnerable)} -> {end}"
-            + (f" ({e.days} days)" if e.days else "")
+            + (f" ({e.days} days)" if e.days else ""),
+            highlight=False,
+        )
+    for e in doc.exposed_again:
+        end = _iso(e.first_protected) or "still exposed"
+        out.print(
+            f"exposed again {e.wave}: {_iso(e.first_vulnerable)} -> {end}"
+            + (f" ({e.days} days)" if e.days else ""),
+            highlight=False,
         )
     for h in doc.hunts:
         out.print(

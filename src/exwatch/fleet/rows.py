@@ -349,6 +349,32 @@ class HostHistory(JsonRow):
         """How the host is named on a page: DNS name, else address, else X-FEServer, else #id."""
         return self.name or self.address or self.fe_server or f"#{self.host_id}"
 
+    @property
+    def exposed_again(self) -> tuple[ExposureWindow, ...]:
+        """The windows after the first one closed, read from the snapshots: the host seen vulnerable
+        again after it was seen protected (a mitigation rolled back or lost, a server restored from an
+        old image), each open until a later snapshot sees it protected.  The fleet's metrics keep the
+        first window (``exposure``); a page that showed only it would call an exposed host closed."""
+        later: list[ExposureWindow] = []
+        ordered = sorted((s for s in self.snapshots if s.time is not None), key=lambda s: (s.time, s.scan))
+        for window in self.exposure:
+            closed = window.first_protected
+            if closed is None:
+                continue
+            start: datetime | None = None
+            for snap in ordered:
+                state = snap.waves.get(window.wave)
+                if snap.time is None or snap.time <= closed:
+                    continue
+                if state == "vulnerable" and start is None:
+                    start = snap.time
+                elif state in ("patched", "mitigated") and start is not None:
+                    later.append(ExposureWindow(self.host_id, window.wave, start, snap.time))
+                    start = None
+            if start is not None:
+                later.append(ExposureWindow(self.host_id, window.wave, start, None))
+        return tuple(later)
+
 
 @dataclass(frozen=True)
 class WaveVerdict(JsonRow):
