@@ -12,7 +12,7 @@ import matplotlib.dates as mdates
 import pytest
 
 from exwatch.fleet import Store, open_store
-from exwatch.report import build_report
+from exwatch.report import ReportOptions, build_report
 from exwatch.report import html as report_html
 from exwatch.report.html import render_html
 from exwatch.report.text import render_table
@@ -158,3 +158,12 @@ def test_details_are_html_not_markdown(store: Store) -> None:
     details = page[page.index("<h2>Details</h2>") :]
     assert "<pre>" not in details and "|---|" not in details and "**" not in details
     assert "<table>" in details and "<dl>" in details and "<dt>protected_share</dt>" in details
+
+
+def test_a_since_after_every_scan_does_not_say_the_store_is_empty(store: Store) -> None:
+    """`report --since` later than every scan: the headline says the window is empty, not that no
+    scan was ever run (it said "run exwatch scan first" on a store with scans)."""
+    one_scan(store, {1: "vulnerable"})
+    text = build_report(store, ReportOptions(since=DAY + timedelta(days=1))).headline
+    assert text.startswith("No finished scan since 2021-03-11T12:00:00+00:00") and "exwatch scan" not in text
+    assert build_report(store).headline.startswith("ProxyLogon: 0.0% of 1 classified")

@@ -335,6 +335,9 @@ def headline(report: Report) -> str:
     """The one sentence: share, denominator, and both readings of the week-over-week change."""
     latest, wave = report.latest, report.wave
     if latest is None or wave is None:
+        since = report.options.since
+        if since is not None:  # the store may hold scans, only none in the window
+            return f"No finished scan since {_aware(since).isoformat()} (--since): nothing to report in that window."
         return "No finished scan in the store yet: run `exwatch scan` first."
     day = latest.time.isoformat()[:10]
     counts = latest.waves.get(wave)
