@@ -49,6 +49,7 @@ PUBLIC = [
     "Finding",
     "Fix",
     "HostResult",
+    "HuntInterrupted",
     "HuntOptions",
     "HuntResult",
     "HuntStats",

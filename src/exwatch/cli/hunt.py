@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.text import Text
 
 from exwatch.cli.common import (
+    EXIT_FOUND,
+    EXIT_INCOMPLETE,
     db_option,
     echo_csv,
     echo_json,
@@ -27,6 +29,7 @@ from exwatch.cli.hunt_output import print_notes, render_hunt
 from exwatch.hunt import (
     CONFIDENCE_RANK,
     Finding,
+    HuntInterrupted,
     HuntOptions,
     HuntResult,
     Progress,
@@ -152,9 +155,18 @@ def hunt(
     floor = "review" if floor == "low" else floor
     started = datetime.now(UTC)
     show_progress = verbose + verbosity() >= 1
-    result = hunt_paths(
-        list(paths), apply_limits(options), progress=_progress(console) if show_progress else None
-    )
+    try:
+        result = hunt_paths(
+            list(paths), apply_limits(options), progress=_progress(console) if show_progress else None
+        )
+    except HuntInterrupted as exc:
+        # DESIGN: one line, what is kept, and the exit code of what it had found (1 if something, else 3)
+        click.echo(
+            f"exwatch: interrupted; nothing stored ({exc.files_done:,} of {exc.files_total:,} files found so "
+            f"far were hunted, {exc.found:,} finding(s) of likely or confirmed confidence): run the hunt again",
+            err=True,
+        )
+        raise SystemExit(EXIT_FOUND if exc.found else EXIT_INCOMPLETE) from None
     if store_url is not None:
         _store(result, store_url, started, console)
     _output(result, fmt, floor)

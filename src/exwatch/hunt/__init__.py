@@ -5,7 +5,7 @@ The public API: ``hunt_paths`` over triage packages gives a ``HuntResult`` (host
 only through ``to_dict``. Modules inside the package are private: import from ``exwatch.hunt``.
 """
 
-from exwatch.hunt.engine import Progress, hunt_paths, live_install_paths, packages
+from exwatch.hunt.engine import HuntInterrupted, Progress, hunt_paths, live_install_paths, packages
 from exwatch.hunt.limits import apply_limits, limit_options, refuse_store_in_evidence
 from exwatch.hunt.model import (
     CONFIDENCE_RANK,
@@ -63,6 +63,7 @@ __all__ = [
     "Finding",
     "Fix",
     "HostResult",
+    "HuntInterrupted",
     "HuntOptions",
     "HuntResult",
     "HuntStats",

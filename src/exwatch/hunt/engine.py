@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -19,6 +20,7 @@ from exwatch.collect.hunthook import warnings as collection_warnings
 from exwatch.collect.manifest import Manifest
 from exwatch.errors import InputError
 from exwatch.hunt.model import (
+    CONFIDENCE_RANK,
     CollectionCoverage,
     Coverage,
     FileError,
@@ -198,15 +200,58 @@ def hunt_paths(
     try:
         jobs = options.jobs or os.cpu_count() or 1
         if executor is None and jobs > 1:
-            own_pool = ProcessPoolExecutor(max_workers=jobs)
+            own_pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_ignores_sigint)
             executor = own_pool
         for root in roots:
             run.hunt_host(root, collections[root], tmp_root, executor)
+    except KeyboardInterrupt as exc:
+        if own_pool is not None:
+            _stop_pool(own_pool)
+            own_pool = None
+        raise HuntInterrupted(run.files_done, run.files_total, run.found) from exc
     finally:
         if own_pool is not None:
             own_pool.shutdown()
         cleanup(tmp_root)
     return HuntResult(hosts=run.hosts, findings=order(run.findings), errors=run.errors, stats=run.stats())
+
+
+class HuntInterrupted(KeyboardInterrupt):
+    """A hunt stopped by Ctrl-C (SIGINT): its workers are stopped, nothing is stored, and it says how
+    far it got: files hunted of those found so far, and findings of likely or confirmed confidence
+    among them (the CLI's exit code: 1 if any, else 3)."""
+
+    def __init__(self, files_done: int, files_total: int, found: int) -> None:
+        super().__init__("interrupted")
+        self.files_done = files_done
+        self.files_total = files_total
+        self.found = found
+
+
+def _worker_ignores_sigint() -> None:
+    """A worker leaves Ctrl-C to the parent, which stops the pool (a terminal sends SIGINT to every
+    process of the group; a worker dying of it mid-task would break the pool instead)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Stop a pool after Ctrl-C without hanging: pending files cancelled, each worker let finish the
+    file it is on for up to ``grace`` seconds, then terminated.
+
+    ``shutdown()`` alone left the process hanging at exit when only the parent had the signal (``kill
+    -INT PID``, ``timeout``): the workers never got their stop sentinel.  Terminating the workers at once
+    hung it too, 1 run in about 20: a worker killed while writing its result leaves the pool's manager
+    thread blocked on half a message.  Python 3.11 keeps the workers in ``_processes``."""
+    workers = getattr(pool, "_processes", None)
+    processes = list(workers.values()) if isinstance(workers, dict) else []
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
 
 
 class _Run:
@@ -231,6 +276,7 @@ class _Run:
         self.clock = time.monotonic()
         self.files_done = self.bytes_done = self.files_total = self.bytes_total = 0
         self.candidates = self.parsed = self.files = self.bytes = 0
+        self.found = 0  # findings of likely or confirmed confidence in the files hunted so far
 
     def stats(self) -> HuntStats:
         return HuntStats(self.files, self.bytes, self.candidates, self.parsed, self.notes)
@@ -298,6 +344,9 @@ class _Run:
         results = []
         for task, res in zip(tasks, hunted, strict=True):
             results.append(res)
+            self.found += sum(
+                1 for f in res.findings if CONFIDENCE_RANK[f.confidence] >= CONFIDENCE_RANK["likely"]
+            )
             self.files_done += 1
             self.bytes_done += task.size
             self.tick(host)
