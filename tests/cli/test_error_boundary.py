@@ -62,3 +62,33 @@ def test_a_damaged_store_is_one_line(tmp_path: Path) -> None:
         f"exwatch: error: cannot read the store {db}: file is not a database"
     ]
     assert db.read_bytes() == b"garbage" * 200  # nothing written over it
+
+
+def test_ctrl_c_in_a_command_without_its_own_handling_is_one_line_and_3(tmp_path: Path) -> None:
+    """A real SIGINT to `exwatch lab triage` mid-write (it has no Ctrl-C handling of its own): one
+    line and exit 3 (nothing found, not finished), not click's "Aborted!" and 1 ("something found")."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exwatch", "lab", "triage", "--out", str(tmp_path / "pkg"), "--size", "3GB"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "pkg").exists() and time.monotonic() < deadline:  # writing has begun
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3, err
+    assert err.strip().splitlines() == ["exwatch: interrupted; what was written before it is kept"]

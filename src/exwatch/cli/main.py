@@ -131,6 +131,12 @@ class RootGroup(LazyGroup):
         except ExwatchError as exc:
             click.echo(f"exwatch: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # The commands that find things (scan, hunt, watch) say what they kept and found; any other
+            # stopped by Ctrl-C found nothing and did not finish: one line and 3, not click's
+            # "Aborted!" and 1, which the exit-code contract reads as "something found".
+            click.echo("exwatch: interrupted; what was written before it is kept", err=True)
+            ctx.exit(3)  # EXIT_INCOMPLETE of cli.common, not imported here: every command start pays for it
         except Exception as exc:
             error = _as_store_error(exc)
             if error is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from exwatch.hunt.sources.files import TEXT_LOG_FAMILIES, EvidenceFile, batches,
 from exwatch.hunt.sources.textlog import default_strategy
 from exwatch.hunt.timeline import coverage_warnings, link_chain, merge_coverage, order, verdict
 from exwatch.hunt.worker import hunt_file, load_bundle
+from exwatch.pools import ignore_sigint, stop_pool
 
 
 def live_install_paths(options: HuntOptions) -> list[Path]:
@@ -200,13 +200,13 @@ def hunt_paths(
     try:
         jobs = options.jobs or os.cpu_count() or 1
         if executor is None and jobs > 1:
-            own_pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_ignores_sigint)
+            own_pool = ProcessPoolExecutor(max_workers=jobs, initializer=ignore_sigint)
             executor = own_pool
         for root in roots:
             run.hunt_host(root, collections[root], tmp_root, executor)
     except KeyboardInterrupt as exc:
         if own_pool is not None:
-            _stop_pool(own_pool)
+            stop_pool(own_pool)
             own_pool = None
         raise HuntInterrupted(run.files_done, run.files_total, run.found) from exc
     finally:
@@ -226,32 +226,6 @@ class HuntInterrupted(KeyboardInterrupt):
         self.files_done = files_done
         self.files_total = files_total
         self.found = found
-
-
-def _worker_ignores_sigint() -> None:
-    """A worker leaves Ctrl-C to the parent, which stops the pool (a terminal sends SIGINT to every
-    process of the group; a worker dying of it mid-task would break the pool instead)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _stop_pool(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
-    """Stop a pool after Ctrl-C without hanging: pending files cancelled, each worker let finish the
-    file it is on for up to ``grace`` seconds, then terminated.
-
-    ``shutdown()`` alone left the process hanging at exit when only the parent had the signal (``kill
-    -INT PID``, ``timeout``): the workers never got their stop sentinel.  Terminating the workers at once
-    hung it too, 1 run in about 20: a worker killed while writing its result leaves the pool's manager
-    thread blocked on half a message.  Python 3.11 keeps the workers in ``_processes``."""
-    workers = getattr(pool, "_processes", None)
-    processes = list(workers.values()) if isinstance(workers, dict) else []
-    pool.shutdown(wait=False, cancel_futures=True)
-    deadline = time.monotonic() + grace
-    for proc in processes:
-        proc.join(max(0.0, deadline - time.monotonic()))
-    for proc in processes:
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
 
 
 class _Run:

@@ -86,6 +86,7 @@ from exwatch.lab.triage_scenarios import (
     standard_lookalike_files,
     standard_web_files,
 )
+from exwatch.pools import ignore_sigint, stop_pool
 
 __all__ = ["DEFAULT_START", "SCENARIOS", "write_triage"]
 
@@ -640,12 +641,23 @@ def _write_all(
     """Write every log file (in a process pool when ``n_workers`` > 1), the event logs and the files."""
     items: list[TruthItem] = []
     if n_workers > 1:
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context()) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=_pool_context(), initializer=ignore_sigint
+        )
+        stopped = False
+        try:
             futures = [pool.submit(run_log_job, job, plan.seed, str(out), plan.server) for job in jobs]
             items += _write_events(plan, out, events_budget)
             items += _write_files(plan, out)
             for fut in as_completed(futures):
                 items += fut.result()
+        except KeyboardInterrupt:
+            stop_pool(pool)  # Ctrl-C: the workers stopped and reaped, then the one-line message
+            stopped = True
+            raise
+        finally:
+            if not stopped:
+                pool.shutdown()
     else:
         for job in jobs:
             items += run_log_job(job, plan.seed, str(out), plan.server)
