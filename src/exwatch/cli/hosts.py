@@ -127,20 +127,11 @@ def _print_history(doc: HostHistory, out: Console) -> None:
             *(s.waves.get(w, "") for w in waves),
         )
     out.print(table)
-    for e in doc.exposure:
+    windows = [("exposure", e) for e in doc.exposure] + [("exposed again", e) for e in doc.exposed_again]
+    for label, e in windows:
         end = _iso(e.first_protected) or "still exposed"
-        out.print(
-            f"exposure {e.wave}: {_iso(e.first_vulnerable)} -> {end}"
-            + (f" ({e.days} days)" if e.days else ""),
-            highlight=False,
-        )
-    for e in doc.exposed_again:
-        end = _iso(e.first_protected) or "still exposed"
-        out.print(
-            f"exposed again {e.wave}: {_iso(e.first_vulnerable)} -> {end}"
-            + (f" ({e.days} days)" if e.days else ""),
-            highlight=False,
-        )
+        days = f" ({e.days} days)" if e.days else ""
+        out.print(f"{label} {e.wave}: {_iso(e.first_vulnerable)} -> {end}{days}", highlight=False)
     for h in doc.hunts:
         out.print(
             f"hunt {h.hunt} at {h.time.isoformat()[:16]}: {h.verdict}, {h.findings} findings, "
