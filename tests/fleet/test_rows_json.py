@@ -99,8 +99,9 @@ def test_nested_rows_and_tuples() -> None:
     doc = history.to_dict()
     assert list(doc) == [
         "host_id", "address", "name", "fe_server", "cert", "first_seen", "retired_at", "merged_into",
-        "tags", "current", "snapshots", "exposure", "hunts",
+        "tags", "current", "snapshots", "exposure", "hunts", "exposed_again",
     ]  # fmt: skip
+    assert doc["exposed_again"] == []  # the one window is still open: nothing after it
     assert doc["current"] == current.to_dict() and doc["current"]["seen_at"] is None
     assert doc["snapshots"] == [snap.to_dict()] and doc["snapshots"][0]["build_source"] == "owa"
     assert doc["exposure"] == [

@@ -330,6 +330,8 @@ class HuntSummary(JsonRow):
 class HostHistory(JsonRow):
     """One host across snapshots and hunts (``exwatch hosts show``)."""
 
+    computed = ("exposed_again",)
+
     host_id: int
     address: str | None
     name: str | None
