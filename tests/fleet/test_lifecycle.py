@@ -258,3 +258,43 @@ def test_a_host_exposed_again_is_not_shown_closed(store_url: str, store: Store) 
     finally:
         app.state.store.close()
     assert page.count("(exposed again)") == 2 and "still exposed" in page
+
+
+def test_end_of_input_at_the_delete_prompt_is_a_no(store_url: str, store: Store) -> None:
+    """`scans delete` in a terminal, answered with Ctrl-D (end of input): "nothing deleted" and exit 0
+    (it was click's "Aborted!" and 1, which the exit-code contract reads as "something found")."""
+    import os
+    import select
+
+    sid = scan(store, 0, [rec("127.75.11.1", "vulnerable")])
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exwatch", "scans", "delete", str(sid), "--db", store_url],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        while b"[y/N]" not in seen:  # the prompt, then Ctrl-D
+            ready, _, _ = select.select([master], [], [], 30)
+            assert ready, seen
+            seen += os.read(master, 4096)
+        os.write(master, b"\x04")
+        assert proc.wait(timeout=30) == 0
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert b"nothing deleted" in seen and b"Aborted" not in seen
+    assert [s["scan"] for s in lc.list_scans(store)] == [sid]

@@ -106,12 +106,16 @@ def delete(scan_id: int, yes: bool, db_url: str | None) -> None:
                 raise InputError(
                     f"deleting scan {scan_id} removes its {doc['services']:,} stored services; add --yes to confirm"
                 )
-            if not click.confirm(
+            question = (
                 f"Delete scan {scan_id} ({doc['started_at']}, {doc['services']:,} services of "
-                f"{doc['hosts']:,} hosts)?",
-                default=False,
-                err=True,
-            ):
+                f"{doc['hosts']:,} hosts)?"
+            )
+            try:
+                sure = click.confirm(question, default=False, err=True)
+            except click.Abort:  # end of input (Ctrl-D) at the prompt: a no, not click's "Aborted!" and 1
+                click.echo("", err=True)
+                sure = False
+            if not sure:
                 stderr_console().print("nothing deleted")
                 return
         done = fleet.delete_scan(store, scan_id)
