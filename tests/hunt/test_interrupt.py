@@ -76,3 +76,43 @@ def test_ctrl_c_stops_the_workers_stores_nothing_and_says_so(package: Path, tmp_
     if db.exists():  # the store may have been created; it holds no hunt
         with create_engine(f"sqlite:///{db}").connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM hunts")).scalar() == 0
+
+
+AFTER = """
+import os, signal, sys
+import exwatch.cli.hunt as cli_hunt
+from exwatch.cli.main import main
+
+output = cli_hunt._output
+def interrupt_while_printing(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return output(*args, **kwargs)
+cli_hunt._output = interrupt_while_printing
+sys.argv[0] = "exwatch"
+main()
+"""
+
+
+def test_ctrl_c_while_printing_keeps_the_exit_code_of_the_findings(package: Path, tmp_path: Path) -> None:
+    """Ctrl-C after the hunt, while its result is stored or printed: one line, and 1 since the hunt
+    found something (the root's generic line and 3 would say nothing was found)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            AFTER,
+            "hunt",
+            str(package),
+            "--jobs",
+            "2",
+            "--db",
+            f"sqlite:///{tmp_path / 's.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.stderr.strip().splitlines()[-1] == (
+        "exwatch: interrupted after the hunt, while storing or printing it: run it again"
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr

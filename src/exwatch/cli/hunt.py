@@ -167,10 +167,16 @@ def hunt(
             err=True,
         )
         raise SystemExit(EXIT_FOUND if exc.found else EXIT_INCOMPLETE) from None
-    if store_url is not None:
-        _store(result, store_url, started, console)
-    _output(result, fmt, floor)
-    print_notes(result, console)
+    try:
+        if store_url is not None:
+            _store(result, store_url, started, console)
+        _output(result, fmt, floor)
+        print_notes(result, console)
+    except KeyboardInterrupt:
+        click.echo(
+            "exwatch: interrupted after the hunt, while storing or printing it: run it again", err=True
+        )
+        raise SystemExit(EXIT_FOUND if result.exit_code == EXIT_FOUND else EXIT_INCOMPLETE) from None
     raise SystemExit(result.exit_code)
 
 
