@@ -25,6 +25,7 @@ from exwatch.errors import InputError
 from exwatch.fleet.jsontypes import JSONObject
 
 STATES = ("vulnerable", "patched", "mitigated", "unknown", "not_affected")
+PROTECTED = ("patched", "mitigated")  # the states that count as protected in the share
 
 # The week-over-week comparison accepts a snapshot within this distance of "7 days earlier".
 WEEK = timedelta(days=7)

@@ -20,7 +20,7 @@ from exwatch.errors import InputError
 from exwatch.fleet import picture as pic
 from exwatch.fleet import schema as t
 from exwatch.fleet import tally
-from exwatch.fleet.metrics import STATES, WaveCounts, counts_from
+from exwatch.fleet.metrics import PROTECTED, STATES, WaveCounts, counts_from
 from exwatch.fleet.rows import (
     JSON,
     Compromise,
@@ -38,7 +38,7 @@ from exwatch.fleet.rows import (
     Snapshot,
     WaveVerdict,
 )
-from exwatch.fleet.store import PROTECTED, Store
+from exwatch.fleet.store import Store
 from exwatch.fleet.timeutil import from_db, to_db
 
 EVIDENCE_CONFIDENCE = ("confirmed", "likely")

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import ClassVar, Generic, TypedDict, TypeVar, cast
 
 from exwatch.fleet.jsontypes import JSON, JSONObject
-from exwatch.fleet.metrics import WaveCounts
+from exwatch.fleet.metrics import PROTECTED, WaveCounts
 
 
 def iso(when: datetime | None) -> str | None:
@@ -364,13 +364,11 @@ class HostHistory(JsonRow):
             if closed is None:
                 continue
             start: datetime | None = None
-            for snap in ordered:
+            for snap in (s for s in ordered if s.time is not None and s.time > closed):
                 state = snap.waves.get(window.wave)
-                if snap.time is None or snap.time <= closed:
-                    continue
                 if state == "vulnerable" and start is None:
                     start = snap.time
-                elif state in ("patched", "mitigated") and start is not None:
+                elif state in PROTECTED and start is not None:
                     later.append(ExposureWindow(self.host_id, window.wave, start, snap.time))
                     start = None
             if start is not None:

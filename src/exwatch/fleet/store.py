@@ -25,6 +25,7 @@ from exwatch.fleet import schema as t
 from exwatch.fleet.database import engine_for, migrate, store_missing
 from exwatch.fleet.hostfold import FoldKey, HostFold, StoredService, WaveState, cu_of
 from exwatch.fleet.identity import HostIndex, Identity, identity_of
+from exwatch.fleet.metrics import PROTECTED
 from exwatch.fleet.timeutil import now, to_db
 from exwatch.record import Observation, ProbeEntry, WaveEntry
 
@@ -33,7 +34,6 @@ BATCH = 5000
 BULK_CHECKPOINT_PAGES = 16384
 # Detail bodies remembered by their marshal bytes at most (then forgotten and met again).
 DETAIL_CACHE = 200_000
-PROTECTED = ("patched", "mitigated")
 OBS_COLUMNS = (
     "scan_id",
     "host_id",

@@ -19,7 +19,6 @@ from exwatch.collect.hunthook import warnings as collection_warnings
 from exwatch.collect.manifest import Manifest
 from exwatch.errors import InputError
 from exwatch.hunt.model import (
-    CONFIDENCE_RANK,
     CollectionCoverage,
     Coverage,
     FileError,
@@ -318,9 +317,7 @@ class _Run:
         results = []
         for task, res in zip(tasks, hunted, strict=True):
             results.append(res)
-            self.found += sum(
-                1 for f in res.findings if CONFIDENCE_RANK[f.confidence] >= CONFIDENCE_RANK["likely"]
-            )
+            self.found += sum(1 for f in res.findings if f.above_review)
             self.files_done += 1
             self.bytes_done += task.size
             self.tick(host)

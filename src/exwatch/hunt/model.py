@@ -181,6 +181,11 @@ class Finding:
     evidence: Evidence
     source: str = ""
 
+    @property
+    def above_review(self) -> bool:
+        """A finding of likely or confirmed confidence: what makes a hunt exit 1."""
+        return CONFIDENCE_RANK[self.confidence] >= CONFIDENCE_RANK["likely"]
+
     def to_dict(self) -> dict[str, object]:
         return {
             "rule": self.rule,
@@ -586,7 +591,7 @@ class HuntResult:
 
     @property
     def above_review(self) -> bool:
-        return any(CONFIDENCE_RANK[f.confidence] > 1 for f in self.findings)
+        return any(f.above_review for f in self.findings)
 
     @property
     def exit_code(self) -> int:

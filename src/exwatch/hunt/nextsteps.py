@@ -245,7 +245,7 @@ def next_steps(findings: Iterable[Finding], *, fix: Fix | None = None) -> NextSt
     addresses at any confidence): files to remove (a confirmed finding) or inspect, with SHA-256; files
     the logs name that the package does not hold; attacker addresses; accounts; the evidence window; the fix."""
     findings = list(findings)
-    acted = [f for f in findings if CONFIDENCE_RANK[f.confidence] >= 2]
+    acted = [f for f in findings if f.above_review]
     published = [f for f in findings if f.rule == "context.attacker_ip"]
     files = _files(acted)
     file_rows = [
