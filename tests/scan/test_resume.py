@@ -171,3 +171,30 @@ def test_ctrl_c_stores_what_finished_then_resume(tmp_path: Path) -> None:
     assert resumed.returncode == 3, resumed.stderr
     keys, rows = _stored(db, 1)
     assert len(keys) == rows == 16384
+
+
+def test_resuming_a_finished_scan_does_not_say_nothing_is_exposed(tmp_path: Path) -> None:
+    """A resume whose own run scans nothing new (here: the scan had finished) prints no exposed host of
+    its own; its table must not say "No exposed Exchange server." while the whole scan has some and the
+    exit code (1) says so."""
+    specs = draw_fleet(12, seed=7, base_address="127.20.9.1", https_port=18443, other_share=0.0)
+    manifest_file = tmp_path / "manifest.json"
+    db = f"sqlite:///{tmp_path / 'done.db'}"
+    with run_fleet_in_thread(specs) as fleet:
+        manifest_file.write_text(json.dumps(fleet.manifest()), encoding="utf-8")
+        first = subprocess.run(
+            _exwatch("scan", "--targets-file", str(manifest_file), "--db", db, "-q"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert first.returncode == 1, first.stderr  # the drawn fleet has vulnerable servers
+        again = subprocess.run(
+            _exwatch("scan", "--resume", "1", "--db", db),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert again.returncode == 1, again.stderr
+    assert "No exposed Exchange server." not in again.stdout
+    assert "the whole scan has " in again.stdout and "exwatch scans show 1" in again.stdout

@@ -158,7 +158,14 @@ def render_table(summary: ScanSummary, console: Console) -> None:
         )
     exposed = sorted(summary.exposed, key=lambda r: (worst_state(r), str(r.get("key"))))
     if not exposed:
-        console.print("No exposed Exchange server.")
+        whole_scan = summary.whole
+        if whole_scan is not None and whole_scan.vulnerable:  # a resume: the earlier runs found them
+            console.print(
+                f"No exposed Exchange server among the hosts this run scanned; the whole scan has "
+                f"{whole_scan.vulnerable} vulnerable host(s): exwatch scans show {summary.scan_id}"
+            )
+        else:
+            console.print("No exposed Exchange server.")
         return
     wave_cols = list(summary.waves) or list(wave_ids())
     hosts = Table(title="Exposed hosts (worst first)", title_justify="left")
